@@ -1,0 +1,540 @@
+//! The server side of a session: handshake, phases, request admission
+//! (ids, in-flight cap, rate limits, validation), heartbeat and handshake
+//! deadlines. The application sees only admitted, validated requests and
+//! answers each with [`ServerSession::respond`] or [`ServerSession::fail`].
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Now, TokenBucket};
+use crate::framing::{FrameDecoder, decode_client_frame, encode_frame};
+use crate::limits::{
+    HEARTBEAT_GRACE_FACTOR, MAX_CONSECUTIVE_MALFORMED, MAX_CONSECUTIVE_REJECTED, SUPPORTED_VERSIONS,
+};
+use crate::pb::{self, client_frame::Body, server_frame::Body as Reply};
+use crate::{ErrorCode, Limits, validate};
+
+/// Fixed settings for every session of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Limits enforced and advertised.
+    pub limits: Limits,
+    /// Advertised heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Deadline for a complete Hello.
+    pub handshake_timeout: Duration,
+    /// Sent in Welcome.server_name.
+    pub server_name: String,
+    /// Capabilities the server supports (the Welcome lists the
+    /// intersection with the client's).
+    pub capabilities: Vec<String>,
+    /// Web Push VAPID public key, or empty.
+    pub vapid_public_key: String,
+    /// Typing notices per second per session (excess is dropped).
+    pub typing_rate_per_sec: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            heartbeat_interval: Duration::from_millis(u64::from(
+                crate::limits::DEFAULT_HEARTBEAT_INTERVAL_MS,
+            )),
+            handshake_timeout: Duration::from_millis(u64::from(
+                crate::limits::DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            )),
+            server_name: "confabd".into(),
+            capabilities: Vec::new(),
+            vapid_public_key: String::new(),
+            typing_rate_per_sec: 1,
+        }
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the first frame, which must be Hello.
+    AwaitingHello,
+    /// Handshake done; only signup, login, resume and ping are allowed.
+    Unauthenticated,
+    /// A device is logged in.
+    Authenticated {
+        /// The user.
+        user_id: u64,
+        /// The device.
+        device_id: u64,
+    },
+    /// The session has ended; flush output and close the transport.
+    Closed,
+}
+
+/// What the application must act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// The handshake completed (a Welcome is queued).
+    Handshaken {
+        /// The negotiated version.
+        version: u32,
+        /// The client's free-form name.
+        client_name: String,
+        /// The negotiated capabilities.
+        capabilities: Vec<String>,
+    },
+    /// An admitted, validated request. Answer it exactly once.
+    Request {
+        /// Its id, to pass to `respond`/`fail`.
+        request_id: u64,
+        /// The request.
+        body: Body,
+    },
+    /// A notification (typing): no response is expected.
+    Notification(Body),
+    /// The session ended. Write what `poll_transmit` still returns, then
+    /// close the transport.
+    Closed {
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+/// What an admitted request is, kept while it is in flight so a response
+/// can move the phase (login → authenticated, logout → unauthenticated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Auth,
+    Logout,
+    Other,
+}
+
+/// The server side of one session.
+#[derive(Debug)]
+pub struct ServerSession {
+    config: std::sync::Arc<ServerConfig>,
+    phase: Phase,
+    decoder: FrameDecoder,
+    out: BytesMut,
+    events: VecDeque<ServerEvent>,
+    in_flight: HashMap<u64, Pending>,
+    requests: TokenBucket,
+    sends: TokenBucket,
+    typing: TokenBucket,
+    handshake_deadline: Instant,
+    last_heard: Instant,
+    malformed_streak: u32,
+    rejected_streak: u32,
+}
+
+impl ServerSession {
+    /// A new session whose connection opened at `now`.
+    pub fn new(config: std::sync::Arc<ServerConfig>, now: Instant) -> Self {
+        let l = &config.limits;
+        ServerSession {
+            phase: Phase::AwaitingHello,
+            decoder: FrameDecoder::new(l.max_frame_bytes),
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            in_flight: HashMap::new(),
+            requests: TokenBucket::new(l.request_rate_per_sec, l.request_burst, now),
+            sends: TokenBucket::new(l.send_rate_per_sec, l.send_burst, now),
+            typing: TokenBucket::new(config.typing_rate_per_sec, 3, now),
+            handshake_deadline: now + config.handshake_timeout,
+            last_heard: now,
+            malformed_streak: 0,
+            rejected_streak: 0,
+            config,
+        }
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    /// The session's phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Requests admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    // ----- input ---------------------------------------------------------
+
+    /// Consumes every complete frame in `buf` (stream transports). Bytes of
+    /// an incomplete frame stay in `buf` for the next call.
+    pub fn handle_input(&mut self, buf: &mut BytesMut, now: Now) {
+        while !self.is_closed() {
+            match self.decoder.next_frame(buf) {
+                Ok(Some(frame)) => self.handle_frame(&frame, now),
+                Ok(None) => break,
+                Err(e) => {
+                    self.close(e.code(), &e.to_string());
+                    buf.clear();
+                }
+            }
+        }
+    }
+
+    /// Handles one frame's bytes, without length prefix (message
+    /// transports such as WebSocket: check the length first with
+    /// [`crate::framing::check_frame_len`] or call [`Self::handle_message`]).
+    pub fn handle_frame(&mut self, bytes: &[u8], now: Now) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_heard = now.instant;
+        let frame = match decode_client_frame(bytes) {
+            Ok(frame) => {
+                self.malformed_streak = 0;
+                frame
+            }
+            Err(e) => {
+                self.malformed_streak += 1;
+                if self.phase == Phase::AwaitingHello {
+                    return self.close(
+                        ErrorCode::HANDSHAKE_REQUIRED,
+                        "the first frame must be a valid Hello",
+                    );
+                }
+                if self.malformed_streak >= MAX_CONSECUTIVE_MALFORMED {
+                    return self.close(ErrorCode::PROTOCOL_VIOLATION, "too many malformed frames");
+                }
+                return self.send_error(e.request_id.unwrap_or(0), e.code(), &e.detail, 0);
+            }
+        };
+        self.handle_client_frame(frame, now);
+    }
+
+    /// Handles one unprefixed message, enforcing the frame size limit.
+    pub fn handle_message(&mut self, bytes: &[u8], now: Now) {
+        match crate::framing::check_frame_len(bytes.len(), self.decoder.max_frame_bytes()) {
+            Ok(()) => self.handle_frame(bytes, now),
+            Err(e) => self.close(e.code(), &e.to_string()),
+        }
+    }
+
+    fn handle_client_frame(&mut self, frame: pb::ClientFrame, now: Now) {
+        let id = frame.request_id;
+        let Some(body) = frame.body else {
+            if self.phase == Phase::AwaitingHello {
+                return self.close(
+                    ErrorCode::HANDSHAKE_REQUIRED,
+                    "the first frame must be Hello",
+                );
+            }
+            return self.send_error(
+                id,
+                ErrorCode::UNKNOWN_REQUEST,
+                "empty or unknown request body",
+                0,
+            );
+        };
+        if self.phase == Phase::AwaitingHello {
+            return match body {
+                Body::Hello(hello) => self.handle_hello(id, hello, now),
+                _ => self.close(
+                    ErrorCode::HANDSHAKE_REQUIRED,
+                    "the first frame must be Hello",
+                ),
+            };
+        }
+        if let Body::Typing(_) = body {
+            return self.handle_typing(id, body, now);
+        }
+        if id == 0 {
+            return self.send_error(
+                0,
+                ErrorCode::INVALID_REQUEST_ID,
+                "request_id 0 is only for typing",
+                0,
+            );
+        }
+        if self.in_flight.contains_key(&id) {
+            return self.send_error(
+                id,
+                ErrorCode::INVALID_REQUEST_ID,
+                "request_id is already in flight",
+                0,
+            );
+        }
+        if self.in_flight.len() >= self.config.limits.max_in_flight as usize {
+            return self.send_error(
+                id,
+                ErrorCode::TOO_MANY_IN_FLIGHT,
+                "too many requests in flight",
+                0,
+            );
+        }
+        if let Err(wait) = self.admit_rate(&body, now.instant) {
+            self.rejected_streak += 1;
+            if self.rejected_streak > MAX_CONSECUTIVE_REJECTED {
+                return self.close(ErrorCode::RATE_LIMITED, "rate limit exceeded persistently");
+            }
+            let ms = wait.as_millis().max(1) as u64;
+            return self.send_error(id, ErrorCode::RATE_LIMITED, "rate limit exceeded", ms);
+        }
+        self.rejected_streak = 0;
+        let pending = match (&body, self.phase) {
+            (Body::Hello(_), _) => {
+                return self.send_error(
+                    id,
+                    ErrorCode::INVALID_STATE,
+                    "the handshake is already done",
+                    0,
+                );
+            }
+            (Body::Signup(_) | Body::Login(_) | Body::Resume(_), Phase::Authenticated { .. }) => {
+                return self.send_error(
+                    id,
+                    ErrorCode::INVALID_STATE,
+                    "the session is already authenticated",
+                    0,
+                );
+            }
+            (Body::Signup(_) | Body::Login(_) | Body::Resume(_), _) => Pending::Auth,
+            (Body::Ping(_), _) => Pending::Other,
+            (_, Phase::Unauthenticated) => {
+                return self.send_error(
+                    id,
+                    ErrorCode::UNAUTHENTICATED,
+                    "log in or resume first",
+                    0,
+                );
+            }
+            (Body::Logout(_), _) => Pending::Logout,
+            _ => Pending::Other,
+        };
+        if let Err(v) = validate::validate_request(&body, &self.config.limits) {
+            return self.send_error(id, v.code(), &v.to_string(), 0);
+        }
+        if let Body::Ping(p) = body {
+            let pong = pb::Pong {
+                nonce: p.nonce,
+                server_time_ms: now.unix_ms,
+            };
+            return self.send(id, Reply::Pong(pong));
+        }
+        self.in_flight.insert(id, pending);
+        self.events.push_back(ServerEvent::Request {
+            request_id: id,
+            body,
+        });
+    }
+
+    fn admit_rate(&mut self, body: &Body, now: Instant) -> Result<(), Duration> {
+        self.requests.try_take(now)?;
+        if let Body::Send(_) = body {
+            self.sends.try_take(now)?;
+        }
+        Ok(())
+    }
+
+    fn handle_hello(&mut self, id: u64, hello: pb::Hello, now: Now) {
+        if id == 0 {
+            return self.close(
+                ErrorCode::INVALID_REQUEST_ID,
+                "Hello needs a non-zero request_id",
+            );
+        }
+        if let Err(v) = validate::validate_request(&Body::Hello(hello.clone()), &self.config.limits)
+        {
+            return self.close(ErrorCode::HANDSHAKE_REQUIRED, &v.to_string());
+        }
+        let Some(version) = hello
+            .versions
+            .iter()
+            .copied()
+            .filter(|v| SUPPORTED_VERSIONS.contains(v))
+            .max()
+        else {
+            return self.close(
+                ErrorCode::UNSUPPORTED_VERSION,
+                "no common protocol version; this server speaks 1",
+            );
+        };
+        let capabilities: Vec<String> = hello
+            .capabilities
+            .iter()
+            .filter(|c| self.config.capabilities.contains(c))
+            .cloned()
+            .collect();
+        let welcome = pb::Welcome {
+            version,
+            capabilities: capabilities.clone(),
+            limits: Some((&self.config.limits).into()),
+            heartbeat_interval_ms: self
+                .config
+                .heartbeat_interval
+                .as_millis()
+                .min(u32::MAX.into()) as u32,
+            server_time_ms: now.unix_ms,
+            server_name: self.config.server_name.clone(),
+            vapid_public_key: self.config.vapid_public_key.clone(),
+        };
+        self.phase = Phase::Unauthenticated;
+        self.send(id, Reply::Welcome(welcome));
+        self.events.push_back(ServerEvent::Handshaken {
+            version,
+            client_name: hello.client_name,
+            capabilities,
+        });
+    }
+
+    fn handle_typing(&mut self, id: u64, body: Body, now: Now) {
+        if id != 0 {
+            return self.send_error(
+                id,
+                ErrorCode::INVALID_REQUEST_ID,
+                "typing is a notification: use request_id 0",
+                0,
+            );
+        }
+        // Notifications get no response, so errors are dropped silently.
+        if !matches!(self.phase, Phase::Authenticated { .. })
+            || validate::validate_request(&body, &self.config.limits).is_err()
+            || self.typing.try_take(now.instant).is_err()
+        {
+            return;
+        }
+        self.events.push_back(ServerEvent::Notification(body));
+    }
+
+    // ----- application answers -----------------------------------------
+
+    /// Answers an admitted request. `AuthOk` to signup/login/resume
+    /// authenticates the session; `Done` to logout un-authenticates it.
+    pub fn respond(&mut self, request_id: u64, reply: Reply) {
+        match (self.in_flight.remove(&request_id), &reply) {
+            (Some(Pending::Auth), Reply::AuthOk(ok)) if !self.is_closed() => {
+                self.phase = Phase::Authenticated {
+                    user_id: ok.user_id,
+                    device_id: ok.device_id,
+                };
+            }
+            (Some(Pending::Logout), Reply::Done(_)) if !self.is_closed() => {
+                self.phase = Phase::Unauthenticated
+            }
+            _ => {}
+        }
+        self.send(request_id, reply);
+    }
+
+    /// Answers an admitted request with an error.
+    pub fn fail(&mut self, request_id: u64, code: ErrorCode, message: &str, retry_after_ms: u64) {
+        self.in_flight.remove(&request_id);
+        self.send_error(request_id, code, message, retry_after_ms);
+    }
+
+    /// Ends the session: queues a fatal `Error` (request_id 0) and emits
+    /// [`ServerEvent::Closed`].
+    pub fn close(&mut self, code: ErrorCode, message: &str) {
+        if self.is_closed() {
+            return;
+        }
+        let err = pb::Error {
+            code: code.0,
+            message: message.to_string(),
+            retry_after_ms: 0,
+            fatal: true,
+        };
+        self.send(0, Reply::Error(err));
+        self.phase = Phase::Closed;
+        self.in_flight.clear();
+        self.events.push_back(ServerEvent::Closed { code });
+    }
+
+    /// Queues a `GoAway` (shutdown). The driver then stops reading,
+    /// lets in-flight requests finish and calls [`Self::close`].
+    pub fn go_away(&mut self, code: ErrorCode, message: &str, reconnect_after_ms: u64) {
+        let go = pb::GoAway {
+            code: code.0,
+            message: message.to_string(),
+            reconnect_after_ms,
+        };
+        self.send(0, Reply::GoAway(go));
+    }
+
+    fn send_error(&mut self, request_id: u64, code: ErrorCode, message: &str, retry_after_ms: u64) {
+        let err = pb::Error {
+            code: code.0,
+            message: message.to_string(),
+            retry_after_ms,
+            fatal: false,
+        };
+        self.send(request_id, Reply::Error(err));
+    }
+
+    fn send(&mut self, request_id: u64, reply: Reply) {
+        encode_frame(
+            &pb::ServerFrame {
+                request_id,
+                body: Some(reply),
+            },
+            &mut self.out,
+        );
+    }
+
+    // ----- output and time ----------------------------------------------
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Encoded frames the session produced (responses, errors), ready to
+    /// write. Events from other sessions do not pass through here.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(self.out.split().freeze())
+        }
+    }
+
+    /// When [`Self::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Closed => None,
+            Phase::AwaitingHello => Some(self.handshake_deadline),
+            _ => Some(
+                self.last_heard
+                    + self
+                        .config
+                        .heartbeat_interval
+                        .mul_f64(HEARTBEAT_GRACE_FACTOR),
+            ),
+        }
+    }
+
+    /// Applies deadlines that have passed at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.poll_timeout() else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        match self.phase {
+            Phase::AwaitingHello => {
+                self.close(ErrorCode::HANDSHAKE_TIMEOUT, "no Hello before the deadline")
+            }
+            _ => self.close(
+                ErrorCode::HEARTBEAT_TIMEOUT,
+                "nothing heard for 2.5 heartbeat intervals",
+            ),
+        }
+    }
+}
