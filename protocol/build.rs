@@ -30,12 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let table = fs::read_to_string(&errors)?;
     let mut rows = Vec::new();
     for line in table.lines() {
-        let cells: Vec<&str> = line
-            .trim()
-            .trim_matches('|')
-            .split('|')
-            .map(str::trim)
-            .collect();
+        let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
         let Some(code) = cells.first().and_then(|c| c.parse::<u32>().ok()) else {
             continue;
         };
@@ -43,27 +38,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("errors.md: row for code {code} has too few columns").into());
         }
         let name = cells[1];
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()) {
             return Err(format!("errors.md: bad name {name:?} for code {code}").into());
         }
         let fatal = match cells[2] {
             "yes" => true,
             "no" => false,
             other => {
-                return Err(format!(
-                    "errors.md: code {code}: 'Ends session' must be yes or no, not {other:?}"
-                )
-                .into());
+                return Err(format!("errors.md: code {code}: 'Ends session' must be yes or no, not {other:?}").into());
             }
         };
-        if rows
-            .iter()
-            .any(|(c, n, _, _): &(u32, String, bool, String)| *c == code || n == name)
-        {
+        if rows.iter().any(|(c, n, _, _): &(u32, String, bool, String)| *c == code || n == name) {
             return Err(format!("errors.md: duplicate code or name at {code} {name}").into());
         }
         rows.push((code, name.to_string(), fatal, cells[3].replace('`', "")));

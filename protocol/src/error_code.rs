@@ -41,9 +41,7 @@ impl ErrorCode {
     /// Whether the table says the server ends the session with this code.
     /// Unknown codes: `false` (the frame's `fatal` flag is authoritative).
     pub fn ends_session(self) -> bool {
-        ALL.iter()
-            .find(|(c, _, _)| *c == self)
-            .is_some_and(|(_, _, f)| *f)
+        ALL.iter().find(|(c, _, _)| *c == self).is_some_and(|(_, _, f)| *f)
     }
 
     /// The code's class, from its range.
@@ -97,21 +95,13 @@ mod tests {
 
     #[test]
     fn table_is_generated_and_consistent() {
-        assert!(
-            ALL.len() >= 30,
-            "errors.md table parsed to {} rows",
-            ALL.len()
-        );
+        assert!(ALL.len() >= 30, "errors.md table parsed to {} rows", ALL.len());
         assert_eq!(ErrorCode::RATE_LIMITED.name(), Some("RATE_LIMITED"));
         assert!(ErrorCode::FRAME_TOO_LARGE.ends_session());
         assert!(!ErrorCode::MALFORMED_FRAME.ends_session());
         assert_eq!(ErrorCode::RESYNC_REQUIRED.class(), ErrorClass::Server);
         for (code, name, _) in ALL {
-            assert_ne!(
-                code.class(),
-                ErrorClass::Unknown,
-                "{name} is outside every range"
-            );
+            assert_ne!(code.class(), ErrorClass::Unknown, "{name} is outside every range");
         }
     }
 

@@ -120,28 +120,17 @@ impl FrameDecoder {
         let mut value: u64 = 0;
         for (i, &byte) in buf.iter().enumerate() {
             if i >= MAX_VARINT_LEN {
-                return Err(FramingError::TooLarge {
-                    len: u64::MAX,
-                    max: self.max_frame_bytes,
-                });
+                return Err(FramingError::TooLarge { len: u64::MAX, max: self.max_frame_bytes });
             }
             let bits = u64::from(byte & 0x7f);
             // Past 63 bits the value cannot be represented: absurdly large.
-            let shifted = bits
-                .checked_shl(7 * i as u32)
-                .filter(|s| (s >> (7 * i as u32)) == bits);
+            let shifted = bits.checked_shl(7 * i as u32).filter(|s| (s >> (7 * i as u32)) == bits);
             let Some(shifted) = shifted else {
-                return Err(FramingError::TooLarge {
-                    len: u64::MAX,
-                    max: self.max_frame_bytes,
-                });
+                return Err(FramingError::TooLarge { len: u64::MAX, max: self.max_frame_bytes });
             };
             value |= shifted;
             if value > max {
-                return Err(FramingError::TooLarge {
-                    len: value,
-                    max: self.max_frame_bytes,
-                });
+                return Err(FramingError::TooLarge { len: value, max: self.max_frame_bytes });
             }
             if byte & 0x80 == 0 {
                 return Ok(Prefix::Complete(value, i + 1));
@@ -154,10 +143,7 @@ impl FrameDecoder {
 /// Checks an unprefixed frame's length (WebSocket messages, QUIC datagrams).
 pub fn check_frame_len(len: usize, max_frame_bytes: u32) -> Result<(), FramingError> {
     if len as u64 > u64::from(max_frame_bytes) {
-        return Err(FramingError::TooLarge {
-            len: len as u64,
-            max: max_frame_bytes,
-        });
+        return Err(FramingError::TooLarge { len: len as u64, max: max_frame_bytes });
     }
     Ok(())
 }
@@ -173,10 +159,7 @@ pub fn decode_server_frame(bytes: &[u8]) -> Result<pb::ServerFrame, MalformedFra
 }
 
 fn malformed(bytes: &[u8], err: prost::DecodeError) -> MalformedFrame {
-    MalformedFrame {
-        request_id: scan_request_id(bytes),
-        detail: err.to_string(),
-    }
+    MalformedFrame { request_id: scan_request_id(bytes), detail: err.to_string() }
 }
 
 /// Appends `frame` with its length prefix to `out`.
@@ -239,10 +222,7 @@ mod tests {
     use crate::pb::client_frame::Body;
 
     fn ping(id: u64) -> pb::ClientFrame {
-        pb::ClientFrame {
-            request_id: id,
-            body: Some(Body::Ping(pb::PingRequest { nonce: 9 })),
-        }
+        pb::ClientFrame { request_id: id, body: Some(Body::Ping(pb::PingRequest { nonce: 9 })) }
     }
 
     #[test]
@@ -279,38 +259,22 @@ mod tests {
         let mut ok = BytesMut::from(&[100u8][..]);
         assert_eq!(dec.next_frame(&mut ok), Ok(None));
         let mut over = BytesMut::from(&[101u8][..]);
-        assert_eq!(
-            dec.next_frame(&mut over),
-            Err(FramingError::TooLarge { len: 101, max: 100 })
-        );
+        assert_eq!(dec.next_frame(&mut over), Err(FramingError::TooLarge { len: 101, max: 100 }));
     }
 
     #[test]
     fn huge_varint_lengths_are_rejected_without_allocation() {
         let dec = FrameDecoder::new(512 * 1024);
         // 2^63 as a 10-byte varint.
-        let mut buf =
-            BytesMut::from(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01][..]);
-        assert!(matches!(
-            dec.next_frame(&mut buf),
-            Err(FramingError::TooLarge { .. })
-        ));
-        assert!(
-            buf.capacity() < 64,
-            "no allocation from the announced length"
-        );
+        let mut buf = BytesMut::from(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01][..]);
+        assert!(matches!(dec.next_frame(&mut buf), Err(FramingError::TooLarge { .. })));
+        assert!(buf.capacity() < 64, "no allocation from the announced length");
         // Rejected as soon as the partial prefix exceeds the limit.
         let mut partial = BytesMut::from(&[0xff, 0xff, 0xff][..]);
-        assert!(matches!(
-            dec.next_frame(&mut partial),
-            Err(FramingError::TooLarge { .. })
-        ));
+        assert!(matches!(dec.next_frame(&mut partial), Err(FramingError::TooLarge { .. })));
         // Eleven continuation bytes: not a varint at all.
         let mut long = BytesMut::from(&[0x80u8; 11][..]);
-        assert!(matches!(
-            FrameDecoder::new(u32::MAX).next_frame(&mut long),
-            Err(FramingError::TooLarge { .. })
-        ));
+        assert!(matches!(FrameDecoder::new(u32::MAX).next_frame(&mut long), Err(FramingError::TooLarge { .. })));
     }
 
     #[test]

@@ -74,11 +74,7 @@ impl Limits {
     /// The page size to use for a request's `limit` field: 0 means the
     /// maximum, anything above the maximum is clamped to it.
     pub fn page_size(&self, requested: u32) -> u32 {
-        if requested == 0 {
-            self.max_page_size
-        } else {
-            requested.min(self.max_page_size)
-        }
+        if requested == 0 { self.max_page_size } else { requested.min(self.max_page_size) }
     }
 }
 
@@ -116,10 +112,7 @@ impl From<&pb::Limits> for Limits {
             send_burst: or(l.send_burst, d.send_burst),
             request_rate_per_sec: or(l.request_rate_per_sec, d.request_rate_per_sec),
             request_burst: or(l.request_burst, d.request_burst),
-            max_presence_subscriptions: or(
-                l.max_presence_subscriptions,
-                d.max_presence_subscriptions,
-            ),
+            max_presence_subscriptions: or(l.max_presence_subscriptions, d.max_presence_subscriptions),
             max_list_items: or(l.max_list_items, d.max_list_items),
         }
     }
@@ -139,10 +132,7 @@ mod tests {
 
     #[test]
     fn wire_round_trip_and_zero_fallback() {
-        let l = Limits {
-            max_group_members: 7,
-            ..Limits::default()
-        };
+        let l = Limits { max_group_members: 7, ..Limits::default() };
         assert_eq!(Limits::from(&pb::Limits::from(&l)), l);
         assert_eq!(Limits::from(&pb::Limits::default()), Limits::default());
     }

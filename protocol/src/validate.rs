@@ -78,14 +78,8 @@ pub fn username(name: &str) -> Result<(), Violation> {
     if !USERNAME_LEN.contains(&name.len()) {
         return Err(invalid(field, "must be 3 to 32 characters"));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        return Err(invalid(
-            field,
-            "may only contain a-z, 0-9, '_', '.' and '-'",
-        ));
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err(invalid(field, "may only contain a-z, 0-9, '_', '.' and '-'"));
     }
     if !name.as_bytes()[0].is_ascii_alphanumeric() {
         return Err(invalid(field, "must start with a letter or digit"));
@@ -101,11 +95,7 @@ pub fn password(pw: &str) -> Result<(), Violation> {
     Ok(())
 }
 
-fn short_text(
-    field: &'static str,
-    s: &str,
-    chars: std::ops::RangeInclusive<usize>,
-) -> Result<(), Violation> {
+fn short_text(field: &'static str, s: &str, chars: std::ops::RangeInclusive<usize>) -> Result<(), Violation> {
     // Bound the work by the byte length before counting characters.
     if s.len() > chars.end() * 4 || !chars.contains(&s.chars().count()) {
         return Err(invalid(field, "length out of range"));
@@ -132,10 +122,7 @@ pub fn title(title: &str) -> Result<(), Violation> {
 /// `client_msg_id`: 1 to 64 bytes of printable ASCII.
 pub fn client_msg_id(id: &str) -> Result<(), Violation> {
     if !CLIENT_MSG_ID_LEN.contains(&id.len()) || !id.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(invalid(
-            "client_msg_id",
-            "must be 1 to 64 bytes of printable ASCII",
-        ));
+        return Err(invalid("client_msg_id", "must be 1 to 64 bytes of printable ASCII"));
     }
     Ok(())
 }
@@ -150,10 +137,7 @@ pub fn message_text(text: &str, max_chars: u32) -> Result<(), Violation> {
     if text.len() > max {
         let chars = text.chars().take(max + 1).count();
         if chars > max {
-            return Err(Violation::MessageTooLong {
-                chars: text.chars().count(),
-                max: max_chars,
-            });
+            return Err(Violation::MessageTooLong { chars: text.chars().count(), max: max_chars });
         }
     }
     Ok(())
@@ -169,11 +153,7 @@ pub fn id(field: &'static str, id: u64) -> Result<(), Violation> {
 
 fn list<T>(field: &'static str, items: &[T], limits: &Limits) -> Result<(), Violation> {
     if items.len() > limits.max_list_items as usize {
-        return Err(Violation::TooManyItems {
-            field,
-            len: items.len(),
-            max: limits.max_list_items,
-        });
+        return Err(Violation::TooManyItems { field, len: items.len(), max: limits.max_list_items });
     }
     Ok(())
 }
@@ -190,16 +170,10 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
     match body {
         Body::Hello(h) => {
             if h.versions.len() > 16 || h.capabilities.len() > 32 || h.client_name.len() > 128 {
-                return Err(invalid(
-                    "hello",
-                    "too many versions or capabilities, or client_name too long",
-                ));
+                return Err(invalid("hello", "too many versions or capabilities, or client_name too long"));
             }
             if h.capabilities.iter().any(|c| c.len() > 64) {
-                return Err(invalid(
-                    "capabilities",
-                    "capability names are at most 64 bytes",
-                ));
+                return Err(invalid("capabilities", "capability names are at most 64 bytes"));
             }
             Ok(())
         }
@@ -246,6 +220,15 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
             title(&r.title)
         }
         Body::ListMembers(r) => id("conversation_id", r.conversation_id),
+        Body::GetConversation(r) => id("conversation_id", r.conversation_id),
+        Body::SetRole(r) => {
+            id("conversation_id", r.conversation_id)?;
+            username(&r.username)?;
+            match pb::MemberRole::try_from(r.role) {
+                Ok(pb::MemberRole::Owner | pb::MemberRole::Admin | pb::MemberRole::Member) => Ok(()),
+                _ => Err(invalid("role", "must be OWNER, ADMIN or MEMBER")),
+            }
+        }
         Body::Send(r) => {
             id("conversation_id", r.conversation_id)?;
             client_msg_id(&r.client_msg_id)?;
@@ -254,10 +237,7 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
         Body::History(r) => {
             id("conversation_id", r.conversation_id)?;
             if r.before_seq != 0 && r.after_seq != 0 {
-                return Err(invalid(
-                    "history",
-                    "at most one of before_seq and after_seq may be set",
-                ));
+                return Err(invalid("history", "at most one of before_seq and after_seq may be set"));
             }
             Ok(())
         }
@@ -275,10 +255,7 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
             Some(pb::register_push_request::Target::WebPush(w)) => {
                 url("endpoint", &w.endpoint, false)?;
                 if w.p256dh.len() != 65 || w.p256dh.first() != Some(&4) {
-                    return Err(invalid(
-                        "p256dh",
-                        "must be an uncompressed P-256 point (65 bytes)",
-                    ));
+                    return Err(invalid("p256dh", "must be an uncompressed P-256 point (65 bytes)"));
                 }
                 if w.auth.len() != 16 {
                     return Err(invalid("auth", "must be 16 bytes"));
@@ -299,8 +276,7 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
 
 fn url(field: &'static str, u: &str, allow_http: bool) -> Result<(), Violation> {
     let ok_scheme = u.starts_with("https://") || (allow_http && u.starts_with("http://"));
-    if !ok_scheme || u.len() > MAX_URL_LEN || u.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
+    if !ok_scheme || u.len() > MAX_URL_LEN || u.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(invalid(field, "must be an https URL of at most 2048 bytes"));
     }
     Ok(())
@@ -328,10 +304,7 @@ mod tests {
         assert_eq!(message_text(&"😀".repeat(100_000), max), Ok(()));
         let err = message_text(&"a".repeat(100_001), max).unwrap_err();
         assert_eq!(err.code(), ErrorCode::MESSAGE_TOO_LONG);
-        assert_eq!(
-            message_text("", max).unwrap_err().code(),
-            ErrorCode::EMPTY_MESSAGE
-        );
+        assert_eq!(message_text("", max).unwrap_err().code(), ErrorCode::EMPTY_MESSAGE);
     }
 
     #[test]
@@ -346,41 +319,17 @@ mod tests {
     fn requests() {
         let l = Limits::default();
         let send = |text: &str| {
-            Body::Send(pb::SendRequest {
-                conversation_id: 1,
-                client_msg_id: "m1".into(),
-                text: text.into(),
-            })
+            Body::Send(pb::SendRequest { conversation_id: 1, client_msg_id: "m1".into(), text: text.into() })
         };
         assert!(validate_request(&send("hi"), &l).is_ok());
-        assert_eq!(
-            validate_request(&send(""), &l).unwrap_err().code(),
-            ErrorCode::EMPTY_MESSAGE
-        );
-        let many = Body::CreateGroup(pb::CreateGroupRequest {
-            title: "t".into(),
-            usernames: vec!["bob".into(); 101],
-        });
-        assert_eq!(
-            validate_request(&many, &l).unwrap_err().code(),
-            ErrorCode::TOO_MANY_ITEMS
-        );
-        let both = Body::History(pb::HistoryRequest {
-            conversation_id: 1,
-            before_seq: 5,
-            after_seq: 2,
-            limit: 0,
-        });
-        assert_eq!(
-            validate_request(&both, &l).unwrap_err().code(),
-            ErrorCode::INVALID_ARGUMENT
-        );
+        assert_eq!(validate_request(&send(""), &l).unwrap_err().code(), ErrorCode::EMPTY_MESSAGE);
+        let many = Body::CreateGroup(pb::CreateGroupRequest { title: "t".into(), usernames: vec!["bob".into(); 101] });
+        assert_eq!(validate_request(&many, &l).unwrap_err().code(), ErrorCode::TOO_MANY_ITEMS);
+        let both = Body::History(pb::HistoryRequest { conversation_id: 1, before_seq: 5, after_seq: 2, limit: 0 });
+        assert_eq!(validate_request(&both, &l).unwrap_err().code(), ErrorCode::INVALID_ARGUMENT);
         let status = Body::SetStatus(pb::SetStatusRequest { status: 3 });
         assert!(validate_request(&status, &l).is_err());
-        let title = Body::CreateGroup(pb::CreateGroupRequest {
-            title: "a\nb".into(),
-            usernames: vec![],
-        });
+        let title = Body::CreateGroup(pb::CreateGroupRequest { title: "a\nb".into(), usernames: vec![] });
         assert!(validate_request(&title, &l).is_err());
     }
 }

@@ -15,12 +15,7 @@ impl TokenBucket {
     /// A full bucket. A zero rate means "unlimited".
     pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
-        TokenBucket {
-            rate: f64::from(rate_per_sec),
-            burst,
-            tokens: burst,
-            last: now,
-        }
+        TokenBucket { rate: f64::from(rate_per_sec), burst, tokens: burst, last: now }
     }
 
     /// Takes one token, or says how long until one is available.
@@ -52,10 +47,7 @@ mod tests {
             assert_eq!(b.try_take(t0), Ok(()));
         }
         let wait = b.try_take(t0).unwrap_err();
-        assert!(
-            wait > Duration::from_millis(90) && wait <= Duration::from_millis(100),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100), "{wait:?}");
         assert_eq!(b.try_take(t0 + Duration::from_millis(100)), Ok(()));
         assert!(b.try_take(t0 + Duration::from_millis(100)).is_err());
     }

@@ -118,11 +118,7 @@ impl ClientSession {
 
     /// The server's limits (v1 defaults before Welcome).
     pub fn limits(&self) -> Limits {
-        self.welcome
-            .as_ref()
-            .and_then(|w| w.limits.as_ref())
-            .map(Limits::from)
-            .unwrap_or_default()
+        self.welcome.as_ref().and_then(|w| w.limits.as_ref()).map(Limits::from).unwrap_or_default()
     }
 
     /// Whether the session has ended.
@@ -152,10 +148,7 @@ impl ClientSession {
         if self.closed {
             return Err(SendError::Closed);
         }
-        let frame = pb::ClientFrame {
-            request_id: 0,
-            body: Some(Body::Typing(pb::TypingNotice { conversation_id })),
-        };
+        let frame = pb::ClientFrame { request_id: 0, body: Some(Body::Typing(pb::TypingNotice { conversation_id })) };
         encode_frame(&frame, &mut self.out);
         self.last_sent = now;
         Ok(())
@@ -164,13 +157,7 @@ impl ClientSession {
     fn queue(&mut self, body: Body, now: Instant) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        encode_frame(
-            &pb::ClientFrame {
-                request_id: id,
-                body: Some(body),
-            },
-            &mut self.out,
-        );
+        encode_frame(&pb::ClientFrame { request_id: id, body: Some(body) }, &mut self.out);
         self.in_flight.insert(id);
         self.last_sent = now;
         id
@@ -199,10 +186,7 @@ impl ClientSession {
         let frame = match decode_server_frame(bytes) {
             Ok(f) => f,
             Err(e) => {
-                return self.close(
-                    e.code(),
-                    format!("server sent a malformed frame: {}", e.detail),
-                );
+                return self.close(e.code(), format!("server sent a malformed frame: {}", e.detail));
             }
         };
         // An unknown body is a newer server's event: ignore it.
@@ -213,10 +197,7 @@ impl ClientSession {
         {
             let (code, message) = (ErrorCode(e.code), e.message.clone());
             if id != 0 && self.in_flight.remove(&id) && !self.pings.contains(&id) {
-                self.events.push_back(ClientEvent::Response {
-                    request_id: id,
-                    body: body.clone(),
-                });
+                self.events.push_back(ClientEvent::Response { request_id: id, body: body.clone() });
             }
             return self.close(code, message);
         }
@@ -238,10 +219,7 @@ impl ClientSession {
             self.welcome = Some(w.clone());
             return self.events.push_back(ClientEvent::Welcome(w.clone()));
         }
-        self.events.push_back(ClientEvent::Response {
-            request_id: id,
-            body,
-        });
+        self.events.push_back(ClientEvent::Response { request_id: id, body });
     }
 
     fn close(&mut self, code: ErrorCode, message: String) {
@@ -258,11 +236,7 @@ impl ClientSession {
 
     /// Encoded frames to write.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if self.out.is_empty() {
-            None
-        } else {
-            Some(self.out.split().freeze())
-        }
+        if self.out.is_empty() { None } else { Some(self.out.split().freeze()) }
     }
 
     /// When [`Self::handle_timeout`] must next be called: the next ping or
@@ -283,10 +257,7 @@ impl ClientSession {
             return;
         }
         if now >= self.last_heard + self.heartbeat.mul_f64(HEARTBEAT_GRACE_FACTOR) {
-            return self.close(
-                ErrorCode::HEARTBEAT_TIMEOUT,
-                "nothing heard from the server".into(),
-            );
+            return self.close(ErrorCode::HEARTBEAT_TIMEOUT, "nothing heard from the server".into());
         }
         if now >= self.last_sent + self.heartbeat {
             let id = self.queue(Body::Ping(pb::PingRequest { nonce: 0 }), now);

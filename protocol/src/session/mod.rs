@@ -39,9 +39,6 @@ impl Now {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        Now {
-            instant: Instant::now(),
-            unix_ms,
-        }
+        Now { instant: Instant::now(), unix_ms }
     }
 }

@@ -10,9 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Now, TokenBucket};
 use crate::framing::{FrameDecoder, decode_client_frame, encode_frame};
-use crate::limits::{
-    HEARTBEAT_GRACE_FACTOR, MAX_CONSECUTIVE_MALFORMED, MAX_CONSECUTIVE_REJECTED, SUPPORTED_VERSIONS,
-};
+use crate::limits::{HEARTBEAT_GRACE_FACTOR, MAX_CONSECUTIVE_MALFORMED, MAX_CONSECUTIVE_REJECTED, SUPPORTED_VERSIONS};
 use crate::pb::{self, client_frame::Body, server_frame::Body as Reply};
 use crate::{ErrorCode, Limits, validate};
 
@@ -40,12 +38,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             limits: Limits::default(),
-            heartbeat_interval: Duration::from_millis(u64::from(
-                crate::limits::DEFAULT_HEARTBEAT_INTERVAL_MS,
-            )),
-            handshake_timeout: Duration::from_millis(u64::from(
-                crate::limits::DEFAULT_HANDSHAKE_TIMEOUT_MS,
-            )),
+            heartbeat_interval: Duration::from_millis(u64::from(crate::limits::DEFAULT_HEARTBEAT_INTERVAL_MS)),
+            handshake_timeout: Duration::from_millis(u64::from(crate::limits::DEFAULT_HANDSHAKE_TIMEOUT_MS)),
             server_name: "confabd".into(),
             capabilities: Vec::new(),
             vapid_public_key: String::new(),
@@ -126,6 +120,11 @@ pub struct ServerSession {
     last_heard: Instant,
     malformed_streak: u32,
     rejected_streak: u32,
+    /// The barrier request in flight, if any (PROTOCOL.md §4.4).
+    barrier: Option<u64>,
+    /// Frames received behind a barrier (message transports only).
+    held: VecDeque<Bytes>,
+    last_now: Now,
 }
 
 impl ServerSession {
@@ -145,6 +144,9 @@ impl ServerSession {
             last_heard: now,
             malformed_streak: 0,
             rejected_streak: 0,
+            barrier: None,
+            held: VecDeque::new(),
+            last_now: Now { instant: now, unix_ms: 0 },
             config,
         }
     }
@@ -173,12 +175,15 @@ impl ServerSession {
 
     // ----- input ---------------------------------------------------------
 
-    /// Consumes every complete frame in `buf` (stream transports). Bytes of
-    /// an incomplete frame stay in `buf` for the next call.
+    /// Consumes complete frames from `buf` (stream transports). Bytes of an
+    /// incomplete frame stay in `buf`. While a barrier request (signup,
+    /// login, resume, logout) is in flight no further frame is consumed:
+    /// call again after answering it. See [`Self::wants_input`].
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: Now) {
-        while !self.is_closed() {
+        self.last_now = now;
+        while !self.is_closed() && self.barrier.is_none() {
             match self.decoder.next_frame(buf) {
-                Ok(Some(frame)) => self.handle_frame(&frame, now),
+                Ok(Some(frame)) => self.handle_frame_now(&frame, now),
                 Ok(None) => break,
                 Err(e) => {
                     self.close(e.code(), &e.to_string());
@@ -188,34 +193,29 @@ impl ServerSession {
         }
     }
 
+    /// Whether the session takes more input now. `false` while a barrier
+    /// request is in flight (the driver should stop reading the stream so
+    /// the peer's bytes wait in the socket, not in memory) and once closed.
+    pub fn wants_input(&self) -> bool {
+        !self.is_closed() && self.barrier.is_none()
+    }
+
     /// Handles one frame's bytes, without length prefix (message
-    /// transports such as WebSocket: check the length first with
-    /// [`crate::framing::check_frame_len`] or call [`Self::handle_message`]).
+    /// transports). Frames that arrive while a barrier request is in flight
+    /// are held and handled when it is answered (at most `max_in_flight` of
+    /// them; past that they are refused with TOO_MANY_IN_FLIGHT).
     pub fn handle_frame(&mut self, bytes: &[u8], now: Now) {
-        if self.is_closed() {
+        self.last_now = now;
+        if self.barrier.is_some() && !self.is_closed() {
+            self.last_heard = now.instant;
+            if self.held.len() >= self.config.limits.max_in_flight as usize {
+                let id = crate::framing::scan_request_id(bytes).unwrap_or(0);
+                return self.send_error(id, ErrorCode::TOO_MANY_IN_FLIGHT, "too many frames behind a pending login", 0);
+            }
+            self.held.push_back(Bytes::copy_from_slice(bytes));
             return;
         }
-        self.last_heard = now.instant;
-        let frame = match decode_client_frame(bytes) {
-            Ok(frame) => {
-                self.malformed_streak = 0;
-                frame
-            }
-            Err(e) => {
-                self.malformed_streak += 1;
-                if self.phase == Phase::AwaitingHello {
-                    return self.close(
-                        ErrorCode::HANDSHAKE_REQUIRED,
-                        "the first frame must be a valid Hello",
-                    );
-                }
-                if self.malformed_streak >= MAX_CONSECUTIVE_MALFORMED {
-                    return self.close(ErrorCode::PROTOCOL_VIOLATION, "too many malformed frames");
-                }
-                return self.send_error(e.request_id.unwrap_or(0), e.code(), &e.detail, 0);
-            }
-        };
-        self.handle_client_frame(frame, now);
+        self.handle_frame_now(bytes, now);
     }
 
     /// Handles one unprefixed message, enforcing the frame size limit.
@@ -226,57 +226,76 @@ impl ServerSession {
         }
     }
 
+    fn handle_frame_now(&mut self, bytes: &[u8], now: Now) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_heard = now.instant;
+        let frame = match decode_client_frame(bytes) {
+            Ok(frame) => {
+                self.malformed_streak = 0;
+                frame
+            }
+            Err(e) => {
+                let id = e.request_id.unwrap_or(0);
+                if self.phase == Phase::AwaitingHello {
+                    return self.close_with_id(
+                        id,
+                        ErrorCode::HANDSHAKE_REQUIRED,
+                        "the first frame must be a valid Hello",
+                    );
+                }
+                self.malformed_streak += 1;
+                if self.malformed_streak >= MAX_CONSECUTIVE_MALFORMED {
+                    return self.close(ErrorCode::PROTOCOL_VIOLATION, "too many malformed frames in a row");
+                }
+                return self.send_error(id, e.code(), &e.detail, 0);
+            }
+        };
+        self.handle_client_frame(frame, now);
+    }
+
+    /// Applies spec/PROTOCOL.md §4.3, "Frame processing order", rules 2–10.
     fn handle_client_frame(&mut self, frame: pb::ClientFrame, now: Now) {
         let id = frame.request_id;
-        let Some(body) = frame.body else {
-            if self.phase == Phase::AwaitingHello {
-                return self.close(
-                    ErrorCode::HANDSHAKE_REQUIRED,
-                    "the first frame must be Hello",
-                );
-            }
-            return self.send_error(
-                id,
-                ErrorCode::UNKNOWN_REQUEST,
-                "empty or unknown request body",
-                0,
-            );
-        };
         if self.phase == Phase::AwaitingHello {
-            return match body {
-                Body::Hello(hello) => self.handle_hello(id, hello, now),
-                _ => self.close(
-                    ErrorCode::HANDSHAKE_REQUIRED,
-                    "the first frame must be Hello",
-                ),
+            return match frame.body {
+                Some(Body::Hello(_)) if id == 0 => {
+                    self.send_error(0, ErrorCode::INVALID_REQUEST_ID, "Hello needs a non-zero request_id", 0)
+                }
+                Some(Body::Hello(hello)) => self.handle_hello(id, hello, now),
+                _ => self.close_with_id(id, ErrorCode::HANDSHAKE_REQUIRED, "the first frame must be Hello"),
             };
         }
+        let Some(body) = frame.body else {
+            return self.send_error(id, ErrorCode::UNKNOWN_REQUEST, "empty or unknown request body", 0);
+        };
         if let Body::Typing(_) = body {
             return self.handle_typing(id, body, now);
         }
         if id == 0 {
-            return self.send_error(
-                0,
-                ErrorCode::INVALID_REQUEST_ID,
-                "request_id 0 is only for typing",
-                0,
-            );
+            return self.send_error(0, ErrorCode::INVALID_REQUEST_ID, "request_id 0 is only for typing", 0);
         }
         if self.in_flight.contains_key(&id) {
-            return self.send_error(
-                id,
-                ErrorCode::INVALID_REQUEST_ID,
-                "request_id is already in flight",
-                0,
-            );
+            return self.send_error(id, ErrorCode::INVALID_REQUEST_ID, "request_id is already in flight", 0);
         }
+        let pending = match (&body, self.phase) {
+            (Body::Hello(_), _) => {
+                return self.send_error(id, ErrorCode::INVALID_STATE, "the handshake is already done", 0);
+            }
+            (Body::Signup(_) | Body::Login(_) | Body::Resume(_), Phase::Authenticated { .. }) => {
+                return self.send_error(id, ErrorCode::INVALID_STATE, "the session is already authenticated", 0);
+            }
+            (Body::Signup(_) | Body::Login(_) | Body::Resume(_), _) => Pending::Auth,
+            (Body::Ping(_), _) => Pending::Other,
+            (_, Phase::Unauthenticated) => {
+                return self.send_error(id, ErrorCode::UNAUTHENTICATED, "log in or resume first", 0);
+            }
+            (Body::Logout(_), _) => Pending::Logout,
+            _ => Pending::Other,
+        };
         if self.in_flight.len() >= self.config.limits.max_in_flight as usize {
-            return self.send_error(
-                id,
-                ErrorCode::TOO_MANY_IN_FLIGHT,
-                "too many requests in flight",
-                0,
-            );
+            return self.send_error(id, ErrorCode::TOO_MANY_IN_FLIGHT, "too many requests in flight", 0);
         }
         if let Err(wait) = self.admit_rate(&body, now.instant) {
             self.rejected_streak += 1;
@@ -287,51 +306,18 @@ impl ServerSession {
             return self.send_error(id, ErrorCode::RATE_LIMITED, "rate limit exceeded", ms);
         }
         self.rejected_streak = 0;
-        let pending = match (&body, self.phase) {
-            (Body::Hello(_), _) => {
-                return self.send_error(
-                    id,
-                    ErrorCode::INVALID_STATE,
-                    "the handshake is already done",
-                    0,
-                );
-            }
-            (Body::Signup(_) | Body::Login(_) | Body::Resume(_), Phase::Authenticated { .. }) => {
-                return self.send_error(
-                    id,
-                    ErrorCode::INVALID_STATE,
-                    "the session is already authenticated",
-                    0,
-                );
-            }
-            (Body::Signup(_) | Body::Login(_) | Body::Resume(_), _) => Pending::Auth,
-            (Body::Ping(_), _) => Pending::Other,
-            (_, Phase::Unauthenticated) => {
-                return self.send_error(
-                    id,
-                    ErrorCode::UNAUTHENTICATED,
-                    "log in or resume first",
-                    0,
-                );
-            }
-            (Body::Logout(_), _) => Pending::Logout,
-            _ => Pending::Other,
-        };
         if let Err(v) = validate::validate_request(&body, &self.config.limits) {
             return self.send_error(id, v.code(), &v.to_string(), 0);
         }
         if let Body::Ping(p) = body {
-            let pong = pb::Pong {
-                nonce: p.nonce,
-                server_time_ms: now.unix_ms,
-            };
+            let pong = pb::Pong { nonce: p.nonce, server_time_ms: now.unix_ms };
             return self.send(id, Reply::Pong(pong));
         }
+        if pending != Pending::Other {
+            self.barrier = Some(id);
+        }
         self.in_flight.insert(id, pending);
-        self.events.push_back(ServerEvent::Request {
-            request_id: id,
-            body,
-        });
+        self.events.push_back(ServerEvent::Request { request_id: id, body });
     }
 
     fn admit_rate(&mut self, body: &Body, now: Instant) -> Result<(), Duration> {
@@ -344,63 +330,33 @@ impl ServerSession {
 
     fn handle_hello(&mut self, id: u64, hello: pb::Hello, now: Now) {
         if id == 0 {
-            return self.close(
-                ErrorCode::INVALID_REQUEST_ID,
-                "Hello needs a non-zero request_id",
-            );
+            return self.close(ErrorCode::INVALID_REQUEST_ID, "Hello needs a non-zero request_id");
         }
-        if let Err(v) = validate::validate_request(&Body::Hello(hello.clone()), &self.config.limits)
-        {
+        if let Err(v) = validate::validate_request(&Body::Hello(hello.clone()), &self.config.limits) {
             return self.close(ErrorCode::HANDSHAKE_REQUIRED, &v.to_string());
         }
-        let Some(version) = hello
-            .versions
-            .iter()
-            .copied()
-            .filter(|v| SUPPORTED_VERSIONS.contains(v))
-            .max()
-        else {
-            return self.close(
-                ErrorCode::UNSUPPORTED_VERSION,
-                "no common protocol version; this server speaks 1",
-            );
+        let Some(version) = hello.versions.iter().copied().filter(|v| SUPPORTED_VERSIONS.contains(v)).max() else {
+            return self.close(ErrorCode::UNSUPPORTED_VERSION, "no common protocol version; this server speaks 1");
         };
-        let capabilities: Vec<String> = hello
-            .capabilities
-            .iter()
-            .filter(|c| self.config.capabilities.contains(c))
-            .cloned()
-            .collect();
+        let capabilities: Vec<String> =
+            hello.capabilities.iter().filter(|c| self.config.capabilities.contains(c)).cloned().collect();
         let welcome = pb::Welcome {
             version,
             capabilities: capabilities.clone(),
             limits: Some((&self.config.limits).into()),
-            heartbeat_interval_ms: self
-                .config
-                .heartbeat_interval
-                .as_millis()
-                .min(u32::MAX.into()) as u32,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis().min(u32::MAX.into()) as u32,
             server_time_ms: now.unix_ms,
             server_name: self.config.server_name.clone(),
             vapid_public_key: self.config.vapid_public_key.clone(),
         };
         self.phase = Phase::Unauthenticated;
         self.send(id, Reply::Welcome(welcome));
-        self.events.push_back(ServerEvent::Handshaken {
-            version,
-            client_name: hello.client_name,
-            capabilities,
-        });
+        self.events.push_back(ServerEvent::Handshaken { version, client_name: hello.client_name, capabilities });
     }
 
     fn handle_typing(&mut self, id: u64, body: Body, now: Now) {
         if id != 0 {
-            return self.send_error(
-                id,
-                ErrorCode::INVALID_REQUEST_ID,
-                "typing is a notification: use request_id 0",
-                0,
-            );
+            return self.send_error(id, ErrorCode::INVALID_REQUEST_ID, "typing is a notification: use request_id 0", 0);
         }
         // Notifications get no response, so errors are dropped silently.
         if !matches!(self.phase, Phase::Authenticated { .. })
@@ -417,40 +373,54 @@ impl ServerSession {
     /// Answers an admitted request. `AuthOk` to signup/login/resume
     /// authenticates the session; `Done` to logout un-authenticates it.
     pub fn respond(&mut self, request_id: u64, reply: Reply) {
-        match (self.in_flight.remove(&request_id), &reply) {
+        let pending = self.in_flight.remove(&request_id);
+        match (pending, &reply) {
             (Some(Pending::Auth), Reply::AuthOk(ok)) if !self.is_closed() => {
-                self.phase = Phase::Authenticated {
-                    user_id: ok.user_id,
-                    device_id: ok.device_id,
-                };
+                self.phase = Phase::Authenticated { user_id: ok.user_id, device_id: ok.device_id };
             }
-            (Some(Pending::Logout), Reply::Done(_)) if !self.is_closed() => {
-                self.phase = Phase::Unauthenticated
-            }
+            (Some(Pending::Logout), Reply::Done(_)) if !self.is_closed() => self.phase = Phase::Unauthenticated,
             _ => {}
         }
         self.send(request_id, reply);
+        self.release_barrier(request_id);
+    }
+
+    /// After a barrier request is answered, handles the frames held behind
+    /// it (message transports). Stream drivers call `handle_input` again.
+    fn release_barrier(&mut self, request_id: u64) {
+        if self.barrier != Some(request_id) {
+            return;
+        }
+        self.barrier = None;
+        let now = self.last_now;
+        while self.barrier.is_none()
+            && let Some(frame) = self.held.pop_front()
+        {
+            self.handle_frame_now(&frame, now);
+        }
     }
 
     /// Answers an admitted request with an error.
     pub fn fail(&mut self, request_id: u64, code: ErrorCode, message: &str, retry_after_ms: u64) {
         self.in_flight.remove(&request_id);
         self.send_error(request_id, code, message, retry_after_ms);
+        self.release_barrier(request_id);
     }
 
     /// Ends the session: queues a fatal `Error` (request_id 0) and emits
     /// [`ServerEvent::Closed`].
     pub fn close(&mut self, code: ErrorCode, message: &str) {
+        self.close_with_id(0, code, message);
+    }
+
+    fn close_with_id(&mut self, request_id: u64, code: ErrorCode, message: &str) {
         if self.is_closed() {
             return;
         }
-        let err = pb::Error {
-            code: code.0,
-            message: message.to_string(),
-            retry_after_ms: 0,
-            fatal: true,
-        };
-        self.send(0, Reply::Error(err));
+        let err = pb::Error { code: code.0, message: message.to_string(), retry_after_ms: 0, fatal: true };
+        self.send(request_id, Reply::Error(err));
+        self.held.clear();
+        self.barrier = None;
         self.phase = Phase::Closed;
         self.in_flight.clear();
         self.events.push_back(ServerEvent::Closed { code });
@@ -459,32 +429,17 @@ impl ServerSession {
     /// Queues a `GoAway` (shutdown). The driver then stops reading,
     /// lets in-flight requests finish and calls [`Self::close`].
     pub fn go_away(&mut self, code: ErrorCode, message: &str, reconnect_after_ms: u64) {
-        let go = pb::GoAway {
-            code: code.0,
-            message: message.to_string(),
-            reconnect_after_ms,
-        };
+        let go = pb::GoAway { code: code.0, message: message.to_string(), reconnect_after_ms };
         self.send(0, Reply::GoAway(go));
     }
 
     fn send_error(&mut self, request_id: u64, code: ErrorCode, message: &str, retry_after_ms: u64) {
-        let err = pb::Error {
-            code: code.0,
-            message: message.to_string(),
-            retry_after_ms,
-            fatal: false,
-        };
+        let err = pb::Error { code: code.0, message: message.to_string(), retry_after_ms, fatal: false };
         self.send(request_id, Reply::Error(err));
     }
 
     fn send(&mut self, request_id: u64, reply: Reply) {
-        encode_frame(
-            &pb::ServerFrame {
-                request_id,
-                body: Some(reply),
-            },
-            &mut self.out,
-        );
+        encode_frame(&pb::ServerFrame { request_id, body: Some(reply) }, &mut self.out);
     }
 
     // ----- output and time ----------------------------------------------
@@ -497,11 +452,7 @@ impl ServerSession {
     /// Encoded frames the session produced (responses, errors), ready to
     /// write. Events from other sessions do not pass through here.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if self.out.is_empty() {
-            None
-        } else {
-            Some(self.out.split().freeze())
-        }
+        if self.out.is_empty() { None } else { Some(self.out.split().freeze()) }
     }
 
     /// When [`Self::handle_timeout`] must next be called.
@@ -509,13 +460,7 @@ impl ServerSession {
         match self.phase {
             Phase::Closed => None,
             Phase::AwaitingHello => Some(self.handshake_deadline),
-            _ => Some(
-                self.last_heard
-                    + self
-                        .config
-                        .heartbeat_interval
-                        .mul_f64(HEARTBEAT_GRACE_FACTOR),
-            ),
+            _ => Some(self.last_heard + self.config.heartbeat_interval.mul_f64(HEARTBEAT_GRACE_FACTOR)),
         }
     }
 
@@ -528,13 +473,8 @@ impl ServerSession {
             return;
         }
         match self.phase {
-            Phase::AwaitingHello => {
-                self.close(ErrorCode::HANDSHAKE_TIMEOUT, "no Hello before the deadline")
-            }
-            _ => self.close(
-                ErrorCode::HEARTBEAT_TIMEOUT,
-                "nothing heard for 2.5 heartbeat intervals",
-            ),
+            Phase::AwaitingHello => self.close(ErrorCode::HANDSHAKE_TIMEOUT, "no Hello before the deadline"),
+            _ => self.close(ErrorCode::HEARTBEAT_TIMEOUT, "nothing heard for 2.5 heartbeat intervals"),
         }
     }
 }
