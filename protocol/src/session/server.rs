@@ -336,7 +336,11 @@ impl ServerSession {
             return self.close(ErrorCode::HANDSHAKE_REQUIRED, &v.to_string());
         }
         let Some(version) = hello.versions.iter().copied().filter(|v| SUPPORTED_VERSIONS.contains(v)).max() else {
-            return self.close(ErrorCode::UNSUPPORTED_VERSION, "no common protocol version; this server speaks 1");
+            return self.close_with_id(
+                id,
+                ErrorCode::UNSUPPORTED_VERSION,
+                "no common protocol version; this server speaks 1",
+            );
         };
         let capabilities: Vec<String> =
             hello.capabilities.iter().filter(|c| self.config.capabilities.contains(c)).cloned().collect();
