@@ -1,0 +1,224 @@
+//! Server settings: defaults that run out of the box, a TOML file
+//! (`--config`), and command-line flags that win over the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use confab_protocol::Limits;
+use serde::Deserialize;
+
+use crate::store::Durability;
+
+/// Everything `confabd` can be told. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the database and the generated certificate live.
+    pub data_dir: PathBuf,
+    /// QUIC (UDP) listen address; `None` disables QUIC.
+    pub quic: Option<SocketAddr>,
+    /// TCP+TLS listen address; `None` disables TCP.
+    pub tcp: Option<SocketAddr>,
+    /// PEM certificate chain; default: `DATA_DIR/tls/cert.pem`, generated
+    /// (self-signed) on first start.
+    pub cert: Option<PathBuf>,
+    /// PEM private key; default: `DATA_DIR/tls/key.pem`.
+    pub key: Option<PathBuf>,
+    /// When a write is acknowledged.
+    pub durability: Durability,
+    /// Most concurrent connections over all transports.
+    pub max_connections: usize,
+    /// Frames queued for one session before it is cut off with
+    /// RESYNC_REQUIRED.
+    pub outbound_queue: usize,
+    /// Commands queued for the store writer before requests are shed with
+    /// SERVER_BUSY.
+    pub writer_queue: usize,
+    /// Advertised heartbeat interval, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Deadline for the TLS handshake plus a complete Hello, in
+    /// milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// How long shutdown waits for requests in flight, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Failed logins allowed per username per minute.
+    pub login_failures_per_user: u32,
+    /// Failed logins allowed per source address per minute.
+    pub login_failures_per_address: u32,
+    /// Protocol limits, enforced and advertised in Welcome.
+    pub limits: LimitsConfig,
+}
+
+/// The advertised protocol limits (see `spec/PROTOCOL.md` §12).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct LimitsConfig {
+    pub max_frame_bytes: u32,
+    pub max_message_chars: u32,
+    pub max_group_members: u32,
+    pub max_page_size: u32,
+    pub max_in_flight: u32,
+    pub send_rate_per_sec: u32,
+    pub send_burst: u32,
+    pub request_rate_per_sec: u32,
+    pub request_burst: u32,
+    pub max_presence_subscriptions: u32,
+    pub max_list_items: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsConfig {
+            max_frame_bytes: l.max_frame_bytes,
+            max_message_chars: l.max_message_chars,
+            max_group_members: l.max_group_members,
+            max_page_size: l.max_page_size,
+            max_in_flight: l.max_in_flight,
+            send_rate_per_sec: l.send_rate_per_sec,
+            send_burst: l.send_burst,
+            request_rate_per_sec: l.request_rate_per_sec,
+            request_burst: l.request_burst,
+            max_presence_subscriptions: l.max_presence_subscriptions,
+            max_list_items: l.max_list_items,
+        }
+    }
+}
+
+impl From<&LimitsConfig> for Limits {
+    fn from(c: &LimitsConfig) -> Self {
+        Limits {
+            max_frame_bytes: c.max_frame_bytes,
+            max_message_chars: c.max_message_chars,
+            max_group_members: c.max_group_members,
+            max_page_size: c.max_page_size,
+            max_in_flight: c.max_in_flight,
+            send_rate_per_sec: c.send_rate_per_sec,
+            send_burst: c.send_burst,
+            request_rate_per_sec: c.request_rate_per_sec,
+            request_burst: c.request_burst,
+            max_presence_subscriptions: c.max_presence_subscriptions,
+            max_list_items: c.max_list_items,
+        }
+    }
+}
+
+/// The default port, for QUIC (UDP) and TCP+TLS alike.
+pub const DEFAULT_PORT: u16 = 7443;
+
+impl Default for Config {
+    fn default() -> Self {
+        let local = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT));
+        Config {
+            data_dir: PathBuf::from("confab-data"),
+            quic: Some(local),
+            tcp: Some(local),
+            cert: None,
+            key: None,
+            durability: Durability::Fsync,
+            max_connections: 10_000,
+            outbound_queue: 4096,
+            writer_queue: 65_536,
+            heartbeat_interval_ms: u64::from(confab_protocol::limits::DEFAULT_HEARTBEAT_INTERVAL_MS),
+            handshake_timeout_ms: u64::from(confab_protocol::limits::DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            shutdown_grace_ms: 5000,
+            login_failures_per_user: 5,
+            login_failures_per_address: 30,
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+
+    /// Checks that the settings can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let bad = |s: &str| Err(ConfigError::Invalid(s.to_string()));
+        if self.quic.is_none() && self.tcp.is_none() {
+            return bad("at least one of QUIC and TCP must be enabled");
+        }
+        if (l.max_frame_bytes as u64) < u64::from(l.max_message_chars) * 4 + 1024 {
+            return bad("limits.max_frame_bytes must hold a message of max_message_chars 4-byte characters plus 1 KiB");
+        }
+        if l.max_group_members < 2 || l.max_page_size == 0 || l.max_in_flight == 0 || l.max_list_items == 0 {
+            return bad("limits: max_group_members >= 2 and max_page_size, max_in_flight, max_list_items > 0");
+        }
+        if self.heartbeat_interval_ms < 1000 || self.handshake_timeout_ms < 100 {
+            return bad("heartbeat_interval_ms >= 1000 and handshake_timeout_ms >= 100");
+        }
+        if self.outbound_queue < 16 || self.writer_queue < 16 || self.max_connections == 0 {
+            return bad("outbound_queue and writer_queue >= 16, max_connections > 0");
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return bad("cert and key must be given together");
+        }
+        Ok(())
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// The handshake deadline.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.tcp.unwrap().to_string(), "127.0.0.1:7443");
+        assert_eq!(c.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn toml_overrides_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str("durability = \"buffered\"\n[limits]\nmax_group_members = 50\n").unwrap();
+        assert_eq!(c.durability, Durability::Buffered);
+        assert_eq!(c.limits.max_group_members, 50);
+        assert_eq!(c.limits.max_page_size, 100);
+        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+        let mut c = Config::default();
+        c.limits.max_frame_bytes = 1000;
+        assert!(c.validate().is_err());
+    }
+}

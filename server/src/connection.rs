@@ -1,0 +1,237 @@
+//! The task that owns one session: it reads the transport, feeds the
+//! session machine, starts handlers for admitted requests, writes
+//! responses and live events (batched: everything ready goes out in one
+//! write), and applies deadlines, kills and shutdown. The same code serves
+//! the QUIC session stream and TCP+TLS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use confab_protocol::pb::server_frame::Body as Reply;
+use confab_protocol::session::{Phase, ServerEvent, ServerSession};
+use confab_protocol::{ErrorCode, Now};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiError, Auth, SessionCtx};
+use crate::hub::{Kill, Registration, Transport};
+use crate::server::Shared;
+use crate::store::UserRef;
+
+/// Most bytes of queued events gathered into one write.
+const MAX_WRITE_BATCH: usize = 256 * 1024;
+/// Initial read buffer: small, so idle connections stay cheap.
+const READ_BUFFER: usize = 1024;
+
+/// Serves one session until it ends. Returns the code it ended with
+/// (`ErrorCode(0)` when the peer simply went away).
+pub async fn serve<R, W>(
+    shared: Arc<Shared>,
+    mut reader: R,
+    mut writer: W,
+    peer: SocketAddr,
+    transport: Transport,
+    auth_watch: watch::Sender<Option<SessionCtx>>,
+    shutdown: CancellationToken,
+) -> ErrorCode
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let config = match transport {
+        Transport::Quic => Arc::clone(&shared.quic_session_config),
+        Transport::Tcp => Arc::clone(&shared.tcp_session_config),
+    };
+    let mut c = Conn {
+        shared,
+        session: ServerSession::new(config, Instant::now()),
+        ctx: SessionCtx { peer, session: 0, auth: None },
+        kill: Arc::new(Kill::default()),
+        registration: None,
+        responses: mpsc::unbounded_channel(),
+        transport,
+        auth_watch,
+    };
+    let mut inbuf = BytesMut::with_capacity(READ_BUFFER);
+    let mut out = BytesMut::new();
+    let mut draining = false;
+    let mut drain_deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut close_code = ErrorCode(0);
+
+    loop {
+        while let Some(event) = c.session.poll_event() {
+            match event {
+                ServerEvent::Request { request_id, body } => c.start(request_id, body),
+                ServerEvent::Notification(_) => {} // typing: delivered once presence lands
+                ServerEvent::Handshaken { version, client_name, .. } => {
+                    tracing::debug!(%peer, version, client = %client_name, "handshake");
+                }
+                ServerEvent::Closed { code } => close_code = code,
+            }
+        }
+        if let Some(bytes) = c.session.poll_transmit() {
+            out.extend_from_slice(&bytes);
+        }
+        if !out.is_empty() {
+            if let Err(e) = write(&mut writer, &out).await {
+                tracing::debug!(%peer, error = %e, "write failed");
+                break;
+            }
+            out.clear();
+        }
+        if c.session.is_closed() {
+            break;
+        }
+        if draining && c.session.in_flight() == 0 {
+            c.session.close(ErrorCode::SHUTTING_DOWN, "the server is shutting down");
+            continue;
+        }
+        let deadline = c.session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                drain_deadline = tokio::time::Instant::now() + c.shared.shutdown_grace;
+                c.session.go_away(ErrorCode::SHUTTING_DOWN, "the server is shutting down", 1000);
+            }
+            code = c.kill.killed() => {
+                let why = match code {
+                    ErrorCode::RESYNC_REQUIRED => "outbound queue overflowed: reconnect and sync",
+                    ErrorCode::DEVICE_REVOKED => "this device was revoked",
+                    _ => "session ended by the server",
+                };
+                c.session.close(code, why);
+            }
+            Some((id, result)) = c.responses.1.recv() => {
+                c.on_response(id, result);
+                if c.session.wants_input() && !inbuf.is_empty() {
+                    c.session.handle_input(&mut inbuf, Now::system());
+                }
+            }
+            Some(frame) = next_event(&mut c.registration) => {
+                out.extend_from_slice(&frame);
+                if let Some(reg) = c.registration.as_mut() {
+                    while out.len() < MAX_WRITE_BATCH {
+                        match reg.queue.try_recv() {
+                            Ok(frame) => out.extend_from_slice(&frame),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            read = reader.read_buf(&mut inbuf), if c.session.wants_input() && !draining => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => c.session.handle_input(&mut inbuf, Now::system()),
+                }
+            }
+            _ = sleep_until(deadline) => c.session.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(drain_deadline), if draining => {
+                c.session.close(ErrorCode::SHUTTING_DOWN, "the server is shutting down");
+            }
+        }
+    }
+    c.finish();
+    let _ = writer.shutdown().await;
+    close_code
+}
+
+async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_event(registration: &mut Option<Registration>) -> Option<Bytes> {
+    match registration {
+        Some(reg) => reg.queue.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+type Responses =
+    (mpsc::UnboundedSender<(u64, Result<Reply, ApiError>)>, mpsc::UnboundedReceiver<(u64, Result<Reply, ApiError>)>);
+
+struct Conn {
+    shared: Arc<Shared>,
+    session: ServerSession,
+    ctx: SessionCtx,
+    kill: Arc<Kill>,
+    registration: Option<Registration>,
+    /// Handlers' results. Unbounded, but bounded in practice: the session
+    /// machine admits at most `max_in_flight` requests.
+    responses: Responses,
+    transport: Transport,
+    auth_watch: watch::Sender<Option<SessionCtx>>,
+}
+
+impl Conn {
+    fn start(&mut self, request_id: u64, body: confab_protocol::pb::client_frame::Body) {
+        let pending = api::dispatch(&self.shared, &self.ctx, body);
+        let tx = self.responses.0.clone();
+        self.shared.tracker.spawn(async move {
+            let _ = tx.send((request_id, pending.await));
+        });
+    }
+
+    fn on_response(&mut self, id: u64, result: Result<Reply, ApiError>) {
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => return self.session.fail(id, e.code, &e.message, e.retry_after_ms),
+        };
+        let auth_ok = match &reply {
+            Reply::AuthOk(ok) => Some(ok.clone()),
+            _ => None,
+        };
+        let was_authenticated = self.ctx.auth.is_some();
+        self.session.respond(id, reply);
+        match (self.session.phase(), auth_ok) {
+            (Phase::Authenticated { .. }, Some(ok)) if !was_authenticated => {
+                let reg = self.shared.hub.register(
+                    ok.user_id,
+                    ok.device_id,
+                    Arc::clone(&self.kill),
+                    self.ctx.peer,
+                    self.transport,
+                );
+                self.ctx.session = reg.session;
+                self.ctx.auth = Some(Auth {
+                    user: UserRef { user_id: ok.user_id, username: ok.username },
+                    device_id: ok.device_id,
+                });
+                self.registration = Some(reg);
+                self.auth_watch.send_replace(Some(self.ctx.clone()));
+            }
+            (Phase::Unauthenticated, _) if was_authenticated => self.leave_hub(),
+            _ => {}
+        }
+    }
+
+    fn leave_hub(&mut self) {
+        if let (Some(auth), Some(reg)) = (self.ctx.auth.take(), self.registration.take()) {
+            self.shared.hub.unregister(auth.user.user_id, reg.session);
+            let device = auth.device_id;
+            let now = Now::system().unix_ms;
+            // Last-seen is best effort: a full writer queue skips it.
+            if let Ok(done) = self.shared.writer.submit(move |tx| tx.touch_device(device, now)) {
+                self.shared.tracker.spawn(async move {
+                    let _ = done.await;
+                });
+            }
+        }
+        self.ctx.session = 0;
+        self.auth_watch.send_replace(None);
+    }
+
+    fn finish(&mut self) {
+        self.leave_hub();
+    }
+}

@@ -1,0 +1,187 @@
+//! The in-memory session table: user → live sessions. Delivery to a
+//! session is a non-blocking push of an already-encoded frame onto its
+//! bounded queue; a session whose queue is full is cut off with
+//! RESYNC_REQUIRED (it catches up from the store) so it never stalls the
+//! writer or anyone else.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use confab_protocol::ErrorCode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::writer::Deliver;
+
+/// Which transport a session uses (for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// QUIC session stream.
+    Quic,
+    /// TCP+TLS.
+    Tcp,
+}
+
+/// A way to end a session from outside its task.
+#[derive(Debug, Default)]
+pub struct Kill {
+    token: CancellationToken,
+    code: AtomicU32,
+}
+
+impl Kill {
+    /// Asks the session to close with `code` (the first code wins).
+    pub fn kill(&self, code: ErrorCode) {
+        let _ = self.code.compare_exchange(0, code.0, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// Resolves once killed.
+    pub async fn killed(&self) -> ErrorCode {
+        self.token.cancelled().await;
+        ErrorCode(self.code.load(Ordering::Acquire))
+    }
+}
+
+struct Entry {
+    session: u64,
+    device: u64,
+    queue: mpsc::Sender<Bytes>,
+    kill: std::sync::Arc<Kill>,
+}
+
+/// The live sessions of this node.
+pub struct Hub {
+    users: Mutex<HashMap<u64, Vec<Entry>>>,
+    next_session: AtomicU64,
+    queue_len: usize,
+}
+
+/// A registered session's receiving side.
+pub struct Registration {
+    /// The session's id in the table.
+    pub session: u64,
+    /// Frames delivered to it.
+    pub queue: mpsc::Receiver<Bytes>,
+}
+
+impl Hub {
+    /// An empty table whose sessions queue up to `queue_len` frames.
+    pub fn new(queue_len: usize) -> Self {
+        Hub { users: Mutex::new(HashMap::new()), next_session: AtomicU64::new(1), queue_len }
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Entry>>> {
+        // A panic while holding this lock cannot leave the map half-updated
+        // (every critical section is a single insert/remove/iteration), so a
+        // poisoned lock is safe to keep using.
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an authenticated session.
+    pub fn register(
+        &self,
+        user: u64,
+        device: u64,
+        kill: std::sync::Arc<Kill>,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Registration {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.queue_len);
+        self.users().entry(user).or_default().push(Entry { session, device, queue: tx, kill });
+        tracing::debug!(user, device, session, %peer, ?transport, "session registered");
+        Registration { session, queue: rx }
+    }
+
+    /// Removes a session (on close or logout).
+    pub fn unregister(&self, user: u64, session: u64) {
+        let mut users = self.users();
+        if let Some(entries) = users.get_mut(&user) {
+            entries.retain(|e| e.session != session);
+            if entries.is_empty() {
+                users.remove(&user);
+            }
+        }
+    }
+
+    /// Ends every live session of a device, except `keep` (the session
+    /// that asked, on logout).
+    pub fn kill_device(&self, user: u64, device: u64, code: ErrorCode, keep: Option<u64>) {
+        if let Some(entries) = self.users().get(&user) {
+            for e in entries.iter().filter(|e| e.device == device && Some(e.session) != keep) {
+                e.kill.kill(code);
+            }
+        }
+    }
+
+    /// Live sessions of a device.
+    pub fn device_online(&self, user: u64, device: u64) -> bool {
+        self.users().get(&user).is_some_and(|es| es.iter().any(|e| e.device == device))
+    }
+
+    /// Users with at least one live session.
+    pub fn users_online(&self) -> usize {
+        self.users().len()
+    }
+}
+
+impl Deliver for Hub {
+    fn deliver(&self, user_id: u64, frame: Bytes) {
+        if let Some(entries) = self.users().get(&user_id) {
+            for e in entries {
+                match e.queue.try_send(frame.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::info!(user = user_id, session = e.session, "outbound queue full; session must resync");
+                        e.kill.kill(ErrorCode::RESYNC_REQUIRED);
+                    }
+                    // The session is closing; it will catch up from the store.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    #[tokio::test]
+    async fn delivers_to_every_session_and_cuts_off_a_full_queue() {
+        let hub = Hub::new(2);
+        let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
+        let mut a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp);
+        let mut b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic);
+        hub.deliver(7, Bytes::from_static(b"x"));
+        assert_eq!(a.queue.recv().await.unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(b.queue.recv().await.unwrap(), Bytes::from_static(b"x"));
+        for _ in 0..3 {
+            hub.deliver(7, Bytes::from_static(b"y"));
+        }
+        assert_eq!(k1.killed().await, ErrorCode::RESYNC_REQUIRED);
+        hub.unregister(7, a.session);
+        hub.unregister(7, b.session);
+        assert_eq!(hub.users_online(), 0);
+    }
+
+    #[tokio::test]
+    async fn kill_device_spares_the_asking_session() {
+        let hub = Hub::new(4);
+        let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
+        let a = hub.register(1, 5, k1.clone(), addr(), Transport::Tcp);
+        let _b = hub.register(1, 5, k2.clone(), addr(), Transport::Tcp);
+        hub.kill_device(1, 5, ErrorCode::DEVICE_REVOKED, Some(a.session));
+        assert_eq!(k2.killed().await, ErrorCode::DEVICE_REVOKED);
+        assert!(!k1.token.is_cancelled());
+    }
+}

@@ -1,0 +1,40 @@
+//! # confab-server
+//!
+//! `confabd`, the Confab chat server. It speaks the protocol in `spec/`
+//! (through the sans-IO machines in `confab-protocol`) over QUIC and
+//! TCP+TLS, stores everything durably in fjall, and delivers live events to
+//! every connected device.
+//!
+//! ## Layout
+//! - [`config`]: settings from flags and the TOML file, with defaults.
+//! - [`tls`]: certificates (generated on first start) and rustls configs.
+//! - [`store`]: fjall behind a domain-shaped interface; one writer thread
+//!   with group commit; all key layouts.
+//! - [`hub`]: the in-memory session table; live delivery to sessions.
+//! - [`accounts`]: password hashing, tokens, login throttling.
+//! - [`api`]: one handler per request, and the one place that maps
+//!   internal errors to wire codes.
+//! - [`connection`]: the task that owns one session's transport.
+//! - [`listen`]: TCP+TLS and QUIC accept loops.
+//! - [`server`]: wiring, startup and graceful shutdown.
+//!
+//! ## Example
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let mut config = confab_server::config::Config::default();
+//! config.data_dir = "/tmp/confab-example".into();
+//! let server = confab_server::server::Server::start(config).await?;
+//! println!("TCP+TLS on {}", server.tcp_addr());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod accounts;
+pub mod api;
+pub mod config;
+pub mod connection;
+pub mod hub;
+pub mod listen;
+pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,198 @@
+//! Accept loops. Each takes a connection permit before accepting (so a
+//! flood waits in the kernel's backlog, not in our memory), backs off on
+//! accept errors, bounds the TLS handshake by the handshake deadline, and
+//! hands the byte stream to [`connection::serve`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
+use confab_protocol::{ErrorCode, FrameDecoder, framing, validate};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, SessionCtx};
+use crate::connection;
+use crate::hub::Transport;
+use crate::server::Shared;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts TCP connections, completes TLS and serves sessions.
+pub async fn tcp(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = Arc::clone(&shared.connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(10); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "TCP accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let (shared, tls, shutdown) = (Arc::clone(&shared), tls.clone(), shutdown.clone());
+        shared.clone().tracker.spawn(async move {
+            let _permit = permit;
+            let stream = match tokio::time::timeout(shared.handshake_timeout, tls.accept(socket)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let (r, w) = tokio::io::split(stream);
+            let (auth, _) = watch::channel(None);
+            let code = connection::serve(shared, r, w, peer, Transport::Tcp, auth, shutdown).await;
+            tracing::debug!(%peer, %code, "TCP session ended");
+        });
+    }
+}
+
+/// Accepts QUIC connections: the first bidirectional stream is the session
+/// stream; later ones are request streams.
+pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = Arc::clone(&shared.connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            i = endpoint.accept() => match i { Some(i) => i, None => return },
+        };
+        let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
+        shared.clone().tracker.spawn(async move {
+            let _permit = permit;
+            let peer = incoming.remote_address();
+            let deadline = shared.handshake_timeout;
+            let conn = match tokio::time::timeout(deadline, async { incoming.accept()?.await }).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "QUIC handshake timed out"),
+            };
+            let (send, recv) = match tokio::time::timeout(deadline, conn.accept_bi()).await {
+                Ok(Ok(s)) => s,
+                _ => return conn.close(quinn::VarInt::from_u32(ErrorCode::HANDSHAKE_TIMEOUT.0), b"no session stream"),
+            };
+            let (auth_tx, auth_rx) = watch::channel(None);
+            let streams = shared.tracker.spawn(request_streams(Arc::clone(&shared), conn.clone(), auth_rx));
+            let code =
+                connection::serve(Arc::clone(&shared), recv, send, peer, Transport::Quic, auth_tx, shutdown).await;
+            streams.abort();
+            let reason = code.name().unwrap_or("closed");
+            // Give the final frames a moment to be acknowledged, then close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.close(quinn::VarInt::from_u32(code.0), reason.as_bytes());
+            tracing::debug!(%peer, %code, "QUIC session ended");
+        });
+    }
+}
+
+/// Serves QUIC request streams: one request and one response each.
+async fn request_streams(shared: Arc<Shared>, conn: quinn::Connection, auth: watch::Receiver<Option<SessionCtx>>) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let (shared, ctx) = (Arc::clone(&shared), auth.borrow().clone());
+        shared.clone().tracker.spawn(request_stream(shared, send, recv, ctx));
+    }
+}
+
+async fn request_stream(
+    shared: Arc<Shared>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: Option<SessionCtx>,
+) {
+    let max = shared.limits.max_frame_bytes;
+    let (request_id, reply) = match recv.read_to_end(max as usize + framing::MAX_VARINT_LEN).await {
+        Err(quinn::ReadToEndError::TooLong) => {
+            (0, Err(err(ErrorCode::FRAME_TOO_LARGE, "frame exceeds max_frame_bytes")))
+        }
+        Err(e) => return tracing::debug!(error = %e, "request stream read failed"),
+        Ok(bytes) => answer(&shared, bytes, max, ctx).await,
+    };
+    let body = match reply {
+        Ok(r) => r,
+        Err(e) => Reply::Error(pb::Error {
+            code: e.code.0,
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
+            fatal: false,
+        }),
+    };
+    let frame = framing::frame_bytes(&pb::ServerFrame { request_id, body: Some(body) });
+    if send.write_all(&frame).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+fn err(code: ErrorCode, message: &str) -> api::ApiError {
+    api::ApiError::new(code, message)
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    bytes: Vec<u8>,
+    max: u32,
+    ctx: Option<SessionCtx>,
+) -> (u64, Result<Reply, api::ApiError>) {
+    let mut buf = BytesMut::from(&bytes[..]);
+    let payload = match FrameDecoder::new(max).next_frame(&mut buf) {
+        Ok(Some(p)) if buf.is_empty() => p,
+        Ok(_) => return (0, Err(err(ErrorCode::MALFORMED_FRAME, "a request stream carries exactly one frame"))),
+        Err(e) => return (0, Err(err(e.code(), &e.to_string()))),
+    };
+    let frame = match framing::decode_client_frame(&payload) {
+        Ok(f) => f,
+        Err(e) => return (e.request_id.unwrap_or(0), Err(err(e.code(), &e.detail))),
+    };
+    let id = frame.request_id;
+    let Some(body) = frame.body else { return (id, Err(err(ErrorCode::UNKNOWN_REQUEST, "empty or unknown body"))) };
+    let allowed = matches!(
+        body,
+        Body::History(_)
+            | Body::Sync(_)
+            | Body::ListConversations(_)
+            | Body::GetConversation(_)
+            | Body::ListMembers(_)
+            | Body::ListDevices(_)
+            | Body::ReadReceipts(_)
+            | Body::Ping(_)
+    );
+    if !allowed {
+        return (id, Err(err(ErrorCode::PROTOCOL_VIOLATION, "this request is not allowed on a request stream")));
+    }
+    if id == 0 {
+        return (0, Err(err(ErrorCode::INVALID_REQUEST_ID, "request_id must be non-zero")));
+    }
+    let Some(ctx) = ctx.filter(|c| c.auth.is_some()) else {
+        return (id, Err(err(ErrorCode::UNAUTHENTICATED, "authenticate on the session stream first")));
+    };
+    if let Err(v) = validate::validate_request(&body, &shared.limits) {
+        return (id, Err(err(v.code(), &v.to_string())));
+    }
+    if let Body::Ping(p) = body {
+        let now = confab_protocol::Now::system().unix_ms;
+        return (id, Ok(Reply::Pong(pb::Pong { nonce: p.nonce, server_time_ms: now })));
+    }
+    (id, api::dispatch(shared, &ctx, body).await)
+}
+
+/// The address a listener actually bound (port 0 resolved).
+pub fn bound(addr: std::io::Result<SocketAddr>, what: &str) -> anyhow::Result<SocketAddr> {
+    addr.map_err(|e| anyhow::anyhow!("{what}: cannot read the bound address: {e}"))
+}

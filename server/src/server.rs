@@ -1,0 +1,199 @@
+//! Wiring: open the store, start the writer, bind the listeners; and the
+//! one shutdown signal (a CancellationToken every task selects on, plus a
+//! TaskTracker to wait for them).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use confab_protocol::Limits;
+use confab_protocol::session::ServerConfig;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accounts::LoginThrottle;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::store::{Store, Writer};
+use crate::{listen, tls};
+
+/// State shared by every task of the server.
+pub struct Shared {
+    /// The settings in force.
+    pub config: Config,
+    /// Limits enforced (from the config).
+    pub limits: Limits,
+    /// Committed-data reads.
+    pub store: Arc<Store>,
+    /// The single writer.
+    pub writer: Writer,
+    /// Live sessions.
+    pub hub: Arc<Hub>,
+    /// Failed-login throttle.
+    pub throttle: LoginThrottle,
+    /// Session settings for QUIC sessions.
+    pub quic_session_config: Arc<ServerConfig>,
+    /// Session settings for TCP+TLS sessions.
+    pub tcp_session_config: Arc<ServerConfig>,
+    /// Connection permits.
+    pub connections: Arc<Semaphore>,
+    /// Every spawned task, for shutdown.
+    pub tracker: TaskTracker,
+    /// TLS + Hello deadline.
+    pub handshake_timeout: Duration,
+    /// How long shutdown lets requests finish.
+    pub shutdown_grace: Duration,
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    quic: Option<(quinn::Endpoint, SocketAddr)>,
+    tcp: Option<SocketAddr>,
+    fingerprint: String,
+    cert_path: std::path::PathBuf,
+}
+
+impl Server {
+    /// Opens everything and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let identity = tls::load_or_generate(&config.data_dir, config.cert.as_deref(), config.key.as_deref())?;
+        if identity.generated {
+            tracing::info!(path = %identity.cert_path.display(), "generated a self-signed certificate");
+        }
+        let tls_config = tls::server_config(&identity)?;
+        let db_dir = config.data_dir.join("db");
+        let durability = config.durability;
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir, durability))
+            .await
+            .context("opening the store")?
+            .with_context(|| format!("opening the store in {}", config.data_dir.join("db").display()))?;
+        let store = Arc::new(store);
+        let hub = Arc::new(Hub::new(config.outbound_queue));
+        let (writer, writer_thread) =
+            Writer::start(Arc::clone(&store), hub.clone(), config.writer_queue).context("starting the writer")?;
+
+        let limits = Limits::from(&config.limits);
+        let session = |capabilities: Vec<String>| {
+            Arc::new(ServerConfig {
+                limits: limits.clone(),
+                heartbeat_interval: config.heartbeat_interval(),
+                handshake_timeout: config.handshake_timeout(),
+                server_name: concat!("confabd/", env!("CARGO_PKG_VERSION")).into(),
+                capabilities,
+                vapid_public_key: String::new(),
+                typing_rate_per_sec: 1,
+            })
+        };
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            limits: limits.clone(),
+            store,
+            writer,
+            hub,
+            throttle: LoginThrottle::new(config.login_failures_per_user, config.login_failures_per_address),
+            quic_session_config: session(vec!["request-streams".into()]),
+            tcp_session_config: session(vec![]),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            tracker: TaskTracker::new(),
+            handshake_timeout: config.handshake_timeout(),
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            config,
+        });
+
+        let mut server = Server {
+            shared: Arc::clone(&shared),
+            shutdown: shutdown.clone(),
+            writer_thread: Some(writer_thread),
+            quic: None,
+            tcp: None,
+            fingerprint: identity.fingerprint(),
+            cert_path: identity.cert_path.clone(),
+        };
+        if let Some(addr) = shared.config.tcp {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding TCP {addr}"))?;
+            let bound = listen::bound(listener.local_addr(), "TCP")?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls_config));
+            shared.tracker.spawn(listen::tcp(Arc::clone(&shared), listener, acceptor, shutdown.clone()));
+            server.tcp = Some(bound);
+        }
+        if let Some(addr) = shared.config.quic {
+            let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::clone(&tls_config))
+                .context("QUIC TLS settings")?;
+            let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+            let mut transport = quinn::TransportConfig::default();
+            transport
+                .max_concurrent_bidi_streams(32u32.into())
+                .max_concurrent_uni_streams(0u32.into())
+                .max_idle_timeout(Some(
+                    quinn::IdleTimeout::try_from(shared.config.heartbeat_interval() * 3).context("idle timeout")?,
+                ));
+            quic_config.transport_config(Arc::new(transport));
+            let endpoint =
+                quinn::Endpoint::server(quic_config, addr).with_context(|| format!("binding QUIC {addr}"))?;
+            let bound = listen::bound(endpoint.local_addr(), "QUIC")?;
+            shared.tracker.spawn(listen::quic(Arc::clone(&shared), endpoint.clone(), shutdown.clone()));
+            server.quic = Some((endpoint, bound));
+        }
+        Ok(server)
+    }
+
+    /// The bound TCP+TLS address, if TCP is enabled.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
+    /// The bound QUIC address, if QUIC is enabled.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().map(|(_, a)| *a)
+    }
+
+    /// SHA-256 fingerprint (hex) of the certificate clients should pin.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Where the certificate is.
+    pub fn cert_path(&self) -> &std::path::Path {
+        &self.cert_path
+    }
+
+    /// Shared state (for tests and tools).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Resolves when shutdown has been requested.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Graceful shutdown: stop accepting, GoAway to every session, let
+    /// requests in flight finish (up to the grace period), then flush and
+    /// close the store.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.shared.tracker.close();
+        let grace = self.shared.shutdown_grace + Duration::from_secs(2);
+        if tokio::time::timeout(grace, self.shared.tracker.wait()).await.is_err() {
+            tracing::warn!("some tasks did not finish within the grace period");
+        }
+        if let Some((endpoint, _)) = &self.quic {
+            endpoint.close(quinn::VarInt::from_u32(confab_protocol::ErrorCode::SHUTTING_DOWN.0), b"shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        self.shared.writer.stop().await;
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,148 @@
+//! The write side's view of the store during one group commit: committed
+//! data overlaid with what earlier commands of the same group wrote, plus
+//! counters cached across groups. Only the writer thread has one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use fjall::OwnedWriteBatch;
+
+use super::{Ks, Store, StoreError, decode, keys};
+
+/// Counters the writer keeps in memory so it does not re-scan for them:
+/// committed values plus everything staged in the current group. Cleared
+/// (and re-read from the store) when a commit fails.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    last_seq: HashMap<u64, u64>,
+    inbox_head: HashMap<u64, u64>,
+    next_ids: HashMap<&'static [u8], u64>,
+}
+
+impl Counters {
+    pub(crate) fn clear(&mut self) {
+        *self = Counters::default();
+    }
+}
+
+/// A key and its value.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// One group's staged writes and the overlay that makes them readable to
+/// later commands of the same group.
+pub struct Tx<'a> {
+    store: &'a Store,
+    counters: &'a mut Counters,
+    batch: OwnedWriteBatch,
+    overlay: BTreeMap<(Ks, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl<'a> Tx<'a> {
+    pub(crate) fn new(store: &'a Store, counters: &'a mut Counters) -> Self {
+        Tx { batch: store.db.batch(), store, counters, overlay: BTreeMap::new() }
+    }
+
+    /// Commits everything staged, atomically, with the store's durability.
+    pub(crate) fn commit(self) -> Result<(), StoreError> {
+        self.batch.durability(Some(self.store.durability.persist_mode())).commit()?;
+        Ok(())
+    }
+
+    // ----- reads (overlay first) --------------------------------------------
+
+    pub(crate) fn get(&self, ks: Ks, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.overlay.get(&(ks, key.to_vec())) {
+            return Ok(v.clone());
+        }
+        Ok(self.store.ks(ks).get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub(crate) fn get_record<M: prost::Message + Default>(&self, ks: Ks, key: &[u8]) -> Result<Option<M>, StoreError> {
+        match self.get(ks, key)? {
+            Some(v) => decode(ks, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every (key, value) under `prefix`, in key order, overlay applied.
+    pub(crate) fn scan_prefix(&self, ks: Ks, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for kv in self.store.ks(ks).prefix(prefix) {
+            let (k, v) = kv.into_inner()?;
+            merged.insert(k.to_vec(), Some(v.to_vec()));
+        }
+        let start = (ks, prefix.to_vec());
+        for ((_, k), v) in self.overlay.range(start..).take_while(|((k_ks, k), _)| *k_ks == ks && k.starts_with(prefix))
+        {
+            merged.insert(k.clone(), v.clone());
+        }
+        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+    }
+
+    // ----- writes ------------------------------------------------------------
+
+    pub(crate) fn put(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
+        self.batch.insert(self.store.ks(ks), key, value.clone());
+        self.overlay.insert((ks, key.to_vec()), Some(value));
+    }
+
+    pub(crate) fn put_record<M: prost::Message>(&mut self, ks: Ks, key: &[u8], record: &M) {
+        self.put(ks, key, record.encode_to_vec());
+    }
+
+    pub(crate) fn delete(&mut self, ks: Ks, key: &[u8]) {
+        self.batch.remove(self.store.ks(ks), key);
+        self.overlay.insert((ks, key.to_vec()), None);
+    }
+
+    // ----- counters ------------------------------------------------------------
+
+    /// The highest seq in a conversation (committed or staged).
+    pub(crate) fn last_seq(&mut self, conversation: u64) -> Result<u64, StoreError> {
+        if let Some(&s) = self.counters.last_seq.get(&conversation) {
+            return Ok(s);
+        }
+        let s = self.store.last_seq(conversation)?;
+        self.counters.last_seq.insert(conversation, s);
+        Ok(s)
+    }
+
+    /// Takes the next seq of a conversation. Call only once every check of
+    /// the command has passed.
+    pub(crate) fn next_seq(&mut self, conversation: u64) -> Result<u64, StoreError> {
+        let s = self.last_seq(conversation)? + 1;
+        self.counters.last_seq.insert(conversation, s);
+        Ok(s)
+    }
+
+    /// The newest inbox_seq of a user (committed or staged).
+    pub(crate) fn inbox_head(&mut self, user: u64) -> Result<u64, StoreError> {
+        if let Some(&s) = self.counters.inbox_head.get(&user) {
+            return Ok(s);
+        }
+        let s = self.store.inbox_head(user)?;
+        self.counters.inbox_head.insert(user, s);
+        Ok(s)
+    }
+
+    pub(crate) fn next_inbox_seq(&mut self, user: u64) -> Result<u64, StoreError> {
+        let s = self.inbox_head(user)? + 1;
+        self.counters.inbox_head.insert(user, s);
+        Ok(s)
+    }
+
+    /// Allocates the next id from a meta counter (user, device,
+    /// conversation ids start at 1).
+    pub(crate) fn next_id(&mut self, counter: &'static [u8]) -> Result<u64, StoreError> {
+        let next = match self.counters.next_ids.get(counter) {
+            Some(&n) => n,
+            None => match self.get(Ks::Meta, counter)? {
+                Some(v) => keys::read_u64(&v, 0)
+                    .ok_or(StoreError::Corrupt { keyspace: keys::META, detail: "id counter is not 8 bytes".into() })?,
+                None => 1,
+            },
+        };
+        self.counters.next_ids.insert(counter, next + 1);
+        self.put(Ks::Meta, counter, (next + 1).to_be_bytes().to_vec());
+        Ok(next)
+    }
+}

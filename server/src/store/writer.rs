@@ -1,0 +1,173 @@
+//! The single writer thread and its group commit.
+//!
+//! Commands are closures queued in arrival order. The thread takes the first
+//! waiting command and every other one already queued (up to a cap), runs
+//! them one after another against a [`Tx`], commits their writes as one
+//! atomic batch with one sync, then — in the same order — hands each
+//! command's live deliveries to the session table and replies to its caller.
+//! Everything that arrives while a sync is in progress forms the next group,
+//! so under load many messages share one fsync, and with one writer the
+//! seq/inbox counters need no locks.
+
+use std::sync::Arc;
+use std::thread;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::tx::{Counters, Tx};
+use super::{Refusal, Store, StoreError};
+
+/// Most commands in one group commit.
+const MAX_GROUP: usize = 1024;
+
+/// Where live events go once their writes are durable: the session table,
+/// or in a cluster, a router to other nodes' sessions.
+pub trait Deliver: Send + Sync + 'static {
+    /// Queue `frame` (an encoded, length-prefixed ServerFrame) for every
+    /// live session of `user_id`.
+    fn deliver(&self, user_id: u64, frame: Bytes);
+}
+
+/// Live events a command produces, delivered after its commit.
+#[derive(Debug, Default)]
+pub struct Deliveries(pub Vec<(u64, Bytes)>);
+
+impl Deliveries {
+    /// Adds one frame for one user.
+    pub fn push(&mut self, user_id: u64, frame: Bytes) {
+        self.0.push((user_id, frame));
+    }
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The request was refused (domain rule); nothing was written.
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    /// The store failed; nothing of this command's group was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer's queue is full; nothing was done.
+    #[error("the store is overloaded")]
+    Busy,
+}
+
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>, &dyn Deliver) + Send>;
+type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
+
+enum Msg {
+    Job(Job),
+    /// Finish what is queued, flush, and stop.
+    Stop,
+}
+
+/// Handle to the writer thread. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    jobs: mpsc::Sender<Msg>,
+}
+
+impl Writer {
+    /// Starts the writer thread. It stops when every `Writer` is dropped,
+    /// after finishing the queued commands.
+    pub fn start(
+        store: Arc<Store>,
+        deliver: Arc<dyn Deliver>,
+        queue: usize,
+    ) -> std::io::Result<(Writer, thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel::<Msg>(queue);
+        let handle = thread::Builder::new().name("confab-writer".into()).spawn(move || run(&store, &*deliver, rx))?;
+        Ok((Writer { jobs: tx }, handle))
+    }
+
+    /// Runs `command` on the writer thread and waits until its writes are
+    /// durable and its deliveries queued. See [`Writer::submit`].
+    pub async fn run<T, F>(&self, command: F) -> Result<T, CommandError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<(T, Deliveries), CommandError> + Send + 'static,
+    {
+        self.submit(command)?.await
+    }
+
+    /// Queues `command` now (so commands submitted one after another run in
+    /// that order) and returns a future for its result. A command MUST do
+    /// every check before its first write: its writes join the group batch
+    /// as soon as it returns `Ok`, and an `Err` must leave nothing staged.
+    /// A full queue is refused at once with [`CommandError::Busy`] rather
+    /// than waited on: overload is shed, never queued without bound.
+    pub fn submit<T, F>(
+        &self,
+        command: F,
+    ) -> Result<impl std::future::Future<Output = Result<T, CommandError>> + Send + 'static, CommandError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<(T, Deliveries), CommandError> + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |tx| match command(tx) {
+            Ok((value, deliveries)) => Box::new(move |commit, deliver| match commit {
+                Ok(()) => {
+                    for (user, frame) in deliveries.0 {
+                        deliver.deliver(user, frame);
+                    }
+                    let _ = reply.send(Ok(value));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(CommandError::Store(StoreError::WriteFailed(e.to_string()))));
+                }
+            }),
+            Err(e) => Box::new(move |_, _| {
+                let _ = reply.send(Err(e));
+            }),
+        });
+        match self.jobs.try_send(Msg::Job(job)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(CommandError::Busy),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Closed.into()),
+        }
+        Ok(async move { result.await.map_err(|_| CommandError::Store(StoreError::Closed))? })
+    }
+
+    /// Asks the writer thread to finish the queued commands, flush and stop.
+    pub async fn stop(&self) {
+        let _ = self.jobs.send(Msg::Stop).await;
+    }
+}
+
+fn run(store: &Store, deliver: &dyn Deliver, mut rx: mpsc::Receiver<Msg>) {
+    let mut counters = Counters::default();
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut stopping = false;
+    while !stopping {
+        match rx.blocking_recv() {
+            Some(Msg::Job(job)) => group.push(job),
+            Some(Msg::Stop) | None => break,
+        }
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => group.push(job),
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut tx = Tx::new(store, &mut counters);
+        let completions: Vec<Completion> = group.drain(..).map(|job| job(&mut tx)).collect();
+        let result = tx.commit();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, commands = completions.len(), "group commit failed; nothing in it was stored");
+            counters.clear();
+        }
+        for done in completions {
+            done(result.as_ref().map(|_| ()), deliver);
+        }
+    }
+    if let Err(e) = store.flush() {
+        tracing::error!(error = %e, "final store flush failed");
+    }
+}
