@@ -271,7 +271,7 @@ impl ServerSession {
             return self.send_error(id, ErrorCode::UNKNOWN_REQUEST, "empty or unknown request body", 0);
         };
         if let Body::Typing(_) = body {
-            return self.handle_typing(id, body, now);
+            return self.handle_typing(body, now);
         }
         if id == 0 {
             return self.send_error(0, ErrorCode::INVALID_REQUEST_ID, "request_id 0 is only for typing", 0);
@@ -321,10 +321,14 @@ impl ServerSession {
     }
 
     fn admit_rate(&mut self, body: &Body, now: Instant) -> Result<(), Duration> {
-        self.requests.try_take(now)?;
+        // A rejected request takes no token (§4.7): take the request token
+        // from a copy and keep it only if the send bucket admits too.
+        let mut requests = self.requests.clone();
+        requests.try_take(now)?;
         if let Body::Send(_) = body {
             self.sends.try_take(now)?;
         }
+        self.requests = requests;
         Ok(())
     }
 
@@ -358,11 +362,9 @@ impl ServerSession {
         self.events.push_back(ServerEvent::Handshaken { version, client_name: hello.client_name, capabilities });
     }
 
-    fn handle_typing(&mut self, id: u64, body: Body, now: Now) {
-        if id != 0 {
-            return self.send_error(id, ErrorCode::INVALID_REQUEST_ID, "typing is a notification: use request_id 0", 0);
-        }
-        // Notifications get no response, so errors are dropped silently.
+    fn handle_typing(&mut self, body: Body, now: Now) {
+        // Notifications get no response, so errors are dropped silently;
+        // a non-zero request_id is ignored and is not in flight (§9.4).
         if !matches!(self.phase, Phase::Authenticated { .. })
             || validate::validate_request(&body, &self.config.limits).is_err()
             || self.typing.try_take(now.instant).is_err()
