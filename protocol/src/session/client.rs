@@ -213,7 +213,12 @@ impl ClientSession {
         if id == self.hello_id
             && let Reply::Welcome(w) = &body
         {
-            self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(1000)));
+            // 0 means the default (PROTOCOL.md §4.2); below 1 s is absurd.
+            let interval = match w.heartbeat_interval_ms {
+                0 => DEFAULT_HEARTBEAT_INTERVAL_MS,
+                ms => ms.max(1000),
+            };
+            self.heartbeat = Duration::from_millis(u64::from(interval));
             let limits = w.limits.as_ref().map(Limits::from).unwrap_or_default();
             self.decoder.set_max_frame_bytes(limits.max_frame_bytes);
             self.welcome = Some(w.clone());
