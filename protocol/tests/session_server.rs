@@ -648,3 +648,20 @@ fn go_away_then_close() {
     assert_error(srv.one_error(), 0, ErrorCode::SHUTTING_DOWN, true);
     assert_closed(&mut srv, ErrorCode::SHUTTING_DOWN);
 }
+
+#[test]
+fn nothing_follows_the_fatal_error() {
+    // PROTOCOL.md §4.1: requests still in flight when a session closes get
+    // no response; the fatal Error is the last frame.
+    let mut srv = Server::new();
+    srv.authenticate();
+    srv.send(3, list());
+    srv.send(4, list());
+    assert_eq!(srv.events().len(), 2);
+    srv.input(&[0x81, 0x80, 0x20]); // a frame over the limit
+    srv.s.respond(3, Reply::ConversationList(pb::ConversationList::default()));
+    srv.s.fail(4, ErrorCode::INTERNAL, "late", 0);
+    srv.s.go_away(ErrorCode::SHUTTING_DOWN, "late", 0);
+    assert_error(srv.one_error(), 0, ErrorCode::FRAME_TOO_LARGE, true);
+    assert_closed(&mut srv, ErrorCode::FRAME_TOO_LARGE);
+}

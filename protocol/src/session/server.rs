@@ -445,6 +445,11 @@ impl ServerSession {
     }
 
     fn send(&mut self, request_id: u64, reply: Reply) {
+        // The fatal Error is the last frame of a session (§4.1): answers
+        // the application gives after it are dropped.
+        if self.is_closed() {
+            return;
+        }
         encode_frame(&pb::ServerFrame { request_id, body: Some(reply) }, &mut self.out);
     }
 
