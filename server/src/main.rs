@@ -1,1 +1,174 @@
-fn main() {}
+//! `confabd`: runs the Confab server. See `confabd --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use confab_server::config::Config;
+use confab_server::server::Server;
+use confab_server::store::Durability;
+
+/// The Confab chat server.
+///
+/// With no arguments it serves on embedded defaults: data in ./confab-data,
+/// a self-signed certificate generated there on first start, QUIC (UDP) and
+/// TCP+TLS on 127.0.0.1:7443. Settings come from the defaults, then the
+/// TOML file given with --config, then these flags (flags win).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// TOML config file (keys as in the flags, with '_' for '-'; limits
+    /// under a [limits] table).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: the database and the generated certificate.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// QUIC listen address (UDP). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    quic: Option<SocketAddr>,
+    /// TCP+TLS listen address. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// Disable the QUIC listener.
+    #[arg(long)]
+    no_quic: bool,
+    /// Disable the TCP+TLS listener.
+    #[arg(long)]
+    no_tcp: bool,
+    /// PEM certificate chain (with --key). Default: DATA_DIR/tls/cert.pem,
+    /// generated if missing.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key (with --cert).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// When a write is acknowledged: fsync (survives power loss, default)
+    /// or buffered (survives a process crash).
+    #[arg(long, value_enum)]
+    durability: Option<Durability>,
+    /// Most concurrent connections (all transports).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Frames queued per session before it is cut off to resync.
+    #[arg(long, value_name = "N")]
+    outbound_queue: Option<usize>,
+    /// Heartbeat interval advertised to clients, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Deadline for TLS plus a complete Hello, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    handshake_timeout_ms: Option<u64>,
+    /// Largest message, in characters.
+    #[arg(long, value_name = "N")]
+    max_message_chars: Option<u32>,
+    /// Largest frame, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_frame_bytes: Option<u32>,
+    /// Largest group, in members.
+    #[arg(long, value_name = "N")]
+    max_group_members: Option<u32>,
+    /// Sustained sends per second per session.
+    #[arg(long, value_name = "N")]
+    send_rate: Option<u32>,
+    /// Sustained requests per second per session.
+    #[arg(long, value_name = "N")]
+    request_rate: Option<u32>,
+    /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
+    #[arg(long, value_name = "FILTER", default_value = "info,fjall=warn,lsm_tree=warn")]
+    log: String,
+}
+
+fn set<T>(dst: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *dst = v;
+    }
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<(Config, String)> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        set(&mut c.data_dir, self.data_dir);
+        if self.quic.is_some() {
+            c.quic = self.quic;
+        }
+        if self.tcp.is_some() {
+            c.tcp = self.tcp;
+        }
+        if self.no_quic {
+            c.quic = None;
+        }
+        if self.no_tcp {
+            c.tcp = None;
+        }
+        if self.cert.is_some() {
+            c.cert = self.cert;
+            c.key = self.key;
+        }
+        set(&mut c.durability, self.durability);
+        set(&mut c.max_connections, self.max_connections);
+        set(&mut c.outbound_queue, self.outbound_queue);
+        set(&mut c.heartbeat_interval_ms, self.heartbeat_interval_ms);
+        set(&mut c.handshake_timeout_ms, self.handshake_timeout_ms);
+        set(&mut c.limits.max_message_chars, self.max_message_chars);
+        set(&mut c.limits.max_frame_bytes, self.max_frame_bytes);
+        set(&mut c.limits.max_group_members, self.max_group_members);
+        set(&mut c.limits.send_rate_per_sec, self.send_rate);
+        set(&mut c.limits.request_rate_per_sec, self.request_rate);
+        c.validate()?;
+        Ok((c, self.log))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let (config, log) = Args::parse().into_config()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log))
+        .context("invalid --log filter")?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let durability = config.durability;
+    let server = Server::start(config).await?;
+    // The startup banner: stdout, one fact per line, for people and scripts.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("confabd {} serving", env!("CARGO_PKG_VERSION"));
+        println!("data dir: {}", data_dir.display());
+        println!("durability: {durability:?}");
+        if let Some(a) = server.quic_addr() {
+            println!("quic: {a}");
+        }
+        if let Some(a) = server.tcp_addr() {
+            println!("tcp: {a}");
+        }
+        println!("certificate: {}", server.cert_path().display());
+        println!("fingerprint: sha256:{}", server.fingerprint());
+    }
+    wait_for_signal().await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(())
+}

@@ -1,0 +1,445 @@
+//! One live session with a server: connect over QUIC or TCP+TLS, handshake,
+//! then requests (correlated by the protocol crate's `ClientSession`) and
+//! events. A background task owns the transport; it sends heartbeats and
+//! notices a dead server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
+use confab_protocol::session::{ClientConfig, ClientEvent, ClientSession};
+use confab_protocol::{ErrorCode, Limits};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ClientError;
+use crate::tls::{self, Trust};
+
+/// Which transport to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// QUIC (UDP), ALPN confab/1.
+    Quic,
+    /// TCP + TLS 1.3, ALPN confab/1.
+    Tcp,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `host:port`.
+    pub server: String,
+    /// Transport.
+    pub transport: TransportKind,
+    /// Certificate check.
+    pub trust: Trust,
+    /// Sent in Hello.
+    pub client_name: String,
+    /// Deadline for connecting plus the handshake.
+    pub timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// Options with the defaults: QUIC, 10 s timeout.
+    pub fn new(server: impl Into<String>, trust: Trust) -> Self {
+        ConnectOptions {
+            server: server.into(),
+            transport: TransportKind::Quic,
+            trust,
+            client_name: concat!("confab/", env!("CARGO_PKG_VERSION")).into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Something the server sent on its own (request_id 0).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new inbox event.
+    Inbox(pb::InboxEvent),
+    /// A subscribed user's presence.
+    Presence(pb::Presence),
+    /// Someone is typing.
+    Typing(pb::TypingEvent),
+    /// The other member of a DM read up to a seq.
+    ReadReceipt(pb::ReadReceipt),
+    /// The server will close the session.
+    GoAway(pb::GoAway),
+    /// A non-fatal error about the session.
+    Error(pb::Error),
+    /// The session ended; no more events follow.
+    Closed(ClientError),
+}
+
+enum Command {
+    Request(Body, oneshot::Sender<Result<Reply, ClientError>>),
+    Typing(u64),
+}
+
+/// A connected, handshaken session.
+pub struct Connection {
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<Event>,
+    welcome: pb::Welcome,
+    fingerprint: String,
+    closer: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
+    tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| ClientError::Connect(format!("{server}: {e}")))?
+        .next()
+        .ok_or_else(|| ClientError::Connect(format!("{server}: no address")))
+}
+
+fn server_name(server: &str) -> Result<rustls::pki_types::ServerName<'static>, ClientError> {
+    let host = match server.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => server,
+    };
+    rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| ClientError::Connect(format!("bad host {host}: {e}")))
+}
+
+impl Connection {
+    /// Connects, completes TLS and the Confab handshake.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Connection, ClientError> {
+        tokio::time::timeout(opts.timeout, Self::connect_inner(opts))
+            .await
+            .map_err(|_| ClientError::Connect(format!("{}: timed out", opts.server)))?
+    }
+
+    async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, ClientError> {
+        let addr = resolve(&opts.server).await?;
+        let name = server_name(&opts.server)?;
+        let (tls_config, verifier) =
+            tls::client_config(opts.trust.clone()).map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (reader, writer, closer): (Reader, Writer, Option<Box<dyn FnOnce() + Send>>) = match opts.transport {
+            TransportKind::Tcp => {
+                let tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                let stream = tokio_rustls::TlsConnector::from(tls_config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("TLS: {e}")))?;
+                let (r, w) = tokio::io::split(stream);
+                (Box::new(r), Box::new(w), None)
+            }
+            TransportKind::Quic => {
+                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls_config)
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+                    .parse()
+                    .map_err(|e| ClientError::Local(format!("{e}")))?;
+                let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect(e.to_string()))?;
+                endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+                let host = match &name {
+                    rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
+                    rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+                    _ => "localhost".to_string(),
+                };
+                let conn = endpoint
+                    .connect(addr, &host)
+                    .map_err(|e| ClientError::Connect(e.to_string()))?
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("QUIC: {e}")))?;
+                let (send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
+                let closer = move || {
+                    conn.close(0u32.into(), b"bye");
+                    drop(endpoint);
+                };
+                (Box::new(recv), Box::new(send), Some(Box::new(closer) as Box<dyn FnOnce() + Send>))
+            }
+        };
+        let fingerprint = verifier.seen().unwrap_or_default();
+        let config = ClientConfig { client_name: opts.client_name.clone(), capabilities: vec![] };
+        let session = ClientSession::new(&config, Instant::now());
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (welcome_tx, welcome_rx) = oneshot::channel();
+        tokio::spawn(drive(session, reader, writer, commands_rx, events_tx, welcome_tx));
+        let welcome = match welcome_rx.await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ClientError::Connect("the connection closed during the handshake".into())),
+        };
+        Ok(Connection { commands, events, welcome, fingerprint, closer })
+    }
+
+    /// The server's Welcome.
+    pub fn welcome(&self) -> &pb::Welcome {
+        &self.welcome
+    }
+
+    /// The server's limits.
+    pub fn limits(&self) -> Limits {
+        self.welcome.limits.as_ref().map(Limits::from).unwrap_or_default()
+    }
+
+    /// SHA-256 fingerprint (hex) of the certificate the server presented.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Sends a request and waits for its final response. A server `Error`
+    /// becomes [`ClientError::Server`].
+    pub async fn request(&self, body: Body) -> Result<Reply, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request(body, tx))
+            .map_err(|_| ClientError::Disconnected("session closed".into()))?;
+        rx.await.map_err(|_| ClientError::Disconnected("session closed".into()))?
+    }
+
+    /// Sends a typing notice (no response).
+    pub fn typing(&self, conversation_id: u64) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Typing(conversation_id))
+            .map_err(|_| ClientError::Disconnected("session closed".into()))
+    }
+
+    /// The next server event; `None` after [`Event::Closed`].
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// An event if one is already waiting.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Closes the connection.
+    pub fn close(mut self) {
+        if let Some(close) = self.closer.take() {
+            close();
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(close) = self.closer.take() {
+            close();
+        }
+    }
+}
+
+async fn drive(
+    mut session: ClientSession,
+    mut reader: Reader,
+    mut writer: Writer,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    welcome: oneshot::Sender<Result<pb::Welcome, ClientError>>,
+) {
+    let mut welcome = Some(welcome);
+    let mut pending: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>> = HashMap::new();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let closed = loop {
+        let mut ended = None;
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                ClientEvent::Welcome(w) => {
+                    if let Some(tx) = welcome.take() {
+                        let _ = tx.send(Ok(w));
+                    }
+                }
+                ClientEvent::Response { request_id, body } => {
+                    if let Some(tx) = pending.remove(&request_id) {
+                        let _ = tx.send(match body {
+                            Reply::Error(e) => Err(ClientError::Server {
+                                code: ErrorCode(e.code),
+                                message: e.message,
+                                retry_after_ms: e.retry_after_ms,
+                            }),
+                            other => Ok(other),
+                        });
+                    }
+                }
+                ClientEvent::Event(body) => {
+                    let ev = match body {
+                        Reply::Event(e) => Event::Inbox(e),
+                        Reply::Presence(p) => Event::Presence(p),
+                        Reply::Typing(t) => Event::Typing(t),
+                        Reply::ReadReceipt(r) => Event::ReadReceipt(r),
+                        Reply::GoAway(g) => Event::GoAway(g),
+                        Reply::Error(e) => Event::Error(e),
+                        _ => continue,
+                    };
+                    let _ = events.send(ev);
+                }
+                ClientEvent::Closed { code, message } => {
+                    ended = Some(ClientError::Server { code, message, retry_after_ms: 0 });
+                }
+            }
+        }
+        if let Some(bytes) = session.poll_transmit()
+            && let Err(e) = write_all(&mut writer, &bytes).await
+        {
+            break ClientError::Disconnected(format!("write failed: {e}"));
+        }
+        if let Some(e) = ended {
+            break e;
+        }
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None => break ClientError::Disconnected("closed by the client".into()),
+                Some(Command::Request(body, reply)) => match session.send_request(body, Instant::now()) {
+                    Ok(id) => { pending.insert(id, reply); }
+                    Err(e) => { let _ = reply.send(Err(ClientError::Local(e.to_string()))); }
+                },
+                Some(Command::Typing(conversation)) => { let _ = session.send_typing(conversation, Instant::now()); }
+            },
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => break ClientError::Disconnected("the server closed the connection".into()),
+                Err(e) => break ClientError::Disconnected(e.to_string()),
+                Ok(_) => session.handle_input(&mut buf, Instant::now()),
+            },
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                session.handle_timeout(Instant::now());
+            }
+        }
+    };
+    let fatal_before_welcome = match &closed {
+        ClientError::Server { code, message, .. } => ClientError::Connect(format!("{code}: {message}")),
+        other => ClientError::Connect(other.to_string()),
+    };
+    if let Some(tx) = welcome.take() {
+        let _ = tx.send(Err(fatal_before_welcome));
+    }
+    for (_, tx) in pending.drain() {
+        let _ = tx.send(Err(match &closed {
+            ClientError::Server { code, message, .. } => ClientError::Disconnected(format!("{code}: {message}")),
+            other => other.clone(),
+        }));
+    }
+    let _ = events.send(Event::Closed(closed));
+    let _ = writer.shutdown().await;
+}
+
+async fn write_all(writer: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
+/// Unwraps the expected response variant.
+macro_rules! expect {
+    ($reply:expr, $variant:path) => {
+        match $reply {
+            $variant(v) => Ok(v),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    };
+}
+
+impl Connection {
+    /// Creates an account and logs this device in.
+    pub async fn signup(&self, username: &str, password: &str, device: &str) -> Result<pb::AuthOk, ClientError> {
+        let body = Body::Signup(pb::SignupRequest {
+            username: username.into(),
+            password: password.into(),
+            device_name: device.into(),
+        });
+        expect!(self.request(body).await?, Reply::AuthOk)
+    }
+
+    /// Logs in with a password as a new device.
+    pub async fn login(&self, username: &str, password: &str, device: &str) -> Result<pb::AuthOk, ClientError> {
+        let body = Body::Login(pb::LoginRequest {
+            username: username.into(),
+            password: password.into(),
+            device_name: device.into(),
+        });
+        expect!(self.request(body).await?, Reply::AuthOk)
+    }
+
+    /// Authenticates with a device token.
+    pub async fn resume(&self, token: &str) -> Result<pb::AuthOk, ClientError> {
+        expect!(self.request(Body::Resume(pb::ResumeRequest { token: token.into() })).await?, Reply::AuthOk)
+    }
+
+    /// Revokes this device's token.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        expect!(self.request(Body::Logout(pb::LogoutRequest {})).await?, Reply::Done).map(|_| ())
+    }
+
+    /// The user's devices.
+    pub async fn list_devices(&self) -> Result<Vec<pb::Device>, ClientError> {
+        expect!(self.request(Body::ListDevices(pb::ListDevicesRequest {})).await?, Reply::DeviceList).map(|d| d.devices)
+    }
+
+    /// Revokes a device.
+    pub async fn revoke_device(&self, device_id: u64) -> Result<(), ClientError> {
+        expect!(self.request(Body::RevokeDevice(pb::RevokeDeviceRequest { device_id })).await?, Reply::Done).map(|_| ())
+    }
+
+    /// Opens (or finds) the DM with a user.
+    pub async fn open_direct(&self, username: &str) -> Result<pb::Conversation, ClientError> {
+        expect!(
+            self.request(Body::OpenDirect(pb::OpenDirectRequest { username: username.into() })).await?,
+            Reply::Conversation
+        )
+    }
+
+    /// Lists conversations, most recent first.
+    pub async fn list_conversations(&self, limit: u32) -> Result<pb::ConversationList, ClientError> {
+        let body = Body::ListConversations(pb::ListConversationsRequest { limit, ..Default::default() });
+        expect!(self.request(body).await?, Reply::ConversationList)
+    }
+
+    /// Sends a text message.
+    pub async fn send(&self, conversation_id: u64, client_msg_id: &str, text: &str) -> Result<pb::Sent, ClientError> {
+        let body =
+            Body::Send(pb::SendRequest { conversation_id, client_msg_id: client_msg_id.into(), text: text.into() });
+        expect!(self.request(body).await?, Reply::Sent)
+    }
+
+    /// Pages inbox events after `after`.
+    pub async fn sync(&self, after: u64, limit: u32) -> Result<pb::SyncPage, ClientError> {
+        expect!(self.request(Body::Sync(pb::SyncRequest { after, limit })).await?, Reply::SyncPage)
+    }
+
+    /// Stores the device's cursor.
+    pub async fn ack_cursor(&self, inbox_seq: u64) -> Result<(), ClientError> {
+        expect!(self.request(Body::AckCursor(pb::AckCursorRequest { inbox_seq })).await?, Reply::Done).map(|_| ())
+    }
+
+    /// Pages a conversation's history.
+    pub async fn history(
+        &self,
+        conversation_id: u64,
+        before_seq: u64,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<pb::HistoryPage, ClientError> {
+        let body = Body::History(pb::HistoryRequest { conversation_id, before_seq, after_seq, limit });
+        expect!(self.request(body).await?, Reply::HistoryPage)
+    }
+
+    /// Moves the read marker.
+    pub async fn mark_read(&self, conversation_id: u64, seq: u64) -> Result<pb::ReadState, ClientError> {
+        expect!(self.request(Body::MarkRead(pb::MarkReadRequest { conversation_id, seq })).await?, Reply::ReadState)
+    }
+
+    /// Round trip.
+    pub async fn ping(&self, nonce: u64) -> Result<pb::Pong, ClientError> {
+        expect!(self.request(Body::Ping(pb::PingRequest { nonce })).await?, Reply::Pong)
+    }
+}
