@@ -58,6 +58,7 @@ impl ConnectOptions {
 
 /// Something the server sent on its own (request_id 0).
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // events are moved once, not stored in bulk
 pub enum Event {
     /// A new inbox event.
     Inbox(pb::InboxEvent),
@@ -86,7 +87,7 @@ pub struct Connection {
     events: mpsc::UnboundedReceiver<Event>,
     welcome: pb::Welcome,
     fingerprint: String,
-    closer: Option<Box<dyn FnOnce() + Send>>,
+    closer: Option<Closer>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -97,6 +98,7 @@ impl std::fmt::Debug for Connection {
 
 type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+type Closer = Box<dyn FnOnce() + Send>;
 
 async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
     tokio::net::lookup_host(server)
@@ -128,7 +130,7 @@ impl Connection {
         let name = server_name(&opts.server)?;
         let (tls_config, verifier) =
             tls::client_config(opts.trust.clone()).map_err(|e| ClientError::Connect(e.to_string()))?;
-        let (reader, writer, closer): (Reader, Writer, Option<Box<dyn FnOnce() + Send>>) = match opts.transport {
+        let (reader, writer, closer): (Reader, Writer, Option<Closer>) = match opts.transport {
             TransportKind::Tcp => {
                 let tcp = tokio::net::TcpStream::connect(addr)
                     .await
@@ -164,7 +166,7 @@ impl Connection {
                     conn.close(0u32.into(), b"bye");
                     drop(endpoint);
                 };
-                (Box::new(recv), Box::new(send), Some(Box::new(closer) as Box<dyn FnOnce() + Send>))
+                (Box::new(recv), Box::new(send), Some(Box::new(closer) as Closer))
             }
         };
         let fingerprint = verifier.seen().unwrap_or_default();

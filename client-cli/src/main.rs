@@ -1,1 +1,565 @@
-fn main() {}
+//! `confab`: the Confab command-line client. See `confab --help`.
+#![allow(clippy::print_stdout)] // a command-line client: stdout is its output
+
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use confab_client::tls::{self, Trust};
+use confab_client::{ClientError, ConnectOptions, Connection, Event, InboxTracker, Profile, TransportKind};
+use confab_protocol::pb;
+use serde_json::{Value, json};
+
+/// Command-line client for Confab chat servers.
+///
+/// Exit codes: 0 success; 1 the server refused the request (the message
+/// names its error code); 2 bad usage; 3 connection or local failure.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Server address, HOST:PORT (default: the profile's server, else
+    /// 127.0.0.1:7443).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    server: Option<String>,
+    /// Transport.
+    #[arg(long, global = true, value_enum)]
+    transport: Option<TransportKind>,
+    /// Trust only this certificate (PEM file, e.g. the server's
+    /// DATA_DIR/tls/cert.pem). Without it the fingerprint seen on first
+    /// contact is stored in the profile and required from then on.
+    #[arg(long, global = true, value_name = "PEM")]
+    trust_cert: Option<PathBuf>,
+    /// Profile directory: token, device id, cursor, trusted fingerprints
+    /// (default: the user's config dir, e.g. ~/.config/confab).
+    #[arg(long, global = true, value_name = "DIR")]
+    profile: Option<PathBuf>,
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an account and log this profile in.
+    Signup {
+        /// Username: 3-32 of a-z 0-9 _ . - (lowercased for you).
+        user: String,
+        /// Name for this device.
+        #[arg(long, default_value = "confab-cli")]
+        device: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log in as a new device of an existing account.
+    Login {
+        /// Username.
+        user: String,
+        /// Name for this device.
+        #[arg(long, default_value = "confab-cli")]
+        device: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Revoke this device's token and forget it.
+    Logout,
+    /// Show who this profile is logged in as.
+    Whoami,
+    /// List this account's devices.
+    Devices,
+    /// Revoke one of this account's devices.
+    Revoke {
+        /// Device id (see `devices`).
+        device_id: u64,
+    },
+    /// Send a message to @USER (a direct conversation) or a conversation id.
+    Send {
+        /// @username or conversation id.
+        to: String,
+        /// The text, or '-' to read it from stdin.
+        text: String,
+    },
+    /// Page a conversation's history (newest page by default).
+    History {
+        /// Conversation id, or @username for the direct conversation.
+        conversation: String,
+        /// Only messages before this seq.
+        #[arg(long)]
+        before: Option<u64>,
+        /// Only messages after this seq.
+        #[arg(long, conflicts_with = "before")]
+        after: Option<u64>,
+        /// Page size (server maximum applies).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// List conversations with unread counts, most recent first.
+    Conversations,
+    /// Mark a conversation read up to a seq (default: all).
+    Read {
+        /// Conversation id.
+        conversation: u64,
+        /// Up to this seq.
+        seq: Option<u64>,
+    },
+    /// Fetch every event missed since this profile's cursor, and advance it.
+    Sync,
+    /// Print events as they arrive until interrupted (reconnects and
+    /// catches up by itself).
+    Tail,
+}
+
+/// How a command failed, for the exit code.
+enum Failure {
+    Server(ClientError),
+    Local(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Server { .. } => Failure::Server(e),
+            other => Failure::Local(other.to_string()),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Server(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Local(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+struct Ctx {
+    cli: Cli,
+    dir: PathBuf,
+    profile: Profile,
+}
+
+impl Ctx {
+    fn server(&self) -> String {
+        self.cli.server.clone().or_else(|| self.profile.server.clone()).unwrap_or_else(|| "127.0.0.1:7443".into())
+    }
+
+    fn transport(&self) -> TransportKind {
+        self.cli.transport.or(self.profile.transport).unwrap_or(TransportKind::Quic)
+    }
+
+    fn trust(&self) -> Result<Trust> {
+        if let Some(pem) = &self.cli.trust_cert {
+            let bytes = std::fs::read(pem).map_err(|e| Failure::Local(format!("{}: {e}", pem.display())))?;
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let cert = CertificateDer::pem_slice_iter(&bytes)
+                .next()
+                .ok_or_else(|| Failure::Local(format!("{}: no certificate", pem.display())))?
+                .map_err(|e| Failure::Local(format!("{}: {e}", pem.display())))?;
+            return Ok(Trust::Fingerprint(tls::fingerprint(&cert)));
+        }
+        Ok(match self.profile.known_servers.get(&self.server()) {
+            Some(fp) => Trust::Fingerprint(tls::normalize_fingerprint(fp)),
+            None => Trust::FirstUse,
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        self.profile.save(&self.dir).map_err(Failure::from)
+    }
+
+    async fn connect(&mut self) -> Result<Connection> {
+        let server = self.server();
+        let trust = self.trust()?;
+        let mut opts = ConnectOptions::new(server.clone(), trust.clone());
+        opts.transport = self.transport();
+        let conn = Connection::connect(&opts).await?;
+        if trust == Trust::FirstUse {
+            eprintln!("note: trusting {server}'s certificate sha256:{} (first use; stored in the profile)", conn.fingerprint());
+            self.profile.known_servers.insert(server, conn.fingerprint().to_string());
+            self.save()?;
+        }
+        Ok(conn)
+    }
+
+    /// Connects and resumes this profile's device.
+    async fn session(&mut self) -> Result<(Connection, pb::AuthOk)> {
+        let Some(token) = self.profile.token.clone() else {
+            return Err(Failure::Local("not logged in: run `confab login USER` (or `confab signup USER`)".into()));
+        };
+        let conn = self.connect().await?;
+        match conn.resume(&token).await {
+            Ok(ok) => Ok((conn, ok)),
+            Err(e) if e.code() == Some(confab_protocol::ErrorCode::INVALID_TOKEN) => {
+                self.profile.clear_login();
+                self.save()?;
+                Err(Failure::Server(e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn out(&self, value: Value, text: impl FnOnce() -> String) {
+        if self.cli.json {
+            println!("{value}");
+        } else {
+            println!("{}", text());
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let dir = match cli.profile.clone().or_else(Profile::default_dir) {
+        Some(d) => d,
+        None => return Err(Failure::Local("no config directory: pass --profile DIR".into())),
+    };
+    let profile = Profile::load(&dir)?;
+    let mut ctx = Ctx { cli, dir, profile };
+    match std::mem::replace(&mut ctx.cli.command, Command::Whoami) {
+        Command::Signup { user, device, password_stdin } => auth(&mut ctx, true, &user, &device, password_stdin).await,
+        Command::Login { user, device, password_stdin } => auth(&mut ctx, false, &user, &device, password_stdin).await,
+        Command::Logout => logout(&mut ctx).await,
+        Command::Whoami => whoami(&mut ctx).await,
+        Command::Devices => devices(&mut ctx).await,
+        Command::Revoke { device_id } => {
+            let (conn, _) = ctx.session().await?;
+            conn.revoke_device(device_id).await?;
+            ctx.out(json!({"revoked": device_id}), || format!("revoked device {device_id}"));
+            Ok(())
+        }
+        Command::Send { to, text } => send(&mut ctx, &to, text).await,
+        Command::History { conversation, before, after, limit } => {
+            history(&mut ctx, &conversation, before.unwrap_or(0), after.unwrap_or(0), limit).await
+        }
+        Command::Conversations => conversations(&mut ctx).await,
+        Command::Read { conversation, seq } => {
+            let (conn, _) = ctx.session().await?;
+            let state = conn.mark_read(conversation, seq.unwrap_or(u64::MAX)).await?;
+            ctx.out(
+                json!({"conversation_id": state.conversation_id, "read_seq": state.read_seq, "unread": state.unread_count}),
+                || format!("conversation {}: read up to {}, {} unread", state.conversation_id, state.read_seq, state.unread_count),
+            );
+            Ok(())
+        }
+        Command::Sync => sync(&mut ctx).await,
+        Command::Tail => tail(&mut ctx).await,
+    }
+}
+
+fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::Local(format!("reading stdin: {e}")))?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let pw = rpassword::prompt_password("Password: ").map_err(|e| Failure::Local(format!("reading password: {e}")))?;
+    if confirm {
+        let again = rpassword::prompt_password("Again: ").map_err(|e| Failure::Local(format!("reading password: {e}")))?;
+        if again != pw {
+            return Err(Failure::Local("passwords do not match".into()));
+        }
+    }
+    Ok(pw)
+}
+
+async fn auth(ctx: &mut Ctx, signup: bool, user: &str, device: &str, password_stdin: bool) -> Result<()> {
+    let user = user.trim_start_matches('@').to_lowercase();
+    let password = read_password(password_stdin, signup)?;
+    let conn = ctx.connect().await?;
+    let ok = if signup { conn.signup(&user, &password, device).await? } else { conn.login(&user, &password, device).await? };
+    ctx.profile.server = Some(ctx.server());
+    ctx.profile.transport = Some(ctx.transport());
+    ctx.profile.username = Some(ok.username.clone());
+    ctx.profile.user_id = ok.user_id;
+    ctx.profile.device_id = ok.device_id;
+    ctx.profile.token = Some(ok.token.clone());
+    ctx.profile.cursor = ok.cursor;
+    ctx.save()?;
+    let verb = if signup { "signed up" } else { "logged in" };
+    ctx.out(json!({"user": ok.username, "user_id": ok.user_id, "device_id": ok.device_id}), || {
+        format!("{verb} as {} (device {})", ok.username, ok.device_id)
+    });
+    Ok(())
+}
+
+async fn logout(ctx: &mut Ctx) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    conn.logout().await?;
+    ctx.profile.clear_login();
+    ctx.save()?;
+    ctx.out(json!({"logged_out": true}), || "logged out".into());
+    Ok(())
+}
+
+async fn whoami(ctx: &mut Ctx) -> Result<()> {
+    let (_conn, ok) = ctx.session().await?;
+    let server = ctx.server();
+    ctx.out(
+        json!({"user": ok.username, "user_id": ok.user_id, "device_id": ok.device_id, "server": server, "cursor": ok.cursor, "inbox_head": ok.inbox_head}),
+        || format!("{} (user {}, device {}) on {server}; {} events waiting", ok.username, ok.user_id, ok.device_id, ok.inbox_head.saturating_sub(ctx.profile.cursor)),
+    );
+    Ok(())
+}
+
+async fn devices(ctx: &mut Ctx) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    for d in conn.list_devices().await? {
+        ctx.out(
+            json!({"device_id": d.device_id, "name": d.name, "online": d.online, "current": d.current, "last_seen_ms": d.last_seen_ms}),
+            || {
+                let mark = if d.current { " (this device)" } else if d.online { " (online)" } else { "" };
+                format!("{:>6}  {}{mark}", d.device_id, d.name)
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Resolves "@user" (opening the DM) or a numeric conversation id.
+async fn conversation_id(conn: &Connection, to: &str) -> Result<u64> {
+    if let Some(user) = to.strip_prefix('@') {
+        return Ok(conn.open_direct(&user.to_lowercase()).await?.conversation_id);
+    }
+    to.parse().map_err(|_| Failure::Local(format!("'{to}' is neither @username nor a conversation id")))
+}
+
+async fn send(ctx: &mut Ctx, to: &str, text: String) -> Result<()> {
+    let text = if text == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| Failure::Local(format!("reading stdin: {e}")))?;
+        s.strip_suffix('\n').map(str::to_string).unwrap_or(s)
+    } else {
+        text
+    };
+    // One id for every attempt: a retry after a lost connection returns the
+    // stored message instead of sending it twice.
+    let client_msg_id = confab_client::new_client_msg_id();
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 0;
+    let sent = loop {
+        attempt += 1;
+        let result = async {
+            let (conn, _) = ctx.session().await?;
+            let conv = conversation_id(&conn, to).await?;
+            Ok::<_, Failure>(conn.send(conv, &client_msg_id, &text).await?)
+        }
+        .await;
+        match result {
+            Ok(sent) => break sent,
+            Err(Failure::Server(e)) if e.is_retryable() && attempt < 5 => {
+                if let ClientError::Server { retry_after_ms, .. } = &e {
+                    delay = delay.max(Duration::from_millis(*retry_after_ms));
+                }
+            }
+            Err(Failure::Local(e)) if attempt < 5 && !e.starts_with("not logged in") && !e.contains("neither") => {
+                eprintln!("note: {e}; retrying");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    };
+    let m = sent.message.unwrap_or_default();
+    ctx.out(
+        json!({"conversation_id": m.conversation_id, "seq": m.seq, "sent_at_ms": m.sent_at_ms, "client_msg_id": m.client_msg_id, "duplicate": sent.duplicate}),
+        || format!("sent to conversation {} as seq {}", m.conversation_id, m.seq),
+    );
+    Ok(())
+}
+
+fn message_json(m: &pb::Message) -> Value {
+    let mut v = json!({
+        "conversation_id": m.conversation_id,
+        "seq": m.seq,
+        "sender": m.sender_username,
+        "sender_id": m.sender_id,
+        "sent_at_ms": m.sent_at_ms,
+    });
+    match &m.content {
+        Some(pb::message::Content::Text(t)) => v["body"] = json!(t),
+        Some(pb::message::Content::Membership(c)) => {
+            v["membership"] = json!({
+                "action": pb::MembershipAction::try_from(c.action).map(|a| a.as_str_name()).unwrap_or("UNKNOWN"),
+                "users": c.users.iter().map(|u| u.username.clone()).collect::<Vec<_>>(),
+                "title": c.title,
+            })
+        }
+        None => {}
+    }
+    v
+}
+
+fn message_text(m: &pb::Message) -> String {
+    let time = format_time(m.sent_at_ms);
+    match &m.content {
+        Some(pb::message::Content::Text(t)) => format!("[{}#{}] {time} {}: {t}", m.conversation_id, m.seq, m.sender_username),
+        Some(pb::message::Content::Membership(c)) => {
+            let action = pb::MembershipAction::try_from(c.action).map(|a| a.as_str_name()).unwrap_or("UNKNOWN");
+            let users: Vec<_> = c.users.iter().map(|u| u.username.as_str()).collect();
+            format!("[{}#{}] {time} * {} {action} {} {}", m.conversation_id, m.seq, m.sender_username, users.join(", "), c.title)
+        }
+        None => format!("[{}#{}] {time} (unknown content)", m.conversation_id, m.seq),
+    }
+}
+
+fn format_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}Z")
+}
+
+async fn history(ctx: &mut Ctx, conversation: &str, before: u64, after: u64, limit: u32) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    let conv = conversation_id(&conn, conversation).await?;
+    let page = conn.history(conv, before, after, limit).await?;
+    for m in &page.messages {
+        ctx.out(message_json(m), || message_text(m));
+    }
+    if page.has_more && !ctx.cli.json {
+        let next = page.messages.first().map_or(0, |m| m.seq);
+        eprintln!("(more: --before {next})");
+    }
+    Ok(())
+}
+
+async fn conversations(ctx: &mut Ctx) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    let list = conn.list_conversations(0).await?;
+    for c in &list.conversations {
+        let name = if c.kind == pb::ConversationKind::Direct as i32 { format!("@{}", c.peer_username) } else { c.title.clone() };
+        let last = c.last_message.as_ref().map(message_text).unwrap_or_default();
+        ctx.out(
+            json!({"conversation_id": c.conversation_id, "kind": if c.kind == pb::ConversationKind::Direct as i32 { "direct" } else { "group" },
+                   "name": name, "unread": c.unread_count, "last_seq": c.last_seq, "read_seq": c.read_seq, "members": c.member_count}),
+            || format!("{:>6}  {:<20} {:>4} unread  {last}", c.conversation_id, name, c.unread_count),
+        );
+    }
+    Ok(())
+}
+
+fn event_out(ctx: &Ctx, e: &pb::InboxEvent) {
+    use pb::inbox_event::Event as E;
+    match &e.event {
+        Some(E::Message(m)) => {
+            let mut v = message_json(m);
+            v["inbox_seq"] = json!(e.inbox_seq);
+            ctx.out(v, || message_text(m))
+        }
+        Some(E::Read(r)) => ctx.out(
+            json!({"inbox_seq": e.inbox_seq, "read": {"conversation_id": r.conversation_id, "read_seq": r.read_seq, "unread": r.unread_count}}),
+            || format!("[{}] read up to {} ({} unread)", r.conversation_id, r.read_seq, r.unread_count),
+        ),
+        Some(E::Joined(c)) => ctx.out(
+            json!({"inbox_seq": e.inbox_seq, "joined": {"conversation_id": c.conversation_id, "peer": c.peer_username, "title": c.title}}),
+            || format!("[{}] joined {}", c.conversation_id, if c.title.is_empty() { format!("@{}", c.peer_username) } else { c.title.clone() }),
+        ),
+        Some(E::Left(l)) => ctx.out(json!({"inbox_seq": e.inbox_seq, "left": {"conversation_id": l.conversation_id}}), || {
+            format!("[{}] left", l.conversation_id)
+        }),
+        None => {}
+    }
+}
+
+/// Pages everything after the tracker's position, printing it.
+async fn catch_up(ctx: &Ctx, conn: &Connection, tracker: &mut InboxTracker) -> Result<()> {
+    loop {
+        let page = conn.sync(tracker.last(), 0).await?;
+        for e in tracker.apply_page(page.events) {
+            event_out(ctx, &e);
+        }
+        if !page.has_more {
+            return Ok(());
+        }
+    }
+}
+
+async fn sync(ctx: &mut Ctx) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    let mut tracker = InboxTracker::new(ctx.profile.cursor);
+    catch_up(ctx, &conn, &mut tracker).await?;
+    if tracker.last() > ctx.profile.cursor {
+        conn.ack_cursor(tracker.last()).await?;
+        ctx.profile.cursor = tracker.last();
+        ctx.save()?;
+    }
+    Ok(())
+}
+
+async fn tail(ctx: &mut Ctx) -> Result<()> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let outcome = tokio::select! {
+            r = tail_once(ctx) => r,
+            _ = tokio::signal::ctrl_c() => return ctx.save(),
+        };
+        match outcome {
+            Ok(reason) => eprintln!("note: {reason}; reconnecting"),
+            Err(Failure::Server(e)) if !e.is_retryable() => return Err(Failure::Server(e)),
+            Err(Failure::Local(e)) if e.starts_with("not logged in") => return Err(Failure::Local(e)),
+            Err(Failure::Server(e)) => eprintln!("note: {e}; reconnecting"),
+            Err(Failure::Local(e)) => eprintln!("note: {e}; reconnecting in {}ms", backoff.as_millis()),
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tokio::signal::ctrl_c() => return ctx.save(),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One connection's worth of tail: resume, catch up, then follow live
+/// events until the connection ends. Returns why it ended.
+async fn tail_once(ctx: &mut Ctx) -> Result<String> {
+    let (mut conn, _) = ctx.session().await?;
+    let mut tracker = InboxTracker::new(ctx.profile.cursor);
+    catch_up(ctx, &conn, &mut tracker).await?;
+    let mut acked = ctx.profile.cursor;
+    loop {
+        if tracker.last() > acked {
+            conn.ack_cursor(tracker.last()).await?;
+            acked = tracker.last();
+            ctx.profile.cursor = acked;
+            ctx.save()?;
+        }
+        let Some(event) = conn.next_event().await else { return Ok("connection closed".into()) };
+        match event {
+            Event::Inbox(e) => {
+                let offered = tracker.offer(e);
+                for e in &offered.ready {
+                    event_out(ctx, e);
+                }
+                if offered.gap {
+                    catch_up(ctx, &conn, &mut tracker).await?;
+                }
+            }
+            Event::ReadReceipt(r) => ctx.out(
+                json!({"read_receipt": {"conversation_id": r.conversation_id, "user": r.username, "read_seq": r.read_seq}}),
+                || format!("[{}] {} read up to {}", r.conversation_id, r.username, r.read_seq),
+            ),
+            Event::GoAway(g) => return Ok(format!("server going away: {}", g.message)),
+            Event::Closed(e) => return Ok(e.to_string()),
+            Event::Presence(_) | Event::Typing(_) | Event::Error(_) => {}
+        }
+    }
+}
