@@ -195,7 +195,10 @@ impl Ctx {
         opts.transport = self.transport();
         let conn = Connection::connect(&opts).await?;
         if trust == Trust::FirstUse {
-            eprintln!("note: trusting {server}'s certificate sha256:{} (first use; stored in the profile)", conn.fingerprint());
+            eprintln!(
+                "note: trusting {server}'s certificate sha256:{} (first use; stored in the profile)",
+                conn.fingerprint()
+            );
             self.profile.known_servers.insert(server, conn.fingerprint().to_string());
             self.save()?;
         }
@@ -274,7 +277,8 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
     }
     let pw = rpassword::prompt_password("Password: ").map_err(|e| Failure::Local(format!("reading password: {e}")))?;
     if confirm {
-        let again = rpassword::prompt_password("Again: ").map_err(|e| Failure::Local(format!("reading password: {e}")))?;
+        let again =
+            rpassword::prompt_password("Again: ").map_err(|e| Failure::Local(format!("reading password: {e}")))?;
         if again != pw {
             return Err(Failure::Local("passwords do not match".into()));
         }
@@ -286,7 +290,11 @@ async fn auth(ctx: &mut Ctx, signup: bool, user: &str, device: &str, password_st
     let user = user.trim_start_matches('@').to_lowercase();
     let password = read_password(password_stdin, signup)?;
     let conn = ctx.connect().await?;
-    let ok = if signup { conn.signup(&user, &password, device).await? } else { conn.login(&user, &password, device).await? };
+    let ok = if signup {
+        conn.signup(&user, &password, device).await?
+    } else {
+        conn.login(&user, &password, device).await?
+    };
     ctx.profile.server = Some(ctx.server());
     ctx.profile.transport = Some(ctx.transport());
     ctx.profile.username = Some(ok.username.clone());
@@ -412,11 +420,20 @@ fn message_json(m: &pb::Message) -> Value {
 fn message_text(m: &pb::Message) -> String {
     let time = format_time(m.sent_at_ms);
     match &m.content {
-        Some(pb::message::Content::Text(t)) => format!("[{}#{}] {time} {}: {t}", m.conversation_id, m.seq, m.sender_username),
+        Some(pb::message::Content::Text(t)) => {
+            format!("[{}#{}] {time} {}: {t}", m.conversation_id, m.seq, m.sender_username)
+        }
         Some(pb::message::Content::Membership(c)) => {
             let action = pb::MembershipAction::try_from(c.action).map(|a| a.as_str_name()).unwrap_or("UNKNOWN");
             let users: Vec<_> = c.users.iter().map(|u| u.username.as_str()).collect();
-            format!("[{}#{}] {time} * {} {action} {} {}", m.conversation_id, m.seq, m.sender_username, users.join(", "), c.title)
+            format!(
+                "[{}#{}] {time} * {} {action} {} {}",
+                m.conversation_id,
+                m.seq,
+                m.sender_username,
+                users.join(", "),
+                c.title
+            )
         }
         None => format!("[{}#{}] {time} (unknown content)", m.conversation_id, m.seq),
     }
@@ -446,7 +463,11 @@ async fn conversations(ctx: &mut Ctx) -> Result<()> {
     let (conn, _) = ctx.session().await?;
     let list = conn.list_conversations(0).await?;
     for c in &list.conversations {
-        let name = if c.kind == pb::ConversationKind::Direct as i32 { format!("@{}", c.peer_username) } else { c.title.clone() };
+        let name = if c.kind == pb::ConversationKind::Direct as i32 {
+            format!("@{}", c.peer_username)
+        } else {
+            c.title.clone()
+        };
         let last = c.last_message.as_ref().map(message_text).unwrap_or_default();
         ctx.out(
             json!({"conversation_id": c.conversation_id, "kind": if c.kind == pb::ConversationKind::Direct as i32 { "direct" } else { "group" },

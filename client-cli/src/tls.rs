@@ -117,3 +117,9 @@ mod tests {
         assert_eq!(normalize_fingerprint(" abcd "), "abcd");
     }
 }
+
+/// The TLS 1.3 client settings the library uses (ALPN `confab/1`,
+/// fingerprint trust), for tools that speak raw frames.
+pub fn rustls_config(trust: Trust) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_config(trust).map(|(config, _)| config)
+}

@@ -106,3 +106,78 @@ pub fn message(e: &pb::InboxEvent) -> &pb::Message {
         other => panic!("not a message event: {other:?}"),
     }
 }
+
+/// A raw TCP+TLS connection speaking frames byte by byte, for tests that
+/// send what a well-behaved client never would.
+pub struct Raw {
+    pub stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    pub buf: bytes::BytesMut,
+}
+
+impl Raw {
+    pub async fn connect(server: &TestServer) -> Raw {
+        let s = server.server();
+        let config = confab_client::tls::rustls_config(Trust::Fingerprint(s.fingerprint().to_string())).unwrap();
+        let tcp = tokio::net::TcpStream::connect(s.tcp_addr().unwrap()).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+        Raw { stream, buf: bytes::BytesMut::new() }
+    }
+
+    /// Connects and completes the handshake.
+    pub async fn hello(server: &TestServer) -> Raw {
+        let mut raw = Raw::connect(server).await;
+        let hello = pb::client_frame::Body::Hello(pb::Hello { versions: vec![1], ..Default::default() });
+        raw.send(1, hello).await;
+        assert!(matches!(raw.recv().await.body, Some(pb::server_frame::Body::Welcome(_))));
+        raw
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    pub async fn send(&mut self, request_id: u64, body: pb::client_frame::Body) {
+        let frame = confab_protocol::framing::frame_bytes(&pb::ClientFrame { request_id, body: Some(body) });
+        self.send_bytes(&frame).await;
+    }
+
+    /// The next frame, failing after 5 s.
+    pub async fn recv(&mut self) -> pb::ServerFrame {
+        self.try_recv().await.expect("connection closed")
+    }
+
+    /// The next frame, or `None` once the server closed the connection.
+    pub async fn try_recv(&mut self) -> Option<pb::ServerFrame> {
+        use tokio::io::AsyncReadExt;
+        let decoder = confab_protocol::FrameDecoder::new(confab_protocol::limits::DEFAULT_MAX_FRAME_BYTES);
+        loop {
+            if let Some(f) = decoder.next_frame(&mut self.buf).unwrap() {
+                return Some(confab_protocol::framing::decode_server_frame(&f).unwrap());
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("no frame within 5 s");
+            match n {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next frame must be an Error with this code; returns it.
+    pub async fn expect_error(&mut self, code: confab_protocol::ErrorCode) -> (u64, pb::Error) {
+        let f = self.recv().await;
+        match f.body {
+            Some(pb::server_frame::Body::Error(e)) if e.code == code.0 => (f.request_id, e),
+            other => panic!("expected {code}, got {other:?}"),
+        }
+    }
+}
+
+/// The error code of a failed client call.
+pub fn code<T: std::fmt::Debug>(r: Result<T, confab_client::ClientError>) -> confab_protocol::ErrorCode {
+    r.expect_err("expected an error").code().expect("expected a server error")
+}
