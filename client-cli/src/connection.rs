@@ -98,7 +98,7 @@ impl std::fmt::Debug for Connection {
 
 type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
-type Closer = Box<dyn FnOnce() + Send>;
+type Closer = Box<dyn FnOnce() + Send + Sync>;
 
 async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
     tokio::net::lookup_host(server)
@@ -423,7 +423,8 @@ impl Connection {
         expect!(self.request(Body::AckCursor(pb::AckCursorRequest { inbox_seq })).await?, Reply::Done).map(|_| ())
     }
 
-    /// Pages a conversation's history.
+    /// Pages a conversation's history: the newest page when both bounds are
+    /// 0 (see [`Connection::history_request`] to read from the start).
     pub async fn history(
         &self,
         conversation_id: u64,
@@ -431,8 +432,13 @@ impl Connection {
         after_seq: u64,
         limit: u32,
     ) -> Result<pb::HistoryPage, ClientError> {
-        let body = Body::History(pb::HistoryRequest { conversation_id, before_seq, after_seq, limit });
-        expect!(self.request(body).await?, Reply::HistoryPage)
+        let req = pb::HistoryRequest { conversation_id, before_seq, after_seq, limit, oldest_first: false };
+        self.history_request(req).await
+    }
+
+    /// Sends any history request.
+    pub async fn history_request(&self, req: pb::HistoryRequest) -> Result<pb::HistoryPage, ClientError> {
+        expect!(self.request(Body::History(req)).await?, Reply::HistoryPage)
     }
 
     /// Moves the read marker.

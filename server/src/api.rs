@@ -247,7 +247,8 @@ fn authenticated(sh: Arc<Shared>, ctx: &SessionCtx, auth: Auth, body: Body) -> P
                     .read(move |s| {
                         let Some(m) = s.membership(uid, conversation)? else { return Ok(None) };
                         let visible_to = if m.left_seq != 0 { m.left_seq } else { u64::MAX };
-                        s.history(conversation, r.before_seq, r.after_seq, limit, visible_to, max_bytes).map(Some)
+                        s.history(conversation, r.before_seq, r.after_seq, r.oldest_first, limit, visible_to, max_bytes)
+                            .map(Some)
                     })
                     .await?;
                 match page {

@@ -175,13 +175,15 @@ impl Store {
     }
 
     /// A page of history. `before`/`after` are exclusive bounds (at most one
-    /// set); `visible_to` caps what a former member can read (u64::MAX for
+    /// set; neither: the newest page, or the oldest with `oldest_first`); `visible_to` caps what a former member can read (u64::MAX for
     /// current members). Returns messages ascending and `has_more`.
+    #[allow(clippy::too_many_arguments)] // the request's fields, plus what the caller knows
     pub fn history(
         &self,
         conversation: u64,
         before: u64,
         after: u64,
+        oldest_first: bool,
         limit: usize,
         visible_to: u64,
         max_bytes: usize,
@@ -191,7 +193,7 @@ impl Store {
         let mut out = Vec::new();
         let mut bytes = PAGE_OVERHEAD;
         let mut has_more = false;
-        if after != 0 {
+        if after != 0 || (before == 0 && oldest_first) {
             // Oldest first, from after+1 upward.
             let range = keys::pair(conversation, after + 1)..keys::pair(conversation, upper.max(after + 1));
             for kv in ks.range(range) {
