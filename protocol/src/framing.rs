@@ -178,6 +178,32 @@ pub fn frame_bytes<M: Message>(frame: &M) -> Bytes {
     out.freeze()
 }
 
+/// Encodes the live event `ServerFrame { request_id: 0, event: InboxEvent {
+/// inbox_seq, message } }`, length prefix included, around a message that
+/// was encoded once. Fan-out calls this per recipient (only `inbox_seq`
+/// differs), so the message itself is never re-encoded.
+pub fn message_event_frame(inbox_seq: u64, encoded_message: &[u8]) -> Bytes {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    // Field numbers from spec/confab.proto: ServerFrame.event = 40,
+    // InboxEvent.inbox_seq = 1, InboxEvent.message = 10.
+    let msg_len = encoded_message.len();
+    let seq_len = if inbox_seq == 0 { 0 } else { key_len(1) + encoded_len_varint(inbox_seq) };
+    let event_len = seq_len + key_len(10) + encoded_len_varint(msg_len as u64) + msg_len;
+    let frame_len = key_len(40) + encoded_len_varint(event_len as u64) + event_len;
+    let mut out = BytesMut::with_capacity(encoded_len_varint(frame_len as u64) + frame_len);
+    encode_varint(frame_len as u64, &mut out);
+    encode_key(40, WireType::LengthDelimited, &mut out);
+    encode_varint(event_len as u64, &mut out);
+    if inbox_seq != 0 {
+        encode_key(1, WireType::Varint, &mut out);
+        encode_varint(inbox_seq, &mut out);
+    }
+    encode_key(10, WireType::LengthDelimited, &mut out);
+    encode_varint(msg_len as u64, &mut out);
+    out.extend_from_slice(encoded_message);
+    out.freeze()
+}
+
 /// Reads field 1 (`request_id`, varint) from possibly damaged frame bytes by
 /// walking the top-level fields; `None` when the walk fails first.
 pub fn scan_request_id(mut bytes: &[u8]) -> Option<u64> {
@@ -292,6 +318,30 @@ mod tests {
         let bytes = [0x08, 0x01, 0xa2, 0x01, 0x03, 0x0a, 0x01, 0xff];
         let err = decode_client_frame(&bytes).unwrap_err();
         assert_eq!(err.request_id, Some(1));
+    }
+
+    #[test]
+    fn message_event_frame_matches_prost() {
+        use crate::pb::{inbox_event, server_frame};
+        let message = pb::Message {
+            conversation_id: 7,
+            seq: 300,
+            sender_id: 2,
+            sender_username: "alice".into(),
+            sent_at_ms: 1_700_000_000_000,
+            client_msg_id: "m-1".into(),
+            content: Some(pb::message::Content::Text("x".repeat(200))),
+        };
+        for inbox_seq in [0, 1, 127, 128, u64::MAX] {
+            let expected = frame_bytes(&pb::ServerFrame {
+                request_id: 0,
+                body: Some(server_frame::Body::Event(pb::InboxEvent {
+                    inbox_seq,
+                    event: Some(inbox_event::Event::Message(message.clone())),
+                })),
+            });
+            assert_eq!(message_event_frame(inbox_seq, &message.encode_to_vec()), expected, "inbox_seq {inbox_seq}");
+        }
     }
 
     #[test]
