@@ -88,6 +88,8 @@ pub struct Connection {
     welcome: pb::Welcome,
     fingerprint: String,
     closer: Option<Closer>,
+    /// The QUIC connection, for request streams.
+    quic: Option<quinn::Connection>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -130,6 +132,7 @@ impl Connection {
         let name = server_name(&opts.server)?;
         let (tls_config, verifier) =
             tls::client_config(opts.trust.clone()).map_err(|e| ClientError::Connect(e.to_string()))?;
+        let mut quic = None;
         let (reader, writer, closer): (Reader, Writer, Option<Closer>) = match opts.transport {
             TransportKind::Tcp => {
                 let tcp = tokio::net::TcpStream::connect(addr)
@@ -162,6 +165,7 @@ impl Connection {
                     .await
                     .map_err(|e| ClientError::Connect(format!("QUIC: {e}")))?;
                 let (send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
+                quic = Some(conn.clone());
                 let closer = move || {
                     conn.close(0u32.into(), b"bye");
                     drop(endpoint);
@@ -170,7 +174,8 @@ impl Connection {
             }
         };
         let fingerprint = verifier.seen().unwrap_or_default();
-        let config = ClientConfig { client_name: opts.client_name.clone(), capabilities: vec![] };
+        let capabilities = if quic.is_some() { vec!["request-streams".to_string()] } else { vec![] };
+        let config = ClientConfig { client_name: opts.client_name.clone(), capabilities };
         let session = ClientSession::new(&config, Instant::now());
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -181,7 +186,7 @@ impl Connection {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(ClientError::Connect("the connection closed during the handshake".into())),
         };
-        Ok(Connection { commands, events, welcome, fingerprint, closer })
+        Ok(Connection { commands, events, welcome, fingerprint, closer, quic })
     }
 
     /// The server's Welcome.
@@ -207,6 +212,40 @@ impl Connection {
             .send(Command::Request(body, tx))
             .map_err(|_| ClientError::Disconnected("session closed".into()))?;
         rx.await.map_err(|_| ClientError::Disconnected("session closed".into()))?
+    }
+
+    /// Sends one request on its own QUIC request stream, so it never waits
+    /// behind live events on the session stream. Allowed for history, sync,
+    /// lists, read receipts and ping, once the session is authenticated.
+    pub async fn request_on_stream(&self, body: Body) -> Result<Reply, ClientError> {
+        let Some(conn) = &self.quic else {
+            return Err(ClientError::Local("request streams need the QUIC transport".into()));
+        };
+        let lost = |e: &dyn std::fmt::Display| ClientError::Disconnected(e.to_string());
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        let frame = confab_protocol::framing::frame_bytes(&pb::ClientFrame { request_id: 1, body: Some(body) });
+        send.write_all(&frame).await.map_err(|e| lost(&e))?;
+        send.finish().map_err(|e| lost(&e))?;
+        let max = self.limits().max_frame_bytes;
+        let bytes =
+            recv.read_to_end(max as usize + confab_protocol::framing::MAX_VARINT_LEN).await.map_err(|e| lost(&e))?;
+        let mut buf = BytesMut::from(&bytes[..]);
+        let payload = match confab_protocol::FrameDecoder::new(max).next_frame(&mut buf) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(ClientError::Disconnected("request stream ended early".into())),
+            Err(e) => return Err(ClientError::Unexpected(e.to_string())),
+        };
+        let frame = confab_protocol::framing::decode_server_frame(&payload)
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        match frame.body {
+            Some(Reply::Error(e)) => Err(ClientError::Server {
+                code: ErrorCode(e.code),
+                message: e.message,
+                retry_after_ms: e.retry_after_ms,
+            }),
+            Some(other) => Ok(other),
+            None => Err(ClientError::Unexpected("empty response".into())),
+        }
     }
 
     /// Sends a typing notice (no response).
