@@ -485,6 +485,87 @@ impl Connection {
         expect!(self.request(Body::MarkRead(pb::MarkReadRequest { conversation_id, seq })).await?, Reply::ReadState)
     }
 
+    /// Creates a group with initial members.
+    pub async fn create_group(&self, title: &str, usernames: &[&str]) -> Result<pb::Conversation, ClientError> {
+        let usernames = usernames.iter().map(|u| u.to_string()).collect();
+        let body = Body::CreateGroup(pb::CreateGroupRequest { title: title.into(), usernames });
+        expect!(self.request(body).await?, Reply::Conversation)
+    }
+
+    /// Adds members to a group (all or none).
+    pub async fn add_members(&self, conversation_id: u64, usernames: &[&str]) -> Result<(), ClientError> {
+        let usernames = usernames.iter().map(|u| u.to_string()).collect();
+        let body = Body::AddMembers(pb::AddMembersRequest { conversation_id, usernames });
+        expect!(self.request(body).await?, Reply::Done).map(|_| ())
+    }
+
+    /// Removes a member from a group.
+    pub async fn remove_member(&self, conversation_id: u64, username: &str) -> Result<(), ClientError> {
+        let body = Body::RemoveMember(pb::RemoveMemberRequest { conversation_id, username: username.into() });
+        expect!(self.request(body).await?, Reply::Done).map(|_| ())
+    }
+
+    /// Leaves a group.
+    pub async fn leave_group(&self, conversation_id: u64) -> Result<(), ClientError> {
+        expect!(self.request(Body::LeaveGroup(pb::LeaveGroupRequest { conversation_id })).await?, Reply::Done)
+            .map(|_| ())
+    }
+
+    /// Renames a group.
+    pub async fn rename_group(&self, conversation_id: u64, title: &str) -> Result<(), ClientError> {
+        let body = Body::RenameGroup(pb::RenameGroupRequest { conversation_id, title: title.into() });
+        expect!(self.request(body).await?, Reply::Done).map(|_| ())
+    }
+
+    /// Sets a member's role (owners only).
+    pub async fn set_role(
+        &self,
+        conversation_id: u64,
+        username: &str,
+        role: pb::MemberRole,
+    ) -> Result<(), ClientError> {
+        let body = Body::SetRole(pb::SetRoleRequest { conversation_id, username: username.into(), role: role as i32 });
+        expect!(self.request(body).await?, Reply::Done).map(|_| ())
+    }
+
+    /// Lists a conversation's members.
+    pub async fn list_members(&self, conversation_id: u64) -> Result<Vec<pb::Member>, ClientError> {
+        let body = Body::ListMembers(pb::ListMembersRequest { conversation_id });
+        expect!(self.request(body).await?, Reply::MemberList).map(|m| m.members)
+    }
+
+    /// One conversation as this user sees it.
+    pub async fn get_conversation(&self, conversation_id: u64) -> Result<pb::Conversation, ClientError> {
+        let body = Body::GetConversation(pb::GetConversationRequest { conversation_id });
+        expect!(self.request(body).await?, Reply::Conversation)
+    }
+
+    /// How far each member has read.
+    pub async fn read_receipts(&self, conversation_id: u64) -> Result<Vec<pb::ReadReceipt>, ClientError> {
+        let body = Body::ReadReceipts(pb::ReadReceiptsRequest { conversation_id });
+        expect!(self.request(body).await?, Reply::ReadReceiptList).map(|r| r.receipts)
+    }
+
+    /// Subscribes to users' presence; returns their current state.
+    pub async fn subscribe_presence(&self, usernames: &[&str]) -> Result<Vec<pb::Presence>, ClientError> {
+        let usernames = usernames.iter().map(|u| u.to_string()).collect();
+        let body = Body::SubscribePresence(pb::SubscribePresenceRequest { usernames });
+        expect!(self.request(body).await?, Reply::PresenceList).map(|p| p.presences)
+    }
+
+    /// Ends presence subscriptions.
+    pub async fn unsubscribe_presence(&self, usernames: &[&str]) -> Result<(), ClientError> {
+        let usernames = usernames.iter().map(|u| u.to_string()).collect();
+        let body = Body::UnsubscribePresence(pb::UnsubscribePresenceRequest { usernames });
+        expect!(self.request(body).await?, Reply::Done).map(|_| ())
+    }
+
+    /// Sets this device's status (ONLINE or AWAY).
+    pub async fn set_status(&self, status: pb::PresenceState) -> Result<(), ClientError> {
+        let body = Body::SetStatus(pb::SetStatusRequest { status: status as i32 });
+        expect!(self.request(body).await?, Reply::Done).map(|_| ())
+    }
+
     /// Round trip.
     pub async fn ping(&self, nonce: u64) -> Result<pb::Pong, ClientError> {
         expect!(self.request(Body::Ping(pb::PingRequest { nonce })).await?, Reply::Pong)

@@ -290,15 +290,36 @@ fn authenticated(sh: Arc<Shared>, ctx: &SessionCtx, auth: Auth, body: Body) -> P
             ErrorCode::FEATURE_UNAVAILABLE,
             "this server does not offer push notifications yet",
         ))),
-        Body::CreateGroup(_)
-        | Body::AddMembers(_)
-        | Body::RemoveMember(_)
-        | Body::LeaveGroup(_)
-        | Body::RenameGroup(_)
-        | Body::SetRole(_)
-        | Body::SubscribePresence(_)
-        | Body::UnsubscribePresence(_)
-        | Body::SetStatus(_) => {
+        Body::CreateGroup(r) => {
+            let (now, max) = (unix_ms(), sh.limits.max_group_members);
+            submit(
+                &sh,
+                move |tx| tx.create_group(&user, &r.title, &r.usernames, max, now),
+                |_, c| Reply::Conversation(c),
+            )
+        }
+        Body::AddMembers(r) => {
+            let (now, max) = (unix_ms(), sh.limits.max_group_members);
+            submit(&sh, move |tx| tx.add_members(&user, r.conversation_id, &r.usernames, max, now), done)
+        }
+        Body::RemoveMember(r) => {
+            let now = unix_ms();
+            submit(&sh, move |tx| tx.remove_member(&user, r.conversation_id, &r.username, now), done)
+        }
+        Body::LeaveGroup(r) => {
+            let now = unix_ms();
+            submit(&sh, move |tx| tx.leave_group(&user, r.conversation_id, now), done)
+        }
+        Body::RenameGroup(r) => {
+            let now = unix_ms();
+            submit(&sh, move |tx| tx.rename_group(&user, r.conversation_id, &r.title, now), done)
+        }
+        Body::SetRole(r) => {
+            let now = unix_ms();
+            let role = pb::MemberRole::try_from(r.role).unwrap_or(pb::MemberRole::Member);
+            submit(&sh, move |tx| tx.set_role(&user, r.conversation_id, &r.username, role, now), done)
+        }
+        Body::SubscribePresence(_) | Body::UnsubscribePresence(_) | Body::SetStatus(_) => {
             ready(Err(ApiError::new(ErrorCode::UNKNOWN_REQUEST, "this server release does not implement this request")))
         }
         Body::Hello(_) | Body::Signup(_) | Body::Login(_) | Body::Resume(_) | Body::Ping(_) | Body::Typing(_) => {
@@ -306,6 +327,10 @@ fn authenticated(sh: Arc<Shared>, ctx: &SessionCtx, auth: Auth, body: Body) -> P
             ready(Err(ApiError::new(ErrorCode::INTERNAL, "request reached the wrong handler")))
         }
     }
+}
+
+fn done(_: &Shared, (): ()) -> Reply {
+    Reply::Done(pb::Done {})
 }
 
 /// Queues a writer command now and maps its result when it completes.

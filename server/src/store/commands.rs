@@ -47,9 +47,9 @@ pub struct SendOutcome {
     pub duplicate: bool,
 }
 
-type Result<T> = std::result::Result<(T, Deliveries), CommandError>;
+pub(super) type Result<T> = std::result::Result<(T, Deliveries), CommandError>;
 
-fn refuse<T>(r: Refusal) -> std::result::Result<T, CommandError> {
+pub(super) fn refuse<T>(r: Refusal) -> std::result::Result<T, CommandError> {
     Err(CommandError::Refused(r))
 }
 
@@ -177,7 +177,7 @@ impl From<&UserRef> for pb::UserRef {
 }
 
 impl Tx<'_> {
-    fn user_by_name(&self, username: &str) -> std::result::Result<UserRef, CommandError> {
+    pub(super) fn user_by_name(&self, username: &str) -> std::result::Result<UserRef, CommandError> {
         let Some(id) = self.get(Ks::Usernames, username.as_bytes())? else {
             return refuse(Refusal::UserNotFound(username.to_string()));
         };
@@ -187,7 +187,7 @@ impl Tx<'_> {
     }
 
     /// The user's membership, when current.
-    fn current_membership(
+    pub(super) fn current_membership(
         &self,
         user: u64,
         conversation: u64,
@@ -198,7 +198,7 @@ impl Tx<'_> {
         }
     }
 
-    fn members(&self, conversation: u64) -> std::result::Result<Vec<(u64, MemberRecord)>, CommandError> {
+    pub(super) fn members(&self, conversation: u64) -> std::result::Result<Vec<(u64, MemberRecord)>, CommandError> {
         let mut out = Vec::new();
         for (k, v) in self.scan_prefix(Ks::Members, &keys::id(conversation))? {
             let user = keys::pair_second(&k)
@@ -209,7 +209,7 @@ impl Tx<'_> {
     }
 
     /// Writes an inbox event for `user` and queues its live delivery.
-    fn inbox_event(
+    pub(super) fn inbox_event(
         &mut self,
         user: u64,
         record: InboxRecord,
@@ -299,7 +299,7 @@ impl Tx<'_> {
     /// inbox entries for `recipients`, moves the sender's read marker, and
     /// queues the live deliveries. No checks: callers have done them.
     #[allow(clippy::too_many_arguments)] // every argument is a distinct part of the message
-    fn append(
+    pub(super) fn append(
         &mut self,
         conversation: u64,
         sender: &UserRef,

@@ -11,6 +11,7 @@
 //! nothing is readable before it is durable.
 
 mod commands;
+mod groups;
 pub mod keys;
 mod reads;
 mod tx;
