@@ -51,12 +51,13 @@ fn client_body() -> impl Strategy<Value = Body> {
             text
         })),
         (any::<u64>(), any::<u32>()).prop_map(|(after, limit)| Body::Sync(pb::SyncRequest { after, limit })),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
-            |(conversation_id, before_seq, after_seq, limit)| Body::History(pb::HistoryRequest {
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>()).prop_map(
+            |(conversation_id, before_seq, after_seq, limit, oldest_first)| Body::History(pb::HistoryRequest {
                 conversation_id,
                 before_seq,
                 after_seq,
-                limit
+                limit,
+                oldest_first
             })
         ),
         (any::<u64>(), any::<u64>())

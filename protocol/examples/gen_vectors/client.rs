@@ -181,7 +181,12 @@ pub fn vectors() -> Vec<Valid> {
             "HistoryRequest for 50 messages before seq 200",
             &client(
                 17,
-                Body::History(pb::HistoryRequest { conversation_id: 12, before_seq: 200, after_seq: 0, limit: 50 }),
+                Body::History(pb::HistoryRequest {
+                    conversation_id: 12,
+                    before_seq: 200,
+                    limit: 50,
+                    ..Default::default()
+                }),
             ),
         ),
         Valid::of(
@@ -194,7 +199,25 @@ pub fn vectors() -> Vec<Valid> {
             "HistoryRequest for the 20 oldest messages after seq 150",
             &client(
                 32,
-                Body::History(pb::HistoryRequest { conversation_id: 12, before_seq: 0, after_seq: 150, limit: 20 }),
+                Body::History(pb::HistoryRequest {
+                    conversation_id: 12,
+                    after_seq: 150,
+                    limit: 20,
+                    ..Default::default()
+                }),
+            ),
+        ),
+        Valid::of(
+            "history_oldest_first",
+            "HistoryRequest reading a conversation forward from seq 1 (oldest_first, no bounds)",
+            &client(
+                33,
+                Body::History(pb::HistoryRequest {
+                    conversation_id: 12,
+                    limit: 100,
+                    oldest_first: true,
+                    ..Default::default()
+                }),
             ),
         ),
         Valid::of(

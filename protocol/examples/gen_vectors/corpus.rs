@@ -4,6 +4,8 @@
 
 use std::{fs, path::Path};
 
+use confab_protocol::pb::client_frame::Body;
+
 use super::{Invalid, Result, Valid, client::hello, server::welcome, wire, wire_of};
 
 /// The session targets read two header bytes before the stream: a seed for
@@ -20,15 +22,35 @@ pub fn write(dir: &Path, client: &[Valid], server: &[Valid], invalid: &[Invalid]
     let server_session = clean(&dir.join("server_session"))?;
     let client_session = clean(&dir.join("client_session"))?;
     let hello = wire_of(&hello());
+    let login = wire_of(&super::client::login(2));
     let welcome = wire_of(&welcome());
+    // Bodies other than these need an authenticated session: their seeds
+    // log in first (the fuzz target answers logins with AuthOk), so the
+    // fuzzer starts past the handshake and the login barrier.
+    let needs_auth = |payload: &[u8]| {
+        !matches!(
+            confab_protocol::framing::decode_client_frame(payload).map(|f| f.body),
+            Ok(Some(Body::Hello(_) | Body::Signup(_) | Body::Login(_) | Body::Resume(_) | Body::Ping(_)))
+                | Ok(None)
+                | Err(_)
+        )
+    };
+    // One seed plays a whole session: every such request, one after another.
+    let mut everything = [&SESSION_HEADER[..], &hello, &login].concat();
 
     for v in client.iter().filter(|v| v.payload.len() < MAX_SEED) {
         let w = wire(&v.payload);
         fs::write(decoder.join(format!("vec-client-{}", v.name)), &w)?;
         // A session only gets past the handshake with a Hello first.
-        let stream = if v.name == "hello" { w } else { [hello.clone(), w].concat() };
+        let stream = if v.name == "hello" { w.clone() } else { [hello.clone(), w.clone()].concat() };
         fs::write(server_session.join(format!("vec-client-{}", v.name)), [&SESSION_HEADER[..], &stream].concat())?;
+        if needs_auth(&v.payload) {
+            let authed = [&SESSION_HEADER[..], &hello, &login, &w].concat();
+            fs::write(server_session.join(format!("vec-authed-{}", v.name)), authed)?;
+            everything.extend_from_slice(&w);
+        }
     }
+    fs::write(server_session.join("vec-session-everything"), everything)?;
     for v in server.iter().filter(|v| v.payload.len() < MAX_SEED) {
         let w = wire(&v.payload);
         fs::write(decoder.join(format!("vec-server-{}", v.name)), &w)?;
@@ -39,8 +61,13 @@ pub fn write(dir: &Path, client: &[Valid], server: &[Valid], invalid: &[Invalid]
     for v in invalid.iter().filter(|v| v.wire.len() < MAX_SEED) {
         fs::write(decoder.join(format!("vec-invalid-{}", v.name)), &v.wire)?;
         let mut stream = SESSION_HEADER.to_vec();
-        if v.after.is_empty() && v.stage != super::Stage::Session {
+        if v.stage == super::Stage::Validate {
+            // As spec/vectors/README.md says to replay validate vectors.
             stream.extend_from_slice(&hello);
+            let payload = &v.wire[v.wire.len() - frame_len(&v.wire)..];
+            if needs_auth(payload) {
+                stream.extend_from_slice(&login);
+            }
         }
         for frame in &v.after {
             stream.extend_from_slice(frame);
@@ -49,6 +76,12 @@ pub fn write(dir: &Path, client: &[Valid], server: &[Valid], invalid: &[Invalid]
         fs::write(server_session.join(format!("vec-invalid-{}", v.name)), stream)?;
     }
     Ok(())
+}
+
+/// The length of the payload of one wire frame (its prefix is a varint).
+fn frame_len(wire: &[u8]) -> usize {
+    let prefix = wire.iter().take_while(|b| **b & 0x80 != 0).count() + 1;
+    wire.len() - prefix
 }
 
 /// Creates `dir` and removes the seeds an earlier run wrote.

@@ -144,7 +144,13 @@ pub fn vectors() -> Vec<Invalid> {
             "HistoryRequest with both before_seq and after_seq set",
             &client(
                 17,
-                Body::History(pb::HistoryRequest { conversation_id: 12, before_seq: 200, after_seq: 100, limit: 50 }),
+                Body::History(pb::HistoryRequest {
+                    conversation_id: 12,
+                    before_seq: 200,
+                    after_seq: 100,
+                    limit: 50,
+                    ..Default::default()
+                }),
             ),
             ErrorCode::INVALID_ARGUMENT,
         ),
