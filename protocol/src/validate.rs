@@ -325,7 +325,8 @@ mod tests {
         assert_eq!(validate_request(&send(""), &l).unwrap_err().code(), ErrorCode::EMPTY_MESSAGE);
         let many = Body::CreateGroup(pb::CreateGroupRequest { title: "t".into(), usernames: vec!["bob".into(); 101] });
         assert_eq!(validate_request(&many, &l).unwrap_err().code(), ErrorCode::TOO_MANY_ITEMS);
-        let both = Body::History(pb::HistoryRequest { conversation_id: 1, before_seq: 5, after_seq: 2, ..Default::default() });
+        let both =
+            Body::History(pb::HistoryRequest { conversation_id: 1, before_seq: 5, after_seq: 2, ..Default::default() });
         assert_eq!(validate_request(&both, &l).unwrap_err().code(), ErrorCode::INVALID_ARGUMENT);
         let status = Body::SetStatus(pb::SetStatusRequest { status: 3 });
         assert!(validate_request(&status, &l).is_err());

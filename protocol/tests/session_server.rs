@@ -626,7 +626,10 @@ fn invalid_requests_get_their_codes_and_are_not_admitted() {
     assert_error(srv.one_error(), 3, ErrorCode::EMPTY_MESSAGE, false);
     srv.send(4, send_text(&"x".repeat(100_001)));
     assert_error(srv.one_error(), 4, ErrorCode::MESSAGE_TOO_LONG, false);
-    srv.send(5, Body::History(pb::HistoryRequest { conversation_id: 1, before_seq: 9, after_seq: 2, ..Default::default() }));
+    srv.send(
+        5,
+        Body::History(pb::HistoryRequest { conversation_id: 1, before_seq: 9, after_seq: 2, ..Default::default() }),
+    );
     assert_error(srv.one_error(), 5, ErrorCode::INVALID_ARGUMENT, false);
     assert!(srv.events().is_empty());
     assert_eq!(srv.s.in_flight(), 0);
