@@ -205,28 +205,33 @@ pub fn message_event_frame(inbox_seq: u64, encoded_message: &[u8]) -> Bytes {
 }
 
 /// Reads field 1 (`request_id`, varint) from possibly damaged frame bytes by
-/// walking the top-level fields; `None` when the walk fails first.
+/// walking the top-level fields: the last complete one before the walk
+/// fails or ends (PROTOCOL.md §3: "the last one if several", as protobuf's
+/// last-wins rule would have decoded it); `None` when there is none.
 pub fn scan_request_id(mut bytes: &[u8]) -> Option<u64> {
+    let mut found = None;
     while !bytes.is_empty() {
-        let tag = read_varint(&mut bytes)?;
+        let Some(tag) = read_varint(&mut bytes) else { break };
         let (field, wire_type) = (tag >> 3, tag & 7);
-        match wire_type {
-            0 => {
-                let v = read_varint(&mut bytes)?;
-                if field == 1 {
-                    return Some(v);
+        let rest = match wire_type {
+            0 => match read_varint(&mut bytes) {
+                Some(v) => {
+                    if field == 1 {
+                        found = Some(v);
+                    }
+                    Some(bytes)
                 }
-            }
-            1 => bytes = bytes.get(8..)?,
-            2 => {
-                let len = usize::try_from(read_varint(&mut bytes)?).ok()?;
-                bytes = bytes.get(len..)?;
-            }
-            5 => bytes = bytes.get(4..)?,
-            _ => return None,
-        }
+                None => None,
+            },
+            1 => bytes.get(8..),
+            2 => read_varint(&mut bytes).and_then(|len| usize::try_from(len).ok()).and_then(|len| bytes.get(len..)),
+            5 => bytes.get(4..),
+            _ => None,
+        };
+        let Some(rest) = rest else { break };
+        bytes = rest;
     }
-    None
+    found
 }
 
 fn read_varint(bytes: &mut &[u8]) -> Option<u64> {

@@ -113,6 +113,12 @@ pub fn vectors() -> Vec<Invalid> {
             9,
         ),
         parse(
+            "request_id_repeated",
+            "request_id 1, request_id 2 (a field may repeat: the last wins), then a truncated hello field: the Error carries 2",
+            &[0x08, 0x01, 0x08, 0x02, 0x52, 0x05, 0x00],
+            2,
+        ),
+        parse(
             "truncated_request_id",
             "A frame holding only the tag of request_id and one continuation byte: the id cannot be recovered, so the Error carries request_id 0",
             &[0x08, 0xff],
