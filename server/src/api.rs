@@ -319,8 +319,50 @@ fn authenticated(sh: Arc<Shared>, ctx: &SessionCtx, auth: Auth, body: Body) -> P
             let role = pb::MemberRole::try_from(r.role).unwrap_or(pb::MemberRole::Member);
             submit(&sh, move |tx| tx.set_role(&user, r.conversation_id, &r.username, role, now), done)
         }
-        Body::SubscribePresence(_) | Body::UnsubscribePresence(_) | Body::SetStatus(_) => {
-            ready(Err(ApiError::new(ErrorCode::UNKNOWN_REQUEST, "this server release does not implement this request")))
+        Body::SubscribePresence(r) => {
+            let (session, max) = (ctx.session, sh.limits.max_presence_subscriptions);
+            Box::pin(async move {
+                let users = sh
+                    .store
+                    .read(move |s| {
+                        let mut out = Vec::with_capacity(r.usernames.len());
+                        for name in &r.usernames {
+                            match s.user_by_name(name)? {
+                                Some(u) => out.push((u.user_id, u.username, u.last_seen_ms)),
+                                None => return Ok(Err(name.clone())),
+                            }
+                        }
+                        Ok(Ok(out))
+                    })
+                    .await?
+                    .map_err(|name| ApiError::from(Refusal::UserNotFound(name)))?;
+                let presences = sh.presence.subscribe(uid, session, &users, max, Instant::now()).map_err(|e| {
+                    ApiError::new(ErrorCode::TOO_MANY_ITEMS, format!("at most {} presence subscriptions", e.max))
+                })?;
+                Ok(Reply::PresenceList(pb::PresenceList { presences }))
+            })
+        }
+        Body::UnsubscribePresence(r) => {
+            let session = ctx.session;
+            Box::pin(async move {
+                let ids = sh
+                    .store
+                    .read(move |s| {
+                        let mut ids = Vec::new();
+                        for name in &r.usernames {
+                            ids.extend(s.user_by_name(name)?.map(|u| u.user_id));
+                        }
+                        Ok(ids)
+                    })
+                    .await?;
+                sh.presence.unsubscribe(session, &ids);
+                Ok(Reply::Done(pb::Done {}))
+            })
+        }
+        Body::SetStatus(r) => {
+            let away = r.status == pb::PresenceState::Away as i32;
+            sh.presence.set_away(uid, ctx.session, away, Instant::now());
+            ready(Ok(Reply::Done(pb::Done {})))
         }
         Body::Hello(_) | Body::Signup(_) | Body::Login(_) | Body::Resume(_) | Body::Ping(_) | Body::Typing(_) => {
             // The session machine handles or refuses these before dispatch.
@@ -331,6 +373,37 @@ fn authenticated(sh: Arc<Shared>, ctx: &SessionCtx, auth: Auth, body: Body) -> P
 
 fn done(_: &Shared, (): ()) -> Reply {
     Reply::Done(pb::Done {})
+}
+
+/// Handles a notification (typing): no response, errors dropped. The
+/// notice goes live to the other members' sessions; it is never stored.
+pub fn notify(shared: &Arc<Shared>, ctx: &SessionCtx, body: Body) {
+    let (Body::Typing(t), Some(auth)) = (body, ctx.auth.clone()) else { return };
+    let sh = Arc::clone(shared);
+    shared.tracker.spawn(async move {
+        let (user, conversation) = (auth.user.user_id, t.conversation_id);
+        let members = sh
+            .store
+            .read(move |s| {
+                if s.membership(user, conversation)?.is_none_or(|m| m.left_seq != 0) {
+                    return Ok(Vec::new());
+                }
+                s.members(conversation).map(|m| m.into_iter().map(|(u, _)| u).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap_or_default();
+        let event = pb::TypingEvent {
+            conversation_id: conversation,
+            user_id: user,
+            username: auth.user.username,
+            expires_in_ms: sh.config.typing_expiry_ms,
+        };
+        let frame =
+            confab_protocol::framing::frame_bytes(&pb::ServerFrame { request_id: 0, body: Some(Reply::Typing(event)) });
+        for member in members.into_iter().filter(|m| *m != user) {
+            crate::store::writer::Deliver::deliver(&*sh.hub, member, frame.clone());
+        }
+    });
 }
 
 /// Queues a writer command now and maps its result when it completes.

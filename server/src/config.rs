@@ -46,6 +46,14 @@ pub struct Config {
     pub login_failures_per_user: u32,
     /// Failed logins allowed per source address per minute.
     pub login_failures_per_address: u32,
+    /// How long a user stays online after their last session ends, in
+    /// milliseconds (so quick reconnects do not flap).
+    pub presence_grace_ms: u64,
+    /// Least time between two presence updates about one user to one
+    /// subscriber, in milliseconds.
+    pub presence_coalesce_ms: u64,
+    /// How long receivers show a typing indicator, in milliseconds.
+    pub typing_expiry_ms: u32,
     /// Protocol limits, enforced and advertised in Welcome.
     pub limits: LimitsConfig,
 }
@@ -126,6 +134,9 @@ impl Default for Config {
             shutdown_grace_ms: 5000,
             login_failures_per_user: 5,
             login_failures_per_address: 30,
+            presence_grace_ms: 5000,
+            presence_coalesce_ms: 1000,
+            typing_expiry_ms: 6000,
             limits: LimitsConfig::default(),
         }
     }

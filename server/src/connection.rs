@@ -65,7 +65,7 @@ where
         while let Some(event) = c.session.poll_event() {
             match event {
                 ServerEvent::Request { request_id, body } => c.start(request_id, body),
-                ServerEvent::Notification(_) => {} // typing: delivered once presence lands
+                ServerEvent::Notification(body) => api::notify(&c.shared, &c.ctx, body),
                 ServerEvent::Handshaken { version, client_name, .. } => {
                     tracing::debug!(%peer, version, client = %client_name, "handshake");
                 }
@@ -203,6 +203,7 @@ impl Conn {
                     self.transport,
                 );
                 self.ctx.session = reg.session;
+                self.shared.presence.session_up(ok.user_id, &ok.username, reg.session, Instant::now());
                 self.ctx.auth = Some(Auth {
                     user: UserRef { user_id: ok.user_id, username: ok.username },
                     device_id: ok.device_id,
@@ -220,6 +221,7 @@ impl Conn {
             self.shared.hub.unregister(auth.user.user_id, reg.session);
             let device = auth.device_id;
             let now = Now::system().unix_ms;
+            self.shared.presence.session_down(auth.user.user_id, reg.session, Instant::now(), now);
             // Last-seen is best effort: a full writer queue skips it.
             if let Ok(done) = self.shared.writer.submit(move |tx| tx.touch_device(device, now)) {
                 self.shared.tracker.spawn(async move {

@@ -118,6 +118,15 @@ impl Hub {
         }
     }
 
+    /// Queues a frame for one session of a user (presence updates).
+    pub fn deliver_to_session(&self, user: u64, session: u64, frame: Bytes) {
+        if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session)) {
+            if let Err(mpsc::error::TrySendError::Full(_)) = e.queue.try_send(frame) {
+                e.kill.kill(ErrorCode::RESYNC_REQUIRED);
+            }
+        }
+    }
+
     /// Live sessions of a device.
     pub fn device_online(&self, user: u64, device: u64) -> bool {
         self.users().get(&user).is_some_and(|es| es.iter().any(|e| e.device == device))

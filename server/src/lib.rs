@@ -11,6 +11,7 @@
 //! - [`store`]: fjall behind a domain-shaped interface; one writer thread
 //!   with group commit; all key layouts.
 //! - [`hub`]: the in-memory session table; live delivery to sessions.
+//! - [`presence`]: online/away/offline with a grace period, to subscribers.
 //! - [`accounts`]: password hashing, tokens, login throttling.
 //! - [`api`]: one handler per request, and the one place that maps
 //!   internal errors to wire codes.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod connection;
 pub mod hub;
 pub mod listen;
+pub mod presence;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::accounts::LoginThrottle;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::presence::Presence;
 use crate::store::{Store, Writer};
 use crate::{listen, tls};
 
@@ -31,6 +32,8 @@ pub struct Shared {
     pub writer: Writer,
     /// Live sessions.
     pub hub: Arc<Hub>,
+    /// Who is online, and who wants to know.
+    pub presence: Arc<Presence>,
     /// Failed-login throttle.
     pub throttle: LoginThrottle,
     /// Session settings for QUIC sessions.
@@ -97,6 +100,11 @@ impl Server {
             limits: limits.clone(),
             store,
             writer,
+            presence: Arc::new(Presence::new(
+                Arc::clone(&hub),
+                Duration::from_millis(config.presence_grace_ms),
+                Duration::from_millis(config.presence_coalesce_ms),
+            )),
             hub,
             throttle: LoginThrottle::new(config.login_failures_per_user, config.login_failures_per_address),
             quic_session_config: session(vec!["request-streams".into()]),
@@ -108,6 +116,18 @@ impl Server {
             config,
         });
 
+        {
+            let (presence, stop) = (Arc::clone(&shared.presence), shutdown.clone());
+            shared.tracker.spawn(async move {
+                let mut tick = tokio::time::interval(crate::presence::TICK);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => presence.tick(std::time::Instant::now()),
+                    }
+                }
+            });
+        }
         let mut server = Server {
             shared: Arc::clone(&shared),
             shutdown: shutdown.clone(),

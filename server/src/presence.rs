@@ -1,0 +1,296 @@
+//! Presence: who is online, from the live sessions in memory.
+//!
+//! A user is ONLINE with at least one live session (AWAY when every live
+//! session set AWAY), and turns OFFLINE only after the last session has been
+//! gone for a grace period, so a quick reconnect does not flap. Updates go
+//! only to sessions that subscribed to the user, at most one per user per
+//! coalescing window per subscriber (the latest state wins). Never to
+//! everyone in every group: that is what makes presence expensive
+//! elsewhere.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use confab_protocol::framing::frame_bytes;
+use confab_protocol::pb::{self, PresenceState};
+
+use crate::hub::Hub;
+
+/// How often pending offline transitions and coalesced updates are flushed.
+pub const TICK: Duration = Duration::from_millis(100);
+
+struct UserState {
+    username: String,
+    /// Live sessions and whether each is away.
+    sessions: HashMap<u64, bool>,
+    /// What subscribers were last told (or would be).
+    published: PresenceState,
+    /// Set when the last session ended: go offline at this instant.
+    offline_at: Option<Instant>,
+    last_seen_ms: i64,
+}
+
+impl UserState {
+    fn live_state(&self) -> PresenceState {
+        if self.sessions.is_empty() {
+            self.published
+        } else if self.sessions.values().all(|away| *away) {
+            PresenceState::Away
+        } else {
+            PresenceState::Online
+        }
+    }
+}
+
+struct Watch {
+    /// The subscribing session's user (to address the hub).
+    owner: u64,
+    last_sent: Option<Instant>,
+    dirty: bool,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<u64, UserState>,
+    /// watched user → subscribing session → delivery bookkeeping.
+    watchers: HashMap<u64, HashMap<u64, Watch>>,
+    /// subscribing session → watched users.
+    subscriptions: HashMap<u64, HashSet<u64>>,
+    /// Last-seen times of users who went offline while this server ran.
+    last_seen: HashMap<u64, i64>,
+}
+
+/// The presence table.
+pub struct Presence {
+    state: Mutex<State>,
+    hub: Arc<Hub>,
+    grace: Duration,
+    coalesce: Duration,
+}
+
+/// Too many subscriptions for one session.
+#[derive(Debug)]
+pub struct TooMany {
+    /// The limit.
+    pub max: u32,
+}
+
+impl Presence {
+    /// A table delivering through `hub`.
+    pub fn new(hub: Arc<Hub>, grace: Duration, coalesce: Duration) -> Self {
+        Presence { state: Mutex::new(State::default()), hub, grace, coalesce }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Each critical section leaves the maps consistent before any call
+        // that could panic, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session of `user` became live.
+    pub fn session_up(&self, user: u64, username: &str, session: u64, now: Instant) {
+        let mut st = self.state();
+        let entry = st.users.entry(user).or_insert_with(|| UserState {
+            username: username.to_string(),
+            sessions: HashMap::new(),
+            published: PresenceState::Offline,
+            offline_at: None,
+            last_seen_ms: 0,
+        });
+        entry.sessions.insert(session, false);
+        entry.offline_at = None;
+        self.publish(&mut st, user, now);
+    }
+
+    /// A session of `user` ended (or logged out): ends its subscriptions and,
+    /// if it was the user's last, starts the grace period.
+    pub fn session_down(&self, user: u64, session: u64, now: Instant, now_ms: i64) {
+        let mut st = self.state();
+        if let Some(watched) = st.subscriptions.remove(&session) {
+            for w in watched {
+                if let Some(ws) = st.watchers.get_mut(&w) {
+                    ws.remove(&session);
+                    if ws.is_empty() {
+                        st.watchers.remove(&w);
+                    }
+                }
+            }
+        }
+        let Some(entry) = st.users.get_mut(&user) else { return };
+        entry.sessions.remove(&session);
+        if entry.sessions.is_empty() {
+            entry.offline_at = Some(now + self.grace);
+            entry.last_seen_ms = now_ms;
+        } else {
+            self.publish(&mut st, user, now);
+        }
+    }
+
+    /// Sets one session's away flag.
+    pub fn set_away(&self, user: u64, session: u64, away: bool, now: Instant) {
+        let mut st = self.state();
+        if let Some(flag) = st.users.get_mut(&user).and_then(|u| u.sessions.get_mut(&session)) {
+            *flag = away;
+        }
+        self.publish(&mut st, user, now);
+    }
+
+    /// Subscribes `session` (of user `owner`) to `users` (id, username,
+    /// stored last-seen), returning their current presence.
+    pub fn subscribe(
+        &self,
+        owner: u64,
+        session: u64,
+        users: &[(u64, String, i64)],
+        max: u32,
+        now: Instant,
+    ) -> Result<Vec<pb::Presence>, TooMany> {
+        let mut st = self.state();
+        let existing = st.subscriptions.get(&session).map_or(0, HashSet::len);
+        let new =
+            users.iter().filter(|(u, _, _)| !st.subscriptions.get(&session).is_some_and(|s| s.contains(u))).count();
+        if existing + new > max as usize {
+            return Err(TooMany { max });
+        }
+        let mut out = Vec::with_capacity(users.len());
+        for (user, username, stored_last_seen) in users {
+            st.subscriptions.entry(session).or_default().insert(*user);
+            // The reply carries the current state, so the window starts now.
+            st.watchers.entry(*user).or_default().insert(session, Watch { owner, last_sent: Some(now), dirty: false });
+            out.push(Self::current(&st, *user, username, *stored_last_seen));
+        }
+        Ok(out)
+    }
+
+    /// Ends subscriptions.
+    pub fn unsubscribe(&self, session: u64, users: &[u64]) {
+        let mut st = self.state();
+        for user in users {
+            if let Some(s) = st.subscriptions.get_mut(&session) {
+                s.remove(user);
+            }
+            if let Some(ws) = st.watchers.get_mut(user) {
+                ws.remove(&session);
+            }
+        }
+    }
+
+    fn current(st: &State, user: u64, username: &str, stored_last_seen: i64) -> pb::Presence {
+        match st.users.get(&user) {
+            Some(u) if u.published != PresenceState::Offline || !u.sessions.is_empty() => pb::Presence {
+                user_id: user,
+                username: username.to_string(),
+                state: u.live_state() as i32,
+                last_seen_ms: 0,
+            },
+            _ => pb::Presence {
+                user_id: user,
+                username: username.to_string(),
+                state: PresenceState::Offline as i32,
+                last_seen_ms: st.last_seen.get(&user).copied().unwrap_or(stored_last_seen),
+            },
+        }
+    }
+
+    /// Recomputes a user's state and tells subscribers if it changed.
+    fn publish(&self, st: &mut State, user: u64, now: Instant) {
+        let Some(entry) = st.users.get_mut(&user) else { return };
+        let state = entry.live_state();
+        if state == entry.published {
+            return;
+        }
+        entry.published = state;
+        self.notify(st, user, now);
+    }
+
+    fn notify(&self, st: &mut State, user: u64, now: Instant) {
+        let Some(frame) = Self::frame(st, user) else { return };
+        if let Some(watchers) = st.watchers.get_mut(&user) {
+            for (session, w) in watchers.iter_mut() {
+                match w.last_sent {
+                    Some(t) if now.saturating_duration_since(t) < self.coalesce => w.dirty = true,
+                    _ => {
+                        w.last_sent = Some(now);
+                        w.dirty = false;
+                        self.hub.deliver_to_session(w.owner, *session, frame.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn frame(st: &State, user: u64) -> Option<bytes::Bytes> {
+        let u = st.users.get(&user)?;
+        let offline = u.published == PresenceState::Offline;
+        let p = pb::Presence {
+            user_id: user,
+            username: u.username.clone(),
+            state: u.published as i32,
+            last_seen_ms: if offline { u.last_seen_ms } else { 0 },
+        };
+        Some(frame_bytes(&pb::ServerFrame { request_id: 0, body: Some(pb::server_frame::Body::Presence(p)) }))
+    }
+
+    /// Applies grace periods that ended and sends coalesced updates whose
+    /// window has passed. Called every [`TICK`].
+    pub fn tick(&self, now: Instant) {
+        let mut st = self.state();
+        let expired: Vec<u64> = st
+            .users
+            .iter()
+            .filter(|(_, u)| u.sessions.is_empty() && u.offline_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for user in expired {
+            if let Some(u) = st.users.get_mut(&user) {
+                u.offline_at = None;
+                u.published = PresenceState::Offline;
+                let seen = u.last_seen_ms;
+                st.last_seen.insert(user, seen);
+            }
+            self.notify(&mut st, user, now);
+            st.users.remove(&user);
+        }
+        let due: Vec<(u64, u64, u64)> = st
+            .watchers
+            .iter()
+            .flat_map(|(user, ws)| {
+                ws.iter()
+                    .filter(|(_, w)| {
+                        w.dirty && w.last_sent.is_none_or(|t| now.saturating_duration_since(t) >= self.coalesce)
+                    })
+                    .map(move |(session, w)| (*user, *session, w.owner))
+            })
+            .collect();
+        for (user, session, owner) in due {
+            let frame = match st.users.get(&user) {
+                Some(_) => Self::frame(&st, user),
+                None => {
+                    let p = pb::Presence {
+                        user_id: user,
+                        state: PresenceState::Offline as i32,
+                        last_seen_ms: st.last_seen.get(&user).copied().unwrap_or(0),
+                        ..Default::default()
+                    };
+                    Some(frame_bytes(&pb::ServerFrame {
+                        request_id: 0,
+                        body: Some(pb::server_frame::Body::Presence(p)),
+                    }))
+                }
+            };
+            if let Some(w) = st.watchers.get_mut(&user).and_then(|ws| ws.get_mut(&session)) {
+                w.dirty = false;
+                w.last_sent = Some(now);
+            }
+            if let Some(frame) = frame {
+                self.hub.deliver_to_session(owner, session, frame);
+            }
+        }
+    }
+
+    /// Users online now (at least one live session).
+    pub fn online(&self) -> usize {
+        self.state().users.values().filter(|u| !u.sessions.is_empty()).count()
+    }
+}
