@@ -107,6 +107,12 @@ pub(crate) fn client_config(trust: Trust) -> Result<(Arc<rustls::ClientConfig>, 
     Ok((Arc::new(config), verifier))
 }
 
+/// The TLS 1.3 client settings the library uses (ALPN `confab/1`,
+/// fingerprint trust), for tools that speak raw frames.
+pub fn rustls_config(trust: Trust) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_config(trust).map(|(config, _)| config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,8 +124,3 @@ mod tests {
     }
 }
 
-/// The TLS 1.3 client settings the library uses (ALPN `confab/1`,
-/// fingerprint trust), for tools that speak raw frames.
-pub fn rustls_config(trust: Trust) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    client_config(trust).map(|(config, _)| config)
-}

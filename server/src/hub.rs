@@ -120,10 +120,10 @@ impl Hub {
 
     /// Queues a frame for one session of a user (presence updates).
     pub fn deliver_to_session(&self, user: u64, session: u64, frame: Bytes) {
-        if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session)) {
-            if let Err(mpsc::error::TrySendError::Full(_)) = e.queue.try_send(frame) {
-                e.kill.kill(ErrorCode::RESYNC_REQUIRED);
-            }
+        if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session))
+            && let Err(mpsc::error::TrySendError::Full(_)) = e.queue.try_send(frame)
+        {
+            e.kill.kill(ErrorCode::RESYNC_REQUIRED);
         }
     }
 

@@ -131,7 +131,8 @@ async fn sigkill_loses_no_acknowledged_message() {
 
         daemon = start(dir.path()).await;
         let reader = daemon.connect(TransportKind::Quic, &alice.token).await;
-        check_history(&reader, conv, &ledger.lock().unwrap()).await;
+        let acked = ledger.lock().unwrap().acked.clone();
+        check_history(&reader, conv, &acked).await;
 
         // Retrying the unknown ones stores each at most once.
         let unknown: Vec<String> = ledger.lock().unwrap().unknown.drain().collect();
@@ -139,12 +140,13 @@ async fn sigkill_loses_no_acknowledged_message() {
             let sent = reader.send(conv, &id, &format!("payload {id}")).await.unwrap();
             ledger.lock().unwrap().acked.insert(id, sent.message.unwrap().seq);
         }
-        check_history(&reader, conv, &ledger.lock().unwrap()).await;
+        let acked = ledger.lock().unwrap().acked.clone();
+        check_history(&reader, conv, &acked).await;
     }
     daemon.child.start_kill().unwrap();
 }
 
-async fn check_history(conn: &Connection, conv: u64, ledger: &Ledger) {
+async fn check_history(conn: &Connection, conv: u64, acked: &HashMap<String, u64>) {
     let mut all = Vec::new();
     let mut after = 0;
     loop {
@@ -167,7 +169,7 @@ async fn check_history(conn: &Connection, conv: u64, ledger: &Ledger) {
     for m in &all {
         assert!(seen.insert(&m.client_msg_id, m.seq).is_none(), "{} stored twice", m.client_msg_id);
     }
-    for (id, seq) in &ledger.acked {
+    for (id, seq) in acked {
         assert_eq!(seen.get(id.as_str()), Some(seq), "acknowledged {id} (seq {seq}) is in history");
     }
 }

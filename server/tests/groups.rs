@@ -20,7 +20,7 @@ fn action(m: &pb::Message) -> MembershipAction {
 }
 
 async fn signup(server: &TestServer, name: &str, i: usize) -> Connection {
-    let c = server.connect(if i % 2 == 0 { Tcp } else { Quic }).await;
+    let c = server.connect(if i.is_multiple_of(2) { Tcp } else { Quic }).await;
     c.signup(name, "member-password", "dev").await.unwrap();
     c
 }

@@ -237,7 +237,7 @@ impl Tx<'_> {
                     .get_record::<super::records::UserRecord>(Ks::Users, &keys::id(*user_id))?
                     .map(|u| UserRef { user_id: u.user_id, username: u.username })
                     .unwrap_or(UserRef { user_id: *user_id, username: String::new() });
-                let promoted = MemberRecord { role: MemberRole::Owner as i32, ..member.clone() };
+                let promoted = MemberRecord { role: MemberRole::Owner as i32, ..*member };
                 self.put_record(Ks::Members, &keys::pair(conversation, *user_id), &promoted);
                 let mut c = change(MembershipAction::RoleChanged, std::slice::from_ref(&user));
                 c.role = MemberRole::Owner as i32;
@@ -306,7 +306,7 @@ impl Tx<'_> {
         if role_of(member) == MemberRole::Owner && owners == 1 {
             return refuse(Refusal::PermissionDenied("a group keeps at least one owner"));
         }
-        let updated = MemberRecord { role: role as i32, ..member.clone() };
+        let updated = MemberRecord { role: role as i32, ..*member };
         self.put_record(Ks::Members, &keys::pair(conversation, target.user_id), &updated);
         let recipients: Vec<u64> = group.members.iter().map(|(u, _)| *u).collect();
         let mut out = Deliveries::default();
