@@ -123,4 +123,3 @@ mod tests {
         assert_eq!(normalize_fingerprint(" abcd "), "abcd");
     }
 }
-
