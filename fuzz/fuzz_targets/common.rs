@@ -48,7 +48,7 @@ impl Chunker {
 
     /// Another pseudo-random bit, for choices along the way.
     pub fn flip(&mut self) -> bool {
-        self.next_len() % 2 == 0
+        self.next_len().is_multiple_of(2)
     }
 }
 
