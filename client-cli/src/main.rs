@@ -109,9 +109,70 @@ enum Command {
     },
     /// Fetch every event missed since this profile's cursor, and advance it.
     Sync,
+    /// Group conversations.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Show users' presence (online, away, or offline with last-seen).
+    Presence {
+        /// @usernames.
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
     /// Print events as they arrive until interrupted (reconnects and
     /// catches up by itself).
     Tail,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create a group (you become its owner).
+    Create {
+        /// The group's title.
+        title: String,
+        /// Initial members.
+        users: Vec<String>,
+    },
+    /// Add members (owner or admin; all or none).
+    Add {
+        /// Conversation id.
+        conversation: u64,
+        /// @usernames.
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove a member (owner or admin).
+    Remove {
+        /// Conversation id.
+        conversation: u64,
+        /// @username.
+        user: String,
+    },
+    /// Leave a group.
+    Leave {
+        /// Conversation id.
+        conversation: u64,
+    },
+    /// Rename a group (owner or admin).
+    Rename {
+        /// Conversation id.
+        conversation: u64,
+        /// The new title.
+        title: String,
+    },
+    /// List a group's members and roles.
+    Members {
+        /// Conversation id.
+        conversation: u64,
+    },
+    /// Set a member's role (owner only): owner, admin or member.
+    Role {
+        /// Conversation id.
+        conversation: u64,
+        /// @username.
+        user: String,
+        /// owner, admin or member.
+        role: String,
+    },
 }
 
 /// How a command failed, for the exit code.
@@ -265,6 +326,8 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sync => sync(&mut ctx).await,
+        Command::Group(g) => group(&mut ctx, g).await,
+        Command::Presence { users } => presence(&mut ctx, &users).await,
         Command::Tail => tail(&mut ctx).await,
     }
 }
@@ -392,6 +455,98 @@ async fn send(ctx: &mut Ctx, to: &str, text: String) -> Result<()> {
         json!({"conversation_id": m.conversation_id, "seq": m.seq, "sent_at_ms": m.sent_at_ms, "client_msg_id": m.client_msg_id, "duplicate": sent.duplicate}),
         || format!("sent to conversation {} as seq {}", m.conversation_id, m.seq),
     );
+    Ok(())
+}
+
+fn user_name(u: &str) -> String {
+    u.trim_start_matches('@').to_lowercase()
+}
+
+fn role_name(role: i32) -> &'static str {
+    match pb::MemberRole::try_from(role) {
+        Ok(pb::MemberRole::Owner) => "owner",
+        Ok(pb::MemberRole::Admin) => "admin",
+        _ => "member",
+    }
+}
+
+async fn group(ctx: &mut Ctx, cmd: GroupCommand) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    match cmd {
+        GroupCommand::Create { title, users } => {
+            let names: Vec<String> = users.iter().map(|u| user_name(u)).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let c = conn.create_group(&title, &refs).await?;
+            ctx.out(json!({"conversation_id": c.conversation_id, "title": c.title, "members": c.member_count}), || {
+                format!("created group {} \"{}\" with {} members", c.conversation_id, c.title, c.member_count)
+            });
+        }
+        GroupCommand::Add { conversation, users } => {
+            let names: Vec<String> = users.iter().map(|u| user_name(u)).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            conn.add_members(conversation, &refs).await?;
+            ctx.out(json!({"conversation_id": conversation, "added": names}), || format!("added {}", names.join(", ")));
+        }
+        GroupCommand::Remove { conversation, user } => {
+            conn.remove_member(conversation, &user_name(&user)).await?;
+            ctx.out(json!({"conversation_id": conversation, "removed": user_name(&user)}), || {
+                format!("removed {user}")
+            });
+        }
+        GroupCommand::Leave { conversation } => {
+            conn.leave_group(conversation).await?;
+            ctx.out(json!({"conversation_id": conversation, "left": true}), || format!("left {conversation}"));
+        }
+        GroupCommand::Rename { conversation, title } => {
+            conn.rename_group(conversation, &title).await?;
+            ctx.out(json!({"conversation_id": conversation, "title": title}), || format!("renamed to \"{title}\""));
+        }
+        GroupCommand::Members { conversation } => {
+            for m in conn.list_members(conversation).await? {
+                ctx.out(json!({"user": m.username, "user_id": m.user_id, "role": role_name(m.role), "joined_at_ms": m.joined_at_ms}), || {
+                    format!("{:<24} {}", m.username, role_name(m.role))
+                });
+            }
+        }
+        GroupCommand::Role { conversation, user, role } => {
+            let r = match role.to_lowercase().as_str() {
+                "owner" => pb::MemberRole::Owner,
+                "admin" => pb::MemberRole::Admin,
+                "member" => pb::MemberRole::Member,
+                other => return Err(Failure::Local(format!("unknown role '{other}': owner, admin or member"))),
+            };
+            conn.set_role(conversation, &user_name(&user), r).await?;
+            ctx.out(
+                json!({"conversation_id": conversation, "user": user_name(&user), "role": role_name(r as i32)}),
+                || format!("{} is now {}", user_name(&user), role_name(r as i32)),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn presence_out(ctx: &Ctx, p: &pb::Presence) {
+    let state = match pb::PresenceState::try_from(p.state) {
+        Ok(pb::PresenceState::Online) => "online",
+        Ok(pb::PresenceState::Away) => "away",
+        _ => "offline",
+    };
+    ctx.out(json!({"presence": {"user": p.username, "state": state, "last_seen_ms": p.last_seen_ms}}), || {
+        if p.last_seen_ms > 0 {
+            format!("{} is {state} (last seen {})", p.username, format_time(p.last_seen_ms))
+        } else {
+            format!("{} is {state}", p.username)
+        }
+    });
+}
+
+async fn presence(ctx: &mut Ctx, users: &[String]) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    let names: Vec<String> = users.iter().map(|u| user_name(u)).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for p in conn.subscribe_presence(&refs).await? {
+        presence_out(ctx, &p);
+    }
     Ok(())
 }
 
@@ -555,6 +710,22 @@ async fn tail_once(ctx: &mut Ctx) -> Result<String> {
     let (mut conn, _) = ctx.session().await?;
     let mut tracker = InboxTracker::new(ctx.profile.cursor);
     catch_up(ctx, &conn, &mut tracker).await?;
+    // Presence of the people this user has direct conversations with.
+    let peers: Vec<String> = conn
+        .list_conversations(0)
+        .await?
+        .conversations
+        .into_iter()
+        .filter(|c| !c.peer_username.is_empty())
+        .map(|c| c.peer_username)
+        .take(conn.limits().max_list_items as usize)
+        .collect();
+    if !peers.is_empty() {
+        let refs: Vec<&str> = peers.iter().map(String::as_str).collect();
+        for p in conn.subscribe_presence(&refs).await? {
+            presence_out(ctx, &p);
+        }
+    }
     let mut acked = ctx.profile.cursor;
     loop {
         if tracker.last() > acked {
@@ -580,7 +751,12 @@ async fn tail_once(ctx: &mut Ctx) -> Result<String> {
             ),
             Event::GoAway(g) => return Ok(format!("server going away: {}", g.message)),
             Event::Closed(e) => return Ok(e.to_string()),
-            Event::Presence(_) | Event::Typing(_) | Event::Error(_) => {}
+            Event::Presence(p) => presence_out(ctx, &p),
+            Event::Typing(t) => ctx.out(
+                json!({"typing": {"conversation_id": t.conversation_id, "user": t.username, "expires_in_ms": t.expires_in_ms}}),
+                || format!("[{}] {} is typing…", t.conversation_id, t.username),
+            ),
+            Event::Error(e) => eprintln!("note: server error {} on the session: {}", confab_protocol::ErrorCode(e.code), e.message),
         }
     }
 }

@@ -1,0 +1,127 @@
+//! The `confab` binary against a real server: two profiles exchange
+//! messages over QUIC and TCP, the cursor survives client restarts, groups
+//! and presence work from the command line, and failures exit non-zero with
+//! the server's error code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use confab_server::config::Config;
+use confab_server::server::Server;
+use serde_json::Value;
+
+struct Cli<'a> {
+    server: String,
+    cert: &'a Path,
+}
+
+impl Cli<'_> {
+    fn run(&self, profile: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+        cmd.arg("--server").arg(&self.server).arg("--profile").arg(profile).arg("--trust-cert").arg(self.cert);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, profile: &Path, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(profile, args, stdin);
+        assert!(out.status.success(), "confab {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, profile: &Path, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.ok(profile, &all, None).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+#[test]
+fn two_profiles_chat_from_the_command_line() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        quic: Some(local),
+        tcp: Some(local),
+        presence_grace_ms: 100,
+        ..Config::default()
+    };
+    let server = rt.block_on(Server::start(config)).unwrap();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    // QUIC and TCP listen on different ports here; pick per transport.
+    let quic = Cli { server: server.quic_addr().unwrap().to_string(), cert: server.cert_path() };
+    let tcp = Cli { server: server.tcp_addr().unwrap().to_string(), cert: server.cert_path() };
+
+    assert!(
+        quic.ok(&alice, &["signup", "alice", "--password-stdin"], Some("alice-password\n"))
+            .contains("signed up as alice")
+    );
+    tcp.ok(&bob, &["--transport", "tcp", "signup", "Bob", "--password-stdin"], Some("bob-password\n"));
+
+    let sent = quic.json(&alice, &["send", "@bob", "hello bob, over QUIC"]);
+    assert_eq!(sent[0]["seq"], 1);
+    let conv = sent[0]["conversation_id"].as_u64().unwrap();
+    let long = "x".repeat(5000);
+    tcp.ok(&bob, &["--transport", "tcp", "send", &conv.to_string(), "-"], Some(&long));
+
+    // Bob's sync prints what he missed, then advances the stored cursor: a
+    // second run (a new process) prints nothing new.
+    let events = tcp.json(&bob, &["--transport", "tcp", "sync"]);
+    let bodies: Vec<&str> = events.iter().filter_map(|e| e["body"].as_str()).collect();
+    assert_eq!(bodies, ["hello bob, over QUIC", long.as_str()]);
+    assert_eq!(events.iter().filter(|e| e["sender"] == "alice").count(), 1);
+    assert!(tcp.json(&bob, &["--transport", "tcp", "sync"]).is_empty(), "cursor persisted");
+    quic.ok(&alice, &["send", "@bob", "one more"], None);
+    let again = tcp.json(&bob, &["--transport", "tcp", "sync"]);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["body"], "one more");
+
+    let history = quic.json(&alice, &["history", "@bob"]);
+    assert_eq!(history.iter().map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    let convs = tcp.json(&bob, &["--transport", "tcp", "conversations"]);
+    assert_eq!(convs[0]["name"], "@alice");
+    assert_eq!(convs[0]["unread"], 1, "only seq 3: bob's own message at seq 2 moved his read marker");
+
+    // Groups.
+    let g = quic.json(&alice, &["group", "create", "Team", "@bob"]);
+    let gid = g[0]["conversation_id"].as_u64().unwrap().to_string();
+    tcp.ok(&bob, &["--transport", "tcp", "send", &gid, "hi team"], None);
+    let members = quic.json(&alice, &["group", "members", &gid]);
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0]["role"], "owner");
+    quic.ok(&alice, &["group", "rename", &gid, "The Team"], None);
+    // Bob's last command ended; past the grace period he is offline.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let presence = quic.json(&alice, &["presence", "@bob"]);
+    assert_eq!(presence[0]["presence"]["state"], "offline");
+    assert!(presence[0]["presence"]["last_seen_ms"].as_i64().unwrap() > 0);
+
+    // Failures: exit 1 with the server's code; exit 3 when unreachable.
+    let out = quic.run(&alice, &["send", "@nobody", "hi"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("USER_NOT_FOUND (310)"));
+    let out = tcp.run(&bob, &["--transport", "tcp", "group", "rename", &gid, "mine"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PERMISSION_DENIED"));
+    let out = quic.run(&alice, &["send", &gid, &"y".repeat(100_001)], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MESSAGE_TOO_LONG"));
+    let nowhere = Cli { server: "127.0.0.1:1".into(), cert: server.cert_path() };
+    assert_eq!(nowhere.run(&alice, &["--transport", "tcp", "whoami"], None).status.code(), Some(3));
+    let out = quic.run(&dir.path().join("nobody"), &["whoami"], None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not logged in"));
+
+    // Logout forgets the token; the server no longer accepts it.
+    quic.ok(&alice, &["logout"], None);
+    assert_eq!(quic.run(&alice, &["whoami"], None).status.code(), Some(3));
+    rt.block_on(server.shutdown());
+}
