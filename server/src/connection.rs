@@ -23,6 +23,8 @@ use crate::store::UserRef;
 
 /// Most bytes of queued events gathered into one write.
 const MAX_WRITE_BATCH: usize = 256 * 1024;
+/// A write that makes no progress for this long ends the session.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Initial read buffer: small, so idle connections stay cheap.
 const READ_BUFFER: usize = 1024;
 
@@ -76,7 +78,15 @@ where
             out.extend_from_slice(&bytes);
         }
         if !out.is_empty() {
-            if let Err(e) = write(&mut writer, &out).await {
+            // A peer that stops reading blocks this write: a kill (its queue
+            // overflowed, its device was revoked) or the write timeout must
+            // still end the session, even mid-frame.
+            let written = tokio::select! {
+                r = write(&mut writer, &out) => r,
+                code = c.kill.killed() => Err(std::io::Error::other(format!("closed while writing: {code}"))),
+                _ = tokio::time::sleep(WRITE_TIMEOUT) => Err(std::io::Error::other("write timed out")),
+            };
+            if let Err(e) = written {
                 tracing::debug!(%peer, error = %e, "write failed");
                 break;
             }
