@@ -22,9 +22,29 @@ async fn state_survives_restart() {
     let page = bob.sync(b.cursor, 0).await.unwrap();
     let bob_cursor = page.events[5].inbox_seq;
     bob.ack_cursor(bob_cursor).await.unwrap();
-    drop((alice, bob));
+    drop(alice);
 
+    // Shutdown tells connected clients: GoAway, then the session closes
+    // with SHUTTING_DOWN.
+    let watch = tokio::spawn(async move {
+        let mut bob = bob;
+        let mut saw_go_away = false;
+        while let Some(ev) = bob.next_event().await {
+            match ev {
+                confab_client::Event::GoAway(g) => {
+                    assert_eq!(g.code, confab_protocol::ErrorCode::SHUTTING_DOWN.0);
+                    saw_go_away = true;
+                }
+                confab_client::Event::Closed(e) => return (saw_go_away, e.code()),
+                _ => {}
+            }
+        }
+        (saw_go_away, None)
+    });
     server.restart().await;
+    let (go_away, closed) = watch.await.unwrap();
+    assert!(go_away, "GoAway before the close");
+    assert_eq!(closed, Some(confab_protocol::ErrorCode::SHUTTING_DOWN));
 
     // Tokens still work; cursors are where they were.
     let bob = server.connect(Quic).await;
