@@ -11,6 +11,7 @@
 //! - [`store`]: fjall behind a domain-shaped interface; one writer thread
 //!   with group commit; all key layouts.
 //! - [`hub`]: the in-memory session table; live delivery to sessions.
+//! - [`metrics`]: Prometheus counters and histograms.
 //! - [`presence`]: online/away/offline with a grace period, to subscribers.
 //! - [`accounts`]: password hashing, tokens, login throttling.
 //! - [`api`]: one handler per request, and the one place that maps
@@ -25,7 +26,7 @@
 //! let mut config = confab_server::config::Config::default();
 //! config.data_dir = "/tmp/confab-example".into();
 //! let server = confab_server::server::Server::start(config).await?;
-//! println!("TCP+TLS on {}", server.tcp_addr());
+//! println!("TCP+TLS on {:?}", server.tcp_addr());
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -36,6 +37,7 @@ pub mod config;
 pub mod connection;
 pub mod hub;
 pub mod listen;
+pub mod metrics;
 pub mod presence;
 pub mod server;
 pub mod store;
