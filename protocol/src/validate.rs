@@ -44,6 +44,9 @@ pub enum Violation {
     /// Message text is empty.
     #[error("message text is empty")]
     EmptyMessage,
+    /// A resume token that cannot be valid (empty or too long).
+    #[error("unknown or malformed token")]
+    BadToken,
     /// A list field has too many entries.
     #[error("{field} has {len} entries; the limit is {max}")]
     TooManyItems {
@@ -64,6 +67,7 @@ impl Violation {
             Violation::MessageTooLong { .. } => ErrorCode::MESSAGE_TOO_LONG,
             Violation::EmptyMessage => ErrorCode::EMPTY_MESSAGE,
             Violation::TooManyItems { .. } => ErrorCode::TOO_MANY_ITEMS,
+            Violation::BadToken => ErrorCode::INVALID_TOKEN,
         }
     }
 }
@@ -182,18 +186,18 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
             password(&r.password)?;
             device_name(&r.device_name)
         }
-        // Login checks only lengths: reporting which rule a name breaks would
-        // let a client tell real from impossible usernames. Bad names simply
-        // fail as INVALID_CREDENTIALS.
+        // The format rules are public, so checking them reveals nothing
+        // about which accounts exist (PROTOCOL.md §6.1).
         Body::Login(r) => {
-            if r.username.len() > 256 || r.password.len() > *PASSWORD_LEN.end() {
-                return Err(invalid("login", "username or password too long"));
+            username(&r.username)?;
+            if r.password.is_empty() || r.password.len() > *PASSWORD_LEN.end() {
+                return Err(invalid("password", "must be 1 to 1024 bytes"));
             }
             device_name(&r.device_name)
         }
         Body::Resume(r) => {
             if r.token.is_empty() || r.token.len() > MAX_TOKEN_LEN {
-                return Err(invalid("token", "must be 1 to 256 bytes"));
+                return Err(Violation::BadToken);
             }
             Ok(())
         }

@@ -463,6 +463,7 @@ async fn login(sh: Arc<Shared>, peer: SocketAddr, r: pb::LoginRequest) -> Result
         .map_err(|_| ApiError::new(ErrorCode::INTERNAL, "verification failed"))?;
     let Some(user) = user.filter(|_| ok) else {
         sh.throttle.failed(&r.username, peer.ip(), Instant::now());
+        sh.metrics.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(username = %r.username, %peer, "failed login");
         return Err(ApiError::new(ErrorCode::INVALID_CREDENTIALS, "unknown username or wrong password"));
     };
@@ -494,6 +495,7 @@ async fn resume(sh: Arc<Shared>, r: pb::ResumeRequest) -> Result<Reply, ApiError
         })
         .await?;
     let Some((user, device, inbox_head)) = found else {
+        sh.metrics.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::new(ErrorCode::INVALID_TOKEN, "unknown or revoked token"));
     };
     Ok(Reply::AuthOk(pb::AuthOk {

@@ -45,7 +45,7 @@ where
 {
     let config = match transport {
         Transport::Quic => Arc::clone(&shared.quic_session_config),
-        Transport::Tcp => Arc::clone(&shared.tcp_session_config),
+        Transport::Tcp | Transport::WebSocket => Arc::clone(&shared.tcp_session_config),
     };
     let mut c = Conn {
         shared,
@@ -57,6 +57,7 @@ where
         transport,
         auth_watch,
     };
+    c.shared.metrics.connection_opened(transport);
     let mut inbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut out = BytesMut::new();
     let mut draining = false;
@@ -67,7 +68,10 @@ where
         while let Some(event) = c.session.poll_event() {
             match event {
                 ServerEvent::Request { request_id, body } => c.start(request_id, body),
-                ServerEvent::Notification(body) => api::notify(&c.shared, &c.ctx, body),
+                ServerEvent::Notification(body) => {
+                    c.shared.metrics.frame_in(&body);
+                    api::notify(&c.shared, &c.ctx, body)
+                }
                 ServerEvent::Handshaken { version, client_name, .. } => {
                     tracing::debug!(%peer, version, client = %client_name, "handshake");
                 }
@@ -83,7 +87,11 @@ where
             // still end the session, even mid-frame.
             let written = tokio::select! {
                 r = write(&mut writer, &out) => r,
-                code = c.kill.killed() => Err(std::io::Error::other(format!("closed while writing: {code}"))),
+                // Once the session is closed the kill has been handled: the
+                // final fatal Error must get its chance to go out.
+                code = c.kill.killed(), if !c.session.is_closed() => {
+                    Err(std::io::Error::other(format!("closed while writing: {code}")))
+                }
                 _ = tokio::time::sleep(WRITE_TIMEOUT) => Err(std::io::Error::other("write timed out")),
             };
             if let Err(e) = written {
@@ -144,6 +152,10 @@ where
         }
     }
     c.finish();
+    c.shared.metrics.connection_closed(transport);
+    if close_code.0 != 0 {
+        c.shared.metrics.error(close_code.0);
+    }
     let _ = writer.shutdown().await;
     close_code
 }
@@ -185,6 +197,7 @@ struct Conn {
 
 impl Conn {
     fn start(&mut self, request_id: u64, body: confab_protocol::pb::client_frame::Body) {
+        self.shared.metrics.frame_in(&body);
         let pending = api::dispatch(&self.shared, &self.ctx, body);
         let tx = self.responses.0.clone();
         self.shared.tracker.spawn(async move {
@@ -195,8 +208,12 @@ impl Conn {
     fn on_response(&mut self, id: u64, result: Result<Reply, ApiError>) {
         let reply = match result {
             Ok(reply) => reply,
-            Err(e) => return self.session.fail(id, e.code, &e.message, e.retry_after_ms),
+            Err(e) => {
+                self.shared.metrics.error(e.code.0);
+                return self.session.fail(id, e.code, &e.message, e.retry_after_ms);
+            }
         };
+        self.shared.metrics.frame_out(&reply);
         let auth_ok = match &reply {
             Reply::AuthOk(ok) => Some(ok.clone()),
             _ => None,

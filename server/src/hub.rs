@@ -23,6 +23,8 @@ pub enum Transport {
     Quic,
     /// TCP+TLS.
     Tcp,
+    /// WebSocket bridge.
+    WebSocket,
 }
 
 /// A way to end a session from outside its task.
@@ -58,6 +60,7 @@ pub struct Hub {
     users: Mutex<HashMap<u64, Vec<Entry>>>,
     next_session: AtomicU64,
     queue_len: usize,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// A registered session's receiving side.
@@ -70,8 +73,21 @@ pub struct Registration {
 
 impl Hub {
     /// An empty table whose sessions queue up to `queue_len` frames.
-    pub fn new(queue_len: usize) -> Self {
-        Hub { users: Mutex::new(HashMap::new()), next_session: AtomicU64::new(1), queue_len }
+    pub fn new(queue_len: usize, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Hub { users: Mutex::new(HashMap::new()), next_session: AtomicU64::new(1), queue_len, metrics }
+    }
+
+    fn overflowed(&self, user: u64, e: &Entry) {
+        if !e.kill.token.is_cancelled() {
+            tracing::info!(user, session = e.session, "outbound queue full; session must resync");
+            self.metrics.overflow_disconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        e.kill.kill(ErrorCode::RESYNC_REQUIRED);
+    }
+
+    /// Authenticated sessions on this node.
+    pub fn sessions(&self) -> usize {
+        self.users().values().map(Vec::len).sum()
     }
 
     fn users(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Entry>>> {
@@ -120,10 +136,14 @@ impl Hub {
 
     /// Queues a frame for one session of a user (presence updates).
     pub fn deliver_to_session(&self, user: u64, session: u64, frame: Bytes) {
-        if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session))
-            && let Err(mpsc::error::TrySendError::Full(_)) = e.queue.try_send(frame)
-        {
-            e.kill.kill(ErrorCode::RESYNC_REQUIRED);
+        if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session)) {
+            match e.queue.try_send(frame) {
+                Ok(()) => {
+                    self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => self.overflowed(user, e),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
         }
     }
 
@@ -143,11 +163,10 @@ impl Deliver for Hub {
         if let Some(entries) = self.users().get(&user_id) {
             for e in entries {
                 match e.queue.try_send(frame.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::info!(user = user_id, session = e.session, "outbound queue full; session must resync");
-                        e.kill.kill(ErrorCode::RESYNC_REQUIRED);
+                    Ok(()) => {
+                        self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
                     }
+                    Err(mpsc::error::TrySendError::Full(_)) => self.overflowed(user_id, e),
                     // The session is closing; it will catch up from the store.
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
@@ -167,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_to_every_session_and_cuts_off_a_full_queue() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, Default::default());
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
         let mut a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp);
         let mut b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic);
@@ -185,7 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn kill_device_spares_the_asking_session() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, Default::default());
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
         let a = hub.register(1, 5, k1.clone(), addr(), Transport::Tcp);
         let _b = hub.register(1, 5, k2.clone(), addr(), Transport::Tcp);

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::accounts::LoginThrottle;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::{Store, Writer};
 use crate::{listen, tls};
@@ -32,6 +33,8 @@ pub struct Shared {
     pub writer: Writer,
     /// Live sessions.
     pub hub: Arc<Hub>,
+    /// Counters for /metrics.
+    pub metrics: Arc<Metrics>,
     /// Who is online, and who wants to know.
     pub presence: Arc<Presence>,
     /// Failed-login throttle.
@@ -79,9 +82,14 @@ impl Server {
             .context("opening the store")?
             .with_context(|| format!("opening the store in {}", config.data_dir.join("db").display()))?;
         let store = Arc::new(store);
-        let hub = Arc::new(Hub::new(config.outbound_queue));
-        let (writer, writer_thread) =
-            Writer::start(Arc::clone(&store), hub.clone(), config.writer_queue).context("starting the writer")?;
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(config.outbound_queue, Arc::clone(&metrics)));
+        let observe = {
+            let m = Arc::clone(&metrics);
+            Arc::new(move |commands: usize, messages: u64, took: Duration| m.committed(commands, messages, took))
+        };
+        let (writer, writer_thread) = Writer::start(Arc::clone(&store), hub.clone(), observe, config.writer_queue)
+            .context("starting the writer")?;
 
         let limits = Limits::from(&config.limits);
         let session = |capabilities: Vec<String>| {
@@ -100,6 +108,7 @@ impl Server {
             limits: limits.clone(),
             store,
             writer,
+            metrics,
             presence: Arc::new(Presence::new(
                 Arc::clone(&hub),
                 Duration::from_millis(config.presence_grace_ms),

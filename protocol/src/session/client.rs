@@ -190,8 +190,21 @@ impl ClientSession {
             }
         };
         // An unknown body is a newer server's event: ignore it.
-        let Some(body) = frame.body else { return };
         let id = frame.request_id;
+        let Some(body) = frame.body else {
+            // A newer server's event is ignored; a response of a kind this
+            // client cannot read still ends its request (PROTOCOL.md §3).
+            if id != 0 && self.in_flight.remove(&id) && !self.pings.remove(&id) {
+                let err = pb::Error {
+                    code: ErrorCode::UNKNOWN_REQUEST.0,
+                    message: "the response is of a kind this client does not know".into(),
+                    retry_after_ms: 0,
+                    fatal: false,
+                };
+                self.events.push_back(ClientEvent::Response { request_id: id, body: Reply::Error(err) });
+            }
+            return;
+        };
         if let Reply::Error(e) = &body
             && e.fatal
         {

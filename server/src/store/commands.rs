@@ -310,6 +310,7 @@ impl Tx<'_> {
         out: &mut Deliveries,
     ) -> std::result::Result<pb::Message, CommandError> {
         let seq = self.next_seq(conversation)?;
+        self.count_append();
         let message = pb::Message {
             conversation_id: conversation,
             seq,

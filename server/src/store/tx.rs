@@ -34,11 +34,21 @@ pub struct Tx<'a> {
     counters: &'a mut Counters,
     batch: OwnedWriteBatch,
     overlay: BTreeMap<(Ks, Vec<u8>), Option<Vec<u8>>>,
+    appended: u64,
 }
 
 impl<'a> Tx<'a> {
     pub(crate) fn new(store: &'a Store, counters: &'a mut Counters) -> Self {
-        Tx { batch: store.db.batch(), store, counters, overlay: BTreeMap::new() }
+        Tx { batch: store.db.batch(), store, counters, overlay: BTreeMap::new(), appended: 0 }
+    }
+
+    /// Messages stored by this group so far.
+    pub(crate) fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    pub(crate) fn count_append(&mut self) {
+        self.appended += 1;
     }
 
     /// Commits everything staged, atomically, with the store's durability.

@@ -29,6 +29,10 @@ pub trait Deliver: Send + Sync + 'static {
     fn deliver(&self, user_id: u64, frame: Bytes);
 }
 
+/// Called after each group commit with (commands, messages stored, time
+/// spent writing and syncing).
+pub type CommitObserver = Arc<dyn Fn(usize, u64, std::time::Duration) + Send + Sync>;
+
 /// Live events a command produces, delivered after its commit.
 #[derive(Debug, Default)]
 pub struct Deliveries(pub Vec<(u64, Bytes)>);
@@ -75,10 +79,12 @@ impl Writer {
     pub fn start(
         store: Arc<Store>,
         deliver: Arc<dyn Deliver>,
+        observe: CommitObserver,
         queue: usize,
     ) -> std::io::Result<(Writer, thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Msg>(queue);
-        let handle = thread::Builder::new().name("confab-writer".into()).spawn(move || run(&store, &*deliver, rx))?;
+        let handle =
+            thread::Builder::new().name("confab-writer".into()).spawn(move || run(&store, &*deliver, &*observe, rx))?;
         Ok((Writer { jobs: tx }, handle))
     }
 
@@ -137,7 +143,12 @@ impl Writer {
     }
 }
 
-fn run(store: &Store, deliver: &dyn Deliver, mut rx: mpsc::Receiver<Msg>) {
+fn run(
+    store: &Store,
+    deliver: &dyn Deliver,
+    observe: &(dyn Fn(usize, u64, std::time::Duration) + Send + Sync),
+    mut rx: mpsc::Receiver<Msg>,
+) {
     let mut counters = Counters::default();
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stopping = false;
@@ -158,7 +169,12 @@ fn run(store: &Store, deliver: &dyn Deliver, mut rx: mpsc::Receiver<Msg>) {
         }
         let mut tx = Tx::new(store, &mut counters);
         let completions: Vec<Completion> = group.drain(..).map(|job| job(&mut tx)).collect();
+        let appended = tx.appended();
+        let started = std::time::Instant::now();
         let result = tx.commit();
+        if result.is_ok() {
+            observe(completions.len(), appended, started.elapsed());
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, commands = completions.len(), "group commit failed; nothing in it was stored");
             counters.clear();

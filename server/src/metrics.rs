@@ -1,0 +1,355 @@
+//! Server metrics in Prometheus text format. A fixed set of counters and
+//! histograms on atomics: cheap on the hot path, no registry to lock.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use confab_protocol::pb::{client_frame::Body, server_frame::Body as Reply};
+
+use crate::hub::Transport;
+
+/// A histogram with fixed upper bounds.
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    sum: AtomicU64,
+    count: AtomicU64,
+    /// Multiplier from the recorded integer to the exported unit.
+    scale: f64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64], scale: f64) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    /// Records one value (in the histogram's integer unit).
+    pub fn record(&self, v: u64) {
+        let x = v as f64 * self.scale;
+        if let Some(i) = self.bounds.iter().position(|b| x <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum.fetch_add(v, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, n) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Relaxed) as f64 * self.scale);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+const REQUEST_KINDS: &[&str] = &[
+    "hello",
+    "signup",
+    "login",
+    "resume",
+    "logout",
+    "list_devices",
+    "revoke_device",
+    "open_direct",
+    "create_group",
+    "add_members",
+    "remove_member",
+    "leave_group",
+    "rename_group",
+    "list_conversations",
+    "list_members",
+    "set_role",
+    "get_conversation",
+    "send",
+    "sync",
+    "ack_cursor",
+    "history",
+    "mark_read",
+    "read_receipts",
+    "subscribe_presence",
+    "unsubscribe_presence",
+    "set_status",
+    "typing",
+    "register_push",
+    "unregister_push",
+    "ping",
+];
+
+/// The request kind's name, as in the schema.
+pub fn request_kind(body: &Body) -> usize {
+    match body {
+        Body::Hello(_) => 0,
+        Body::Signup(_) => 1,
+        Body::Login(_) => 2,
+        Body::Resume(_) => 3,
+        Body::Logout(_) => 4,
+        Body::ListDevices(_) => 5,
+        Body::RevokeDevice(_) => 6,
+        Body::OpenDirect(_) => 7,
+        Body::CreateGroup(_) => 8,
+        Body::AddMembers(_) => 9,
+        Body::RemoveMember(_) => 10,
+        Body::LeaveGroup(_) => 11,
+        Body::RenameGroup(_) => 12,
+        Body::ListConversations(_) => 13,
+        Body::ListMembers(_) => 14,
+        Body::SetRole(_) => 15,
+        Body::GetConversation(_) => 16,
+        Body::Send(_) => 17,
+        Body::Sync(_) => 18,
+        Body::AckCursor(_) => 19,
+        Body::History(_) => 20,
+        Body::MarkRead(_) => 21,
+        Body::ReadReceipts(_) => 22,
+        Body::SubscribePresence(_) => 23,
+        Body::UnsubscribePresence(_) => 24,
+        Body::SetStatus(_) => 25,
+        Body::Typing(_) => 26,
+        Body::RegisterPush(_) => 27,
+        Body::UnregisterPush(_) => 28,
+        Body::Ping(_) => 29,
+    }
+}
+
+const REPLY_KINDS: &[&str] = &[
+    "welcome",
+    "error",
+    "done",
+    "auth_ok",
+    "device_list",
+    "conversation",
+    "conversation_list",
+    "member_list",
+    "sent",
+    "sync_page",
+    "history_page",
+    "read_state",
+    "read_receipt_list",
+    "presence_list",
+    "push_registered",
+    "pong",
+    "event",
+    "presence",
+    "typing",
+    "read_receipt",
+    "go_away",
+];
+
+fn reply_kind(reply: &Reply) -> usize {
+    match reply {
+        Reply::Welcome(_) => 0,
+        Reply::Error(_) => 1,
+        Reply::Done(_) => 2,
+        Reply::AuthOk(_) => 3,
+        Reply::DeviceList(_) => 4,
+        Reply::Conversation(_) => 5,
+        Reply::ConversationList(_) => 6,
+        Reply::MemberList(_) => 7,
+        Reply::Sent(_) => 8,
+        Reply::SyncPage(_) => 9,
+        Reply::HistoryPage(_) => 10,
+        Reply::ReadState(_) => 11,
+        Reply::ReadReceiptList(_) => 12,
+        Reply::PresenceList(_) => 13,
+        Reply::PushRegistered(_) => 14,
+        Reply::Pong(_) => 15,
+        Reply::Event(_) => 16,
+        Reply::Presence(_) => 17,
+        Reply::Typing(_) => 18,
+        Reply::ReadReceipt(_) => 19,
+        Reply::GoAway(_) => 20,
+    }
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    connections: [AtomicU64; 3],
+    connections_total: [AtomicU64; 3],
+    frames_in: Vec<AtomicU64>,
+    frames_out: Vec<AtomicU64>,
+    /// Live events queued to sessions (fan-out deliveries).
+    pub deliveries: AtomicU64,
+    /// Sessions cut off because their outbound queue overflowed.
+    pub overflow_disconnects: AtomicU64,
+    /// Messages (text and membership changes) committed.
+    pub messages_stored: AtomicU64,
+    /// Failed logins and resumes.
+    pub auth_failures: AtomicU64,
+    errors: Mutex<BTreeMap<u32, u64>>,
+    /// Group commit latency (µs → seconds).
+    pub commit_latency: Histogram,
+    /// Commands per group commit.
+    pub commit_batch: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        const LATENCY: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+        const BATCH: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+        Metrics {
+            connections: Default::default(),
+            connections_total: Default::default(),
+            frames_in: REQUEST_KINDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            frames_out: REPLY_KINDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            deliveries: AtomicU64::new(0),
+            overflow_disconnects: AtomicU64::new(0),
+            messages_stored: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+            commit_latency: Histogram::new(LATENCY, 1e-6),
+            commit_batch: Histogram::new(BATCH, 1.0),
+        }
+    }
+}
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Quic => 0,
+        Transport::Tcp => 1,
+        Transport::WebSocket => 2,
+    }
+}
+
+const TRANSPORTS: [&str; 3] = ["quic", "tcp", "ws"];
+
+impl Metrics {
+    /// A connection opened.
+    pub fn connection_opened(&self, t: Transport) {
+        self.connections[transport_index(t)].fetch_add(1, Relaxed);
+        self.connections_total[transport_index(t)].fetch_add(1, Relaxed);
+    }
+
+    /// A connection closed.
+    pub fn connection_closed(&self, t: Transport) {
+        self.connections[transport_index(t)].fetch_sub(1, Relaxed);
+    }
+
+    /// A request or notification arrived.
+    pub fn frame_in(&self, body: &Body) {
+        self.frames_in[request_kind(body)].fetch_add(1, Relaxed);
+    }
+
+    /// A response went out; errors are also counted by code.
+    pub fn frame_out(&self, reply: &Reply) {
+        self.frames_out[reply_kind(reply)].fetch_add(1, Relaxed);
+        if let Reply::Error(e) = reply {
+            self.error(e.code);
+        }
+    }
+
+    /// An error code was sent.
+    pub fn error(&self, code: u32) {
+        *self.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(code).or_default() += 1;
+    }
+
+    /// A group commit finished.
+    pub fn committed(&self, commands: usize, messages: u64, elapsed: Duration) {
+        self.commit_latency.record(elapsed.as_micros() as u64);
+        self.commit_batch.record(commands as u64);
+        self.messages_stored.fetch_add(messages, Relaxed);
+    }
+
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self, sessions: usize, users_online: usize) -> String {
+        let mut o = String::with_capacity(8 * 1024);
+        let gauge = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let _ =
+            writeln!(o, "# HELP confab_connections Open connections by transport.\n# TYPE confab_connections gauge");
+        for (i, t) in TRANSPORTS.iter().enumerate() {
+            let _ = writeln!(o, "confab_connections{{transport=\"{t}\"}} {}", self.connections[i].load(Relaxed));
+        }
+        let _ = writeln!(
+            o,
+            "# HELP confab_connections_total Connections accepted by transport.\n# TYPE confab_connections_total counter"
+        );
+        for (i, t) in TRANSPORTS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "confab_connections_total{{transport=\"{t}\"}} {}",
+                self.connections_total[i].load(Relaxed)
+            );
+        }
+        gauge(&mut o, "confab_sessions", "Authenticated sessions.", sessions as u64);
+        gauge(&mut o, "confab_users_online", "Users with at least one live session.", users_online as u64);
+        let _ = writeln!(
+            o,
+            "# HELP confab_frames_in_total Frames received by type.\n# TYPE confab_frames_in_total counter"
+        );
+        for (kind, n) in REQUEST_KINDS.iter().zip(&self.frames_in) {
+            let _ = writeln!(o, "confab_frames_in_total{{type=\"{kind}\"}} {}", n.load(Relaxed));
+        }
+        let _ = writeln!(
+            o,
+            "# HELP confab_frames_out_total Responses sent by type (events: confab_deliveries_total).\n# TYPE confab_frames_out_total counter"
+        );
+        for (kind, n) in REPLY_KINDS.iter().zip(&self.frames_out) {
+            let _ = writeln!(o, "confab_frames_out_total{{type=\"{kind}\"}} {}", n.load(Relaxed));
+        }
+        counter(
+            &mut o,
+            "confab_messages_stored_total",
+            "Messages committed (text and membership changes).",
+            self.messages_stored.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "confab_deliveries_total",
+            "Live events queued to sessions (fan-out).",
+            self.deliveries.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "confab_overflow_disconnects_total",
+            "Sessions cut off because their outbound queue overflowed.",
+            self.overflow_disconnects.load(Relaxed),
+        );
+        counter(&mut o, "confab_auth_failures_total", "Failed logins and resumes.", self.auth_failures.load(Relaxed));
+        let _ =
+            writeln!(o, "# HELP confab_errors_total Error frames sent by code.\n# TYPE confab_errors_total counter");
+        for (code, n) in self.errors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let name = confab_protocol::ErrorCode(*code).name().unwrap_or("UNKNOWN");
+            let _ = writeln!(o, "confab_errors_total{{code=\"{code}\",name=\"{name}\"}} {n}");
+        }
+        self.commit_latency.render(&mut o, "confab_store_commit_seconds", "Group commit latency (write + sync).");
+        self.commit_batch.render(&mut o, "confab_store_commit_batch_size", "Commands per group commit.");
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.connection_opened(Transport::Tcp);
+        m.committed(3, 2, Duration::from_micros(700));
+        m.error(311);
+        let text = m.render(1, 1);
+        assert!(text.contains("confab_connections{transport=\"tcp\"} 1"));
+        assert!(text.contains("confab_store_commit_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("confab_store_commit_batch_size_bucket{le=\"5\"} 1"));
+        assert!(text.contains("confab_messages_stored_total 2"));
+        assert!(text.contains("confab_errors_total{code=\"311\",name=\"CONVERSATION_NOT_FOUND\"} 1"));
+    }
+}
