@@ -1,6 +1,8 @@
 //! `confab`: the Confab command-line client. See `confab --help`.
 #![allow(clippy::print_stdout)] // a command-line client: stdout is its output
 
+mod chat;
+
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,6 +123,8 @@ enum Command {
     /// Print events as they arrive until interrupted (reconnects and
     /// catches up by itself).
     Tail,
+    /// Interactive chat (terminal UI)
+    Chat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,6 +333,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Group(g) => group(&mut ctx, g).await,
         Command::Presence { users } => presence(&mut ctx, &users).await,
         Command::Tail => tail(&mut ctx).await,
+        Command::Chat => chat::run(&mut ctx).await,
     }
 }
 

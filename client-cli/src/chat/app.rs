@@ -1,0 +1,395 @@
+//! The UI loop: terminal events and network events in, model updates and
+//! requests out, a redraw after each batch. The network side runs beside it
+//! in the same task (see `net`), so neither waits for the other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use confab_client::ClientError;
+use confab_protocol::pb;
+use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use tokio::sync::mpsc;
+
+use super::command::{self, Input, Slash};
+use super::input::InputLine;
+use super::model::{ChatModel, Kind, SendRequest};
+use super::net::{self, NetCommand, NetEvent};
+use super::terminal::{self, Tui};
+use super::text::format_seen;
+use super::view::{self, ViewState};
+use crate::{Ctx, Failure};
+
+/// Typing notices at most this often per conversation (spec §9.4).
+const TYPING_EVERY: Duration = Duration::from_secs(3);
+
+/// `confab chat`: connects (printing errors the usual way), then runs the
+/// terminal UI until the user quits.
+pub async fn run(ctx: &mut Ctx) -> crate::Result<()> {
+    let (conn, auth) = ctx.session().await?;
+    let mut tui = terminal::enter().map_err(|e| Failure::Local(format!("cannot use the terminal: {e}")))?;
+    let (key_tx, mut keys) = mpsc::unbounded_channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    terminal::spawn_reader(key_tx, stop.clone());
+    let (net_tx, mut net_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let mut ui = Ui::new(ChatModel::new(&auth.username, auth.user_id), cmd_tx);
+    let result = {
+        let network = async {
+            net::run(ctx, (conn, auth), net_tx, &mut cmd_rx).await;
+            // Gave up (the link says why); the UI stays until the user quits.
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = ui.run(&mut tui, &mut keys, &mut net_rx) => r,
+            () = network => Ok(()),
+        }
+    };
+    stop.store(true, Ordering::SeqCst);
+    drop(tui);
+    let _ = ctx.save();
+    result.map_err(|e| Failure::Local(format!("terminal: {e}")))
+}
+
+/// The UI's state besides the model.
+struct Ui {
+    model: ChatModel,
+    input: InputLine,
+    view: ViewState,
+    commands: mpsc::UnboundedSender<NetCommand>,
+    typing_sent: HashMap<u64, Instant>,
+    quit: bool,
+    clear: bool,
+}
+
+impl Ui {
+    fn new(model: ChatModel, commands: mpsc::UnboundedSender<NetCommand>) -> Self {
+        Ui {
+            model,
+            input: InputLine::default(),
+            view: ViewState::default(),
+            commands,
+            typing_sent: HashMap::new(),
+            quit: false,
+            clear: false,
+        }
+    }
+
+    async fn run(
+        &mut self,
+        tui: &mut Tui,
+        keys: &mut mpsc::UnboundedReceiver<Event>,
+        net: &mut mpsc::UnboundedReceiver<NetEvent>,
+    ) -> std::io::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let now = Instant::now();
+            self.model.expire(now);
+            if std::mem::take(&mut self.clear) {
+                tui.terminal.clear()?;
+            }
+            tui.terminal.draw(|f| view::draw(f, &self.model, &self.input, &mut self.view, now))?;
+            self.after_draw();
+            if self.quit {
+                return Ok(());
+            }
+            tokio::select! {
+                ev = keys.recv() => {
+                    let Some(ev) = ev else { return Ok(()) };
+                    self.on_terminal(ev);
+                    while let Ok(ev) = keys.try_recv() {
+                        self.on_terminal(ev);
+                    }
+                }
+                Some(ev) = net.recv() => {
+                    self.on_net(ev);
+                    while let Ok(ev) = net.try_recv() {
+                        self.on_net(ev);
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
+    fn request(&self, cmd: NetCommand) {
+        let _ = self.commands.send(cmd);
+    }
+
+    /// What the frame just drawn calls for: older history when its top is
+    /// on screen, a read marker for what is shown, details of conversations
+    /// known only from a message.
+    fn after_draw(&mut self) {
+        if let Some((conversation_id, before_seq)) = self.model.poll_history(self.view.at_top) {
+            self.request(NetCommand::History { conversation_id, before_seq });
+        }
+        if let Some((conversation_id, seq)) = self.model.poll_mark_read() {
+            self.request(NetCommand::MarkRead { conversation_id, seq });
+        }
+        while let Some(conversation_id) = self.model.poll_unknown() {
+            self.request(NetCommand::GetConversation { conversation_id });
+        }
+    }
+
+    fn on_terminal(&mut self, ev: Event) {
+        match ev {
+            Event::Key(k) if k.kind != KeyEventKind::Release => self.on_key(k),
+            Event::Paste(text) => {
+                self.input.insert_str(&text);
+                self.typed();
+            }
+            Event::FocusGained => self.model.set_focused(true),
+            Event::FocusLost => self.model.set_focused(false),
+            // Resize: the next draw fits the new size.
+            _ => {}
+        }
+    }
+
+    fn on_key(&mut self, k: KeyEvent) {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = k.modifiers.contains(KeyModifiers::ALT);
+        if ctrl && k.code == KeyCode::Char('c') {
+            self.quit = true;
+            return;
+        }
+        if self.view.show_help {
+            self.view.show_help = false;
+            return;
+        }
+        match k.code {
+            KeyCode::Enter if alt || k.modifiers.contains(KeyModifiers::SHIFT) => {
+                self.input.insert('\n');
+                self.typed();
+            }
+            KeyCode::Char('j') if ctrl => {
+                self.input.insert('\n');
+                self.typed();
+            }
+            KeyCode::Enter => self.submit(),
+            KeyCode::Tab => self.switch(1),
+            KeyCode::BackTab => self.switch(-1),
+            KeyCode::Char('n') if ctrl => self.switch(1),
+            KeyCode::Char('p') if ctrl => self.switch(-1),
+            KeyCode::PageUp => self.view.scroll += self.view.page.saturating_sub(2).max(1),
+            KeyCode::PageDown => {
+                self.view.scroll = self.view.scroll.saturating_sub(self.view.page.saturating_sub(2).max(1))
+            }
+            KeyCode::Up => self.input.up(),
+            KeyCode::Down => self.input.down(),
+            KeyCode::Left => self.input.left(),
+            KeyCode::Right => self.input.right(),
+            KeyCode::Home => self.input.home(),
+            KeyCode::End => self.input.end(),
+            KeyCode::Char('a') if ctrl => self.input.home(),
+            KeyCode::Char('e') if ctrl => self.input.end(),
+            KeyCode::Backspace => self.input.backspace(),
+            KeyCode::Delete => self.input.delete(),
+            KeyCode::Char('w') if ctrl => self.input.delete_word(),
+            KeyCode::Char('h') if ctrl => self.input.backspace(),
+            KeyCode::Char('u') if ctrl => self.input.delete_to_line_start(),
+            KeyCode::Char('k') if ctrl => self.input.delete_to_line_end(),
+            KeyCode::Char('l') if ctrl => self.clear = true,
+            KeyCode::Char('r') if ctrl => self.retry(),
+            KeyCode::Esc => self.model.clear_notice(),
+            KeyCode::Char(c) if !ctrl && !alt => {
+                self.input.insert(c);
+                self.typed();
+            }
+            _ => {}
+        }
+    }
+
+    fn switch(&mut self, step: isize) {
+        self.model.select_step(step);
+        self.view.scroll = 0;
+    }
+
+    /// After an edit: a typing notice, at most every 3 s per conversation,
+    /// while a message (not a command) is being typed.
+    fn typed(&mut self) {
+        let text = self.input.text();
+        if text.trim().is_empty() || text.starts_with('/') || !self.model.connected() {
+            return;
+        }
+        let Some(c) = self.model.current() else { return };
+        if c.left {
+            return;
+        }
+        let now = Instant::now();
+        let id = c.id;
+        if self.typing_sent.get(&id).is_none_or(|at| now.duration_since(*at) >= TYPING_EVERY) {
+            self.typing_sent.insert(id, now);
+            self.request(NetCommand::Typing { conversation_id: id });
+        }
+    }
+
+    fn retry(&mut self) {
+        match self.model.retry_failed() {
+            Some(req) => self.request(NetCommand::Send(req)),
+            None => self.model.set_notice("nothing to retry", false, Instant::now()),
+        }
+    }
+
+    fn submit(&mut self) {
+        let text = self.input.take();
+        if text.trim().is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        match command::parse(&text) {
+            Err(e) => {
+                self.model.set_notice(e, true, now);
+                self.input.restore(&text);
+            }
+            Ok(Input::Message(m)) => match self.model.send(&m, confab_client::new_client_msg_id()) {
+                Ok(req) => {
+                    self.view.scroll = 0;
+                    if let Some(id) = self.model.selected() {
+                        self.typing_sent.remove(&id);
+                    }
+                    if let Some(req) = req {
+                        self.request(NetCommand::Send(req));
+                    }
+                }
+                Err(e) => {
+                    self.model.set_notice(e, true, now);
+                    self.input.restore(&text);
+                }
+            },
+            Ok(Input::Command(c)) => {
+                if let Err(e) = self.command(c) {
+                    self.model.set_notice(e, true, now);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, c: Slash) -> Result<(), String> {
+        let current = self.model.current().map(|c| (c.id, c.kind));
+        let group = || match current {
+            Some((id, Kind::Group)) => Ok(id),
+            Some(_) => Err("not a group: this works in group conversations".to_string()),
+            None => Err("no conversation open".to_string()),
+        };
+        let cmd = match c {
+            Slash::Dm(username) => NetCommand::OpenDirect { username },
+            Slash::GroupCreate { title, users } => NetCommand::CreateGroup { title, usernames: users },
+            Slash::Add(usernames) => NetCommand::AddMembers { conversation_id: group()?, usernames },
+            Slash::Remove(username) => NetCommand::RemoveMember { conversation_id: group()?, username },
+            Slash::Leave => NetCommand::Leave { conversation_id: group()? },
+            Slash::Rename(title) => NetCommand::Rename { conversation_id: group()?, title },
+            Slash::Members => match current {
+                Some((conversation_id, _)) => NetCommand::Members { conversation_id },
+                None => return Err("no conversation open".into()),
+            },
+            Slash::Presence(usernames) => NetCommand::Presence { usernames },
+            Slash::Help => {
+                self.view.show_help = true;
+                return Ok(());
+            }
+            Slash::Quit => {
+                self.quit = true;
+                return Ok(());
+            }
+        };
+        self.request(cmd);
+        Ok(())
+    }
+
+    fn resend(&self, sends: Vec<SendRequest>) {
+        for s in sends {
+            self.request(NetCommand::Send(s));
+        }
+    }
+
+    fn on_net(&mut self, ev: NetEvent) {
+        let now = Instant::now();
+        match ev {
+            NetEvent::Link(link) => {
+                let resend = self.model.set_link(link);
+                self.resend(resend);
+            }
+            NetEvent::Snapshot { conversations, rebuild } => self.model.handle_snapshot(&conversations, rebuild),
+            NetEvent::Inbox(events) => {
+                for e in &events {
+                    self.model.handle_inbox(e);
+                }
+            }
+            NetEvent::Presence(list) => {
+                for p in &list {
+                    self.model.handle_presence(p);
+                }
+            }
+            NetEvent::PresenceAnswer(list) => {
+                for p in &list {
+                    self.model.handle_presence(p);
+                    let line = presence_line(p);
+                    match self.model.selected() {
+                        Some(id) => self.model.note(id, line),
+                        None => self.model.set_notice(line, false, now),
+                    }
+                }
+            }
+            NetEvent::Typing(t) => self.model.handle_typing(&t, now),
+            NetEvent::ReadReceipt(r) => self.model.handle_read_receipt(&r),
+            NetEvent::Sent { client_msg_id, result } => match result {
+                Ok(m) => self.model.handle_sent(&m),
+                Err(e) => {
+                    let lost = matches!(e, ClientError::Disconnected(_) | ClientError::Connect(_));
+                    self.model.handle_send_error(&client_msg_id, &short_error(&e), lost);
+                }
+            },
+            NetEvent::History { conversation_id, result } => match result {
+                Ok(page) => self.model.handle_history(conversation_id, &page),
+                Err(e) => self.model.handle_history_error(conversation_id, &short_error(&e), now),
+            },
+            NetEvent::ReadState { conversation_id, result } => match result {
+                Ok(r) => self.model.handle_read_state(&r),
+                Err(_) => self.model.handle_mark_read_error(conversation_id),
+            },
+            NetEvent::Opened(c) => {
+                self.model.handle_conversation(&c);
+                self.model.select(c.conversation_id);
+                self.view.scroll = 0;
+            }
+            NetEvent::Conversation(c) => self.model.handle_conversation(&c),
+            NetEvent::Members { conversation_id, members } => {
+                let list: Vec<String> = members.iter().map(member_text).collect();
+                self.model.note(conversation_id, format!("members: {}", list.join(", ")));
+            }
+            NetEvent::Done(text) => self.model.set_notice(text, false, now),
+            NetEvent::Failed { what, error } => {
+                self.model.set_notice(format!("{what}: {}", short_error(&error)), true, now)
+            }
+        }
+    }
+}
+
+/// An error as one short line: the server's code and detail, or what
+/// happened to the connection.
+fn short_error(e: &ClientError) -> String {
+    match e {
+        ClientError::Server { code, message, .. } if message.is_empty() => code.to_string(),
+        ClientError::Server { code, message, .. } => format!("{} ({message})", code.name().unwrap_or("error")),
+        other => other.to_string(),
+    }
+}
+
+fn member_text(m: &pb::Member) -> String {
+    match pb::MemberRole::try_from(m.role) {
+        Ok(pb::MemberRole::Owner) => format!("{} (owner)", m.username),
+        Ok(pb::MemberRole::Admin) => format!("{} (admin)", m.username),
+        _ => m.username.clone(),
+    }
+}
+
+fn presence_line(p: &pb::Presence) -> String {
+    match pb::PresenceState::try_from(p.state) {
+        Ok(pb::PresenceState::Online) => format!("{} is online", p.username),
+        Ok(pb::PresenceState::Away) => format!("{} is away", p.username),
+        _ if p.last_seen_ms > 0 => format!("{} is offline, last seen {} UTC", p.username, format_seen(p.last_seen_ms)),
+        _ => format!("{} is offline", p.username),
+    }
+}

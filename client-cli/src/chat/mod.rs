@@ -1,0 +1,28 @@
+//! `confab chat`: an interactive terminal client (ratatui + crossterm).
+//!
+//! A thin layer over `confab-client`. The state lives in a model that does
+//! no I/O and is tested on its own; drawing is a function of that state; the
+//! network side owns the connection and reconnects by itself.
+//!
+//! ## Layout
+//! - `model`: conversations, messages by seq, pending sends, unread counts,
+//!   presence, typing (events in, state out; time is an argument).
+//! - `view`: draws the model (conversation list, messages, input, status).
+//! - `input`: the line editor (multi-line, history).
+//! - `command`: slash commands.
+//! - `text`: wrapping, truncation and UTC dates by display width.
+//! - `net`: the connection: resume, catch up, live events, reconnect.
+//! - `app`: the loop between terminal, model and network.
+//! - `terminal`: raw mode and the alternate screen, restored on exit and on
+//!   panic.
+
+mod app;
+mod command;
+mod input;
+mod model;
+mod net;
+mod terminal;
+mod text;
+mod view;
+
+pub use app::run;
