@@ -1,4 +1,5 @@
-//! One live session with a server: connect over QUIC or TCP+TLS, handshake,
+//! One live session with a server: connect over QUIC, TCP+TLS or
+//! WebSocket, handshake,
 //! then requests (correlated by the protocol crate's `ClientSession`) and
 //! events. A background task owns the transport; it sends heartbeats and
 //! notices a dead server.
@@ -26,6 +27,22 @@ pub enum TransportKind {
     Quic,
     /// TCP + TLS 1.3, ALPN confab/1.
     Tcp,
+    /// WebSocket over plain HTTP (`ws://HOST:PORT/v1/ws`): for loopback,
+    /// or behind a proxy that terminates TLS. No certificate to pin.
+    Ws,
+    /// WebSocket over TLS (`wss://HOST:PORT/v1/ws`), with the same
+    /// certificate pinning as the other transports.
+    Wss,
+}
+
+impl TransportKind {
+    /// The port a server listens on for this transport by default.
+    pub fn default_port(self) -> u16 {
+        match self {
+            TransportKind::Quic | TransportKind::Tcp => 7443,
+            TransportKind::Ws | TransportKind::Wss => 7080,
+        }
+    }
 }
 
 /// Where and how to connect.
@@ -134,6 +151,31 @@ impl Connection {
             tls::client_config(opts.trust.clone()).map_err(|e| ClientError::Connect(e.to_string()))?;
         let mut quic = None;
         let (reader, writer, closer): (Reader, Writer, Option<Closer>) = match opts.transport {
+            TransportKind::Ws => {
+                let tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                let pipe = crate::ws::connect(&format!("ws://{}/v1/ws", opts.server), tcp).await?;
+                let (r, w) = tokio::io::split(pipe);
+                (Box::new(r), Box::new(w), None)
+            }
+            TransportKind::Wss => {
+                let tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                // HTTPS offers ALPN http/1.1, not confab/1.
+                let mut http_tls = (*tls_config).clone();
+                http_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let stream = tokio_rustls::TlsConnector::from(Arc::new(http_tls))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("TLS: {e}")))?;
+                let pipe = crate::ws::connect(&format!("wss://{}/v1/ws", opts.server), stream).await?;
+                let (r, w) = tokio::io::split(pipe);
+                (Box::new(r), Box::new(w), None)
+            }
             TransportKind::Tcp => {
                 let tcp = tokio::net::TcpStream::connect(addr)
                     .await

@@ -1,6 +1,7 @@
 //! # confab-client
 //!
-//! An async client for Confab servers over QUIC or TCP+TLS, built on the
+//! An async client for Confab servers over QUIC, TCP+TLS or WebSocket,
+//! built on the
 //! sans-IO session machine in `confab-protocol`, plus the `confab` command
 //! line client (`src/main.rs`).
 //!
@@ -30,6 +31,7 @@ mod error;
 mod inbox;
 mod profile;
 pub mod tls;
+mod ws;
 
 pub use connection::{ConnectOptions, Connection, Event, TransportKind};
 pub use error::ClientError;

@@ -22,10 +22,11 @@ use serde_json::{Value, json};
 #[command(version, about, long_about)]
 struct Cli {
     /// Server address, HOST:PORT (default: the profile's server, else
-    /// 127.0.0.1:7443).
+    /// 127.0.0.1:7443, or 127.0.0.1:7080 for --transport ws/wss).
     #[arg(long, global = true, value_name = "HOST:PORT")]
     server: Option<String>,
-    /// Transport.
+    /// Transport: quic (default), tcp (TCP+TLS), ws (WebSocket over plain
+    /// HTTP, e.g. on loopback) or wss (WebSocket over TLS).
     #[arg(long, global = true, value_enum)]
     transport: Option<TransportKind>,
     /// Trust only this certificate (PEM file, e.g. the server's
@@ -226,7 +227,11 @@ struct Ctx {
 
 impl Ctx {
     fn server(&self) -> String {
-        self.cli.server.clone().or_else(|| self.profile.server.clone()).unwrap_or_else(|| "127.0.0.1:7443".into())
+        self.cli
+            .server
+            .clone()
+            .or_else(|| self.profile.server.clone())
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.transport().default_port()))
     }
 
     fn transport(&self) -> TransportKind {
@@ -259,7 +264,8 @@ impl Ctx {
         let mut opts = ConnectOptions::new(server.clone(), trust.clone());
         opts.transport = self.transport();
         let conn = Connection::connect(&opts).await?;
-        if trust == Trust::FirstUse {
+        // Plain ws:// has no certificate to pin.
+        if trust == Trust::FirstUse && !conn.fingerprint().is_empty() {
             eprintln!(
                 "note: trusting {server}'s certificate sha256:{} (first use; stored in the profile)",
                 conn.fingerprint()

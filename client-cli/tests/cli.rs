@@ -52,6 +52,7 @@ fn two_profiles_chat_from_the_command_line() {
         data_dir: dir.path().join("data"),
         quic: Some(local),
         tcp: Some(local),
+        http: Some(local),
         presence_grace_ms: 100,
         ..Config::default()
     };

@@ -20,6 +20,17 @@ pub struct Config {
     pub quic: Option<SocketAddr>,
     /// TCP+TLS listen address; `None` disables TCP.
     pub tcp: Option<SocketAddr>,
+    /// HTTP listen address (WebSocket bridge, browser client, health,
+    /// metrics, discovery); `None` disables HTTP.
+    pub http: Option<SocketAddr>,
+    /// Serve HTTP over TLS (https/wss) with the server's certificate.
+    pub http_tls: bool,
+    /// Origins allowed to open WebSockets besides the server's own pages
+    /// (`scheme://host[:port]`; `*` allows any).
+    pub allowed_origins: Vec<String>,
+    /// Serve the browser client from this directory instead of the copy
+    /// built into the binary (for developing it).
+    pub web_dir: Option<PathBuf>,
     /// PEM certificate chain; default: `DATA_DIR/tls/cert.pem`, generated
     /// (self-signed) on first start.
     pub cert: Option<PathBuf>,
@@ -115,6 +126,8 @@ impl From<&LimitsConfig> for Limits {
 
 /// The default port, for QUIC (UDP) and TCP+TLS alike.
 pub const DEFAULT_PORT: u16 = 7443;
+/// The default HTTP port.
+pub const DEFAULT_HTTP_PORT: u16 = 7080;
 
 impl Default for Config {
     fn default() -> Self {
@@ -123,6 +136,10 @@ impl Default for Config {
             data_dir: PathBuf::from("confab-data"),
             quic: Some(local),
             tcp: Some(local),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT))),
+            http_tls: false,
+            allowed_origins: Vec::new(),
+            web_dir: None,
             cert: None,
             key: None,
             durability: Durability::Fsync,
@@ -177,8 +194,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         let bad = |s: &str| Err(ConfigError::Invalid(s.to_string()));
-        if self.quic.is_none() && self.tcp.is_none() {
-            return bad("at least one of QUIC and TCP must be enabled");
+        if self.quic.is_none() && self.tcp.is_none() && self.http.is_none() {
+            return bad("at least one of QUIC, TCP and HTTP must be enabled");
+        }
+        if let Some(o) = self.allowed_origins.iter().find(|o| *o != "*" && !o.contains("://")) {
+            return Err(ConfigError::Invalid(format!("allowed_origins: {o:?} is not scheme://host[:port] or *")));
         }
         if (l.max_frame_bytes as u64) < u64::from(l.max_message_chars) * 4 + 1024 {
             return bad("limits.max_frame_bytes must hold a message of max_message_chars 4-byte characters plus 1 KiB");

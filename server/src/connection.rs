@@ -2,7 +2,8 @@
 //! session machine, starts handlers for admitted requests, writes
 //! responses and live events (batched: everything ready goes out in one
 //! write), and applies deadlines, kills and shutdown. The same code serves
-//! the QUIC session stream and TCP+TLS.
+//! the QUIC session stream, TCP+TLS and WebSocket; only the [`Link`]
+//! differs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +13,12 @@ use bytes::{Bytes, BytesMut};
 use confab_protocol::pb::server_frame::Body as Reply;
 use confab_protocol::session::{Phase, ServerEvent, ServerSession};
 use confab_protocol::{ErrorCode, Now};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError, Auth, SessionCtx};
 use crate::hub::{Kill, Registration, Transport};
+use crate::link::{Input, Link};
 use crate::server::Shared;
 use crate::store::UserRef;
 
@@ -30,19 +31,14 @@ const READ_BUFFER: usize = 1024;
 
 /// Serves one session until it ends. Returns the code it ended with
 /// (`ErrorCode(0)` when the peer simply went away).
-pub async fn serve<R, W>(
+pub async fn serve<L: Link>(
     shared: Arc<Shared>,
-    mut reader: R,
-    mut writer: W,
+    mut link: L,
     peer: SocketAddr,
     transport: Transport,
     auth_watch: watch::Sender<Option<SessionCtx>>,
     shutdown: CancellationToken,
-) -> ErrorCode
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
-{
+) -> ErrorCode {
     let config = match transport {
         Transport::Quic => Arc::clone(&shared.quic_session_config),
         Transport::Tcp | Transport::WebSocket => Arc::clone(&shared.tcp_session_config),
@@ -86,7 +82,7 @@ where
             // overflowed, its device was revoked) or the write timeout must
             // still end the session, even mid-frame.
             let written = tokio::select! {
-                r = write(&mut writer, &out) => r,
+                r = link.write(&mut out) => r,
                 // Once the session is closed the kill has been handled: the
                 // final fatal Error must get its chance to go out.
                 code = c.kill.killed(), if !c.session.is_closed() => {
@@ -98,7 +94,6 @@ where
                 tracing::debug!(%peer, error = %e, "write failed");
                 break;
             }
-            out.clear();
         }
         if c.session.is_closed() {
             break;
@@ -139,12 +134,12 @@ where
                     }
                 }
             }
-            read = reader.read_buf(&mut inbuf), if c.session.wants_input() && !draining => {
-                match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => c.session.handle_input(&mut inbuf, Now::system()),
-                }
-            }
+            input = link.read(&mut inbuf), if c.session.wants_input() && !draining => match input {
+                Input::Bytes => c.session.handle_input(&mut inbuf, Now::system()),
+                Input::Message(frame) => c.session.handle_message(&frame, Now::system()),
+                Input::Violation(code, why) => c.session.close(code, why),
+                Input::Closed => break,
+            },
             _ = sleep_until(deadline) => c.session.handle_timeout(Instant::now()),
             _ = tokio::time::sleep_until(drain_deadline), if draining => {
                 c.session.close(ErrorCode::SHUTTING_DOWN, "the server is shutting down");
@@ -156,13 +151,8 @@ where
     if close_code.0 != 0 {
         c.shared.metrics.error(close_code.0);
     }
-    let _ = writer.shutdown().await;
+    link.close(close_code).await;
     close_code
-}
-
-async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-    writer.write_all(bytes).await?;
-    writer.flush().await
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

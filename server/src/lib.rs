@@ -1,8 +1,8 @@
 //! # confab-server
 //!
 //! `confabd`, the Confab chat server. It speaks the protocol in `spec/`
-//! (through the sans-IO machines in `confab-protocol`) over QUIC and
-//! TCP+TLS, stores everything durably in fjall, and delivers live events to
+//! (through the sans-IO machines in `confab-protocol`) over QUIC,
+//! TCP+TLS and WebSocket, stores everything durably in fjall, and delivers live events to
 //! every connected device.
 //!
 //! ## Layout
@@ -17,7 +17,10 @@
 //! - [`api`]: one handler per request, and the one place that maps
 //!   internal errors to wire codes.
 //! - [`connection`]: the task that owns one session's transport.
+//! - [`link`]: what a transport must do for a session (streams, messages).
 //! - [`listen`]: TCP+TLS and QUIC accept loops.
+//! - [`http`]: the HTTP listener: WebSocket bridge, browser client,
+//!   health, metrics, discovery.
 //! - [`server`]: wiring, startup and graceful shutdown.
 //!
 //! ## Example
@@ -35,7 +38,9 @@ pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod hub;
+pub mod link;
 pub mod listen;
 pub mod metrics;
 pub mod presence;

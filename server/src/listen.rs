@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, SessionCtx};
 use crate::connection;
 use crate::hub::Transport;
+use crate::link::StreamLink;
 use crate::server::Shared;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -57,7 +58,8 @@ pub async fn tcp(
             };
             let (r, w) = tokio::io::split(stream);
             let (auth, _) = watch::channel(None);
-            let code = connection::serve(shared, r, w, peer, Transport::Tcp, auth, shutdown).await;
+            let link = StreamLink::new(r, w);
+            let code = connection::serve(shared, link, peer, Transport::Tcp, auth, shutdown).await;
             tracing::debug!(%peer, %code, "TCP session ended");
         });
     }
@@ -91,8 +93,8 @@ pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: Canc
             };
             let (auth_tx, auth_rx) = watch::channel(None);
             let streams = shared.tracker.spawn(request_streams(Arc::clone(&shared), conn.clone(), auth_rx));
-            let code =
-                connection::serve(Arc::clone(&shared), recv, send, peer, Transport::Quic, auth_tx, shutdown).await;
+            let link = StreamLink::new(recv, send);
+            let code = connection::serve(Arc::clone(&shared), link, peer, Transport::Quic, auth_tx, shutdown).await;
             streams.abort();
             let reason = code.name().unwrap_or("closed");
             // Give the final frames a moment to be acknowledged, then close.

@@ -13,7 +13,8 @@ use confab_server::store::Durability;
 ///
 /// With no arguments it serves on embedded defaults: data in ./confab-data,
 /// a self-signed certificate generated there on first start, QUIC (UDP) and
-/// TCP+TLS on 127.0.0.1:7443. Settings come from the defaults, then the
+/// TCP+TLS on 127.0.0.1:7443, HTTP (WebSocket bridge, browser client,
+/// /metrics, /healthz, /readyz, /v1/discover) on 127.0.0.1:7080. Settings come from the defaults, then the
 /// TOML file given with --config, then these flags (flags win).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
@@ -31,12 +32,33 @@ struct Args {
     /// TCP+TLS listen address. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     tcp: Option<SocketAddr>,
+    /// HTTP listen address: the WebSocket bridge (/v1/ws), the browser
+    /// client (/), /metrics, /healthz, /readyz, /v1/discover. Port 0 picks
+    /// a free port.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
     /// Disable the QUIC listener.
     #[arg(long)]
     no_quic: bool,
     /// Disable the TCP+TLS listener.
     #[arg(long)]
     no_tcp: bool,
+    /// Disable the HTTP listener.
+    #[arg(long)]
+    no_http: bool,
+    /// Serve HTTP over TLS (https://, wss://) with the server's
+    /// certificate. Without it HTTP is plain: keep it on loopback or behind
+    /// a TLS-terminating proxy.
+    #[arg(long)]
+    http_tls: bool,
+    /// Also let pages from this origin (scheme://host[:port]) open
+    /// WebSockets; repeatable; `*` allows any. Default: same origin only.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Serve the browser client from DIR instead of the copy built into the
+    /// binary (to develop it without rebuilding).
+    #[arg(long, value_name = "DIR")]
+    web_dir: Option<PathBuf>,
     /// PEM certificate chain (with --key). Default: DATA_DIR/tls/cert.pem,
     /// generated if missing.
     #[arg(long, value_name = "FILE", requires = "key")]
@@ -99,11 +121,22 @@ impl Args {
         if self.tcp.is_some() {
             c.tcp = self.tcp;
         }
+        if self.http.is_some() {
+            c.http = self.http;
+        }
         if self.no_quic {
             c.quic = None;
         }
         if self.no_tcp {
             c.tcp = None;
+        }
+        if self.no_http {
+            c.http = None;
+        }
+        c.http_tls |= self.http_tls;
+        c.allowed_origins.extend(self.allow_origin);
+        if self.web_dir.is_some() {
+            c.web_dir = self.web_dir;
         }
         if self.cert.is_some() {
             c.cert = self.cert;
@@ -149,6 +182,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         if let Some(a) = server.tcp_addr() {
             println!("tcp: {a}");
+        }
+        if let Some(a) = server.http_addr() {
+            let scheme = if server.shared().config.http_tls { "https" } else { "http" };
+            println!("http: {a}");
+            println!("browser: {scheme}://{a}/");
         }
         println!("certificate: {}", server.cert_path().display());
         println!("fingerprint: sha256:{}", server.fingerprint());

@@ -19,7 +19,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::{Store, Writer};
-use crate::{listen, tls};
+use crate::{http, listen, tls};
 
 /// State shared by every task of the server.
 pub struct Shared {
@@ -60,6 +60,7 @@ pub struct Server {
     writer_thread: Option<std::thread::JoinHandle<()>>,
     quic: Option<(quinn::Endpoint, SocketAddr)>,
     tcp: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     fingerprint: String,
     cert_path: std::path::PathBuf,
 }
@@ -143,6 +144,7 @@ impl Server {
             writer_thread: Some(writer_thread),
             quic: None,
             tcp: None,
+            http: None,
             fingerprint: identity.fingerprint(),
             cert_path: identity.cert_path.clone(),
         };
@@ -171,7 +173,57 @@ impl Server {
             shared.tracker.spawn(listen::quic(Arc::clone(&shared), endpoint.clone(), shutdown.clone()));
             server.quic = Some((endpoint, bound));
         }
+        if let Some(addr) = shared.config.http {
+            server.http = Some(server.start_http(addr, &tls_config).await?);
+        }
         Ok(server)
+    }
+
+    async fn start_http(&self, addr: SocketAddr, tls_config: &Arc<rustls::ServerConfig>) -> anyhow::Result<SocketAddr> {
+        let shared = &self.shared;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding HTTP {addr}"))?;
+        let bound = listen::bound(listener.local_addr(), "HTTP")?;
+        let tls = shared.config.http_tls.then(|| {
+            let mut c = (**tls_config).clone();
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(c))
+        });
+        if tls.is_none() && !bound.ip().is_loopback() {
+            tracing::warn!(%bound, "plain HTTP beyond loopback: put a TLS proxy in front or use --http-tls");
+        }
+        let assets = match &shared.config.web_dir {
+            Some(d) => http::assets::Assets::Dir(d.clone()),
+            None => http::assets::Assets::Embedded,
+        };
+        let app = Arc::new(http::App {
+            shared: Arc::clone(shared),
+            shutdown: self.shutdown.clone(),
+            origins: http::Origins::from_config(&shared.config.allowed_origins),
+            assets,
+            endpoints: http::Endpoints {
+                quic: self.quic_addr(),
+                tcp: self.tcp,
+                http: Some(bound),
+                http_tls: shared.config.http_tls,
+                fingerprint: self.fingerprint.clone(),
+            },
+        });
+        let incoming = http::listener::start(Arc::clone(shared), listener, tls, self.shutdown.clone())
+            .context("starting the HTTP listener")?;
+        let service = http::router(app).into_make_service_with_connect_info::<http::listener::PeerAddr>();
+        let stop = self.shutdown.clone();
+        shared.tracker.spawn(async move {
+            let served = axum::serve(incoming, service).with_graceful_shutdown(stop.cancelled_owned()).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        Ok(bound)
+    }
+
+    /// The bound HTTP address, if HTTP is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// The bound TCP+TLS address, if TCP is enabled.

@@ -23,7 +23,16 @@ struct Daemon {
 
 async fn start(dir: &std::path::Path) -> Daemon {
     let mut child = Command::new(env!("CARGO_BIN_EXE_confabd"))
-        .args(["--data-dir", dir.to_str().unwrap(), "--quic", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--quic",
+            "127.0.0.1:0",
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .args(["--durability", "fsync", "--send-rate", "100000", "--log", "warn"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

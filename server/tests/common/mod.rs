@@ -17,7 +17,7 @@ pub struct TestServer {
 
 pub fn config(dir: &std::path::Path) -> Config {
     let local = "127.0.0.1:0".parse().unwrap();
-    Config { data_dir: dir.to_path_buf(), quic: Some(local), tcp: Some(local), ..Config::default() }
+    Config { data_dir: dir.to_path_buf(), quic: Some(local), tcp: Some(local), http: Some(local), ..Config::default() }
 }
 
 impl TestServer {
@@ -44,6 +44,7 @@ impl TestServer {
         let addr = match transport {
             TransportKind::Quic => s.quic_addr(),
             TransportKind::Tcp => s.tcp_addr(),
+            TransportKind::Ws | TransportKind::Wss => s.http_addr(),
         };
         let mut o = ConnectOptions::new(addr.unwrap().to_string(), Trust::Fingerprint(s.fingerprint().to_string()));
         o.transport = transport;

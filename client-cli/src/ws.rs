@@ -1,0 +1,98 @@
+//! The WebSocket binding (spec §2.3) as a byte stream, so the session code
+//! is the same on every transport: a bridge task turns each binary message
+//! into a length-delimited frame and each outgoing frame into a message.
+
+use bytes::{BufMut, BytesMut};
+use confab_protocol::FrameDecoder;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::error::ClientError;
+
+/// The subprotocol of Confab v1.
+pub const SUBPROTOCOL: &str = "confab.v1";
+
+/// Outgoing frames are our own session's; this only guards the bridge.
+const MAX_FRAME: u32 = 64 << 20;
+/// Bytes buffered between the bridge and the session.
+const PIPE: usize = 64 * 1024;
+
+/// Completes the WebSocket handshake for `url` over `stream` and returns
+/// the session's side of the bridge.
+pub async fn connect<S>(url: &str, stream: S) -> Result<tokio::io::DuplexStream, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut request = url.into_client_request().map_err(|e| ClientError::Connect(format!("{url}: {e}")))?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+    let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME as usize));
+    let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|e| ClientError::Connect(format!("WebSocket {url}: {e}")))?;
+    let chosen = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok());
+    if chosen != Some(SUBPROTOCOL) {
+        return Err(ClientError::Connect(format!("WebSocket {url}: the server did not select {SUBPROTOCOL}")));
+    }
+    let (session_side, bridge_side) = tokio::io::duplex(PIPE);
+    tokio::spawn(bridge(ws, bridge_side));
+    Ok(session_side)
+}
+
+async fn bridge<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, mut pipe: tokio::io::DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let decoder = FrameDecoder::new(MAX_FRAME);
+    let mut outgoing = BytesMut::with_capacity(8 * 1024);
+    let mut incoming = BytesMut::new();
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(frame))) => {
+                    incoming.clear();
+                    prost::encoding::encode_varint(frame.len() as u64, &mut incoming);
+                    incoming.put_slice(&frame);
+                    if pipe.write_all(&incoming).await.is_err() {
+                        break;
+                    }
+                }
+                // tungstenite queues the pong; a flush sends it.
+                Some(Ok(Message::Ping(_))) => {
+                    if ws.flush().await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
+                // A text message breaks the binding; the session ends.
+                Some(Ok(Message::Text(_) | Message::Close(_))) | Some(Err(_)) | None => break,
+            },
+            read = pipe.read_buf(&mut outgoing) => match read {
+                Ok(0) | Err(_) => {
+                    let _ = ws.close(None).await;
+                    break;
+                }
+                Ok(_) => {
+                    loop {
+                        match decoder.next_frame(&mut outgoing) {
+                            Ok(Some(frame)) => {
+                                if ws.feed(Message::Binary(frame)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) => return,
+                        }
+                    }
+                    if ws.flush().await.is_err() {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    let _ = pipe.shutdown().await;
+}

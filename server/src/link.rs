@@ -1,0 +1,83 @@
+//! What a session's transport must do for [`connection::serve`]: hand over
+//! input and take batches of encoded frames. Byte streams (TCP+TLS, the
+//! QUIC session stream) and message transports (WebSocket) differ only
+//! here; the session code above them is one and the same.
+//!
+//! [`connection::serve`]: crate::connection::serve
+
+use std::future::Future;
+
+use bytes::{Bytes, BytesMut};
+use confab_protocol::ErrorCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// What one read from the transport produced.
+#[derive(Debug)]
+pub enum Input {
+    /// Bytes were appended to the read buffer (stream transports).
+    Bytes,
+    /// One whole frame, without its length prefix (message transports).
+    Message(Bytes),
+    /// The peer broke a rule of the transport binding (spec §2): the
+    /// session ends with this code.
+    Violation(ErrorCode, &'static str),
+    /// The peer closed, or the transport failed.
+    Closed,
+}
+
+/// A session's transport, owned by its connection task.
+///
+/// `read` and `write` are awaited inside `select!`, so both must be
+/// cancel-safe: a cancelled `read` loses no input, and a cancelled `write`
+/// ends the session anyway.
+pub trait Link: Send {
+    /// Waits for input. Stream transports append to `buf`.
+    fn read(&mut self, buf: &mut BytesMut) -> impl Future<Output = Input> + Send;
+
+    /// Writes `frames` (complete length-delimited frames, back to back) and
+    /// flushes. On return `frames` is empty.
+    fn write(&mut self, frames: &mut BytesMut) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Closes the transport after the session ended with `code`
+    /// (`ErrorCode(0)`: the peer went away).
+    fn close(&mut self, code: ErrorCode) -> impl Future<Output = ()> + Send;
+}
+
+/// A byte stream carrying length-delimited frames (spec §3).
+pub struct StreamLink<R, W> {
+    reader: R,
+    writer: W,
+}
+
+impl<R, W> StreamLink<R, W> {
+    /// Wraps the two halves of a stream.
+    pub fn new(reader: R, writer: W) -> Self {
+        StreamLink { reader, writer }
+    }
+}
+
+impl<R, W> Link for StreamLink<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    async fn read(&mut self, buf: &mut BytesMut) -> Input {
+        // read_buf is cancel-safe: bytes are either in `buf` or still in
+        // the socket.
+        match self.reader.read_buf(buf).await {
+            Ok(0) | Err(_) => Input::Closed,
+            Ok(_) => Input::Bytes,
+        }
+    }
+
+    async fn write(&mut self, frames: &mut BytesMut) -> std::io::Result<()> {
+        self.writer.write_all(frames).await?;
+        self.writer.flush().await?;
+        frames.clear();
+        Ok(())
+    }
+
+    async fn close(&mut self, _code: ErrorCode) {
+        let _ = self.writer.shutdown().await;
+    }
+}
