@@ -1,0 +1,769 @@
+// The Confab browser UI: sign in, conversation list, message view, composer.
+// Talks to the server only through Session (client.js); keeps its view in
+// Model (model.js). All user content goes through textContent, never HTML.
+
+import { Session, ConfabError, ConnectionLost, defaultWsUrl, defaultDeviceName } from "./client.js";
+import { Model, describeMembership } from "./model.js";
+import { ConversationKind, MemberRole, PresenceState, charCount } from "./proto.js";
+import { normalizeUsername, ValidationError } from "./validate.js";
+
+const $ = (id) => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`index.html has no #${id}`);
+  return el;
+};
+const el = (tag, props = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("data-") || k.startsWith("aria-") || k === "role") e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  for (const c of children) if (c != null) e.append(c);
+  return e;
+};
+
+const HISTORY_PAGE = 50;
+const model = new Model();
+const session = new Session({ url: defaultWsUrl() });
+let openId = null; // the open conversation's id (string)
+let dividerAfter = null; // the read marker when the open conversation was opened
+let outbox = []; // unacknowledged messages (Session's outbox entries)
+let loadingOlder = false;
+let authMode = "login";
+
+// Debugging aid (read-only use): the session and the model.
+window.confab = { session, model };
+
+// ---------------------------------------------------------------------------
+// Errors shown to the user
+// ---------------------------------------------------------------------------
+
+function describeError(e) {
+  if (e instanceof ConfabError) return { code: e.codeName, text: e.detail || "" };
+  if (e instanceof ValidationError) return { code: "INVALID", text: e.message };
+  if (e instanceof ConnectionLost) return { code: "OFFLINE", text: e.message };
+  return { code: "ERROR", text: e?.message ?? String(e) };
+}
+
+function showAlert(e, context) {
+  const { code, text } = describeError(e);
+  const box = $("alerts");
+  while (box.children.length >= 4) box.firstElementChild.remove();
+  const dismiss = el("button", { type: "button", text: "Dismiss", "aria-label": "Dismiss this message" });
+  const item = el("div", { class: "alert" }, el("span", { class: "code", text: code }), el("span", { text: context ? `${context}: ${text}` : text }), dismiss);
+  dismiss.addEventListener("click", () => item.remove());
+  box.append(item);
+  setTimeout(() => item.remove(), 15000);
+}
+
+/** A form's inline error line: "Friendly text (CODE_NAME: server message)". */
+function formError(target, e) {
+  const { code, text } = describeError(e);
+  const friendly = {
+    INVALID_CREDENTIALS: "Wrong username or password.",
+    USERNAME_TAKEN: "That username is taken.",
+    USER_NOT_FOUND: "There is no user with that name.",
+    CANNOT_MESSAGE_SELF: "That is you.",
+    RATE_LIMITED: "Too many attempts; wait a moment.",
+    GROUP_FULL: "The group would be too large.",
+    PERMISSION_DENIED: "You may not do that in this group.",
+  }[code];
+  target.textContent = friendly ? `${friendly} (${code}: ${text})` : `${code}: ${text}`;
+}
+
+// ---------------------------------------------------------------------------
+// Connection state
+// ---------------------------------------------------------------------------
+
+let reconnectTicker = null;
+function renderConn(s) {
+  const box = $("conn");
+  box.dataset.state = s.state;
+  const retry = $("conn-retry");
+  retry.hidden = s.state !== "reconnecting";
+  clearInterval(reconnectTicker);
+  const text = {
+    connecting: "Connecting…",
+    authenticating: "Signing in…",
+    syncing: "Catching up…",
+    online: "Online",
+    "signed-out": "Connected",
+    stopped: "Disconnected",
+  }[s.state];
+  if (s.state === "reconnecting") {
+    const tick = () => {
+      const secs = Math.max(0, Math.ceil((s.at - Date.now()) / 1000));
+      $("conn-text").textContent = secs > 0 ? `Reconnecting… (next try in ${secs} s)` : "Reconnecting…";
+    };
+    tick();
+    reconnectTicker = setInterval(tick, 1000);
+  } else {
+    $("conn-text").textContent = text ?? s.state;
+  }
+}
+
+function showView(which) {
+  $("auth-view").hidden = which !== "auth";
+  $("chat-view").hidden = which !== "chat";
+  $("me").hidden = which !== "chat";
+}
+
+session.on("state", (s) => {
+  renderConn(s);
+  updateCount(); // the limits may have changed with Welcome
+  if (s.state === "signed-out") {
+    showView("auth");
+    if (s.reason) formError($("auth-error"), s.reason);
+  }
+  if (s.state === "online") {
+    // Back online: refresh what is not carried by the inbox.
+    if (openId) refreshReceipts(openId);
+    scheduleRender();
+  }
+});
+session.on("error", (e) => showAlert(e));
+session.on("goaway", (g) => showAlert(new Error(`the server is restarting (${g.message || "going away"}); reconnecting shortly`)));
+
+// ---------------------------------------------------------------------------
+// Session -> model
+// ---------------------------------------------------------------------------
+
+session.bootstrap = async (auth) => {
+  model.reset();
+  model.setMe(auth);
+  // §8.7: a client without local state builds its view from the list.
+  let before = null;
+  for (;;) {
+    const req = { limit: 0 };
+    if (before) Object.assign(req, before);
+    const page = await session.request("listConversations", req);
+    for (const c of page.conversations) model.applyConversation(c);
+    if (!page.hasMore || page.conversations.length === 0) break;
+    const lastC = page.conversations[page.conversations.length - 1];
+    before = { activeBeforeMs: lastC.activityMs, beforeConversationId: lastC.conversationId };
+  }
+  subscribePeers();
+  scheduleRender();
+};
+
+session.on("auth", ({ auth, fresh }) => {
+  if (fresh) {
+    openId = null;
+    model.setMe(auth);
+  }
+  $("me-name").textContent = auth.username;
+  $("auth-error").textContent = "";
+  showView("chat");
+  scheduleRender();
+});
+
+session.on("reset", () => {
+  const me = model.me;
+  model.reset();
+  model.me = me;
+  openId = null;
+  scheduleRender();
+});
+
+session.on("inbox", (e) => {
+  model.applyInbox(e);
+  if (e.joined && e.joined.kind === ConversationKind.DIRECT && e.joined.peerUsername) subscribePeers();
+  if (e.left && String(e.left.conversationId) === openId) showAlert(new Error("you are no longer a member of this conversation"));
+  scheduleRender();
+});
+session.on("presence", (p) => {
+  model.applyPresence(p);
+  scheduleRender();
+});
+session.on("typing", (t) => {
+  model.applyTyping(t);
+  scheduleRender();
+  setTimeout(scheduleRender, (t.expiresInMs || 6000) + 50);
+});
+session.on("receipt", (r) => {
+  model.applyReceipt(r);
+  scheduleRender();
+});
+session.on("outbox", ({ entries }) => {
+  outbox = entries;
+  scheduleRender();
+});
+session.on("sent", ({ message }) => {
+  model.addMessage(message);
+  model.changed({ conversation: String(message.conversationId), message });
+  scheduleRender();
+});
+session.on("failed", ({ entry, error }) => {
+  showAlert(error, "message not sent");
+  scheduleRender();
+  void entry;
+});
+
+function subscribePeers() {
+  const names = [];
+  for (const c of model.conversations.values()) if (c.kind === ConversationKind.DIRECT && c.peerUsername) names.push(c.peerUsername);
+  if (names.length) session.subscribePresence(names).catch((e) => e instanceof ConnectionLost || showAlert(e, "presence"));
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    try {
+      renderList();
+      renderOpen();
+    } catch (e) {
+      console.error(e);
+      showAlert(e, "display");
+    }
+  });
+}
+
+function presenceState(username) {
+  const p = model.presence.get(username);
+  if (!p) return "unknown";
+  return { [PresenceState.ONLINE]: "online", [PresenceState.AWAY]: "away", [PresenceState.OFFLINE]: "offline" }[p.state] ?? "unknown";
+}
+
+function presenceText(username) {
+  const p = model.presence.get(username);
+  const s = presenceState(username);
+  if (s === "online") return "online";
+  if (s === "away") return "away";
+  if (s === "offline") return p.lastSeenMs ? `last seen ${relativeTime(Number(p.lastSeenMs))}` : "offline";
+  return "";
+}
+
+function relativeTime(ms) {
+  const d = Date.now() - ms;
+  if (d < 60_000) return "just now";
+  if (d < 3_600_000) return `${Math.round(d / 60_000)} min ago`;
+  if (d < 86_400_000) return `${Math.round(d / 3_600_000)} h ago`;
+  return new Date(ms).toLocaleDateString();
+}
+
+function preview(c) {
+  const m = c.lastMessage;
+  if (!m) return c.kind === ConversationKind.GROUP ? `${c.memberCount} members` : "No messages yet";
+  if (m.membership) return describeMembership(m);
+  const who = model.me && m.senderId === model.me.userId ? "You" : c.kind === ConversationKind.GROUP ? m.senderUsername : "";
+  const text = m.text.length > 120 ? `${m.text.slice(0, 120)}…` : m.text;
+  return who ? `${who}: ${text}` : text;
+}
+
+function renderList() {
+  const list = $("conv-list");
+  const focusedId = document.activeElement?.closest?.(".conv-item")?.dataset.id;
+  const convs = model.sortedConversations();
+  $("conv-empty").hidden = convs.length > 0;
+  const items = convs.map((c) => {
+    const name = model.nameOf(c);
+    const unread = model.unread(c);
+    const avatar = el("span", { class: "avatar", "aria-hidden": "true", text: c.kind === ConversationKind.GROUP ? "#" : name.slice(0, 1) });
+    let presenceLabel = "";
+    if (c.kind === ConversationKind.DIRECT) {
+      const state = presenceState(c.peerUsername);
+      avatar.append(el("span", { class: "presence-dot", "data-state": state }));
+      presenceLabel = presenceText(c.peerUsername);
+    }
+    const badge = unread > 0n ? el("span", { class: "badge", text: unread > 99n ? "99+" : String(unread) }) : el("span");
+    const label = [name, presenceLabel, unread > 0n ? `${unread} unread` : "", preview(c)].filter(Boolean).join(", ");
+    const button = el(
+      "button",
+      { type: "button", class: "conv-item", "data-id": c.id, "aria-label": label, "aria-current": String(c.id === openId) },
+      avatar,
+      el("span", { class: "conv-name", text: name }),
+      badge,
+      el("span", { class: "conv-preview", text: preview(c) }),
+    );
+    button.dataset.unread = String(unread);
+    button.addEventListener("click", () => openConversation(c.id));
+    return el("li", {}, button);
+  });
+  list.replaceChildren(...items);
+  if (focusedId) list.querySelector(`.conv-item[data-id="${CSS.escape(focusedId)}"]`)?.focus();
+}
+
+const nodes = new Map(); // message key -> <li>, for the open conversation
+let nodesFor = null;
+
+function timeNode(ms) {
+  const d = new Date(Number(ms));
+  return el("time", { dateTime: d.toISOString(), title: d.toLocaleString(), text: d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) });
+}
+
+function messageNode(c, m) {
+  if (m.membership) return el("li", { class: "system", "data-seq": String(m.seq), text: describeMembership(m) });
+  const mine = model.me && m.senderId === model.me.userId;
+  const li = el(
+    "li",
+    { class: mine ? "msg mine" : "msg", "data-seq": String(m.seq) },
+    el("div", { class: "meta" }, el("span", { class: "author", text: mine ? "You" : m.senderUsername }), timeNode(m.sentAtMs)),
+    el("p", { class: "text", text: m.text }),
+  );
+  if (mine) li.append(el("div", { class: "status" }));
+  return li;
+}
+
+function pendingNode(entry) {
+  const li = el(
+    "li",
+    { class: "msg mine pending", "data-client-msg-id": entry.clientMsgId },
+    el("div", { class: "meta" }, el("span", { class: "author", text: "You" }), timeNode(entry.createdAt)),
+    el("p", { class: "text", text: entry.text }),
+    el("div", { class: "status" }),
+  );
+  return li;
+}
+
+function renderOpen() {
+  const c = openId ? model.conversations.get(openId) : null;
+  $("chat-view").classList.toggle("has-open", !!c);
+  $("conv-none").hidden = !!c;
+  $("conv-open").hidden = !c;
+  if (!c) return;
+
+  $("conv-title").textContent = model.nameOf(c);
+  const sub = c.kind === ConversationKind.DIRECT ? presenceText(c.peerUsername) : `${c.memberCount} member${c.memberCount === 1 ? "" : "s"}`;
+  $("conv-sub").textContent = c.left ? "You are no longer a member" : sub;
+  $("add-members").hidden = !(c.kind === ConversationKind.GROUP && !c.left && (c.role === MemberRole.OWNER || c.role === MemberRole.ADMIN));
+  $("composer-text").disabled = c.left;
+  $("composer-send").disabled = c.left;
+
+  // Messages: keyed, so existing nodes stay (and are not re-announced).
+  if (nodesFor !== c.id) {
+    nodes.clear();
+    nodesFor = c.id;
+    $("message-list").replaceChildren();
+  }
+  const scroller = $("messages");
+  const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  const messages = model.messagesOf(c);
+  const stored = new Set(messages.map((m) => m.clientMsgId).filter(Boolean));
+  const pending = outbox.filter((e) => e.conversationId === c.id && !stored.has(e.clientMsgId));
+
+  const want = [];
+  let lastSeen = null; // my newest message the peer has read (direct)
+  let myLast = null; // my newest stored message
+  for (const m of messages) {
+    if (dividerAfter !== null && m.seq > dividerAfter && !want.some((w) => w.key === "divider") && !(model.me && m.senderId === model.me.userId)) {
+      want.push({ key: "divider", make: () => el("li", { class: "divider", role: "separator" }, el("span", { text: "New messages" })) });
+    }
+    const key = `m:${m.seq}`;
+    want.push({ key, make: () => messageNode(c, m), m });
+    if (model.me && m.senderId === model.me.userId && !m.membership) {
+      myLast = key;
+      if (c.kind === ConversationKind.DIRECT && m.seq <= c.peerReadSeq) lastSeen = key;
+    }
+  }
+  for (const e of pending) want.push({ key: `p:${e.clientMsgId}`, make: () => pendingNode(e), pending: e });
+
+  const list = $("message-list");
+  const keep = new Set(want.map((w) => w.key));
+  for (const [k, n] of nodes) if (!keep.has(k)) (n.remove(), nodes.delete(k));
+  let cursor = list.firstChild;
+  for (const w of want) {
+    let n = nodes.get(w.key);
+    if (!n) {
+      n = w.make();
+      nodes.set(w.key, n);
+    }
+    if (n !== cursor) list.insertBefore(n, cursor);
+    else cursor = cursor.nextSibling;
+    // Mutable parts: delivery status.
+    const status = n.querySelector?.(".status");
+    if (status) {
+      if (w.pending) {
+        n.classList.toggle("failed", !!w.pending.error);
+        status.textContent = w.pending.error ? `Not sent — ${describeError(w.pending.error).code}: ${describeError(w.pending.error).text}` : session.state === "online" ? "Sending…" : "Waiting for connection…";
+      } else {
+        // Only the newest of my messages says Sent, and the newest read one Seen.
+        status.textContent = w.key === lastSeen ? "Seen" : w.key === myLast ? "Sent" : "";
+        status.hidden = status.textContent === "";
+      }
+    }
+  }
+  while (cursor) {
+    const next = cursor.nextSibling;
+    cursor.remove();
+    cursor = next;
+  }
+
+  $("load-older").hidden = !(c.hasOlder && c.historyLoaded && messages.length > 0);
+  if (!c.hasOlder && messages.length > 0 && messages[0].seq <= 1n) $("older-status").textContent = "Start of the conversation";
+  else if (!loadingOlder) $("older-status").textContent = "";
+
+  const typing = model.typingIn(c.id);
+  $("typing").textContent = typing.length === 0 ? "" : typing.length === 1 ? `${typing[0]} is typing…` : `${typing.join(", ")} are typing…`;
+
+  if (atBottom && !loadingOlder) scroller.scrollTop = scroller.scrollHeight;
+  maybeMarkRead(c);
+}
+
+// ---------------------------------------------------------------------------
+// Conversations
+// ---------------------------------------------------------------------------
+
+async function openConversation(id) {
+  id = String(id);
+  const c = model.conversations.get(id);
+  if (!c) return;
+  if (openId !== id) {
+    openId = id;
+    dividerAfter = model.unread(c) > 0n ? c.readSeq : null;
+    loadingOlder = false;
+    $("composer-text").value = draftFor(id);
+    updateCount();
+  }
+  scheduleRender();
+  requestAnimationFrame(() => {
+    const s = $("messages");
+    s.scrollTop = s.scrollHeight;
+    if (window.matchMedia("(max-width: 700px)").matches) $("back").focus();
+    else $("composer-text").focus();
+  });
+  if (!c.historyLoaded) {
+    try {
+      const page = await session.request("history", { conversationId: c.conversationId, limit: HISTORY_PAGE });
+      model.applyHistory(page, { older: false });
+      scheduleRender();
+      requestAnimationFrame(() => ($("messages").scrollTop = $("messages").scrollHeight));
+    } catch (e) {
+      handleConvError(c, e, "history");
+    }
+  }
+  refreshReceipts(id);
+}
+
+async function refreshReceipts(id) {
+  const c = model.conversations.get(id);
+  if (!c || c.left) return;
+  try {
+    const list = await session.request("readReceipts", { conversationId: c.conversationId });
+    for (const r of list.receipts) model.applyReceipt(r);
+    scheduleRender();
+  } catch (e) {
+    handleConvError(c, e, "read receipts");
+  }
+}
+
+function handleConvError(c, e, what) {
+  if (e instanceof ConnectionLost) return; // done again after reconnecting
+  if (e instanceof ConfabError && e.codeName === "CONVERSATION_NOT_FOUND") {
+    // Checklist item 15: not (or no longer) a member.
+    c.left = true;
+    scheduleRender();
+  }
+  showAlert(e, what);
+}
+
+async function loadOlder() {
+  const c = openId ? model.conversations.get(openId) : null;
+  if (!c || loadingOlder || !c.hasOlder) return;
+  const oldest = model.oldestSeq(c);
+  if (oldest === null) return;
+  loadingOlder = true;
+  $("older-status").textContent = "Loading older messages…";
+  const scroller = $("messages");
+  const fromBottom = scroller.scrollHeight - scroller.scrollTop;
+  try {
+    const page = await session.request("history", { conversationId: c.conversationId, beforeSeq: oldest, limit: HISTORY_PAGE });
+    model.applyHistory(page, { older: true });
+    renderOpen();
+    scroller.scrollTop = scroller.scrollHeight - fromBottom;
+    $("older-status").textContent = page.messages.length ? `Loaded ${page.messages.length} older messages` : "";
+  } catch (e) {
+    $("older-status").textContent = "";
+    handleConvError(c, e, "older messages");
+  } finally {
+    loadingOlder = false;
+    scheduleRender();
+  }
+}
+
+let markReadTimer = null;
+let markReadInFlight = false;
+function maybeMarkRead(c) {
+  if (document.visibilityState !== "visible" || c.left) return;
+  if (model.unread(c) === 0n) return;
+  const s = $("messages");
+  if (s.scrollHeight - s.scrollTop - s.clientHeight > 80) return; // the newest messages are not in view
+  clearTimeout(markReadTimer);
+  markReadTimer = setTimeout(async () => {
+    if (markReadInFlight || session.state !== "online") return;
+    markReadInFlight = true;
+    try {
+      const r = await session.request("markRead", { conversationId: c.conversationId, seq: c.lastSeq });
+      model.applyReadState(r);
+    } catch (e) {
+      handleConvError(c, e, "read marker");
+    } finally {
+      markReadInFlight = false;
+      scheduleRender();
+    }
+  }, 300);
+}
+
+// ---------------------------------------------------------------------------
+// Forms
+// ---------------------------------------------------------------------------
+
+function setAuthMode(mode) {
+  authMode = mode;
+  const login = mode === "login";
+  $("tab-login").setAttribute("aria-selected", String(login));
+  $("tab-signup").setAttribute("aria-selected", String(!login));
+  $("tab-login").tabIndex = login ? 0 : -1;
+  $("tab-signup").tabIndex = login ? -1 : 0;
+  $("auth-form").setAttribute("aria-labelledby", login ? "tab-login" : "tab-signup");
+  $("auth-submit").textContent = login ? "Log in" : "Create account";
+  $("auth-password").autocomplete = login ? "current-password" : "new-password";
+  $("auth-password-hint").hidden = login;
+  $("auth-error").textContent = "";
+}
+
+function initAuth() {
+  $("auth-device").value = defaultDeviceName();
+  $("tab-login").addEventListener("click", () => setAuthMode("login"));
+  $("tab-signup").addEventListener("click", () => setAuthMode("signup"));
+  $("auth-view").querySelector(".tabs").addEventListener("keydown", (ev) => {
+    if (ev.key === "ArrowLeft" || ev.key === "ArrowRight") {
+      const next = authMode === "login" ? "signup" : "login";
+      setAuthMode(next);
+      $(`tab-${next}`).focus();
+      ev.preventDefault();
+    }
+  });
+  $("auth-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const username = normalizeUsername($("auth-username").value);
+    $("auth-username").value = username;
+    const password = $("auth-password").value;
+    const device = $("auth-device").value.trim();
+    const button = $("auth-submit");
+    button.disabled = true;
+    $("auth-error").textContent = "";
+    try {
+      if (authMode === "signup") await session.signup(username, password, device);
+      else await session.login(username, password, device);
+      $("auth-password").value = "";
+    } catch (e) {
+      formError($("auth-error"), e);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+function parseNames(s) {
+  return [...new Set(s.split(/[\s,]+/).map(normalizeUsername).filter(Boolean))];
+}
+
+function initChat() {
+  $("dm-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const input = $("dm-username");
+    const username = normalizeUsername(input.value);
+    if (!username) return;
+    const known = model.findDirect(username);
+    if (known && known.known) {
+      input.value = "";
+      openConversation(known.id);
+      return;
+    }
+    try {
+      const conv = await session.request("openDirect", { username });
+      model.applyConversation(conv);
+      subscribePeers();
+      input.value = "";
+      openConversation(String(conv.conversationId));
+    } catch (e) {
+      showAlert(e, `open ${username}`);
+    }
+  });
+
+  const groupDialog = $("group-dialog");
+  $("new-group").addEventListener("click", () => {
+    $("group-error").textContent = "";
+    groupDialog.showModal();
+    $("group-title").focus();
+  });
+  $("group-cancel").addEventListener("click", () => groupDialog.close());
+  $("group-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const title = $("group-title").value.trim();
+    const usernames = parseNames($("group-members").value);
+    try {
+      const conv = await session.request("createGroup", { title, usernames });
+      model.applyConversation(conv);
+      groupDialog.close();
+      $("group-title").value = "";
+      $("group-members").value = "";
+      openConversation(String(conv.conversationId));
+    } catch (e) {
+      formError($("group-error"), e);
+    }
+  });
+
+  const addDialog = $("add-dialog");
+  $("add-members").addEventListener("click", () => {
+    $("add-error").textContent = "";
+    addDialog.showModal();
+    $("add-members-input").focus();
+  });
+  $("add-cancel").addEventListener("click", () => addDialog.close());
+  $("add-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const c = openId ? model.conversations.get(openId) : null;
+    if (!c) return;
+    try {
+      await session.request("addMembers", { conversationId: c.conversationId, usernames: parseNames($("add-members-input").value) });
+      addDialog.close();
+      $("add-members-input").value = "";
+    } catch (e) {
+      formError($("add-error"), e);
+    }
+  });
+
+  $("back").addEventListener("click", () => {
+    const id = openId;
+    openId = null;
+    scheduleRender();
+    requestAnimationFrame(() => document.querySelector(`.conv-item[data-id="${CSS.escape(id ?? "")}"]`)?.focus());
+  });
+
+  $("logout").addEventListener("click", async () => {
+    try {
+      await session.logout();
+    } catch (e) {
+      showAlert(e, "sign out");
+    }
+    openId = null;
+    model.reset();
+    showView("auth");
+    scheduleRender();
+  });
+
+  $("conn-retry").addEventListener("click", () => session.reconnectNow());
+  window.addEventListener("online", () => session.reconnectNow());
+  // Leaving the page: store the cursor now rather than after the debounce.
+  window.addEventListener("pagehide", () => session.ack());
+
+  $("messages").addEventListener("scroll", () => {
+    if ($("messages").scrollTop < 80) loadOlder();
+    const c = openId ? model.conversations.get(openId) : null;
+    if (c) maybeMarkRead(c);
+  });
+  $("load-older").addEventListener("click", loadOlder);
+  document.addEventListener("visibilitychange", () => {
+    scheduleRender();
+    awayTracking();
+  });
+
+  // Conversation list: arrow keys move between conversations.
+  $("conv-list").addEventListener("keydown", (ev) => {
+    if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
+    const items = [...document.querySelectorAll(".conv-item")];
+    const i = items.indexOf(document.activeElement);
+    if (i < 0) return;
+    items[Math.max(0, Math.min(items.length - 1, i + (ev.key === "ArrowDown" ? 1 : -1)))].focus();
+    ev.preventDefault();
+  });
+
+  initComposer();
+}
+
+// ---------------------------------------------------------------------------
+// Composer
+// ---------------------------------------------------------------------------
+
+const drafts = new Map();
+const draftFor = (id) => drafts.get(id) ?? "";
+
+function updateCount() {
+  const text = $("composer-text").value;
+  const n = charCount(text);
+  const max = session.limits.maxMessageChars;
+  const count = $("composer-count");
+  count.textContent = `${n.toLocaleString("en")} / ${max.toLocaleString("en")}`;
+  count.classList.toggle("over", n > max);
+  count.setAttribute("aria-label", n > max ? `${n - max} characters over the limit of ${max}` : `${n} of ${max} characters`);
+  $("composer-send").disabled = n > max || !!(openId && model.conversations.get(openId)?.left);
+  const ta = $("composer-text");
+  ta.style.height = "auto";
+  ta.style.height = `${Math.min(ta.scrollHeight + 2, window.innerHeight * 0.4)}px`;
+}
+
+function initComposer() {
+  const ta = $("composer-text");
+  ta.addEventListener("input", () => {
+    updateCount();
+    if (openId) {
+      drafts.set(openId, ta.value);
+      if (ta.value) session.typing(openId);
+    }
+  });
+  ta.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (!openId) return;
+    const text = ta.value;
+    if (text.trim() === "") return;
+    try {
+      session.send(openId, text);
+    } catch (e) {
+      showAlert(e, "message not sent");
+      return;
+    }
+    ta.value = "";
+    drafts.delete(openId);
+    updateCount();
+    scheduleRender();
+    requestAnimationFrame(() => ($("messages").scrollTop = $("messages").scrollHeight));
+  });
+  updateCount();
+}
+
+// Away after a minute hidden (§9.3).
+let awayTimer = null;
+let away = false;
+function awayTracking() {
+  clearTimeout(awayTimer);
+  if (document.visibilityState === "hidden") {
+    awayTimer = setTimeout(() => {
+      if (session.state !== "online") return;
+      away = true;
+      session.setStatus(true).catch(() => {});
+    }, 60_000);
+  } else if (away) {
+    away = false;
+    if (session.state === "online") session.setStatus(false).catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Start
+// ---------------------------------------------------------------------------
+
+initAuth();
+initChat();
+showView(session.token ? "chat" : "auth");
+if (session.storedUser) $("me-name").textContent = session.storedUser.username;
+session.start();
+setInterval(() => {
+  // Relative times ("last seen 3 min ago") and expired typing indicators.
+  if (model.conversations.size) scheduleRender();
+}, 30_000);

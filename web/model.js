@@ -1,0 +1,256 @@
+// The client's view of one user's conversations, built from
+// ListConversations, History and inbox events. No DOM, no network.
+//
+// Every update is idempotent and monotonic (PROTOCOL.md §8.4): messages are
+// keyed by (conversation_id, seq), read markers and last_seq only move
+// forward, so a conversation snapshot, a sync replay and a live event can
+// arrive in any order and give the same state.
+
+import { ConversationKind, MembershipAction, MemberRole } from "./proto.js";
+
+const maxBig = (a, b) => (a > b ? a : b);
+
+export class Model {
+  constructor() {
+    this.listeners = new Set();
+    this.reset();
+  }
+
+  reset() {
+    this.me = null; // {userId: BigInt, username}
+    this.conversations = new Map(); // id string -> conversation record
+    this.presence = new Map(); // username -> Presence
+    this.typing = new Map(); // conv id -> Map(username -> expiresAt)
+  }
+
+  onChange(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+  changed(what) {
+    for (const fn of this.listeners) fn(what);
+  }
+
+  setMe(auth) {
+    this.me = { userId: auth.userId, username: auth.username };
+  }
+
+  /** The record for conversation `id` (a string), creating a placeholder. */
+  conv(id) {
+    const key = String(id);
+    let c = this.conversations.get(key);
+    if (!c) {
+      c = {
+        id: key,
+        conversationId: BigInt(key),
+        kind: ConversationKind.UNSPECIFIED,
+        title: "",
+        peerUserId: 0n,
+        peerUsername: "",
+        createdAtMs: 0n,
+        lastSeq: 0n,
+        readSeq: 0n,
+        memberCount: 0,
+        role: MemberRole.UNSPECIFIED,
+        lastMessage: null,
+        activityMs: 0n,
+        messages: new Map(), // seq string -> Message
+        historyLoaded: false, // the newest page was fetched
+        hasOlder: true, // older messages may exist before the oldest held
+        peerReadSeq: 0n, // direct: how far the other member has read
+        receipts: new Map(), // username -> read_seq (groups, fetched)
+        known: false, // a snapshot (list, get, joined) was applied
+        left: false,
+      };
+      this.conversations.set(key, c);
+    }
+    return c;
+  }
+
+  /** Applies a Conversation snapshot (list, get, open, joined). */
+  applyConversation(s) {
+    const c = this.conv(s.conversationId);
+    c.kind = s.kind;
+    c.title = s.title;
+    c.peerUserId = s.peerUserId;
+    c.peerUsername = s.peerUsername;
+    c.createdAtMs = s.createdAtMs;
+    c.memberCount = s.memberCount;
+    c.role = s.role;
+    c.lastSeq = maxBig(c.lastSeq, s.lastSeq);
+    c.readSeq = maxBig(c.readSeq, s.readSeq);
+    if (s.lastMessage) this.addMessage(s.lastMessage, { fromSnapshot: true });
+    c.activityMs = maxBig(c.activityMs, s.activityMs || s.createdAtMs);
+    c.known = true;
+    c.left = false;
+    this.changed({ conversation: c.id });
+    return c;
+  }
+
+  /**
+   * Adds a message (text or membership). Returns true when it was new.
+   * `fromSnapshot`: only a conversation's last_message, not part of the
+   * contiguous range held (used for the preview only).
+   */
+  addMessage(m, { fromSnapshot = false } = {}) {
+    const c = this.conv(m.conversationId);
+    const key = String(m.seq);
+    const isNew = !c.messages.has(key);
+    if (!fromSnapshot) c.messages.set(key, m);
+    if (!c.lastMessage || m.seq >= c.lastMessage.seq) c.lastMessage = m;
+    c.lastSeq = maxBig(c.lastSeq, m.seq);
+    c.activityMs = maxBig(c.activityMs, m.sentAtMs);
+    // Storing a message moves its sender's read marker to it (§8.10).
+    if (this.me && m.senderId === this.me.userId) c.readSeq = maxBig(c.readSeq, m.seq);
+    if (m.membership) this.applyMembership(c, m);
+    // A message from a typing user ends their indicator (§9.4).
+    this.typing.get(c.id)?.delete(m.senderUsername);
+    return isNew && !fromSnapshot;
+  }
+
+  applyMembership(c, m) {
+    const ch = m.membership;
+    switch (ch.action) {
+      case MembershipAction.RENAMED:
+        if (ch.title) c.title = ch.title;
+        break;
+      case MembershipAction.ROLE_CHANGED:
+        if (this.me && ch.users.some((u) => u.userId === this.me.userId)) c.role = ch.role;
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Applies one inbox event (§8.3). */
+  applyInbox(e) {
+    if (e.message) {
+      const m = e.message;
+      const c = this.conv(m.conversationId);
+      this.addMessage(m);
+      if (m.membership) {
+        const a = m.membership.action;
+        if (a === MembershipAction.ADDED) c.memberCount += m.membership.users.length;
+        if (a === MembershipAction.REMOVED) c.memberCount = Math.max(0, c.memberCount - m.membership.users.length);
+        if (a === MembershipAction.LEFT) c.memberCount = Math.max(0, c.memberCount - 1);
+      }
+      this.changed({ conversation: c.id, message: m });
+    } else if (e.read) {
+      this.applyReadState(e.read);
+    } else if (e.joined) {
+      this.applyConversation(e.joined);
+      this.changed({ joined: String(e.joined.conversationId) });
+    } else if (e.left) {
+      const c = this.conv(e.left.conversationId);
+      c.left = true;
+      this.changed({ conversation: c.id, left: true });
+    }
+  }
+
+  applyReadState(r) {
+    const c = this.conv(r.conversationId);
+    c.readSeq = maxBig(c.readSeq, r.readSeq);
+    c.lastSeq = maxBig(c.lastSeq, r.lastSeq);
+    this.changed({ conversation: c.id, read: true });
+  }
+
+  applyReceipt(r) {
+    const c = this.conv(r.conversationId);
+    if (this.me && r.userId === this.me.userId) {
+      c.readSeq = maxBig(c.readSeq, r.readSeq);
+    } else {
+      c.receipts.set(r.username, maxBig(c.receipts.get(r.username) ?? 0n, r.readSeq));
+      if (c.kind === ConversationKind.DIRECT) c.peerReadSeq = maxBig(c.peerReadSeq, r.readSeq);
+    }
+    this.changed({ conversation: c.id, receipt: true });
+  }
+
+  /** Applies a HistoryPage; `older`: it was a before_seq page. */
+  applyHistory(page, { older }) {
+    const c = this.conv(page.conversationId);
+    for (const m of page.messages) this.addMessage(m);
+    if (older || !c.historyLoaded) c.hasOlder = page.hasMore && page.messages.length > 0;
+    if (page.messages.length > 0 && page.messages[0].seq <= 1n) c.hasOlder = false;
+    c.historyLoaded = true;
+    this.changed({ conversation: c.id, history: true });
+  }
+
+  applyPresence(p) {
+    this.presence.set(p.username, p);
+    this.changed({ presence: p.username });
+  }
+
+  applyTyping(t, now = Date.now()) {
+    if (this.me && t.userId === this.me.userId) return;
+    const key = String(t.conversationId);
+    if (!this.typing.has(key)) this.typing.set(key, new Map());
+    this.typing.get(key).set(t.username, now + (t.expiresInMs || 6000));
+    this.changed({ conversation: key, typing: true });
+  }
+
+  /** Usernames typing in conversation `id` now. Expired entries are dropped. */
+  typingIn(id, now = Date.now()) {
+    const m = this.typing.get(String(id));
+    if (!m) return [];
+    for (const [u, at] of m) if (at <= now) m.delete(u);
+    return [...m.keys()];
+  }
+
+  unread(c) {
+    return c.lastSeq > c.readSeq ? c.lastSeq - c.readSeq : 0n;
+  }
+
+  /** Messages held for `c`, ascending by seq. */
+  messagesOf(c) {
+    return [...c.messages.values()].sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
+  }
+
+  oldestSeq(c) {
+    let min = null;
+    for (const m of c.messages.values()) if (min === null || m.seq < min) min = m.seq;
+    return min;
+  }
+
+  /** Current conversations, most recently active first (§7.4). */
+  sortedConversations() {
+    return [...this.conversations.values()]
+      .filter((c) => c.known && !c.left)
+      .sort((a, b) => (a.activityMs !== b.activityMs ? (a.activityMs > b.activityMs ? -1 : 1) : a.conversationId > b.conversationId ? -1 : 1));
+  }
+
+  /** A conversation's display name. */
+  nameOf(c) {
+    if (c.kind === ConversationKind.DIRECT) return c.peerUsername || "(direct)";
+    return c.title || "(untitled group)";
+  }
+
+  findDirect(username) {
+    for (const c of this.conversations.values()) if (c.kind === ConversationKind.DIRECT && c.peerUsername === username) return c;
+    return null;
+  }
+}
+
+/** A one-line description of a membership change, for the message list and previews. */
+export function describeMembership(m) {
+  const ch = m.membership;
+  const who = m.senderUsername || "someone";
+  const names = ch.users.map((u) => u.username).join(", ");
+  switch (ch.action) {
+    case MembershipAction.CREATED:
+      return `${who} created the group${names ? ` with ${names}` : ""}`;
+    case MembershipAction.ADDED:
+      return `${who} added ${names}`;
+    case MembershipAction.REMOVED:
+      return `${who} removed ${names}`;
+    case MembershipAction.LEFT:
+      return `${who} left`;
+    case MembershipAction.RENAMED:
+      return `${who} renamed the group to “${ch.title}”`;
+    case MembershipAction.ROLE_CHANGED: {
+      const role = { 1: "owner", 2: "admin", 3: "member" }[ch.role] ?? "a new role";
+      return `${names} ${ch.users.length === 1 ? "is" : "are"} now ${role}`;
+    }
+    default:
+      return `${who} changed the group`;
+  }
+}

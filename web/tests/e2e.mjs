@@ -1,0 +1,328 @@
+#!/usr/bin/env node
+// Browser end-to-end test of the Confab web client in headless Chromium.
+//
+//   node web/tests/e2e.mjs --url http://127.0.0.1:PORT [--out DIR] [--chromium PATH]
+//
+// Needs a running confabd serving web/ over HTTP (server/tests/browser.rs
+// starts one) and Debian's chromium. Two browser contexts (alice and bob)
+// sign up, open a DM and talk; alice's network is then taken away for real
+// (her browser reaches the server through a TCP proxy that resets every
+// connection and refuses new ones) while bob sends; when it is back alice
+// must show "reconnecting…", then catch up with exactly the missed messages,
+// once each, in order, and her own message written while offline must arrive
+// exactly once. Then: reload (resume from localStorage), history paging by
+// scrolling up, a group. Screenshots go to --out.
+
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { NetProxy } from "./netproxy.mjs";
+
+const args = Object.fromEntries(
+  process.argv
+    .slice(2)
+    .reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1] && !all[i + 1].startsWith("--") ? all[i + 1] : "true"]] : acc), []),
+);
+const baseUrl = args.url;
+if (!baseUrl) {
+  console.error("usage: node web/tests/e2e.mjs --url http://127.0.0.1:PORT [--out DIR] [--chromium /usr/bin/chromium]");
+  process.exit(2);
+}
+const outDir = resolve(args.out ?? "target/browser-artifacts");
+const chromiumPath = args.chromium ?? "/usr/bin/chromium";
+mkdirSync(outDir, { recursive: true });
+for (const f of readdirSync(outDir)) if (/^failure-.*\.png$/.test(f)) rmSync(join(outDir, f));
+
+let chromium;
+try {
+  ({ chromium } = await import("playwright-core"));
+} catch (e) {
+  console.error(`e2e: cannot load playwright-core (run "npm ci" in web/): ${e.message}`);
+  process.exit(2);
+}
+
+const T0 = Date.now();
+const log = (...a) => console.log(`[e2e ${((Date.now() - T0) / 1000).toFixed(1)}s]`, ...a);
+let passed = 0;
+const check = (cond, what) => {
+  if (!cond) throw new Error(`check failed: ${what}`);
+  passed++;
+  log(`ok - ${what}`);
+};
+
+const target = new URL(baseUrl);
+const proxy = new NetProxy({ host: target.hostname, port: Number(target.port) });
+await proxy.listen();
+const proxiedUrl = `http://127.0.0.1:${proxy.port}/`;
+log(`server ${baseUrl}, alice through proxy ${proxiedUrl}`);
+
+const browser = await chromium.launch({
+  executablePath: chromiumPath,
+  headless: true,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+log(`chromium ${browser.version()}`);
+
+const pages = {};
+const consoleLines = [];
+async function newUser(name, url, viewport = { width: 1100, height: 760 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  page.on("console", (m) => consoleLines.push(`[${name} console.${m.type()}] ${m.text()}`));
+  page.on("pageerror", (e) => consoleLines.push(`[${name} pageerror] ${e.stack || e.message}`));
+  await page.goto(url);
+  pages[name] = page;
+  return page;
+}
+
+const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`.slice(-9);
+const aliceName = `alice${suffix}`;
+const bobName = `bob${suffix}`;
+const password = "correct horse battery staple";
+
+async function signup(page, username) {
+  await page.getByRole("tab", { name: "Sign up" }).click();
+  await page.getByLabel("Username", { exact: true }).fill(username);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.locator("#me-name", { hasText: username }).waitFor();
+  await page.locator('#conn[data-state="online"]').waitFor();
+}
+
+const messageTexts = (page) => page.locator("#message-list li.msg:not(.pending) .text").allTextContents();
+const seqs = (page) => page.locator("#message-list li[data-seq]").evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+
+async function send(page, text) {
+  const box = page.getByLabel("Message", { exact: true });
+  await box.fill(text);
+  await box.press("Enter");
+}
+
+async function waitFor(what, fn, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function assertContiguous(list, what) {
+  for (let i = 1; i < list.length; i++) if (list[i] !== list[i - 1] + 1) throw new Error(`${what}: seqs not contiguous/ascending: ${list.join(",")}`);
+}
+
+let failed = null;
+try {
+  const alice = await newUser("alice", proxiedUrl);
+  const bob = await newUser("bob", baseUrl);
+
+  // --- accounts --------------------------------------------------------------
+  await signup(alice, aliceName);
+  await signup(bob, bobName);
+  check(true, "alice and bob signed up and are online");
+
+  // A refused request shows the Error frame's code name.
+  await alice.getByLabel("Message a user").fill(aliceName);
+  await alice.getByRole("button", { name: "Open" }).click();
+  await alice.locator(".alert", { hasText: "CANNOT_MESSAGE_SELF" }).waitFor();
+  check(true, "opening a DM with oneself shows CANNOT_MESSAGE_SELF");
+  await alice.getByLabel("Message a user").fill(`nobody${suffix}`);
+  await alice.getByRole("button", { name: "Open" }).click();
+  await alice.locator(".alert", { hasText: "USER_NOT_FOUND" }).waitFor();
+  check(true, "opening a DM with an unknown user shows USER_NOT_FOUND");
+
+  // --- DM --------------------------------------------------------------------
+  await alice.getByLabel("Message a user").fill(bobName.toUpperCase()); // lowercased by the client
+  await alice.getByRole("button", { name: "Open" }).click();
+  await alice.locator("#conv-title", { hasText: bobName }).waitFor();
+  check(true, "alice opened the DM with bob by username");
+
+  const count = await alice.locator("#composer-count").textContent();
+  check(count.includes("100,000"), `the composer shows the 100,000-character limit ("${count}")`);
+
+  await send(alice, "hello bob 👋");
+  await alice.locator("#message-list li.msg:not(.pending) .text", { hasText: "hello bob" }).waitFor();
+  await alice.locator("#message-list li.msg .status", { hasText: "Sent" }).first().waitFor();
+  check(true, "alice's message was stored (Sent)");
+
+  // Bob: the conversation appears with an unread badge and alice's presence.
+  const bobItem = bob.locator(".conv-item", { hasText: aliceName });
+  await bobItem.waitFor();
+  await waitFor("bob's unread badge = 1", async () => (await bobItem.getAttribute("data-unread")) === "1");
+  check(true, "bob sees the new DM with 1 unread");
+  await bob.locator(`.conv-item[data-id] .presence-dot[data-state="online"]`).waitFor();
+  check(true, "bob sees alice online (presence dot)");
+
+  await bobItem.click();
+  await bob.locator("#message-list .text", { hasText: "hello bob 👋" }).waitFor();
+  await waitFor("bob's unread badge cleared", async () => (await bobItem.getAttribute("data-unread")) === "0");
+  check(true, "bob opened the DM, read the message, unread count back to 0");
+  await alice.locator("#message-list li.msg .status", { hasText: "Seen" }).waitFor();
+  check(true, "alice sees the read marker (Seen)");
+
+  // Typing indicator, then Shift+Enter for a newline.
+  const bobBox = bob.getByLabel("Message", { exact: true });
+  await bobBox.pressSequentially("hi ali", { delay: 20 });
+  await alice.locator("#typing", { hasText: `${bobName} is typing` }).waitFor();
+  check(true, "alice sees bob typing");
+  await bobBox.pressSequentially("ce");
+  await bobBox.press("Shift+Enter");
+  await bobBox.pressSequentially("second line");
+  await bobBox.press("Enter");
+  await alice.locator("#message-list .text", { hasText: "second line" }).waitFor();
+  const two = (await messageTexts(alice)).at(-1);
+  check(two === "hi alice\nsecond line", `Shift+Enter made a newline (${JSON.stringify(two)})`);
+
+  // --- alice goes offline ------------------------------------------------------
+  log("alice's network goes down");
+  proxy.down();
+  await alice.locator('#conn[data-state="reconnecting"]').waitFor({ timeout: 20000 });
+  const connText = await alice.locator("#conn-text").textContent();
+  check(/Reconnecting…/.test(connText), `alice shows "${connText}"`);
+  await alice.screenshot({ path: join(outDir, "alice-reconnecting.png") });
+
+  const missed = ["missed 1", "missed 2 ✓", "missed 3 — the last one"];
+  for (const m of missed) {
+    await send(bob, m);
+    await bob.locator("#message-list li.msg:not(.pending) .text", { hasText: m }).waitFor();
+  }
+  check(true, "bob sent 3 messages while alice is offline");
+
+  // Alice writes while offline: it waits in the outbox.
+  await send(alice, "written while offline");
+  await alice.locator("#message-list li.msg.pending .status", { hasText: "Waiting for connection" }).waitFor();
+  check(true, "alice's offline message waits in the outbox");
+  const aliceOfflineSeen = await messageTexts(alice);
+  check(!aliceOfflineSeen.some((t) => t.startsWith("missed")), "alice cannot see bob's messages while offline");
+
+  // Bob sees alice go offline once the presence grace period has passed.
+  await bob.locator('.conv-item .presence-dot[data-state="offline"]').waitFor({ timeout: 20000 });
+  check(true, "bob sees alice offline after the grace period");
+
+  log("alice's network is back");
+  proxy.restore();
+  await alice.locator('#conn[data-state="online"]').waitFor({ timeout: 90000 });
+  check(true, "alice reconnected (resume + sync)");
+
+  await waitFor("alice to show the missed messages", async () => {
+    const t = await messageTexts(alice);
+    return missed.every((m) => t.includes(m)) && t.includes("written while offline");
+  });
+  const afterTexts = await messageTexts(alice);
+  const expected = ["hello bob 👋", "hi alice\nsecond line", ...missed, "written while offline"];
+  check(JSON.stringify(afterTexts) === JSON.stringify(expected), `alice has exactly the messages, once each, in order: ${JSON.stringify(afterTexts)}`);
+  assertContiguous(await seqs(alice), "alice");
+  check((await alice.locator("#message-list li.pending").count()) === 0, "alice's outbox is empty");
+  await bob.locator("#message-list .text", { hasText: "written while offline" }).waitFor();
+  const bobTexts = await messageTexts(bob);
+  check(bobTexts.filter((t) => t === "written while offline").length === 1, "bob got alice's offline message exactly once");
+  check(JSON.stringify(bobTexts) === JSON.stringify(expected), "bob's and alice's views agree");
+  await bob.locator('.conv-item .presence-dot[data-state="online"]').waitFor({ timeout: 20000 });
+  check(true, "bob sees alice online again");
+
+  // --- reload: resume from localStorage, rebuild from the server ----------------
+  await alice.reload();
+  await alice.locator('#conn[data-state="online"]').waitFor();
+  await alice.locator(".conv-item", { hasText: bobName }).click();
+  await waitFor("alice's history after reload", async () => (await messageTexts(alice)).length === expected.length);
+  check(JSON.stringify(await messageTexts(alice)) === JSON.stringify(expected), "after a reload alice resumes and sees the same history");
+
+  // --- history paging ---------------------------------------------------------
+  const N = 70;
+  for (let i = 1; i <= N; i++) await send(bob, `bulk ${i}`);
+  await bob.locator("#message-list li.msg:not(.pending) .text", { hasText: `bulk ${N}` }).waitFor({ timeout: 30000 });
+  await alice.locator("#message-list .text", { hasText: `bulk ${N}` }).waitFor({ timeout: 30000 });
+  check(true, `bob sent ${N} more messages, alice got them live`);
+  // Let alice's debounced AckCursor go out, so the reload starts from the head.
+  await waitFor("alice's cursor acked", () => alice.evaluate(() => confab.session.lastAcked === confab.session.last));
+  await alice.reload();
+  await alice.locator('#conn[data-state="online"]').waitFor();
+  await alice.locator(".conv-item", { hasText: bobName }).click();
+  await alice.locator("#message-list .text", { hasText: `bulk ${N}` }).waitFor();
+  const firstPage = (await seqs(alice)).length;
+  check(firstPage < expected.length + N, `after a reload only the newest page is loaded (${firstPage} messages)`);
+  await waitFor("older pages by scrolling up", async () => {
+    await alice.locator("#messages").evaluate((e) => (e.scrollTop = 0));
+    return (await seqs(alice)).length === expected.length + N;
+  });
+  const all = await seqs(alice);
+  assertContiguous(all, "alice after paging");
+  check(all[0] === 1 && all.length === expected.length + N, `scrolling up loaded every older message once (seq 1..${all.at(-1)})`);
+  await alice.locator("#older-status", { hasText: "Start of the conversation" }).waitFor();
+
+  // --- a group ------------------------------------------------------------------
+  await alice.getByRole("button", { name: "New group…" }).click();
+  await alice.getByLabel("Group name", { exact: true }).fill("Weekend hike 🥾");
+  await alice.getByLabel("Members", { exact: true }).fill(bobName);
+  await alice.getByRole("button", { name: "Create" }).click();
+  await alice.locator("#conv-title", { hasText: "Weekend hike" }).waitFor();
+  await alice.locator("#message-list .system", { hasText: "created the group" }).waitFor();
+  await send(alice, "group hello");
+  await bob.locator(".conv-item", { hasText: "Weekend hike" }).click();
+  await bob.locator("#message-list .text", { hasText: "group hello" }).waitFor();
+  check(true, "alice created a group with bob; bob sees it and its message");
+
+  const carol = await newUser("carol", baseUrl, { width: 390, height: 780 });
+  const carolName = `carol${suffix}`;
+  await signup(carol, carolName);
+  await alice.locator(".conv-item", { hasText: "Weekend hike" }).click();
+  await alice.getByRole("button", { name: "Add members…" }).click();
+  await alice.getByLabel("Members to add", { exact: true }).fill(carolName);
+  await alice.getByRole("button", { name: "Add", exact: true }).click();
+  await alice.locator("#message-list .system", { hasText: `added ${carolName}` }).waitFor();
+  await alice.locator("#conv-sub", { hasText: "3 members" }).waitFor();
+  await carol.locator(".conv-item", { hasText: "Weekend hike" }).click();
+  await carol.locator("#message-list .text", { hasText: "group hello" }).waitFor();
+  await send(carol, "hi all, carol here");
+  await bob.locator("#message-list .text", { hasText: "carol here" }).waitFor();
+  check(true, "alice added carol; carol reads the group's history and posts; bob sees it");
+  await carol.screenshot({ path: join(outDir, "carol-phone.png") });
+
+  // --- screenshots --------------------------------------------------------------
+  await alice.locator(".conv-item", { hasText: bobName }).click();
+  await alice.locator("#message-list .text", { hasText: "written while offline" }).scrollIntoViewIfNeeded();
+  await alice.screenshot({ path: join(outDir, "alice.png") });
+  await bob.screenshot({ path: join(outDir, "bob.png") });
+  // Phone-sized: one pane at a time, a back button to the list.
+  await bob.setViewportSize({ width: 390, height: 780 });
+  await bob.getByRole("button", { name: "Back to conversations" }).click();
+  await bob.locator(".conv-item", { hasText: aliceName }).waitFor();
+  await bob.screenshot({ path: join(outDir, "bob-phone-list.png") });
+  await bob.locator(".conv-item", { hasText: aliceName }).click();
+  await bob.locator("#message-list .text", { hasText: "bulk 70" }).waitFor();
+  await bob.screenshot({ path: join(outDir, "bob-phone.png") });
+  check(true, `screenshots saved in ${outDir}`);
+} catch (e) {
+  failed = e;
+  for (const [name, page] of Object.entries(pages)) {
+    await page.screenshot({ path: join(outDir, `failure-${name}.png`) }).catch(() => {});
+  }
+}
+
+writeFileSync(join(outDir, "console.log"), consoleLines.join("\n") + "\n");
+await browser.close().catch(() => {});
+await proxy.close().catch(() => {});
+
+if (failed) {
+  console.error(`e2e: FAILED: ${failed.stack || failed.message}`);
+  console.error("browser console (last 40 lines):");
+  for (const l of consoleLines.slice(-40)) console.error(`  ${l}`);
+  console.log(`e2e: ${passed} passed, 1 failed`);
+  process.exit(1);
+}
+console.log(`e2e: ${passed} passed, 0 failed (${((Date.now() - T0) / 1000).toFixed(1)} s; artifacts in ${outDir})`);
