@@ -13,8 +13,9 @@ use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModif
 use tokio::sync::mpsc;
 
 use super::command::{self, Input, Slash};
+use super::conversation::Kind;
 use super::input::InputLine;
-use super::model::{ChatModel, Kind, SendRequest};
+use super::model::{ChatModel, SendRequest};
 use super::net::{self, NetCommand, NetEvent};
 use super::terminal::{self, Tui};
 use super::text::format_seen;
@@ -44,6 +45,7 @@ pub async fn run(ctx: &mut Ctx) -> crate::Result<()> {
         tokio::select! {
             r = ui.run(&mut tui, &mut keys, &mut net_rx) => r,
             () = network => Ok(()),
+            () = terminal::terminated() => Ok(()),
         }
     };
     stop.store(true, Ordering::SeqCst);
@@ -60,6 +62,8 @@ struct Ui {
     commands: mpsc::UnboundedSender<NetCommand>,
     typing_sent: HashMap<u64, Instant>,
     quit: bool,
+    /// Quitting was asked for once while sends were unconfirmed.
+    quit_warned: bool,
     clear: bool,
 }
 
@@ -72,6 +76,7 @@ impl Ui {
             commands,
             typing_sent: HashMap::new(),
             quit: false,
+            quit_warned: false,
             clear: false,
         }
     }
@@ -131,6 +136,24 @@ impl Ui {
         while let Some(conversation_id) = self.model.poll_unknown() {
             self.request(NetCommand::GetConversation { conversation_id });
         }
+        let usernames = self.model.poll_subscribe();
+        if !usernames.is_empty() {
+            self.request(NetCommand::Subscribe { usernames });
+        }
+    }
+
+    /// Quits, unless sends are still unconfirmed: then the first request
+    /// only warns (their outcome would be unknown, and nothing here keeps
+    /// them for a later run).
+    fn ask_quit(&mut self) {
+        let n = self.model.unconfirmed();
+        if n == 0 || self.quit_warned {
+            self.quit = true;
+            return;
+        }
+        self.quit_warned = true;
+        let what = if n == 1 { "1 message is".to_string() } else { format!("{n} messages are") };
+        self.model.set_notice(format!("{what} not confirmed yet: Ctrl-C again to quit anyway"), true, Instant::now());
     }
 
     fn on_terminal(&mut self, ev: Event) {
@@ -151,7 +174,7 @@ impl Ui {
         let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
         let alt = k.modifiers.contains(KeyModifiers::ALT);
         if ctrl && k.code == KeyCode::Char('c') {
-            self.quit = true;
+            self.ask_quit();
             return;
         }
         if self.view.show_help {
@@ -290,7 +313,7 @@ impl Ui {
                 return Ok(());
             }
             Slash::Quit => {
-                self.quit = true;
+                self.ask_quit();
                 return Ok(());
             }
         };
@@ -308,7 +331,7 @@ impl Ui {
         let now = Instant::now();
         match ev {
             NetEvent::Link(link) => {
-                let resend = self.model.set_link(link);
+                let resend = self.model.set_link(link, now);
                 self.resend(resend);
             }
             NetEvent::Snapshot { conversations, rebuild } => self.model.handle_snapshot(&conversations, rebuild),
@@ -341,8 +364,11 @@ impl Ui {
                     self.model.handle_send_error(&client_msg_id, &short_error(&e), lost);
                 }
             },
-            NetEvent::History { conversation_id, result } => match result {
-                Ok(page) => self.model.handle_history(conversation_id, &page),
+            NetEvent::History { conversation_id, before_seq, result } => match result {
+                Ok(page) => self.model.handle_history(conversation_id, before_seq, &page),
+                // A lost connection shows in the status bar; the page is
+                // asked for again after reconnecting.
+                Err(ClientError::Disconnected(_)) => self.model.handle_history_lost(conversation_id),
                 Err(e) => self.model.handle_history_error(conversation_id, &short_error(&e), now),
             },
             NetEvent::ReadState { conversation_id, result } => match result {

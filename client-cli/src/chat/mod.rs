@@ -5,8 +5,9 @@
 //! network side owns the connection and reconnects by itself.
 //!
 //! ## Layout
-//! - `model`: conversations, messages by seq, pending sends, unread counts,
-//!   presence, typing (events in, state out; time is an argument).
+//! - `model`: conversations, pending sends, presence, the link (events in,
+//!   state and requests out; time is an argument).
+//! - `conversation`: one conversation: counters, messages by seq, typing.
 //! - `view`: draws the model (conversation list, messages, input, status).
 //! - `input`: the line editor (multi-line, history).
 //! - `command`: slash commands.
@@ -18,6 +19,7 @@
 
 mod app;
 mod command;
+mod conversation;
 mod input;
 mod model;
 mod net;

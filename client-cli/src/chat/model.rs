@@ -7,150 +7,20 @@
 //! - messages are keyed by `(conversation_id, seq)`: a message that arrives
 //!   twice (live and from sync, or from `Sent` and live) is stored once;
 //! - the loaded messages of a conversation run without holes from the first
-//!   loaded seq to `last_seq` (live and synced events fill the top, history
-//!   pages extend the bottom);
+//!   loaded seq to the newest (live and synced events fill the top, history
+//!   pages extend the bottom; a live message that would leave a hole
+//!   restarts the loaded range, and a page that does not reach it is
+//!   dropped);
 //! - read markers and `last_seq` only move forward; unread = `last_seq −
 //!   read_seq`, and one's own messages move one's own read marker.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use confab_client::TransportKind;
 use confab_protocol::pb;
 
-/// Direct conversation or group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Two users.
-    Direct,
-    /// A titled group.
-    Group,
-}
-
-/// One conversation as this user sees it.
-#[derive(Debug, Clone)]
-pub struct Conversation {
-    /// Server id.
-    pub id: u64,
-    /// Direct or group.
-    pub kind: Kind,
-    /// Group title (empty for direct conversations).
-    pub title: String,
-    /// The other member of a direct conversation.
-    pub peer: String,
-    /// Highest seq known.
-    pub last_seq: u64,
-    /// This user's read marker.
-    pub read_seq: u64,
-    /// How far the DM partner has read (live receipts).
-    pub peer_read_seq: u64,
-    /// Sort key: newest message time, else creation time.
-    pub activity_ms: i64,
-    /// Current members (as last told).
-    pub member_count: u32,
-    /// This user left or was removed: read-only.
-    pub left: bool,
-    /// Loaded messages by seq.
-    pub messages: BTreeMap<u64, pb::Message>,
-    /// Local lines (command output), each after the seq it was written at.
-    pub notes: Vec<Note>,
-    /// Who is typing, until when.
-    typing: BTreeMap<String, Instant>,
-    /// The server said nothing is older than the first loaded message.
-    history_exhausted: bool,
-    /// A history request is in flight.
-    history_loading: bool,
-    /// A history request failed: no automatic retry until reconnecting.
-    history_failed: bool,
-    /// The read marker asked for (so it is asked for once).
-    read_requested: u64,
-}
-
-/// A local line in a conversation (output of `/members`, `/presence`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
-    /// Shown after the message with this seq.
-    pub after_seq: u64,
-    /// The text.
-    pub text: String,
-}
-
-impl Conversation {
-    fn new(id: u64) -> Self {
-        Conversation {
-            id,
-            kind: Kind::Group,
-            title: String::new(),
-            peer: String::new(),
-            last_seq: 0,
-            read_seq: 0,
-            peer_read_seq: 0,
-            activity_ms: 0,
-            member_count: 0,
-            left: false,
-            messages: BTreeMap::new(),
-            notes: Vec::new(),
-            typing: BTreeMap::new(),
-            history_exhausted: false,
-            history_loading: false,
-            history_failed: false,
-            read_requested: 0,
-        }
-    }
-
-    /// Unread messages: `last_seq − read_seq`.
-    pub fn unread(&self) -> u64 {
-        self.last_seq.saturating_sub(self.read_seq)
-    }
-
-    /// The name shown in lists: `@peer` or the title.
-    pub fn name(&self) -> String {
-        match self.kind {
-            Kind::Direct => format!("@{}", self.peer),
-            Kind::Group if self.title.is_empty() => format!("#{}", self.id),
-            Kind::Group => self.title.clone(),
-        }
-    }
-
-    /// Whether older messages than the loaded ones may exist on the server.
-    pub fn older_available(&self) -> bool {
-        if self.history_exhausted {
-            return false;
-        }
-        match self.messages.first_key_value() {
-            Some((&first, _)) => first > 1,
-            None => self.last_seq > 0,
-        }
-    }
-
-    /// Whether a history page is being fetched.
-    pub fn loading(&self) -> bool {
-        self.history_loading
-    }
-
-    /// Users typing now, by name.
-    pub fn typing(&self, now: Instant) -> Vec<&str> {
-        self.typing.iter().filter(|(_, until)| **until > now).map(|(u, _)| u.as_str()).collect()
-    }
-
-    fn merge(&mut self, c: &pb::Conversation) {
-        self.kind = if c.kind == pb::ConversationKind::Direct as i32 { Kind::Direct } else { Kind::Group };
-        self.title.clone_from(&c.title);
-        self.peer.clone_from(&c.peer_username);
-        self.member_count = c.member_count;
-        self.last_seq = self.last_seq.max(c.last_seq);
-        self.read_seq = self.read_seq.max(c.read_seq);
-        self.activity_ms = self.activity_ms.max(c.activity_ms);
-        self.left = false;
-        // Only into an empty conversation: elsewhere the events since the
-        // loaded messages fill the range, and this would punch a hole.
-        if self.messages.is_empty()
-            && let Some(m) = &c.last_message
-        {
-            self.messages.insert(m.seq, m.clone());
-        }
-    }
-}
+use super::conversation::{Conversation, Kind, Note};
 
 /// State of a message sent from here and not yet confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,10 +86,12 @@ pub enum Link {
     },
     /// Lost; the next attempt is at `retry_at`.
     Reconnecting {
-        /// Why the last session ended.
+        /// Why the last session (or attempt) ended.
         reason: String,
         /// When the next attempt starts.
         retry_at: Instant,
+        /// Attempts since the link was last up (1: the first retry).
+        attempt: u32,
     },
     /// Gave up (e.g. the token was revoked).
     Failed(String),
@@ -251,6 +123,9 @@ pub struct ChatModel {
     notice: Option<Notice>,
     /// Conversations known only from a message: their details are wanted.
     unknown: BTreeSet<u64>,
+    /// Users whose presence this session asked for: subscriptions belong
+    /// to a session (spec §9.2), so this empties when the link drops.
+    subscribed: BTreeSet<String>,
     /// The terminal has focus (reading marks messages read).
     focused: bool,
 }
@@ -268,6 +143,7 @@ impl ChatModel {
             link: Link::Connecting,
             notice: None,
             unknown: BTreeSet::new(),
+            subscribed: BTreeSet::new(),
             focused: true,
         }
     }
@@ -304,6 +180,12 @@ impl ChatModel {
     /// Unconfirmed sends of a conversation, oldest first.
     pub fn pending(&self, conversation_id: u64) -> impl Iterator<Item = &PendingSend> {
         self.pending.iter().filter(move |p| p.conversation_id == conversation_id)
+    }
+
+    /// Sends whose outcome is not known yet (not the failed ones): quitting
+    /// now may lose them.
+    pub fn unconfirmed(&self) -> usize {
+        self.pending.iter().filter(|p| !matches!(p.state, PendingState::Failed(_))).count()
     }
 
     /// A user's presence, if known.
@@ -359,7 +241,18 @@ impl ChatModel {
     pub fn handle_inbox(&mut self, e: &pb::InboxEvent) {
         use pb::inbox_event::Event as E;
         match &e.event {
-            Some(E::Message(m)) => self.handle_message(m),
+            Some(E::Message(m)) => {
+                // Inbox events of a conversation come in seq order with no
+                // holes while this user is a member; a jump means it was
+                // not one in between (removed, then added again).
+                if let Some(c) = self.conversations.get_mut(&m.conversation_id) {
+                    let top = c.newest_loaded();
+                    if top > 0 && m.seq > top + 1 {
+                        c.restart_loaded();
+                    }
+                }
+                self.handle_message(m)
+            }
             Some(E::Read(r)) => self.handle_read_state(r),
             Some(E::Joined(c)) => self.handle_conversation(c),
             Some(E::Left(l)) => {
@@ -391,10 +284,11 @@ impl ChatModel {
         if m.sender_id == me_id {
             c.read_seq = c.read_seq.max(m.seq);
         }
-        c.typing.remove(&m.sender_username);
         if c.messages.insert(m.seq, m.clone()).is_some() || !newer {
             return; // seen before, or older than what the counters reflect
         }
+        // A new message from someone ends their typing indicator (§9.4).
+        c.typing.remove(&m.sender_username);
         if let Some(pb::message::Content::Membership(ch)) = &m.content {
             let users = || ch.users.iter().map(|u| u.username.as_str());
             match pb::MembershipAction::try_from(ch.action) {
@@ -418,19 +312,31 @@ impl ChatModel {
     }
 
     /// A history page that answered `before_seq` (0: the newest page).
-    pub fn handle_history(&mut self, conversation_id: u64, page: &pb::HistoryPage) {
+    /// A page that no longer fits below the loaded messages (they were
+    /// restarted meanwhile) is dropped, and the next poll asks again.
+    pub fn handle_history(&mut self, conversation_id: u64, before_seq: u64, page: &pb::HistoryPage) {
+        let Some(c) = self.conversations.get_mut(&conversation_id) else { return };
+        c.history_loading = false;
+        if !c.accepts_page(before_seq, &page.messages) {
+            return;
+        }
+        if !page.has_more {
+            c.history_exhausted = true;
+        }
         for m in &page.messages {
             self.handle_message(m);
         }
+    }
+
+    /// A history request went down with the connection: asked for again
+    /// once the link is back.
+    pub fn handle_history_lost(&mut self, conversation_id: u64) {
         if let Some(c) = self.conversations.get_mut(&conversation_id) {
             c.history_loading = false;
-            if !page.has_more {
-                c.history_exhausted = true;
-            }
         }
     }
 
-    /// A history request failed.
+    /// A history request failed (the server refused it).
     pub fn handle_history_error(&mut self, conversation_id: u64, error: &str, now: Instant) {
         if let Some(c) = self.conversations.get_mut(&conversation_id) {
             c.history_loading = false;
@@ -466,6 +372,9 @@ impl ChatModel {
 
     /// A presence update or answer.
     pub fn handle_presence(&mut self, p: &pb::Presence) {
+        if self.connected() {
+            self.subscribed.insert(p.username.clone());
+        }
         let state = pb::PresenceState::try_from(p.state).unwrap_or(pb::PresenceState::Offline);
         self.presence.insert(p.username.clone(), PresenceInfo { state, last_seen_ms: p.last_seen_ms });
     }
@@ -494,16 +403,26 @@ impl ChatModel {
     }
 
     /// The link changed. On connect, returns the sends to resend (same ids).
-    pub fn set_link(&mut self, link: Link) -> Vec<SendRequest> {
+    pub fn set_link(&mut self, link: Link, now: Instant) -> Vec<SendRequest> {
         let connected = matches!(link, Link::Connected { .. });
+        let was_down = matches!(self.link, Link::Reconnecting { .. });
         self.link = link;
+        for c in self.conversations.values_mut() {
+            // Typing events stop with the session; a request in flight on
+            // it gets no answer.
+            c.typing.clear();
+            c.history_loading = false;
+            if connected {
+                c.history_failed = false;
+                c.read_requested = c.read_seq;
+            }
+        }
         if !connected {
+            self.subscribed.clear();
             return Vec::new();
         }
-        for c in self.conversations.values_mut() {
-            c.history_failed = false;
-            c.read_requested = c.read_seq;
-            c.typing.clear();
+        if was_down {
+            self.set_notice("reconnected", false, now);
         }
         let mut resend = Vec::new();
         for p in &mut self.pending {
@@ -615,6 +534,21 @@ impl ChatModel {
         Some((c.id, c.last_seq))
     }
 
+    /// DM partners whose presence this session has not asked for yet.
+    pub fn poll_subscribe(&mut self) -> Vec<String> {
+        if !self.connected() {
+            return Vec::new();
+        }
+        let wanted: BTreeSet<String> = self
+            .conversations
+            .values()
+            .filter(|c| c.kind == Kind::Direct && !c.peer.is_empty() && !self.subscribed.contains(&c.peer))
+            .map(|c| c.peer.clone())
+            .collect();
+        self.subscribed.extend(wanted.iter().cloned());
+        wanted.into_iter().collect()
+    }
+
     /// A conversation known only from a message, whose details to fetch.
     pub fn poll_unknown(&mut self) -> Option<u64> {
         if !self.connected() {
@@ -630,3 +564,6 @@ impl ChatModel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,10 +4,11 @@
 //!
 //! Per session (spec/PROTOCOL.md §8.7): resume, list conversations, catch up
 //! with Sync from the last applied inbox event (an `InboxTracker` drops what
-//! was already applied and spots gaps), subscribe to the DM partners'
-//! presence, then follow live events and run the UI's requests one at a
-//! time, in the order they were made (so two sends keep their order). Events
-//! that arrive during a request wait in the connection's queue.
+//! was already applied and spots gaps), report the link up (the UI then
+//! resends what is unconfirmed and subscribes to presence), then follow live
+//! events and run the UI's requests one at a time, in the order they were
+//! made (so two sends keep their order). Events that arrive during a request
+//! wait in the connection's queue.
 
 use std::time::{Duration, Instant};
 
@@ -43,8 +44,10 @@ pub enum NetCommand {
     Rename { conversation_id: u64, title: String },
     /// List members.
     Members { conversation_id: u64 },
-    /// Subscribe to users' presence.
+    /// `/presence`: subscribe and show the answer.
     Presence { usernames: Vec<String> },
+    /// Follow these users' presence (answered with `NetEvent::Presence`).
+    Subscribe { usernames: Vec<String> },
     /// One conversation's details.
     GetConversation { conversation_id: u64 },
 }
@@ -69,8 +72,8 @@ pub enum NetEvent {
     ReadReceipt(pb::ReadReceipt),
     /// A send's outcome.
     Sent { client_msg_id: String, result: Result<pb::Message, ClientError> },
-    /// A history page.
-    History { conversation_id: u64, result: Result<pb::HistoryPage, ClientError> },
+    /// A history page, with the `before_seq` it answers.
+    History { conversation_id: u64, before_seq: u64, result: Result<pb::HistoryPage, ClientError> },
     /// The read marker's new state.
     ReadState { conversation_id: u64, result: Result<pb::ReadState, ClientError> },
     /// A conversation opened or created by this user: show it.
@@ -113,6 +116,8 @@ pub async fn run(
     let mut tracker: Option<InboxTracker> = None;
     let mut next = Some(first);
     let mut backoff = BACKOFF_START;
+    // Attempts since the link was last up, for the status bar.
+    let mut attempt = 0;
     loop {
         let (conn, auth) = match next.take() {
             Some(s) => s,
@@ -127,15 +132,18 @@ pub async fn run(
                     return;
                 }
                 Err(Failure::Server(e)) => {
-                    let wait = retry_after(&e).max(backoff);
-                    if !pause(&events, commands, e.to_string(), wait).await {
+                    attempt += 1;
+                    let wait = retry_after(&e).max(jitter(backoff));
+                    if !pause(&events, commands, e.to_string(), wait, attempt).await {
                         return;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
                 Err(Failure::Local(e)) => {
-                    if !pause(&events, commands, e, jitter(backoff)).await {
+                    attempt += 1;
+                    let reason = short_reason(&e, &ctx.server());
+                    if !pause(&events, commands, reason, jitter(backoff), attempt).await {
                         return;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -152,17 +160,27 @@ pub async fn run(
         // (e.g. during catch-up) keeps growing it.
         if started.elapsed() > Duration::from_secs(10) {
             backoff = BACKOFF_START;
+            attempt = 0;
         }
+        attempt += 1;
         let (reason, wait) = match ended {
             Ended::Quit => return,
             Ended::Lost(reason) => (reason, jitter(backoff)),
             Ended::GoAway(reason, after) => (reason, after.max(jitter(backoff))),
         };
-        if !pause(&events, commands, reason, wait).await {
+        if !pause(&events, commands, reason, wait, attempt).await {
             return;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// A connection error without what the status bar already says: "cannot
+/// connect: HOST:PORT: Connection refused (os error 111)" becomes
+/// "Connection refused (os error 111)".
+fn short_reason(error: &str, server: &str) -> String {
+    let e = error.strip_prefix("cannot connect: ").unwrap_or(error);
+    e.strip_prefix(server).and_then(|r| r.strip_prefix(": ")).unwrap_or(e).to_string()
 }
 
 fn retry_after(e: &ClientError) -> Duration {
@@ -185,8 +203,9 @@ async fn pause(
     commands: &mut mpsc::UnboundedReceiver<NetCommand>,
     reason: String,
     wait: Duration,
+    attempt: u32,
 ) -> bool {
-    let _ = events.send(NetEvent::Link(Link::Reconnecting { reason, retry_at: Instant::now() + wait }));
+    let _ = events.send(NetEvent::Link(Link::Reconnecting { reason, retry_at: Instant::now() + wait, attempt }));
     let sleep = tokio::time::sleep(wait);
     tokio::pin!(sleep);
     loop {
@@ -204,9 +223,11 @@ async fn pause(
 fn refuse(events: &Events, cmd: NetCommand, error: ClientError) {
     let ev = match cmd {
         NetCommand::Send(s) => NetEvent::Sent { client_msg_id: s.client_msg_id, result: Err(error) },
-        NetCommand::History { conversation_id, .. } => NetEvent::History { conversation_id, result: Err(error) },
+        NetCommand::History { conversation_id, before_seq } => {
+            NetEvent::History { conversation_id, before_seq, result: Err(error) }
+        }
         NetCommand::MarkRead { conversation_id, .. } => NetEvent::ReadState { conversation_id, result: Err(error) },
-        NetCommand::Typing { .. } | NetCommand::GetConversation { .. } => return,
+        NetCommand::Typing { .. } | NetCommand::GetConversation { .. } | NetCommand::Subscribe { .. } => return,
         other => NetEvent::Failed { what: describe(&other), error },
     };
     let _ = events.send(ev);
@@ -286,18 +307,12 @@ async fn session(
     // whose inbox is behind what this view applied has other data: rebuild.
     let rebuild = tracker.as_ref().is_none_or(|t| auth.inbox_head < t.last());
     let conversations = list_all(&conn).await?;
-    let peers: Vec<String> = {
-        let set: std::collections::BTreeSet<&str> =
-            conversations.iter().filter(|c| !c.peer_username.is_empty()).map(|c| c.peer_username.as_str()).collect();
-        set.into_iter().map(str::to_string).collect()
-    };
     let _ = events.send(NetEvent::Snapshot { conversations, rebuild });
     let tracker = match tracker {
         Some(t) if !rebuild => t,
         _ => tracker.insert(InboxTracker::new(auth.inbox_head)),
     };
     catch_up(&conn, tracker, events).await?;
-    subscribe(&conn, &peers, events).await?;
     let server = ctx.server();
     let transport = ctx.transport();
     let _ = events.send(NetEvent::Link(Link::Connected { server, transport }));
@@ -360,7 +375,7 @@ async fn perform(conn: &Connection, cmd: NetCommand, events: &Events) {
         }
         NetCommand::History { conversation_id, before_seq } => {
             let req = pb::HistoryRequest { conversation_id, before_seq, after_seq: 0, limit: 0, oldest_first: false };
-            NetEvent::History { conversation_id, result: conn.history_request(req).await }
+            NetEvent::History { conversation_id, before_seq, result: conn.history_request(req).await }
         }
         NetCommand::MarkRead { conversation_id, seq } => {
             NetEvent::ReadState { conversation_id, result: conn.mark_read(conversation_id, seq).await }
@@ -370,10 +385,7 @@ async fn perform(conn: &Connection, cmd: NetCommand, events: &Events) {
             return;
         }
         NetCommand::OpenDirect { username } => match conn.open_direct(&username).await {
-            Ok(c) => {
-                let _ = subscribe(conn, &[username], events).await;
-                NetEvent::Opened(c)
-            }
+            Ok(c) => NetEvent::Opened(c),
             Err(error) => NetEvent::Failed { what, error },
         },
         NetCommand::CreateGroup { title, usernames } => {
@@ -414,6 +426,12 @@ async fn perform(conn: &Connection, cmd: NetCommand, events: &Events) {
                 Ok(p) => NetEvent::PresenceAnswer(p),
                 Err(error) => NetEvent::Failed { what, error },
             }
+        }
+        NetCommand::Subscribe { usernames } => {
+            // Presence is decoration: a refusal (e.g. too many
+            // subscriptions) only leaves the dots grey.
+            let _ = subscribe(conn, &usernames, events).await;
+            return;
         }
         NetCommand::GetConversation { conversation_id } => match conn.get_conversation(conversation_id).await {
             Ok(c) => NetEvent::Conversation(c),

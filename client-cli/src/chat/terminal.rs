@@ -1,7 +1,8 @@
 //! Taking over the terminal and giving it back: raw mode, the alternate
 //! screen, bracketed paste and focus reports on the way in; all of it undone
 //! on the way out, when the guard drops, and from a panic hook, so a crash
-//! never leaves the shell in raw mode.
+//! never leaves the shell in raw mode. SIGTERM, SIGHUP and SIGINT end the
+//! UI the normal way (see [`terminated`]) for the same reason.
 
 use std::io::{self, Stdout, Write};
 use std::sync::Arc;
@@ -33,8 +34,14 @@ pub fn enter() -> io::Result<Tui> {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            restore();
+            let was_active = restore();
             previous(info);
+            // A panic on another thread (the key reader, a connection task)
+            // would leave the UI drawing into a terminal given back: end
+            // the process as a panic on the main thread would.
+            if was_active {
+                std::process::exit(101);
+            }
         }));
     });
     enable_raw_mode()?;
@@ -54,14 +61,42 @@ pub fn enter() -> io::Result<Tui> {
 }
 
 /// Gives the terminal back (best effort: there is nobody to report to).
-pub fn restore() {
+/// Returns whether it was taken over.
+pub fn restore() -> bool {
     if !ACTIVE.swap(false, Ordering::SeqCst) {
-        return;
+        return false;
     }
     let mut stdout = io::stdout();
     let _ = execute!(stdout, DisableFocusChange, DisableBracketedPaste, LeaveAlternateScreen, cursor::Show);
     let _ = disable_raw_mode();
     let _ = stdout.flush();
+    true
+}
+
+/// Resolves when the process is asked to stop by a signal. Raw mode turns
+/// Ctrl-C into a key, so SIGINT here comes from `kill`; SIGHUP means the
+/// terminal went away.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt()))
+        else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Drop for Tui {

@@ -15,8 +15,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 use unicode_width::UnicodeWidthStr;
 
+use super::conversation::{Conversation, Kind};
 use super::input::InputLine;
-use super::model::{ChatModel, Conversation, Kind, Link, PendingSend, PendingState};
+use super::model::{ChatModel, Link, PendingSend, PendingState};
 use super::text::{day_of, format_day, format_hm, format_seen, truncate, wrap};
 
 /// What the view keeps between frames.
@@ -31,6 +32,10 @@ pub struct ViewState {
     pub page: usize,
     /// The help overlay is open.
     pub show_help: bool,
+    /// The conversation drawn last and its newest message then: messages
+    /// that arrive while scrolled up add to `scroll`, so the lines being
+    /// read stay where they are.
+    shown: Option<(u64, u64)>,
 }
 
 const HELP: &[(&str, &str)] = &[
@@ -159,7 +164,7 @@ fn draw_sidebar(frame: &mut Frame, model: &ChatModel, area: Rect) {
             n if n > 99 => " 99+".into(),
             n => format!(" {n}"),
         };
-        let name_w = width.saturating_sub(3 + unread.width());
+        let name_w = width.saturating_sub(4 + unread.width());
         let name = match c.kind {
             Kind::Direct => c.peer.clone(),
             Kind::Group => c.name(),
@@ -178,6 +183,7 @@ fn draw_sidebar(frame: &mut Frame, model: &ChatModel, area: Rect) {
             mark.patch_style(base),
             Span::styled(format!(" {name}{pad}"), base),
             Span::styled(unread, base.fg(Color::Yellow)),
+            Span::styled(" ", base),
         ]));
     }
     if order.is_empty() {
@@ -354,6 +360,15 @@ fn draw_messages(frame: &mut Frame, model: &ChatModel, area: Rect, view: &mut Vi
     };
     let width = area.width as usize;
     let cols = Columns::new(width, c, model.me());
+    if let Some((id, newest)) = view.shown
+        && id == c.id
+        && view.scroll > 0
+    {
+        let added: usize =
+            c.messages.range(newest + 1..).map(|(_, m)| item_lines(&Item::Message(m), &cols, width).len()).sum();
+        view.scroll += added;
+    }
+    view.shown = Some((c.id, c.newest_loaded()));
     // Wrap from the newest item back, only as far as the screen needs.
     let items = items(model, c);
     let want = view.scroll + height;
@@ -436,43 +451,49 @@ fn draw_input(
     frame.set_cursor_position(Position::new(x.min(area.right().saturating_sub(1)), y));
 }
 
+/// "QUIC", "TCP", …: the transport's command-line name.
+fn transport_name(t: confab_client::TransportKind) -> String {
+    use clap::ValueEnum;
+    t.to_possible_value().map_or_else(|| format!("{t:?}"), |v| v.get_name().to_uppercase())
+}
+
 fn draw_status(frame: &mut Frame, model: &ChatModel, area: Rect, now: Instant) {
     let width = area.width as usize;
     let (mark, text) = match model.link() {
         Link::Connecting => (Span::styled(" ◌ ", bar().fg(Color::Yellow)), "connecting…".to_string()),
-        Link::Connected { server, transport } => {
-            let t = match transport {
-                confab_client::TransportKind::Quic => "QUIC",
-                confab_client::TransportKind::Tcp => "TCP",
-            };
-            (Span::styled(" ● ", bar().fg(Color::LightGreen)), format!("connected · {server} · {t}"))
-        }
-        Link::Reconnecting { reason, retry_at } => {
+        Link::Connected { server, transport } => (
+            Span::styled(" ● ", bar().fg(Color::LightGreen)),
+            format!("connected · {server} · {}", transport_name(*transport)),
+        ),
+        Link::Reconnecting { reason, retry_at, attempt } => {
             let secs = retry_at.saturating_duration_since(now).as_secs_f32().ceil() as u64;
             let when = if secs == 0 { "now".to_string() } else { format!("in {secs}s") };
-            (Span::styled(" ◌ ", bar().fg(Color::Yellow)), format!("reconnecting {when} · {reason}"))
+            let n = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+            (Span::styled(" ◌ ", bar().fg(Color::Yellow)), format!("reconnecting {when}{n} · {reason}"))
         }
         Link::Failed(reason) => (Span::styled(" ✗ ", bar().fg(Color::LightRed)), format!("disconnected: {reason}")),
     };
-    let mut spans = vec![mark];
+    // The link state comes first; a notice is given up to half the bar
+    // (more when the link text is short); the key hints show only when
+    // nothing else needs the room.
+    let room = width.saturating_sub(3);
     let notice = model.notice(now);
-    let hints = " Tab next · PgUp older · /help · Ctrl-C quit ";
-    let left_w = match notice {
-        Some(_) => (width * 2 / 5).min(text.width() + 1),
-        None => width.saturating_sub(3 + hints.width()).max(width / 2).min(text.width() + 1),
+    let text_max = match notice {
+        Some(n) => room.saturating_sub((n.text.width() + 3).min(room / 2)),
+        None => room,
     };
-    let text = truncate(&text, left_w.saturating_sub(3).max(8));
-    let used = 3 + text.width();
-    spans.push(Span::styled(text, bar()));
-    let rest = width.saturating_sub(used);
+    let text = truncate(&text, text_max);
+    let rest = room.saturating_sub(text.width());
+    let mut spans = vec![mark, Span::styled(text, bar())];
+    const HINTS: &str = " Tab switch · /help · Ctrl-C quit ";
     match notice {
         Some(n) => {
             let style = if n.error { bar().fg(Color::LightRed).bold() } else { bar().bold() };
             spans.push(Span::styled(format!(" │ {}", truncate(&n.text, rest.saturating_sub(3))), style));
         }
-        None if rest >= hints.width() => {
-            spans.push(Span::styled(" ".repeat(rest - hints.width()), bar()));
-            spans.push(Span::styled(hints, bar().fg(Color::Gray)));
+        None if rest > HINTS.width() => {
+            spans.push(Span::styled(" ".repeat(rest - HINTS.width()), bar()));
+            spans.push(Span::styled(HINTS, bar().fg(Color::Gray)));
         }
         None => {}
     }
@@ -496,3 +517,6 @@ fn draw_help(frame: &mut Frame, area: Rect) {
     frame.render_widget(Clear, rect);
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" confab chat · help ")), rect);
 }
+
+#[cfg(test)]
+mod tests;
