@@ -1,0 +1,142 @@
+//! The browser client (web/) end to end in headless Chromium: starts a real
+//! server with its HTTP listener and runs `node web/tests/e2e.mjs` against
+//! it (two browser contexts sign up, open a DM, talk; one loses its network
+//! while the other sends and must catch up with exactly the missed messages).
+//!
+//! Needs Debian's `chromium` (/usr/bin/chromium), Node.js and
+//! `web/node_modules/playwright-core` (`cd web && npm ci`). Without them the
+//! test says so on stderr and passes. Screenshots and the browser console go
+//! to `target/browser-artifacts/`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use confab_server::config::Config;
+use confab_server::server::Server;
+use confab_server::store::Durability;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const E2E_DEADLINE: Duration = Duration::from_secs(300);
+
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| manifest.to_path_buf())
+}
+
+/// What is missing to run the browser test, if anything.
+fn missing_tools(root: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("{CHROMIUM} (apt-get install chromium)"));
+    }
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !node_ok {
+        missing.push("node (Node.js 20 or later)".to_string());
+    }
+    if !root.join("web/node_modules/playwright-core/package.json").exists() {
+        missing.push("web/node_modules/playwright-core (cd web && npm ci)".to_string());
+    }
+    missing
+}
+
+fn artifacts_dir(root: &Path) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = if target.is_absolute() { target } else { root.join(target) };
+    target.join("browser-artifacts")
+}
+
+/// Reads a child's pipe to the end on its own thread.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let mut buf = Vec::new();
+            let _ = p.read_to_end(&mut buf);
+            s = String::from_utf8_lossy(&buf).into_owned();
+        }
+        s
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_dm_offline_catch_up() {
+    let root = repo_root();
+    let missing = missing_tools(&root);
+    if !missing.is_empty() {
+        // Straight to stderr: libtest would capture eprintln! of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED browser e2e test (server/tests/browser.rs): missing {}",
+            missing.join(", ")
+        );
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let local = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        quic: None,
+        tcp: None,
+        http: Some(local),
+        // The files on disk, so the test never runs a stale embedded copy.
+        web_dir: Some(root.join("web")),
+        durability: Durability::Buffered,
+        // Short, so "bob sees alice offline" does not wait the default 5 s.
+        presence_grace_ms: 2000,
+        ..Config::default()
+    };
+    let server = Server::start(config).await.unwrap();
+    let addr = server.http_addr().expect("the server has no HTTP listener");
+    let url = format!("http://{addr}");
+    let out = artifacts_dir(&root);
+
+    let mut child = Command::new("node")
+        .arg(root.join("web/tests/e2e.mjs"))
+        .arg("--url")
+        .arg(&url)
+        .arg("--out")
+        .arg(&out)
+        .arg("--chromium")
+        .arg(CHROMIUM)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start node");
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+
+    // Poll the child with a deadline (the server keeps running on the runtime).
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for node") {
+            break Some(status);
+        }
+        if started.elapsed() > E2E_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    server.shutdown().await;
+
+    let status = status.unwrap_or_else(|| panic!("the browser e2e test did not finish within {E2E_DEADLINE:?}"));
+    assert!(status.success(), "node web/tests/e2e.mjs failed ({status}); artifacts in {}", out.display());
+    assert!(stdout.contains(", 0 failed"), "the e2e test did not report its result:\n{stdout}");
+    assert!(out.join("alice.png").exists(), "no screenshot in {}", out.display());
+}
