@@ -97,12 +97,13 @@ export class Session {
    * @param {Function} [opts.WebSocket]  the WebSocket constructor (tests inject one)
    * @param {number} [opts.requestTimeoutMs] how long a response may take before the connection is recycled
    */
-  constructor({ url, storage = globalThis.localStorage, WebSocket = globalThis.WebSocket, requestTimeoutMs = 30000 } = {}) {
+  constructor({ url, storage = globalThis.localStorage, WebSocket = globalThis.WebSocket, requestTimeoutMs = 30000, backoffStartMs = 750 } = {}) {
     if (!url) throw new TypeError("Session needs a url");
     this.url = url;
     this.storage = storage;
     this.WS = WebSocket;
     this.requestTimeoutMs = requestTimeoutMs;
+    this.backoffStartMs = backoffStartMs;
     this.listeners = new Map();
 
     this.state = "stopped";
@@ -306,11 +307,9 @@ export class Session {
 
   /** Closes the current socket; onClose (or this) then reconnects. */
   dropConnection(reason) {
-    const ws = this.ws;
-    if (!ws) return;
-    const id = this.connId;
+    if (!this.ws) return;
     this.teardown(reason, 1000);
-    if (!this.stopped && id === this.connId) this.scheduleReconnect(reason);
+    if (!this.stopped) this.scheduleReconnect(reason);
   }
 
   teardown(reason, closeCode) {
@@ -353,7 +352,7 @@ export class Session {
       delay = this.nextDelayHint + Math.random() * Math.max(this.nextDelayHint, 1000);
       this.nextDelayHint = 0;
     } else {
-      this.backoffMs = this.backoffMs ? Math.min(this.backoffMs * 2, 60000) : 750;
+      this.backoffMs = this.backoffMs ? Math.min(this.backoffMs * 2, 60000) : this.backoffStartMs;
       delay = jitter(this.backoffMs);
     }
     this.reconnectAt = Date.now() + delay;
@@ -389,7 +388,7 @@ export class Session {
    * response body's value. Rejects with ConfabError (an Error frame or a
    * field rule), ConnectionLost, or Error for an unexpected response body.
    */
-  async request(name, body) {
+  async request(name, body, { timeoutMs = name === "hello" ? Math.min(this.requestTimeoutMs, 15000) : this.requestTimeoutMs } = {}) {
     if (name !== "hello") validateRequest(name, body, this.limits);
     if (!this.ws) throw new ConnectionLost("not connected");
     const ws = this.ws;
@@ -404,8 +403,8 @@ export class Session {
       const entry = { name, resolve, reject, timer: null };
       entry.timer = setTimeout(() => {
         // No final response in time: treat the connection as broken (§4.6).
-        this.dropConnection(`no response to ${name} within ${this.requestTimeoutMs / 1000} s`);
-      }, this.requestTimeoutMs);
+        this.dropConnection(`no response to ${name} within ${timeoutMs / 1000} s`);
+      }, timeoutMs);
       this.pending.set(String(id), entry);
       try {
         this.sendFrame({ requestId: id, [name]: body });
