@@ -230,12 +230,17 @@ export class Session {
     }
     ws.binaryType = "arraybuffer";
     this.ws = ws;
+    // A connection attempt that hangs (no reset, no answer) is abandoned.
+    const openTimer = setTimeout(() => {
+      if (id === this.connId && ws.readyState === 0) this.dropConnection("connection attempt timed out");
+    }, 10000);
     this.welcome = null;
     this.nextRequestId = 1n;
     this.lastReceivedAt = Date.now();
     this.lastSentAt = 0;
     this.pingSentAt = 0;
     ws.onopen = () => {
+      clearTimeout(openTimer);
       if (id !== this.connId) return;
       if (ws.protocol && ws.protocol !== "confab.v1") {
         this.emit("error", new Error(`server chose WebSocket subprotocol "${ws.protocol}", not confab.v1`));

@@ -92,6 +92,9 @@ async fn browser_dm_offline_catch_up() {
         durability: Durability::Buffered,
         // Short, so "bob sees alice offline" does not wait the default 5 s.
         presence_grace_ms: 2000,
+        // Short, so the half-open phase (a silent connection only a
+        // heartbeat can detect: 2.5 intervals) takes seconds, not a minute.
+        heartbeat_interval_ms: 2000,
         ..Config::default()
     };
     let server = Server::start(config).await.unwrap();

@@ -235,6 +235,26 @@ try {
   await bob.locator('.conv-item .presence-dot[data-state="online"]').waitFor({ timeout: 20000 });
   check(true, "bob sees alice online again");
 
+  // --- half-open: alice's connection goes silent (no reset) --------------------
+  const heartbeatMs = await alice.evaluate(() => confab.session.heartbeatMs);
+  if (heartbeatMs <= 5000) {
+    log(`alice's connection goes silent (heartbeat ${heartbeatMs} ms)`);
+    const frozenAt = Date.now();
+    proxy.freeze();
+    await send(bob, "sent into the void");
+    await bob.locator("#message-list li.msg:not(.pending) .text", { hasText: "sent into the void" }).waitFor();
+    await alice.locator('#conn[data-state="reconnecting"]').waitFor({ timeout: 4 * heartbeatMs });
+    const after = Date.now() - frozenAt;
+    check(after >= 2 * heartbeatMs, `alice's heartbeat declared the silent connection dead after ${after} ms`);
+    proxy.restore();
+    await alice.locator('#conn[data-state="online"]').waitFor({ timeout: 90000 });
+    await alice.locator("#message-list .text", { hasText: "sent into the void" }).waitFor();
+    expected.push("sent into the void");
+    check(JSON.stringify(await messageTexts(alice)) === JSON.stringify(expected), "after the half-open connection alice has every message once");
+  } else {
+    log(`half-open phase skipped: the server's heartbeat is ${heartbeatMs} ms (it needs <= 5000 to finish quickly)`);
+  }
+
   // --- reload: resume from localStorage, rebuild from the server ----------------
   await alice.reload();
   await alice.locator('#conn[data-state="online"]').waitFor();

@@ -10,6 +10,7 @@ export class NetProxy {
     this.target = target;
     this.up = true;
     this.sockets = new Set();
+    this.pairs = new Set();
     this.accepted = 0;
     this.refused = 0;
     this.server = net.createServer((client) => this.onConnection(client));
@@ -43,8 +44,22 @@ export class NetProxy {
         for (const o of pair) if (o !== s && !o.destroyed) o.destroy();
       });
     }
-    client.pipe(upstream);
-    upstream.pipe(client);
+    const entry = { pair, frozen: false };
+    this.pairs.add(entry);
+    client.on("close", () => this.pairs.delete(entry));
+    // Forward by hand so a pair can be frozen (bytes silently dropped).
+    client.on("data", (d) => entry.frozen || upstream.write(d));
+    upstream.on("data", (d) => entry.frozen || client.write(d));
+  }
+
+  /**
+   * Half-open: open connections stay open but carry nothing any more (as
+   * when a route dies without a reset); new connections are refused. Only a
+   * heartbeat can tell. restore() then resets the frozen connections.
+   */
+  freeze() {
+    this.up = false;
+    for (const p of this.pairs) p.frozen = true;
   }
 
   /** The network goes away: every open connection is reset, new ones are refused. */
@@ -58,6 +73,7 @@ export class NetProxy {
 
   /** The network is back. */
   restore() {
+    for (const p of [...this.pairs]) if (p.frozen) for (const s of p.pair) s.destroy();
     this.up = true;
   }
 
