@@ -89,7 +89,7 @@ function renderConn(s) {
     authenticating: "Signing in…",
     syncing: "Catching up…",
     online: "Online",
-    "signed-out": "Connected",
+    "signed-out": "Not signed in",
     stopped: "Disconnected",
   }[s.state];
   if (s.state === "reconnecting") {

@@ -121,6 +121,7 @@ export class Session {
     this.pingNonce = 0n;
     this.heartbeatTimer = null;
     this.welcomeWaiters = [];
+    this.authWanted = 0; // logins / signups waiting for a connection
 
     this.auth = null; // AuthOk of the current user
     this.userId = null; // string: the user whose state we keep
@@ -282,15 +283,25 @@ export class Session {
       } catch (e) {
         if (e instanceof ConfabError && (e.code === ErrorCode.INVALID_TOKEN || e.code === ErrorCode.DEVICE_REVOKED)) {
           this.forgetToken();
-          this.setState("signed-out", { reason: e });
+          this.idleSignedOut({ reason: e });
           return;
         }
         throw e;
       }
       await this.authenticated(id, auth, null);
+    } else if (this.authWanted > 0) {
+      this.setState("signed-out", {}); // a login or signup is waiting for this connection
     } else {
-      this.setState("signed-out", {});
+      this.idleSignedOut({});
     }
+  }
+
+  /** Signed out and not connected: nothing happens until login or signup. */
+  idleSignedOut(detail) {
+    clearTimeout(this.reconnectTimer);
+    this.teardown("signed out", 1000);
+    this.stopped = true;
+    this.setState("signed-out", detail);
   }
 
   connectionFailed(id, e) {
@@ -506,10 +517,13 @@ export class Session {
     if (e.code === ErrorCode.DEVICE_REVOKED) {
       this.forgetToken();
       this.emit("error", err);
-      this.teardown(err.codeName, 1000);
       this.clearUserState();
-      this.setState("signed-out", { reason: err });
-      this.connect(); // stay connected for a new login
+      this.idleSignedOut({ reason: err });
+      return;
+    }
+    if (e.code === ErrorCode.AUTH_TIMEOUT && !this.auth) {
+      // Nobody signed in on this connection in time: just let it go.
+      this.idleSignedOut({});
       return;
     }
     if (e.code === ErrorCode.UNSUPPORTED_VERSION) {
@@ -575,17 +589,24 @@ export class Session {
 
   async passwordAuth(kind, body) {
     validateRequest(kind, body, this.limits);
-    if (this.stopped) this.start();
-    await this.whenWelcomed();
     if (this.auth) throw new Error("already signed in; sign out first");
-    const id = this.connId;
-    this.setState("authenticating");
+    // Signed out, the session holds no connection (the server would end an
+    // unauthenticated one after its authentication deadline, §4.1): open one.
+    this.authWanted++;
     let auth;
+    let id;
     try {
+      this.stopped = false;
+      if (!this.ws || this.state === "reconnecting") this.connect();
+      await this.whenWelcomed();
+      id = this.connId;
+      this.setState("authenticating");
       auth = await this.request(kind, body);
     } catch (e) {
-      if (id === this.connId) this.setState("signed-out", { reason: e });
+      if (id === this.connId && !this.auth) this.idleSignedOut({ reason: e });
       throw e;
+    } finally {
+      this.authWanted--;
     }
     if (id !== this.connId) throw new ConnectionLost("reconnected during sign-in");
     this.storage?.setItem(KEY_TOKEN, auth.token);
@@ -601,7 +622,7 @@ export class Session {
     } finally {
       this.forgetToken();
       this.clearUserState();
-      if (this.ws) this.setState("signed-out", {});
+      this.idleSignedOut({});
     }
   }
 

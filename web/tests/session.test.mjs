@@ -315,3 +315,23 @@ test("heartbeats: pings while idle; a silent server is declared dead after 2.5 i
   await until("online again", () => s.state === "online");
   s.stop();
 });
+
+test("signed out, no connection is held (the server's auth deadline, §4.1); login opens one, logout closes it", async () => {
+  const server = new FakeServer();
+  const storage = new MemoryStorage();
+  const s = new Session({ url: "ws://fake/v1/ws", storage, WebSocket: server.WebSocket, backoffStartMs: 20 });
+  s.start();
+  await until("signed-out", () => s.state === "signed-out");
+  await until("socket closed", () => server.live.length === 0);
+  assert.equal(server.connections, 1);
+  await s.login("alice", "pw", "test");
+  await until("online", () => s.state === "online");
+  assert.equal(server.connections, 2);
+  assert.equal(storage.getItem("confab.token"), server.token);
+  server.hooks.logout = (frame, ws) => (ws.push({ requestId: frame.requestId, done: {} }), true);
+  await s.logout();
+  assert.equal(s.state, "signed-out");
+  assert.equal(storage.getItem("confab.token"), null);
+  await until("socket closed after logout", () => server.live.length === 0);
+  s.stop();
+});
