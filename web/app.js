@@ -492,8 +492,11 @@ async function loadOlder() {
 let markReadTimer = null;
 let markReadInFlight = false;
 function maybeMarkRead(c) {
-  if (document.visibilityState !== "visible" || c.left) return;
+  if (document.visibilityState !== "visible" || c.left || !c.historyLoaded) return;
   if (model.unread(c) === 0n) return;
+  // Only what is on screen: the newest message held, not a snapshot's last_seq.
+  const newest = model.messagesOf(c).at(-1);
+  if (!newest || newest.seq <= c.readSeq) return;
   const s = $("messages");
   if (s.scrollHeight - s.scrollTop - s.clientHeight > 80) return; // the newest messages are not in view
   clearTimeout(markReadTimer);
@@ -501,7 +504,7 @@ function maybeMarkRead(c) {
     if (markReadInFlight || session.state !== "online") return;
     markReadInFlight = true;
     try {
-      const r = await session.request("markRead", { conversationId: c.conversationId, seq: c.lastSeq });
+      const r = await session.request("markRead", { conversationId: c.conversationId, seq: newest.seq });
       model.applyReadState(r);
     } catch (e) {
       handleConvError(c, e, "read marker");

@@ -407,6 +407,8 @@ export class Session {
   async request(name, body, { timeoutMs = name === "hello" ? Math.min(this.requestTimeoutMs, 15000) : this.requestTimeoutMs } = {}) {
     if (name !== "hello") validateRequest(name, body, this.limits);
     if (!this.ws) throw new ConnectionLost("not connected");
+    // §13: after GoAway no new requests on this session; they go on the next.
+    if (this.goingAway) throw new ConnectionLost("the server is going away");
     const ws = this.ws;
     while (this.pending.size >= this.limits.maxInFlight) {
       await new Promise((resolve, reject) => this.waitingForSlot.push({ resolve, reject }));
@@ -653,13 +655,13 @@ export class Session {
     this.backoffMs = 0;
 
     // §8.7 step 2: last = our local cursor if we keep state, else AuthOk.cursor.
-    const fresh = !this.hasState;
-    if (fresh) this.last = auth.cursor;
-    else if (auth.inboxHead < this.last) {
-      // §8.5: the server's data is not what we synced from.
+    let fresh = !this.hasState;
+    if (!fresh && auth.inboxHead < this.last) {
+      // §8.5: the server's data is not what we synced from: rebuild.
       this.emit("reset", {});
-      this.last = auth.cursor;
+      fresh = true;
     }
+    if (fresh) this.last = auth.cursor;
     this.lastAcked = auth.cursor;
     this.syncing = true; // live events are buffered until the catch-up is done
     this.buffer.clear();
@@ -866,7 +868,7 @@ export class Session {
 
   /** Sends a typing notice, at most once per 3 s per conversation (§9.4). */
   typing(conversationId) {
-    if (this.state !== "online") return;
+    if (this.state !== "online" || this.goingAway) return;
     const key = String(conversationId);
     const now = Date.now();
     if (now - (this.typingSentAt.get(key) ?? 0) < 3000) return;
