@@ -4,7 +4,7 @@
 
 import { Session, ConfabError, ConnectionLost, defaultWsUrl, defaultDeviceName } from "./client.js";
 import { Model, describeMembership } from "./model.js";
-import { ConversationKind, MemberRole, PresenceState, charCount } from "./proto.js";
+import { ConversationKind, MemberRole, PresenceState, charCount, errorName } from "./proto.js";
 import { normalizeUsername, ValidationError } from "./validate.js";
 
 const $ = (id) => {
@@ -42,7 +42,7 @@ window.confab = { session, model };
 
 function describeError(e) {
   if (e instanceof ConfabError) return { code: e.codeName, text: e.detail || "" };
-  if (e instanceof ValidationError) return { code: "INVALID", text: e.message };
+  if (e instanceof ValidationError) return { code: errorName(e.code), text: e.message };
   if (e instanceof ConnectionLost) return { code: "OFFLINE", text: e.message };
   return { code: "ERROR", text: e?.message ?? String(e) };
 }
@@ -55,7 +55,7 @@ function showAlert(e, context) {
   const item = el("div", { class: "alert" }, el("span", { class: "code", text: code }), el("span", { text: context ? `${context}: ${text}` : text }), dismiss);
   dismiss.addEventListener("click", () => item.remove());
   box.append(item);
-  setTimeout(() => item.remove(), 15000);
+  setTimeout(() => item.remove(), 10000);
 }
 
 /** A form's inline error line: "Friendly text (CODE_NAME: server message)". */
@@ -81,6 +81,7 @@ let reconnectTicker = null;
 function renderConn(s) {
   const box = $("conn");
   box.dataset.state = s.state;
+  document.body.dataset.conn = s.state;
   const retry = $("conn-retry");
   retry.hidden = s.state !== "reconnecting";
   clearInterval(reconnectTicker);
@@ -108,6 +109,7 @@ function showView(which) {
   $("auth-view").hidden = which !== "auth";
   $("chat-view").hidden = which !== "chat";
   $("me").hidden = which !== "chat";
+  document.querySelector(".skip-link").hidden = which !== "chat";
 }
 
 session.on("state", (s) => {
