@@ -97,13 +97,22 @@ export class Session {
    * @param {Function} [opts.WebSocket]  the WebSocket constructor (tests inject one)
    * @param {number} [opts.requestTimeoutMs] how long a response may take before the connection is recycled
    */
-  constructor({ url, storage = globalThis.localStorage, WebSocket = globalThis.WebSocket, requestTimeoutMs = 30000, backoffStartMs = 750 } = {}) {
+  constructor({
+    url,
+    storage = globalThis.localStorage,
+    WebSocket = globalThis.WebSocket,
+    requestTimeoutMs = 30000,
+    backoffStartMs = 750,
+    workerTicker = typeof document !== "undefined",
+  } = {}) {
     if (!url) throw new TypeError("Session needs a url");
     this.url = url;
     this.storage = storage;
     this.WS = WebSocket;
     this.requestTimeoutMs = requestTimeoutMs;
     this.backoffStartMs = backoffStartMs;
+    this.useWorkerTicker = workerTicker;
+    this.tickerWorker = null;
     this.listeners = new Map();
 
     this.state = "stopped";
@@ -332,8 +341,7 @@ export class Session {
     const ws = this.ws;
     this.ws = null;
     this.connId++;
-    clearInterval(this.heartbeatTimer);
-    this.heartbeatTimer = null;
+    this.stopTicker();
     clearTimeout(this.ackTimer);
     this.ackTimer = null;
     if (ws) {
@@ -555,9 +563,9 @@ export class Session {
   // ---- heartbeat (§4.6) ---------------------------------------------------
 
   startHeartbeat(id) {
-    clearInterval(this.heartbeatTimer);
+    this.stopTicker();
     const tick = Math.max(250, Math.min(1000, this.heartbeatMs / 4));
-    this.heartbeatTimer = setInterval(() => {
+    this.startTicker(tick, () => {
       if (id !== this.connId || !this.ws) return;
       const now = Date.now();
       const hb = this.heartbeatMs;
@@ -576,7 +584,31 @@ export class Session {
         this.pingNonce++;
         this.request("ping", { nonce: this.pingNonce }).catch(() => {});
       }
-    }, tick);
+    });
+  }
+
+  /** Calls fn every ms: on a worker (ticker.js) where there is one, else setInterval. */
+  startTicker(ms, fn) {
+    if (this.useWorkerTicker && typeof Worker !== "undefined") {
+      try {
+        if (!this.tickerWorker) this.tickerWorker = new Worker(new URL("./ticker.js", import.meta.url));
+        this.tickerWorker.onmessage = fn;
+        this.tickerWorker.postMessage({ ms });
+        return;
+      } catch {
+        this.tickerWorker = null; // fall back to the page's timer
+      }
+    }
+    this.heartbeatTimer = setInterval(fn, ms);
+  }
+
+  stopTicker() {
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    if (this.tickerWorker) {
+      this.tickerWorker.onmessage = null;
+      this.tickerWorker.postMessage({ ms: 0 });
+    }
   }
 
   // ---- authentication ------------------------------------------------------

@@ -135,6 +135,7 @@ try {
   await signup(alice, aliceName);
   await signup(bob, bobName);
   check(true, "alice and bob signed up and are online");
+  check(await alice.evaluate(() => confab.session.tickerWorker !== null), "the heartbeat ticks on a worker (not throttled in hidden tabs)");
 
   // A refused request shows the Error frame's code name.
   await alice.getByLabel("Message a user").fill(aliceName);
