@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { MESSAGES, ENUMS } from "../proto.js";
+import { MESSAGES, ENUMS, ERROR_NAMES } from "../proto.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const source = readFileSync(join(here, "..", "..", "spec", "confab.proto"), "utf8");
@@ -108,4 +108,11 @@ for (const [name, fields] of Object.entries(spec.messages)) {
 
 test("every enum of confab.proto is in proto.js with the same values", () => {
   assert.deepEqual(ENUMS, spec.enums);
+});
+
+test("every error code of spec/errors.md has its name in proto.js", () => {
+  const table = readFileSync(join(here, "..", "..", "spec", "errors.md"), "utf8");
+  const rows = [...table.matchAll(/^\|\s*(\d{3})\s*\|\s*([A-Z_]+)\s*\|/gm)].map((m) => [Number(m[1]), m[2]]);
+  assert.ok(rows.length >= 30, `only ${rows.length} codes found in errors.md`);
+  for (const [code, name] of rows) assert.equal(ERROR_NAMES[code], name, `code ${code}`);
 });
