@@ -613,12 +613,14 @@ export class Session {
 
   // ---- authentication ------------------------------------------------------
 
+  // Passwords are compared byte for byte: send them in NFC (§6.1), so the
+  // same password typed on another keyboard or OS still matches.
   async signup(username, password, deviceName) {
-    return this.passwordAuth("signup", { username, password, deviceName });
+    return this.passwordAuth("signup", { username, password: password.normalize("NFC"), deviceName });
   }
 
   async login(username, password, deviceName) {
-    return this.passwordAuth("login", { username, password, deviceName });
+    return this.passwordAuth("login", { username, password: password.normalize("NFC"), deviceName });
   }
 
   async passwordAuth(kind, body) {
