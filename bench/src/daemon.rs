@@ -21,10 +21,12 @@ pub struct Daemon {
     pub tcp: Option<std::net::SocketAddr>,
     /// QUIC address from the banner.
     pub quic: Option<std::net::SocketAddr>,
+    /// HTTPS address from the banner (the WebSocket bridge).
+    pub http: Option<std::net::SocketAddr>,
     /// Certificate fingerprint (hex) from the banner.
     pub fingerprint: String,
     /// The data directory; removed when dropped.
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 /// Finds `confabd`: `--confabd`, else next to this binary.
@@ -44,41 +46,86 @@ pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The hard open-file limit of this process (`/proc/self/limits`):
+/// where it is fixed (a container without CAP_SYS_RESOURCE), it bounds
+/// the TCP connections either side can hold.
+pub fn nofile_hard() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            let line = l.lines().find(|l| l.starts_with("Max open files"))?.to_string();
+            let hard = line.split_whitespace().nth(4)?.to_string();
+            if hard == "unlimited" { Some(1 << 20) } else { hard.parse().ok() }
+        })
+        .unwrap_or(1024)
+}
+
+/// How to start `confabd`.
+#[derive(Debug, Clone)]
+pub struct DaemonOpts {
+    /// The binary.
+    pub confabd: PathBuf,
+    /// Durability.
+    pub durability: Durability,
+    /// Pin it to CPU 0.
+    pub pin: bool,
+    /// Connection cap (raised for the idle scenario).
+    pub max_connections: usize,
+}
+
 impl Daemon {
-    /// Starts `confabd` on 127.0.0.1 port 0 (both transports) with the rate
-    /// limits raised out of the way, optionally pinned to CPU 0.
-    pub async fn start(confabd: &Path, durability: Durability, pin: bool) -> anyhow::Result<Daemon> {
+    /// Starts `confabd` in a new temp dir.
+    pub async fn start(opts: &DaemonOpts) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("confab-bench-").tempdir().context("temp dir")?;
+        Daemon::start_in(opts, dir).await
+    }
+
+    /// Starts `confabd` on 127.0.0.1 port 0 (both transports) in `dir`
+    /// (new or left by an earlier run), with the rate limits raised out of
+    /// the way, its fd limit raised, optionally pinned to CPU 0.
+    pub async fn start_in(opts: &DaemonOpts, dir: tempfile::TempDir) -> anyhow::Result<Daemon> {
         let data_dir = dir.path().to_str().ok_or_else(|| anyhow!("non-UTF-8 temp dir"))?.to_string();
-        let mut cmd = if pin {
-            let mut c = Command::new("taskset");
-            c.args(["-c", "0"]).arg(confabd);
-            c
-        } else {
-            Command::new(confabd)
-        };
-        cmd.args(["--data-dir", &data_dir, "--quic", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
-            .args(["--durability", durability.as_str()])
-            // Rate limits are per session; the defaults (50 sends/s) would
-            // cap every pair. 1M/s with the default burst never binds.
-            .args(["--send-rate", "1000000", "--request-rate", "1000000", "--log", "warn"])
+        // Settings with no flag go in a config file. Rate limits are per
+        // session; the defaults (50 sends/s) would cap every pair, and the
+        // failed-login throttle would refuse the login scenario's
+        // thousands of resumes from one address.
+        let config = dir.path().join("bench.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "max_connections = {}\nlogin_failures_per_address = 1000000\nlogin_failures_per_user = 1000000\n\
+                 [limits]\nsend_rate_per_sec = 10000000\nsend_burst = 10000000\n\
+                 request_rate_per_sec = 10000000\nrequest_burst = 10000000\n",
+                opts.max_connections
+            ),
+        )
+        .context("writing the bench config")?;
+        // It inherits our open-file limit (raised to the hard limit).
+        let mut cmd = pinned(&opts.confabd, opts.pin);
+        cmd.args(["--config", config.to_str().unwrap_or_default()])
+            .args(["--data-dir", &data_dir, "--quic", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0", "--http-tls"])
+            .args(["--durability", opts.durability.as_str()])
+            .args(["--log", "warn"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", confabd.display()))?;
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", opts.confabd.display()))?;
         let pid = child.id().ok_or_else(|| anyhow!("confabd exited at once"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut tcp, mut quic, mut fingerprint) = (None, None, None);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (mut tcp, mut quic, mut http, mut fingerprint) = (None, None, None, None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while fingerprint.is_none() {
             let line = tokio::time::timeout_at(deadline, lines.next_line())
                 .await
-                .context("confabd printed no banner within 30 s")??
+                .context("confabd printed no banner within 60 s")??
                 .ok_or_else(|| anyhow!("confabd exited before its banner (see its stderr above)"))?;
             if let Some(a) = line.strip_prefix("tcp: ") {
                 tcp = Some(a.parse().with_context(|| format!("banner: {line}"))?);
+            } else if let Some(a) = line.strip_prefix("http: ") {
+                http = Some(a.parse().with_context(|| format!("banner: {line}"))?);
             } else if let Some(a) = line.strip_prefix("quic: ") {
                 quic = Some(a.parse().with_context(|| format!("banner: {line}"))?);
             } else if let Some(f) = line.strip_prefix("fingerprint: sha256:") {
@@ -87,12 +134,12 @@ impl Daemon {
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Daemon { child, pid, tcp, quic, fingerprint: fingerprint.unwrap_or_default(), _dir: dir })
+        Ok(Daemon { child, pid, tcp, quic, http, fingerprint: fingerprint.unwrap_or_default(), dir: Some(dir) })
     }
 
-    /// Whether it is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// Where it listens.
+    pub fn target(&self) -> crate::pipe::Target {
+        crate::pipe::Target { tcp: self.tcp, quic: self.quic, http: self.http, fingerprint: self.fingerprint.clone() }
     }
 
     /// Stops it (SIGKILL: the data dir is thrown away anyway).
@@ -100,6 +147,37 @@ impl Daemon {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+
+    /// Stops it gracefully (SIGTERM: it flushes the store) and hands back
+    /// the data dir, to start it again on the same data.
+    pub async fn stop_keep(mut self) -> anyhow::Result<tempfile::TempDir> {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+        self.dir.take().ok_or_else(|| anyhow!("no data dir"))
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit (via
+/// `prlimit`, no unsafe code); children inherit it.
+pub fn raise_nofile() {
+    let pid = std::process::id().to_string();
+    let hard = nofile_hard();
+    let ok = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={hard}:{hard}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("warning: could not raise the open-file limit (prlimit); large idle runs may fail");
+    }
+}
+
+/// Drops the kernel's page cache (root only), for cold reads.
+pub fn drop_page_cache() -> bool {
+    let _ = std::process::Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
 /// User+system CPU time of a process so far, in seconds (`/proc/PID/stat`).
@@ -149,4 +227,84 @@ pub fn pin_self(cpu: u32) -> anyhow::Result<()> {
         bail!("taskset failed: {status}");
     }
     Ok(())
+}
+
+/// CPU use of the generator and the server over a window, from `/proc`.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter {
+    pid: Option<u32>,
+    generator: Option<f64>,
+    server: Option<f64>,
+    started: std::time::Instant,
+}
+
+/// What a [`Meter`] read: CPU in % of one core, server RSS in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    /// Generator CPU.
+    pub gen_cpu: Option<f64>,
+    /// Server CPU.
+    pub srv_cpu: Option<f64>,
+    /// Server RSS at the end.
+    pub srv_rss_kib: Option<u64>,
+}
+
+impl Meter {
+    /// Starts measuring (the server's pid, if known).
+    pub fn start(pid: Option<u32>) -> Meter {
+        Meter {
+            pid,
+            generator: cpu_seconds(None),
+            server: pid.and_then(|p| cpu_seconds(Some(p))),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Reads the CPU used since `start`.
+    pub fn read(&self) -> Reading {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-6);
+        let pct = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / secs * 100.0);
+        Reading {
+            gen_cpu: pct(self.generator, cpu_seconds(None)),
+            srv_cpu: pct(self.server, self.pid.and_then(|p| cpu_seconds(Some(p)))),
+            srv_rss_kib: self.pid.and_then(|p| status_kib(p, "VmRSS")),
+        }
+    }
+}
+
+/// Spawns `cmd` (stdout piped, killed on drop) and reads `key: value`
+/// lines from its stdout until every key in `keys` was seen.
+pub async fn spawn_with_banner(
+    mut cmd: Command,
+    keys: &[&str],
+) -> anyhow::Result<(Child, std::collections::HashMap<String, String>)> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null()).kill_on_drop(true);
+    let mut child = cmd.spawn().context("starting a child process")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !keys.iter().all(|k| seen.contains_key(*k)) {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .context("no banner within 60 s")??
+            .ok_or_else(|| anyhow!("the child exited before its banner"))?;
+        if let Some((k, v)) = line.split_once(": ") {
+            seen.insert(k.to_string(), v.to_string());
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, seen))
+}
+
+/// A command running `bin`, on CPU 0 when `pin` (taskset execs it, so the
+/// child's pid is the program's own).
+pub fn pinned(bin: impl AsRef<std::ffi::OsStr>, pin: bool) -> Command {
+    if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
 }

@@ -1,395 +1,286 @@
-//! The `dm` scenario: P pairs of users, each sender keeping W sends in
-//! flight to its own DM (closed loop), each receiver on its own session
-//! timing send → deliver from a timestamp carried in the message text.
+//! The `dm` and `group` scenarios against Confab, and the row every load
+//! scenario (any system) turns its outcome into.
+//!
+//! - dm: P pairs of users; each sender sends to its own DM, each receiver
+//!   on its own session counts and times deliveries.
+//! - group: G groups of 100 members, every member online on its own
+//!   session; one member of each group sends. Every member's session
+//!   (the sender's included) counts deliveries. Afterwards each group's
+//!   `last_seq` and each member's inbox head prove that every message was
+//!   written once, with exactly one inbox entry per member.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
-use confab_protocol::session::ClientEvent;
-use hdrhistogram::Histogram;
+use serde_json::json;
 use tokio::sync::Semaphore;
-use tokio::time::Instant as TokioInstant;
 
-use crate::pipe::{Pipe, Target};
+use crate::confab::ConfabLink;
+use crate::daemon::{Meter, Reading};
+use crate::load::{self, AckMode, Cast, Outcome, Role, Shape};
+use crate::pipe::{Pipe, Target, run_tag};
+use crate::report::{Row, hist_json};
+use crate::wire::{Connector, Transport};
 
-/// Message body length in bytes (timestamp and ids included).
-pub const BODY_LEN: usize = 100;
-/// Pairs set up concurrently (signup hashes a password on the server).
+/// Sessions set up concurrently (signup hashes a password on the server).
 const SETUP_CONCURRENCY: usize = 8;
-/// How long senders wait for their last acks after the run.
-const DRAIN: Duration = Duration::from_secs(5);
-/// How long receivers wait, after that, for every acked message.
-const CATCH_UP: Duration = Duration::from_secs(10);
 
-/// Parameters of one run.
-#[derive(Debug, Clone)]
-pub struct DmParams {
-    /// Sender/receiver pairs.
-    pub pairs: usize,
-    /// Sends in flight per sender.
-    pub window: usize,
+/// How long and how hard.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadParams {
+    /// Shape of every sender.
+    pub shape: Shape,
+    /// Unmeasured time first.
+    pub warmup: Duration,
     /// Measured time.
     pub duration: Duration,
-    /// Unmeasured time before it.
-    pub warmup: Duration,
 }
 
-/// Latencies in microseconds.
-pub type Hist = Histogram<u64>;
-
-/// A fresh latency histogram: 1 µs to 100 s, 3 significant digits.
-pub fn new_hist() -> anyhow::Result<Hist> {
-    Histogram::new_with_bounds(1, 100_000_000, 3).context("histogram")
-}
-
-/// What one run measured (generator side; the caller adds the CPU and
-/// memory readings).
-#[derive(Debug)]
-pub struct DmOutcome {
-    /// Messages received by receivers inside the measured window.
-    pub delivered: u64,
-    /// `Sent` acks received inside the measured window.
-    pub acked: u64,
-    /// Send → InboxEvent at the receiver (µs).
-    pub deliver_hist: Hist,
-    /// Send → Sent (µs).
-    pub ack_hist: Hist,
-    /// Error responses to sends, by code name.
-    pub errors: BTreeMap<String, u64>,
-    /// Acked messages that never reached the receiver (after catching up).
-    pub lost: u64,
-    /// Messages a receiver saw with a seq other than last + 1.
-    pub seq_anomalies: u64,
-    /// Messages per socket read at the receivers (how well the server
-    /// batches its writes).
-    pub msgs_per_read: f64,
-    /// Seconds spent in setup (connect + signup + open DM).
-    pub setup_secs: f64,
-}
-
-/// The instant all message timestamps count from.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn since_epoch_nanos(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// A BODY_LEN-byte text: "<send nanos, 20 digits> <pair> <n> xxxx…".
-fn body_text(sent_at: Instant, pair: usize, n: u64) -> String {
-    let mut s = format!("{:020} p{pair} n{n} ", since_epoch_nanos(sent_at));
-    s.extend(std::iter::repeat_n('x', BODY_LEN.saturating_sub(s.len())));
-    s
-}
-
-fn sent_at(text: &str) -> Option<u64> {
-    text.get(..20)?.parse().ok()
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-struct Pair {
-    index: usize,
-    tx: Pipe,
-    rx: Pipe,
-    conversation_id: u64,
-}
-
-/// A tag making usernames unique per run, so an external server can be
-/// benchmarked repeatedly.
-fn run_tag() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let mut n = (nanos / 1000) as u64 % 36u64.pow(6);
-    let mut tag = String::new();
-    for _ in 0..6 {
-        let d = (n % 36) as u32;
-        tag.push(char::from_digit(d, 36).unwrap_or('0'));
-        n /= 36;
+/// The row of a load run: deliveries per second, latency, CPU, and notes
+/// on anything that went wrong.
+pub fn load_row(
+    scenario: &'static str,
+    system: &str,
+    config: String,
+    unit: &'static str,
+    o: Outcome,
+    reading: Reading,
+    seconds: f64,
+) -> Row {
+    let mut row = Row::new(scenario, system, config, o.delivered as f64 / seconds, unit);
+    if !o.errors.is_empty() {
+        row.notes.push(format!("refused sends {:?}", o.errors));
     }
-    tag
-}
-
-async fn signup(pipe: &mut Pipe, username: &str) -> anyhow::Result<()> {
-    let body = Body::Signup(pb::SignupRequest {
-        username: username.into(),
-        password: "bench-password".into(),
-        device_name: "bench".into(),
+    if o.lost > 0 {
+        row.notes.push(format!("{} acknowledged messages never arrived", o.lost));
+    }
+    if o.checks.seq_anomalies > 0 || o.checks.inbox_gaps > 0 || o.checks.other_events > 0 {
+        row.notes.push(format!(
+            "integrity: {} seq anomalies, {} inbox gaps, {} non-message events",
+            o.checks.seq_anomalies, o.checks.inbox_gaps, o.checks.other_events
+        ));
+    }
+    if o.pushed_back > 0 {
+        row.notes.push(format!("{} open-loop sends skipped: the socket was not draining", o.pushed_back));
+    }
+    row.extra = json!({
+        "sent_per_sec": o.sent as f64 / seconds,
+        "acked_per_sec": o.acked as f64 / seconds,
+        "ack_latency_us": hist_json(&o.ack_hist),
+        "receiver_msgs_per_read": o.msgs_per_read,
+        "errors": o.errors,
+        "lost": o.lost,
+        "pushed_back": o.pushed_back,
+        "seconds": seconds,
     });
-    match pipe.call(body).await.with_context(|| format!("signup {username}"))? {
-        Reply::AuthOk(_) => Ok(()),
-        other => bail!("signup {username}: unexpected {other:?}"),
-    }
+    row.gen_cpu = reading.gen_cpu;
+    row.srv_cpu = reading.srv_cpu;
+    row.srv_rss_kib = reading.srv_rss_kib;
+    row.lat = Some(o.deliver_hist);
+    row
 }
 
-async fn setup_pair(target: Target, tag: String, index: usize) -> anyhow::Result<Pair> {
-    let (a, b) = (format!("b{tag}-{index}a"), format!("b{tag}-{index}b"));
-    let mut rx = Pipe::connect(&target).await?;
-    signup(&mut rx, &b).await?;
-    let mut tx = Pipe::connect(&target).await?;
-    signup(&mut tx, &a).await?;
-    let conversation_id = match tx.call(Body::OpenDirect(pb::OpenDirectRequest { username: b.clone() })).await? {
-        Reply::Conversation(c) => c.conversation_id,
-        other => bail!("open_direct {b}: unexpected {other:?}"),
-    };
-    Ok(Pair { index, tx, rx, conversation_id })
-}
-
-/// Shared clock of a run.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    warm: Instant,
-    end: Instant,
-}
-
-impl Clock {
-    fn measuring(&self, t: Instant) -> bool {
-        t >= self.warm && t < self.end
-    }
-}
-
-struct SenderStats {
-    ack_hist: Hist,
-    acked_window: u64,
-    acked_total: u64,
-    errors: BTreeMap<String, u64>,
-}
-
-async fn sender(
-    mut pipe: Pipe,
-    pair: usize,
-    conversation_id: u64,
-    window: usize,
-    clock: Clock,
-) -> anyhow::Result<SenderStats> {
-    let mut stats = SenderStats { ack_hist: new_hist()?, acked_window: 0, acked_total: 0, errors: BTreeMap::new() };
-    let mut in_flight: std::collections::HashMap<u64, Instant> = std::collections::HashMap::with_capacity(window * 2);
-    let mut n = 0u64;
-    let drain_deadline = clock.end + DRAIN;
-    loop {
-        let now = Instant::now();
-        let stopping = now >= clock.end;
-        if !stopping {
-            while in_flight.len() < window {
-                let t = Instant::now();
-                let body = Body::Send(pb::SendRequest {
-                    conversation_id,
-                    client_msg_id: format!("p{pair}-{n}"),
-                    text: body_text(t, pair, n),
-                });
-                n += 1;
-                in_flight.insert(pipe.queue(body)?, t);
-            }
-        } else if in_flight.is_empty() || now >= drain_deadline {
-            break;
+/// Runs `cast` with CPU readings over the measured window.
+pub async fn measured<L: load::Link>(
+    cast: Vec<Cast<L>>,
+    params: &LoadParams,
+    pid: Option<u32>,
+) -> anyhow::Result<(Outcome, Reading, Vec<(u32, L)>)> {
+    let mut meter = None;
+    let mut reading = Reading::default();
+    let (outcome, links) = load::run(cast, params.warmup, params.duration, |start| {
+        if start {
+            meter = Some(Meter::start(pid));
+        } else if let Some(m) = &meter {
+            reading = m.read();
         }
-        let wake = TokioInstant::from_std(if stopping { drain_deadline } else { clock.end });
-        match tokio::time::timeout_at(wake, pipe.pump()).await {
-            Ok(r) => r.with_context(|| format!("sender {pair}"))?,
-            Err(_) => continue,
-        }
-        while let Some(ev) = pipe.poll_event() {
-            match ev {
-                ClientEvent::Response { request_id, body } => {
-                    let Some(t) = in_flight.remove(&request_id) else { continue };
-                    let now = Instant::now();
-                    match body {
-                        Reply::Sent(_) => {
-                            stats.acked_total += 1;
-                            if clock.measuring(now) {
-                                stats.acked_window += 1;
-                                stats.ack_hist.saturating_record(micros(now - t));
-                            }
-                        }
-                        Reply::Error(e) => {
-                            let code = confab_protocol::ErrorCode(e.code);
-                            *stats.errors.entry(code.to_string()).or_default() += 1;
-                        }
-                        other => *stats.errors.entry(format!("unexpected {other:?}")).or_default() += 1,
-                    }
-                }
-                // The echo of our own messages (and anything else): drop.
-                ClientEvent::Event(_) | ClientEvent::Welcome(_) => {}
-                ClientEvent::Closed { code, message } => bail!("sender {pair}: session closed: {code}: {message}"),
-            }
-        }
-    }
-    Ok(stats)
+    })
+    .await?;
+    Ok((outcome, reading, links))
 }
 
-struct ReceiverStats {
-    hist: Hist,
-    delivered_window: u64,
-    received_total: u64,
-    seq_anomalies: u64,
-    reads: u64,
-    read_msgs: u64,
+/// Connects and signs up `username`.
+async fn user(connector: &Connector, transport: Transport, target: &Target, username: &str) -> anyhow::Result<Pipe> {
+    let mut pipe = Pipe::connect(connector, transport, target.addr(transport)?).await?;
+    pipe.signup(username).await?;
+    Ok(pipe)
 }
 
-async fn receiver(
-    mut pipe: Pipe,
-    pair: usize,
-    conversation_id: u64,
-    clock: Clock,
-    target: Arc<AtomicU64>,
-) -> anyhow::Result<ReceiverStats> {
-    let mut stats = ReceiverStats {
-        hist: new_hist()?,
-        delivered_window: 0,
-        received_total: 0,
-        seq_anomalies: 0,
-        reads: 0,
-        read_msgs: 0,
-    };
-    let hard_deadline = clock.end + DRAIN + CATCH_UP;
-    let mut last_seq = None;
-    loop {
-        let now = Instant::now();
-        if stats.received_total >= target.load(Ordering::Acquire) || now >= hard_deadline {
-            break;
-        }
-        // Wake at least every 100 ms to check whether we are done.
-        let wake = TokioInstant::from_std(now + Duration::from_millis(100));
-        match tokio::time::timeout_at(wake, pipe.pump()).await {
-            Ok(r) => r.with_context(|| format!("receiver {pair}"))?,
-            Err(_) => continue,
-        }
-        let now = Instant::now();
-        let mut msgs = 0;
-        while let Some(ev) = pipe.poll_event() {
-            match ev {
-                ClientEvent::Event(Reply::Event(pb::InboxEvent {
-                    event: Some(pb::inbox_event::Event::Message(m)),
-                    ..
-                })) if m.conversation_id == conversation_id => {
-                    let Some(pb::message::Content::Text(text)) = &m.content else { continue };
-                    let Some(sent) = sent_at(text) else { continue };
-                    msgs += 1;
-                    stats.received_total += 1;
-                    if last_seq.is_some_and(|s: u64| m.seq != s + 1) {
-                        stats.seq_anomalies += 1;
-                    }
-                    last_seq = Some(m.seq);
-                    if clock.measuring(now) {
-                        stats.delivered_window += 1;
-                        let latency = since_epoch_nanos(now).saturating_sub(sent) / 1000;
-                        stats.hist.saturating_record(latency.max(1));
-                    }
-                }
-                ClientEvent::Closed { code, message } => bail!("receiver {pair}: session closed: {code}: {message}"),
-                _ => {}
-            }
-        }
-        if msgs > 0 {
-            stats.reads += 1;
-            stats.read_msgs += msgs;
-        }
-    }
-    Ok(stats)
-}
-
-/// Sets up the pairs; returns them with the setup time.
-async fn setup(target: &Target, pairs: usize) -> anyhow::Result<Vec<Pair>> {
-    let tag = run_tag();
+/// Runs `f(i)` for i in 0..n with bounded concurrency; results in order.
+pub async fn setup_all<T, F, Fut>(n: usize, f: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..pairs {
-        let (target, tag, permits) = (target.clone(), tag.clone(), Arc::clone(&permits));
+    for i in 0..n {
+        let permits = Arc::clone(&permits);
+        let fut = f(i);
         set.spawn(async move {
             let _permit = permits.acquire_owned().await?;
-            setup_pair(target, tag, i).await.with_context(|| format!("setting up pair {i}"))
+            fut.await.map(|t| (i, t)).with_context(|| format!("setting up #{i}"))
         });
     }
-    let mut out = Vec::with_capacity(pairs);
+    let mut out = Vec::with_capacity(n);
     while let Some(r) = set.join_next().await {
         out.push(r??);
     }
-    out.sort_by_key(|p| p.index);
-    Ok(out)
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, t)| t).collect())
 }
 
-/// Runs the scenario. `on_window` is called at the start and at the end of
-/// the measured window (for CPU readings).
-pub async fn run(target: &Target, params: &DmParams, mut on_window: impl FnMut(bool)) -> anyhow::Result<DmOutcome> {
-    epoch();
-    let setup_start = Instant::now();
-    let pairs = setup(target, params.pairs).await?;
-    let setup_secs = setup_start.elapsed().as_secs_f64();
-    if let Some(p) = pairs.first() {
-        let max = p.tx.limits().max_in_flight;
-        if params.window as u64 >= u64::from(max) {
-            bail!("window {} must be below the server's max_in_flight ({max}): heartbeats need a slot", params.window);
+/// dm against Confab: P pairs.
+pub async fn confab_dm(
+    connector: &Arc<Connector>,
+    target: &Target,
+    transport: Transport,
+    pairs: usize,
+    params: &LoadParams,
+    pid: Option<u32>,
+) -> anyhow::Result<(Outcome, Reading)> {
+    let tag = run_tag();
+    let set = setup_all(pairs, |i| {
+        let (connector, target, tag) = (Arc::clone(connector), target.clone(), tag.clone());
+        async move {
+            let (a, b) = (format!("d{tag}-{i}a"), format!("d{tag}-{i}b"));
+            let rx = user(&connector, transport, &target, &b).await?;
+            let mut tx = user(&connector, transport, &target, &a).await?;
+            let conversation = match tx.call(Body::OpenDirect(pb::OpenDirectRequest { username: b.clone() })).await? {
+                Reply::Conversation(c) => c.conversation_id,
+                other => bail!("open_direct {b}: unexpected {other:?}"),
+            };
+            Ok((tx, rx, conversation))
         }
-    }
-
-    let start = Instant::now();
-    let clock = Clock { warm: start + params.warmup, end: start + params.warmup + params.duration };
-    let mut senders = tokio::task::JoinSet::new();
-    let mut receivers = tokio::task::JoinSet::new();
-    let mut targets = Vec::with_capacity(pairs.len());
-    let window = params.window;
-    for p in pairs {
-        let target = Arc::new(AtomicU64::new(u64::MAX));
-        targets.push(Arc::clone(&target));
-        let idx = p.index;
-        receivers.spawn(async move { (idx, receiver(p.rx, idx, p.conversation_id, clock, target).await) });
-        senders.spawn(async move { (idx, sender(p.tx, idx, p.conversation_id, window, clock).await) });
-    }
-
-    tokio::time::sleep_until(TokioInstant::from_std(clock.warm)).await;
-    on_window(true);
-    tokio::time::sleep_until(TokioInstant::from_std(clock.end)).await;
-    on_window(false);
-
-    let mut acked = 0;
-    let mut ack_hist = new_hist()?;
-    let mut errors = BTreeMap::new();
-    let mut expected = vec![0u64; targets.len()];
-    while let Some(r) = senders.join_next().await {
-        let (idx, stats) = r?;
-        let stats = stats?;
-        acked += stats.acked_window;
-        if let Some(e) = expected.get_mut(idx) {
-            *e = stats.acked_total;
-        }
-        ack_hist.add(&stats.ack_hist).context("merging histograms")?;
-        for (k, v) in stats.errors {
-            *errors.entry(k).or_default() += v;
-        }
-        if let Some(t) = targets.get(idx) {
-            t.store(stats.acked_total, Ordering::Release);
-        }
-    }
-    let mut delivered = 0;
-    let mut lost = 0;
-    let mut deliver_hist = new_hist()?;
-    let (mut seq_anomalies, mut reads, mut read_msgs) = (0, 0, 0);
-    while let Some(r) = receivers.join_next().await {
-        let (idx, stats) = r?;
-        let stats = stats?;
-        delivered += stats.delivered_window;
-        lost += expected.get(idx).copied().unwrap_or(0).saturating_sub(stats.received_total);
-        seq_anomalies += stats.seq_anomalies;
-        reads += stats.reads;
-        read_msgs += stats.read_msgs;
-        deliver_hist.add(&stats.hist).context("merging histograms")?;
-    }
-    Ok(DmOutcome {
-        delivered,
-        acked,
-        deliver_hist,
-        ack_hist,
-        errors,
-        lost,
-        seq_anomalies,
-        msgs_per_read: if reads == 0 { 0.0 } else { read_msgs as f64 / reads as f64 },
-        setup_secs,
     })
+    .await?;
+    check_window(set.first().map(|(tx, _, _)| tx), params)?;
+    let mut cast = Vec::with_capacity(pairs * 2);
+    for (i, (tx, rx, conversation)) in set.into_iter().enumerate() {
+        let (sid, rid) = (2 * i as u32, 2 * i as u32 + 1);
+        cast.push(Cast {
+            link: ConfabLink::new(tx, conversation, format!("p{i}")),
+            role: Role { id: sid, send: Some((params.shape, AckMode::Response)), count: false, feeds: None },
+            sources: vec![],
+        });
+        cast.push(Cast {
+            link: ConfabLink::new(rx, 0, String::new()),
+            role: Role { id: rid, send: None, count: true, feeds: None },
+            sources: vec![sid],
+        });
+    }
+    let (outcome, reading, _) = measured(cast, params, pid).await?;
+    Ok((outcome, reading))
+}
+
+fn check_window(pipe: Option<&Pipe>, params: &LoadParams) -> anyhow::Result<()> {
+    if let (Some(p), Shape::Closed { window }) = (pipe, params.shape) {
+        let max = p.limits().max_in_flight;
+        if window as u64 >= u64::from(max) {
+            bail!("window {window} must be below the server's max_in_flight ({max}): heartbeats need a slot");
+        }
+    }
+    Ok(())
+}
+
+/// Members per group.
+pub const GROUP_SIZE: usize = 100;
+
+/// The inbox head of the session's user.
+async fn inbox_head(pipe: &mut Pipe) -> anyhow::Result<u64> {
+    match pipe.call(Body::Sync(pb::SyncRequest { after: u64::MAX, limit: 1 })).await? {
+        Reply::SyncPage(p) => Ok(p.inbox_head),
+        other => bail!("sync: unexpected {other:?}"),
+    }
+}
+
+/// group against Confab: G groups of 100 members over one pool of 100
+/// users (every user is in every group, online on one session); member g
+/// sends to group g.
+pub async fn confab_group(
+    connector: &Arc<Connector>,
+    target: &Target,
+    transport: Transport,
+    groups: usize,
+    params: &LoadParams,
+    pid: Option<u32>,
+) -> anyhow::Result<(Outcome, Reading, bool)> {
+    if groups == 0 || groups > GROUP_SIZE {
+        bail!("--groups must be 1..={GROUP_SIZE}");
+    }
+    let tag = run_tag();
+    let names: Vec<String> = (0..GROUP_SIZE).map(|i| format!("g{tag}-{i}")).collect();
+    let mut pipes = setup_all(GROUP_SIZE, |i| {
+        let (connector, target, name) = (Arc::clone(connector), target.clone(), names[i].clone());
+        async move { user(&connector, transport, &target, &name).await }
+    })
+    .await?;
+    let mut conversations = Vec::with_capacity(groups);
+    for (g, owner) in pipes.iter_mut().take(groups).enumerate() {
+        let others: Vec<String> = names.iter().enumerate().filter(|(i, _)| *i != g).map(|(_, n)| n.clone()).collect();
+        let body = Body::CreateGroup(pb::CreateGroupRequest { title: format!("bench {g}"), usernames: others });
+        match owner.call(body).await.context("create_group")? {
+            Reply::Conversation(c) => conversations.push(c.conversation_id),
+            other => bail!("create_group: unexpected {other:?}"),
+        }
+    }
+    // Let every member drain the setup events, and note its inbox head.
+    let mut heads = Vec::with_capacity(GROUP_SIZE);
+    for p in &mut pipes {
+        heads.push(inbox_head(p).await?);
+    }
+    check_window(pipes.first(), params)?;
+    let senders: Vec<u32> = (0..groups as u32).collect();
+    let cast = pipes
+        .into_iter()
+        .enumerate()
+        .map(|(i, pipe)| {
+            let conversation = conversations.get(i).copied().unwrap_or(0);
+            Cast {
+                link: ConfabLink::new(pipe, conversation, format!("m{i}")),
+                role: Role {
+                    id: i as u32,
+                    send: (i < groups).then_some((params.shape, AckMode::Response)),
+                    count: true,
+                    feeds: None,
+                },
+                sources: senders.clone(),
+            }
+        })
+        .collect();
+    let (outcome, reading, mut links) = measured(cast, params, pid).await?;
+    // One message write per send: each group's last seq is its CREATED
+    // message plus one per send. One inbox entry per member per message:
+    // each member's inbox grew by exactly the messages of all groups.
+    let mut exact = outcome.checks.inbox_gaps == 0 && outcome.checks.seq_anomalies == 0;
+    let mut total_sent = 0;
+    for (g, conversation) in conversations.iter().enumerate() {
+        let Some((_, link)) = links.get_mut(g) else { continue };
+        let last_seq = match link
+            .pipe
+            .call(Body::GetConversation(pb::GetConversationRequest { conversation_id: *conversation }))
+            .await?
+        {
+            Reply::Conversation(c) => c.last_seq,
+            other => bail!("get_conversation: unexpected {other:?}"),
+        };
+        let sent = link.acked();
+        total_sent += sent;
+        if last_seq != sent + 1 {
+            eprintln!("group {g}: last_seq {last_seq}, but {sent} sends were made (+1 CREATED)");
+            exact = false;
+        }
+    }
+    for (i, (_, link)) in links.iter_mut().enumerate() {
+        let head = inbox_head(&mut link.pipe).await?;
+        let before = heads.get(i).copied().unwrap_or(0);
+        if head - before != total_sent {
+            eprintln!("member {i}: inbox grew by {}, expected {total_sent}", head - before);
+            exact = false;
+        }
+    }
+    Ok((outcome, reading, exact))
 }

@@ -1,100 +1,75 @@
-//! A lean, pipelined session for load generation, built directly on the
-//! sans-IO `ClientSession` from `confab-protocol`.
+//! A lean, pipelined Confab session for load generation, built directly on
+//! the sans-IO `ClientSession` from `confab-protocol` over a [`Wire`].
 //!
 //! Why not `confab_client::Connection`? Its requests borrow the connection
 //! (`&self`) for as long as they are in flight while `next_event` needs
 //! `&mut self`, so one task cannot keep W sends in flight *and* drain the
-//! InboxEvents the server echoes to the sender's own session. Left
-//! undrained, those echoes pile up in an unbounded channel for the whole
-//! run. Here one task owns the session: it queues W requests, writes them
-//! in one go, and reads responses and events from the same loop, so every
-//! read and every write carries as many frames as are ready (batching, like
-//! a well-behaved client would).
+//! InboxEvents the server echoes to the sender's own session. Here one task
+//! owns the session: it queues requests, and every pump writes everything
+//! queued and reads everything ready, so each read and each write carries
+//! as many frames as there are (batching, like a well-behaved client).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use bytes::BytesMut;
-use confab_client::TransportKind;
-use confab_client::tls::Trust;
-use confab_protocol::pb::{client_frame::Body, server_frame::Body as Reply};
+use confab_protocol::FrameDecoder;
+use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
 use confab_protocol::session::{ClientConfig, ClientEvent, ClientSession};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-type Reader = Box<dyn AsyncRead + Unpin + Send>;
-type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+use crate::wire::{Connector, Transport, Wire};
 
-/// Where to connect.
+/// Where a Confab server listens.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// TCP+TLS address.
     pub tcp: Option<SocketAddr>,
     /// QUIC address.
     pub quic: Option<SocketAddr>,
+    /// HTTPS address (the WebSocket bridge).
+    pub http: Option<SocketAddr>,
     /// Pinned certificate fingerprint (hex).
     pub fingerprint: String,
-    /// Transport to use.
-    pub transport: TransportKind,
+}
+
+impl Target {
+    /// The address for a transport.
+    pub fn addr(&self, transport: Transport) -> anyhow::Result<SocketAddr> {
+        match transport {
+            Transport::Tcp => self.tcp,
+            Transport::Quic => self.quic,
+            Transport::Ws => self.http,
+        }
+        .with_context(|| format!("the server has no {} listener", transport.name()))
+    }
 }
 
 /// One connected, handshaken session.
 pub struct Pipe {
     session: ClientSession,
-    reader: Reader,
-    writer: Writer,
-    buf: BytesMut,
-    /// Keeps the QUIC endpoint and connection alive.
-    quic: Option<(quinn::Endpoint, quinn::Connection)>,
+    /// The transport.
+    pub wire: Wire,
+    /// On WebSocket: the mask counter (frames are re-framed as messages).
+    ws: Option<u64>,
 }
 
-impl Drop for Pipe {
-    fn drop(&mut self) {
-        if let Some((endpoint, conn)) = self.quic.take() {
-            conn.close(0u32.into(), b"bye");
-            drop(endpoint);
-        }
-    }
-}
+/// Splits the session's outgoing length-delimited frames.
+const OUT_DECODER_MAX: u32 = 1 << 26;
 
 impl Pipe {
-    /// Connects, completes TLS and the Confab handshake.
-    pub async fn connect(target: &Target) -> anyhow::Result<Pipe> {
-        let tls = confab_client::tls::rustls_config(Trust::Fingerprint(target.fingerprint.clone()))
-            .context("TLS settings")?;
-        let name = rustls::pki_types::ServerName::try_from("localhost").context("server name")?;
-        let mut quic = None;
-        let (reader, writer): (Reader, Writer) = match target.transport {
-            TransportKind::Tcp => {
-                let addr = target.tcp.ok_or_else(|| anyhow!("the server has no TCP listener"))?;
-                let tcp =
-                    tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-                tcp.set_nodelay(true)?;
-                let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.context("TLS handshake")?;
-                let (r, w) = tokio::io::split(stream);
-                (Box::new(r), Box::new(w))
-            }
-            TransportKind::Quic => {
-                let addr = target.quic.ok_or_else(|| anyhow!("the server has no QUIC listener"))?;
-                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).context("QUIC TLS settings")?;
-                let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse()?;
-                let mut endpoint = quinn::Endpoint::client(bind).context("QUIC endpoint")?;
-                endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-                let conn = endpoint.connect(addr, "localhost")?.await.with_context(|| format!("QUIC to {addr}"))?;
-                let (send, recv) = conn.open_bi().await.context("opening the session stream")?;
-                quic = Some((endpoint, conn));
-                (Box::new(recv), Box::new(send))
-            }
-        };
+    /// Connects and completes TLS and the Confab handshake.
+    pub async fn connect(connector: &Connector, transport: Transport, addr: SocketAddr) -> anyhow::Result<Pipe> {
+        let wire = connector.connect(transport, addr).await?;
         let config = ClientConfig {
             client_name: concat!("confab-bench/", env!("CARGO_PKG_VERSION")).into(),
             capabilities: vec![],
         };
         let session = ClientSession::new(&config, Instant::now());
-        let mut pipe = Pipe { session, reader, writer, buf: BytesMut::with_capacity(64 * 1024), quic };
+        let ws = (transport == Transport::Ws).then_some(0x9e37_79b9_7f4a_7c15);
+        let mut pipe = Pipe { session, wire, ws };
         loop {
-            pipe.pump().await?;
+            pipe.pump(None).await?;
             while let Some(ev) = pipe.session.poll_event() {
                 match ev {
                     ClientEvent::Welcome(_) => return Ok(pipe),
@@ -105,36 +80,65 @@ impl Pipe {
         }
     }
 
-    /// Queues a request; returns its request id. Nothing is written until
-    /// [`Pipe::flush`] (or [`Pipe::pump`]).
+    /// Queues a request; returns its request id. It is written by the next
+    /// [`Pipe::pump`].
     pub fn queue(&mut self, body: Body) -> anyhow::Result<u64> {
         Ok(self.session.send_request(body, Instant::now())?)
     }
 
-    /// Writes everything queued, as one write.
-    pub async fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some(bytes) = self.session.poll_transmit() {
-            self.writer.write_all(&bytes).await.context("write")?;
-            self.writer.flush().await.context("flush")?;
-        }
-        Ok(())
+    /// Bytes queued and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.wire.out.len()
     }
 
-    /// Writes what is queued, then waits for input (or the heartbeat timer)
-    /// and handles it; read what it produced with [`Pipe::poll_event`].
-    /// Cancel-safe once the flush is done (a cancelled read consumes
-    /// nothing).
-    pub async fn pump(&mut self) -> anyhow::Result<()> {
-        self.flush().await?;
-        let deadline = self.session.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            read = self.reader.read_buf(&mut self.buf) => match read.context("read")? {
-                0 => bail!("the server closed the connection"),
-                _ => self.session.handle_input(&mut self.buf, Instant::now()),
-            },
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                self.session.handle_timeout(Instant::now());
+    /// Writes what is queued, waits for input (or the heartbeat timer, or
+    /// `deadline`) and handles it; read the results with
+    /// [`Pipe::poll_event`]. Cancel-safe.
+    pub async fn pump(&mut self, deadline: Option<Instant>) -> anyhow::Result<()> {
+        if let Some(bytes) = self.session.poll_transmit() {
+            match self.ws.as_mut() {
+                None => self.wire.out.extend_from_slice(&bytes),
+                Some(counter) => {
+                    // One binary message per frame, without the varint.
+                    let mut bytes = BytesMut::from(&bytes[..]);
+                    let decoder = FrameDecoder::new(OUT_DECODER_MAX);
+                    while let Some(frame) = decoder.next_frame(&mut bytes)? {
+                        crate::ws::encode(crate::ws::BINARY, &frame, crate::ws::mask_key(counter), &mut self.wire.out);
+                    }
+                }
             }
+        }
+        let timer = self.session.poll_timeout();
+        let wake = match (timer, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let n = self.wire.pump(wake).await?;
+        let now = Instant::now();
+        if n > 0 {
+            match self.ws.as_mut() {
+                None => self.session.handle_input(&mut self.wire.inbuf, now),
+                Some(counter) => {
+                    let max = self.session.limits().max_frame_bytes as usize + 16;
+                    while let Some(f) = crate::ws::decode(&mut self.wire.inbuf, max)? {
+                        match f.opcode {
+                            crate::ws::BINARY if f.fin => self.session.handle_frame(&f.payload, now),
+                            crate::ws::PING => crate::ws::encode(
+                                crate::ws::PONG,
+                                &f.payload,
+                                crate::ws::mask_key(counter),
+                                &mut self.wire.out,
+                            ),
+                            crate::ws::PONG => {}
+                            crate::ws::CLOSE => bail!("the server closed the WebSocket"),
+                            other => bail!("unexpected WebSocket frame (opcode {other}, fin {})", f.fin),
+                        }
+                    }
+                }
+            }
+        }
+        if timer.is_some_and(|t| now >= t) {
+            self.session.handle_timeout(now);
         }
         Ok(())
     }
@@ -154,7 +158,7 @@ impl Pipe {
     pub async fn call(&mut self, body: Body) -> anyhow::Result<Reply> {
         let id = self.queue(body)?;
         loop {
-            self.pump().await?;
+            self.pump(None).await?;
             while let Some(ev) = self.session.poll_event() {
                 match ev {
                     ClientEvent::Response { request_id, body } if request_id == id => {
@@ -171,4 +175,42 @@ impl Pipe {
             }
         }
     }
+
+    /// Signs up `username`; returns (user id, token).
+    pub async fn signup(&mut self, username: &str) -> anyhow::Result<(u64, String)> {
+        let body = Body::Signup(pb::SignupRequest {
+            username: username.into(),
+            password: PASSWORD.into(),
+            device_name: "bench".into(),
+        });
+        match self.call(body).await.with_context(|| format!("signup {username}"))? {
+            Reply::AuthOk(ok) => Ok((ok.user_id, ok.token)),
+            other => bail!("signup {username}: unexpected {other:?}"),
+        }
+    }
+
+    /// Resumes a device by token; returns its AuthOk.
+    pub async fn resume(&mut self, token: &str) -> anyhow::Result<pb::AuthOk> {
+        match self.call(Body::Resume(pb::ResumeRequest { token: token.into() })).await.context("resume")? {
+            Reply::AuthOk(ok) => Ok(ok),
+            other => bail!("resume: unexpected {other:?}"),
+        }
+    }
+}
+
+/// The password of every bench account.
+pub const PASSWORD: &str = "bench-password";
+
+/// A tag making usernames unique per run, so an external server can be
+/// benchmarked repeatedly.
+pub fn run_tag() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mut n = (nanos / 1000) as u64 % 36u64.pow(6);
+    let mut tag = String::new();
+    for _ in 0..6 {
+        let d = (n % 36) as u32;
+        tag.push(char::from_digit(d, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    tag
 }

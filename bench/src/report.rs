@@ -1,84 +1,96 @@
-//! Results: one row per run, as a table for people and JSON for scripts.
+//! Results: one row per measured figure, as a table for people and JSON
+//! for scripts, with the CPU both sides used.
 
 use std::fmt::Write as _;
 
 use serde_json::json;
 
-use crate::dm::{DmOutcome, Hist};
+use crate::load::Hist;
 
-/// One finished run.
+/// One measured figure.
 #[derive(Debug)]
-pub struct RunReport {
-    /// Scenario name.
+pub struct Row {
+    /// Scenario ("dm", "group", "idle", …).
     pub scenario: &'static str,
-    /// "tcp" or "quic".
-    pub transport: String,
-    /// "fsync", "buffered", or "external".
-    pub durability: String,
-    /// Sender/receiver pairs.
-    pub pairs: usize,
-    /// Sends in flight per sender.
-    pub window: usize,
-    /// Measured seconds.
-    pub seconds: f64,
-    /// What the generator saw.
-    pub outcome: DmOutcome,
+    /// System under test ("confab", "relay", "nats", "ejabberd", "ejabberd+mam").
+    pub system: String,
+    /// Settings ("tcp fsync W=64 P=32").
+    pub config: String,
+    /// The headline figure.
+    pub value: f64,
+    /// Its unit ("msg/s", "dlv/s", "KiB/conn", …).
+    pub unit: &'static str,
+    /// Latency distribution (µs), where the scenario has one.
+    pub lat: Option<Hist>,
     /// Generator CPU over the window, % of one core.
-    pub gen_cpu_pct: Option<f64>,
+    pub gen_cpu: Option<f64>,
     /// Server CPU over the window, % of one core.
-    pub server_cpu_pct: Option<f64>,
-    /// Server resident memory at the end of the window, KiB.
-    pub server_rss_kib: Option<u64>,
-    /// Server peak resident memory, KiB.
-    pub server_peak_kib: Option<u64>,
+    pub srv_cpu: Option<f64>,
+    /// Server RSS at the end, KiB.
+    pub srv_rss_kib: Option<u64>,
+    /// Things worth saying (errors, losses, integrity).
+    pub notes: Vec<String>,
+    /// Everything else, for the JSON.
+    pub extra: serde_json::Value,
 }
 
-impl RunReport {
-    /// Delivered messages per second.
-    pub fn delivered_per_sec(&self) -> f64 {
-        self.outcome.delivered as f64 / self.seconds
+impl Row {
+    /// A row with only the headline figure.
+    pub fn new(scenario: &'static str, system: &str, config: String, value: f64, unit: &'static str) -> Row {
+        Row {
+            scenario,
+            system: system.into(),
+            config,
+            value,
+            unit,
+            lat: None,
+            gen_cpu: None,
+            srv_cpu: None,
+            srv_rss_kib: None,
+            notes: Vec::new(),
+            extra: json!({}),
+        }
     }
 
-    /// Acked sends per second.
-    pub fn acked_per_sec(&self) -> f64 {
-        self.outcome.acked as f64 / self.seconds
+    /// Percentile `q` of the latency, in µs.
+    pub fn p(&self, q: f64) -> Option<u64> {
+        self.lat.as_ref().filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(q))
+    }
+
+    /// Whether the config mentions every word of `words`.
+    pub fn is(&self, scenario: &str, system: &str, words: &[&str]) -> bool {
+        self.scenario == scenario
+            && self.system == system
+            && words.iter().all(|w| self.config.split_whitespace().any(|c| c == *w))
     }
 
     fn label(&self) -> String {
-        format!("{} {} {} P={} W={}", self.scenario, self.transport, self.durability, self.pairs, self.window)
+        format!("{:<8} {:<13} {}", self.scenario, self.system, self.config)
     }
 
     /// JSON form.
     pub fn to_json(&self) -> serde_json::Value {
-        let o = &self.outcome;
         json!({
             "scenario": self.scenario,
-            "transport": self.transport,
-            "durability": self.durability,
-            "pairs": self.pairs,
-            "window": self.window,
-            "body_bytes": crate::dm::BODY_LEN,
-            "seconds": self.seconds,
-            "delivered": o.delivered,
-            "delivered_per_sec": self.delivered_per_sec(),
-            "acked": o.acked,
-            "acked_per_sec": self.acked_per_sec(),
-            "deliver_latency_us": hist_json(&o.deliver_hist),
-            "ack_latency_us": hist_json(&o.ack_hist),
-            "errors": o.errors,
-            "lost": o.lost,
-            "seq_anomalies": o.seq_anomalies,
-            "receiver_msgs_per_read": o.msgs_per_read,
-            "setup_seconds": o.setup_secs,
-            "generator_cpu_pct": self.gen_cpu_pct,
-            "server_cpu_pct": self.server_cpu_pct,
-            "server_rss_kib": self.server_rss_kib,
-            "server_peak_rss_kib": self.server_peak_kib,
+            "system": self.system,
+            "config": self.config,
+            "value": self.value,
+            "unit": self.unit,
+            "latency_us": self.lat.as_ref().map(hist_json),
+            "generator_cpu_pct": self.gen_cpu,
+            "server_cpu_pct": self.srv_cpu,
+            "server_rss_kib": self.srv_rss_kib,
+            "notes": self.notes,
+            "extra": self.extra,
         })
     }
 }
 
-fn hist_json(h: &Hist) -> serde_json::Value {
+/// Percentiles of a histogram, for JSON.
+pub fn hist_json(h: &Hist) -> serde_json::Value {
+    if h.is_empty() {
+        return json!(null);
+    }
     json!({
         "count": h.len(),
         "p50": h.value_at_quantile(0.50),
@@ -90,7 +102,7 @@ fn hist_json(h: &Hist) -> serde_json::Value {
 }
 
 /// A latency in µs, compactly: "87µs", "1.25ms", "2.31s".
-fn lat(us: u64) -> String {
+pub fn lat(us: u64) -> String {
     if us < 1000 {
         format!("{us}µs")
     } else if us < 1_000_000 {
@@ -100,11 +112,21 @@ fn lat(us: u64) -> String {
     }
 }
 
-fn lats(h: &Hist) -> [String; 4] {
-    if h.is_empty() {
-        return ["-".into(), "-".into(), "-".into(), "-".into()];
+/// A figure with thousands separators ("1,234,567"), or one decimal
+/// below 100.
+pub fn figure(v: f64) -> String {
+    if v.abs() < 100.0 {
+        return format!("{v:.1}");
     }
-    [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.value_at_quantile(0.999), h.max()].map(lat)
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 { format!("-{out}") } else { out }
 }
 
 fn opt_pct(v: Option<f64>) -> String {
@@ -112,107 +134,96 @@ fn opt_pct(v: Option<f64>) -> String {
 }
 
 fn opt_mib(v: Option<u64>) -> String {
-    v.map_or("-".into(), |v| format!("{:.1}MiB", v as f64 / 1024.0))
+    v.map_or("-".into(), |v| format!("{:.0}MiB", v as f64 / 1024.0))
 }
 
-/// The table: one row per run, then notes about anything suspicious.
-pub fn table(runs: &[RunReport]) -> String {
+/// The table: one row per figure, then the notes.
+pub fn table(rows: &[Row]) -> String {
     let mut s = String::new();
+    let width = rows.iter().map(|r| r.label().chars().count()).max().unwrap_or(20).max(20);
     let _ = writeln!(
         s,
-        "{:<26} {:>9} {:>9} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>5} {:>5} {:>9}",
-        "run",
-        "deliv/s",
-        "acked/s",
-        "dlv p50",
-        "p99",
-        "p99.9",
-        "max",
-        "ack p50",
-        "p99",
-        "p99.9",
-        "max",
-        "gen",
-        "srv",
-        "srv rss"
+        "{:<width$} {:>12} {:<8} | {:>8} {:>8} {:>8} {:>8} | {:>5} {:>5} {:>7}",
+        "scenario system       config", "figure", "unit", "p50", "p99", "p99.9", "max", "gen", "srv", "srv rss"
     );
-    let _ = writeln!(s, "{}", "-".repeat(150));
-    for r in runs {
-        let [d50, d99, d999, dmax] = lats(&r.outcome.deliver_hist);
-        let [a50, a99, a999, amax] = lats(&r.outcome.ack_hist);
+    let _ = writeln!(s, "{}", "-".repeat(width + 84));
+    for r in rows {
+        let [p50, p99, p999, max] = match r.lat.as_ref().filter(|h| !h.is_empty()) {
+            Some(h) => {
+                [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.value_at_quantile(0.999), h.max()].map(lat)
+            }
+            None => ["-".into(), "-".into(), "-".into(), "-".into()],
+        };
         let _ = writeln!(
             s,
-            "{:<26} {:>9.0} {:>9.0} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>5} {:>5} {:>9}",
+            "{:<width$} {:>12} {:<8} | {:>8} {:>8} {:>8} {:>8} | {:>5} {:>5} {:>7}",
             r.label(),
-            r.delivered_per_sec(),
-            r.acked_per_sec(),
-            d50,
-            d99,
-            d999,
-            dmax,
-            a50,
-            a99,
-            a999,
-            amax,
-            opt_pct(r.gen_cpu_pct),
-            opt_pct(r.server_cpu_pct),
-            opt_mib(r.server_rss_kib),
+            figure(r.value),
+            r.unit,
+            p50,
+            p99,
+            p999,
+            max,
+            opt_pct(r.gen_cpu),
+            opt_pct(r.srv_cpu),
+            opt_mib(r.srv_rss_kib),
         );
     }
     let mut notes = Vec::new();
-    for r in runs {
-        let o = &r.outcome;
-        if !o.errors.is_empty() {
-            notes.push(format!("{}: send errors {:?}", r.label(), o.errors));
+    for r in rows {
+        for n in &r.notes {
+            notes.push(format!("{}: {n}", r.label().split_whitespace().collect::<Vec<_>>().join(" ")));
         }
-        if o.lost > 0 {
-            notes.push(format!("{}: {} acked messages never reached the receiver", r.label(), o.lost));
-        }
-        if o.seq_anomalies > 0 {
-            notes.push(format!("{}: {} deliveries out of seq order or with gaps", r.label(), o.seq_anomalies));
-        }
-        if r.gen_cpu_pct.is_some_and(|c| c > 85.0) {
+        if r.gen_cpu.is_some_and(|c| c > 90.0) {
             notes.push(format!(
-                "{}: the generator used {:.0}% of a core: figures may be the generator's limit, not the server's",
-                r.label(),
-                r.gen_cpu_pct.unwrap_or_default()
+                "{}: the generator used {:.0}% of its core: this figure may be the generator's limit",
+                r.label().split_whitespace().collect::<Vec<_>>().join(" "),
+                r.gen_cpu.unwrap_or_default()
             ));
         }
     }
     let _ = writeln!(
         s,
-        "deliv/s: messages received by receivers per second; acked/s: Sent acks per second; dlv = send → InboxEvent \
-         at the receiver; ack = send → Sent; gen/srv: CPU over the window, % of one core; rss at the end."
+        "figure: msg/s = messages delivered to receivers per second; dlv/s = deliveries to group members per second \
+         (the sender's own copy included); latency = send (scheduled send, in open loop) → receipt; gen/srv = CPU \
+         over the window in % of one core; srv rss at the end."
     );
-    let details: Vec<String> = runs
-        .iter()
-        .map(|r| {
-            format!(
-                "{}: setup {:.1}s, receiver msgs/read {:.1}, server peak rss {}",
-                r.label(),
-                r.outcome.setup_secs,
-                r.outcome.msgs_per_read,
-                opt_mib(r.server_peak_kib)
-            )
-        })
-        .collect();
-    for d in details {
-        let _ = writeln!(s, "  {d}");
-    }
-    if notes.is_empty() {
-        let _ = writeln!(s, "no send errors, no lost or out-of-order deliveries.");
-    } else {
-        for n in notes {
-            let _ = writeln!(s, "NOTE {n}");
-        }
+    for n in notes {
+        let _ = writeln!(s, "  note {n}");
     }
     s
 }
 
 /// The JSON document for `--json`.
-pub fn json(runs: &[RunReport]) -> serde_json::Value {
+pub fn json(rows: &[Row], targets: &[crate::targets::Verdict]) -> serde_json::Value {
     json!({
         "tool": concat!("confab-bench ", env!("CARGO_PKG_VERSION")),
-        "runs": runs.iter().map(RunReport::to_json).collect::<Vec<_>>(),
+        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "targets": targets.iter().map(|t| json!({
+            "target": t.what, "goal": t.goal, "measured": t.measured, "verdict": t.verdict(),
+        })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_and_latencies_read_well() {
+        assert_eq!(figure(1_234_567.4), "1,234,567");
+        assert_eq!(figure(999.0), "999");
+        assert_eq!(figure(12.34), "12.3");
+        assert_eq!(lat(87), "87µs");
+        assert_eq!(lat(1250), "1.25ms");
+        assert_eq!(lat(2_310_000), "2.31s");
+    }
+
+    #[test]
+    fn rows_match_on_config_words() {
+        let r = Row::new("dm", "confab", "tcp fsync W=64 P=32".into(), 1.0, "msg/s");
+        assert!(r.is("dm", "confab", &["tcp", "W=64"]));
+        assert!(!r.is("dm", "confab", &["W=6"]));
+        assert!(!r.is("dm", "relay", &[]));
+    }
 }

@@ -1,0 +1,140 @@
+//! The `idle` scenario: N authenticated sessions per transport, held open
+//! and heartbeating; the server's RSS growth per session (from
+//! /proc/PID/status) and the connect + authenticate rate.
+//!
+//! Sessions resume the tokens of a few users (a device may have many
+//! sessions), so setup does not spend minutes hashing passwords.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::daemon::{Daemon, Meter, status_kib};
+use crate::load::{micros, new_hist};
+use crate::pipe::{Pipe, run_tag};
+use crate::report::Row;
+use crate::wire::{Connector, Transport};
+
+/// Connections being set up at once.
+const CONNECT_CONCURRENCY: usize = 64;
+/// Users whose tokens the sessions resume.
+const USERS: usize = 50;
+/// How long the sessions are held after the last one connected: more than
+/// one heartbeat interval (20 s), so every session has pinged.
+const HOLD: Duration = Duration::from_secs(25);
+
+/// Holds `n` sessions on `server` over `transport`.
+pub async fn run(server: &Daemon, transport: Transport, n: usize) -> anyhow::Result<Vec<Row>> {
+    let target = server.target();
+    let addr = target.addr(transport)?;
+    // A small read buffer: these sessions carry almost nothing.
+    let connector = Arc::new(Connector::confab(&target.fingerprint, 512)?);
+    let tag = run_tag();
+    let mut tokens = Vec::with_capacity(USERS);
+    for i in 0..USERS.min(n.max(1)) {
+        let mut p = Pipe::connect(&connector, transport, addr).await?;
+        tokens.push(p.signup(&format!("i{tag}-{i}")).await?.1);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = status_kib(server.pid, "VmRSS").unwrap_or(0);
+    let tokens = Arc::new(tokens);
+    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut holders = tokio::task::JoinSet::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<u64>>();
+    let meter = Meter::start(Some(server.pid));
+    let started = Instant::now();
+    for i in 0..n {
+        let (connector, tokens, permits, ready) =
+            (Arc::clone(&connector), Arc::clone(&tokens), Arc::clone(&permits), ready_tx.clone());
+        holders.spawn(async move {
+            let permit = permits.acquire_owned().await;
+            let t = Instant::now();
+            let result = async {
+                let mut p = Pipe::connect(&connector, transport, addr).await?;
+                let token = tokens.get(i % tokens.len()).context("no token")?;
+                p.resume(token).await?;
+                anyhow::Ok(p)
+            }
+            .await;
+            drop(permit);
+            let mut pipe = match result {
+                Ok(p) => {
+                    let _ = ready.send(Ok(micros(t.elapsed())));
+                    p
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            pipe.wire.shrink();
+            // Heartbeat until aborted (the session's timer sends pings).
+            loop {
+                if pipe.pump(None).await.is_err() {
+                    break;
+                }
+                while pipe.poll_event().is_some() {}
+                pipe.wire.shrink();
+            }
+        });
+    }
+    drop(ready_tx);
+    let mut hist = new_hist()?;
+    let (mut ok, mut failed, mut first_error) = (0usize, 0usize, None);
+    while let Some(r) = ready_rx.recv().await {
+        match r {
+            Ok(us) => {
+                ok += 1;
+                hist.saturating_record(us);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+        if ok + failed == n {
+            break;
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    let connect_reading = meter.read();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = status_kib(server.pid, "VmRSS").unwrap_or(0);
+    tokio::time::sleep(HOLD).await;
+    let held = status_kib(server.pid, "VmRSS").unwrap_or(0);
+    let peak = status_kib(server.pid, "VmHWM");
+    let per_conn = |rss: u64| rss.saturating_sub(before) as f64 / ok.max(1) as f64;
+    let value = per_conn(held.max(settled));
+    let mut idle = Row::new("idle", "confab", format!("{} N={n}", transport.name()), value, "KiB/conn");
+    idle.srv_rss_kib = Some(held);
+    idle.extra = json!({
+        "connections": ok,
+        "failed": failed,
+        "rss_before_kib": before,
+        "rss_connected_kib": settled,
+        "rss_after_heartbeats_kib": held,
+        "rss_peak_kib": peak,
+        "kib_per_conn_connected": per_conn(settled),
+        "kib_per_conn_after_heartbeats": per_conn(held),
+    });
+    if failed > 0 {
+        idle.notes.push(format!("{failed} connections failed, first: {}", first_error.unwrap_or_default()));
+    }
+    let mut connect = Row::new(
+        "connect",
+        "confab",
+        format!("{} N={n} C={CONNECT_CONCURRENCY}", transport.name()),
+        ok as f64 / connect_secs,
+        "conn/s",
+    );
+    connect.lat = Some(hist);
+    connect.gen_cpu = connect_reading.gen_cpu;
+    connect.srv_cpu = connect_reading.srv_cpu;
+    connect.notes.push("TCP/QUIC + TLS 1.3 full handshake + Hello + Resume, per second".into());
+    holders.abort_all();
+    while holders.join_next().await.is_some() {}
+    Ok(vec![idle, connect])
+}

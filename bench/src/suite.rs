@@ -1,0 +1,390 @@
+//! The suite: which scenario runs against which system with which
+//! settings, each on a freshly started server (same pinning for all), in
+//! one table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::daemon::{Daemon, DaemonOpts};
+use crate::dm::{self, LoadParams, load_row};
+use crate::load::Shape;
+use crate::report::Row;
+use crate::wire::{Connector, Transport};
+use crate::{Cli, Durability, catchup, idle, nats, relay, xmpp};
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SuiteArgs {
+    /// Short runs and fewer connections: a first look in about 3 minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Scenarios to run (comma-separated): dm, group, idle, sync, history,
+    /// login, overload. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Systems to run (comma-separated): confab, relay, nats, ejabberd.
+    /// Default: all that are installed.
+    #[arg(long, value_delimiter = ',')]
+    pub systems: Vec<String>,
+    /// dm sender/receiver pairs.
+    #[arg(long, default_value_t = 32)]
+    pub pairs: usize,
+    /// Groups of 100 members.
+    #[arg(long, default_value_t = 4)]
+    pub groups: usize,
+    /// Measured seconds per load run (default 5; 2 with --quick).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Idle connections per transport (default 50,000; 5,000 with --quick).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Messages a device misses before it syncs (default 100,000).
+    #[arg(long)]
+    pub sync_messages: Option<u64>,
+    /// Messages in the history store (default 1,000,000; 200,000 with --quick).
+    #[arg(long)]
+    pub history_messages: Option<u64>,
+    /// Also run the dm W=64 figures over QUIC.
+    #[arg(long)]
+    pub quic: bool,
+}
+
+/// A suite in progress.
+pub struct Suite {
+    args: SuiteArgs,
+    pin: bool,
+    confabd: std::path::PathBuf,
+    rows: Vec<Row>,
+    all: bool,
+}
+
+impl Suite {
+    /// Checks what is installed.
+    pub fn new(cli: &Cli, args: SuiteArgs, all: bool) -> anyhow::Result<Suite> {
+        let confabd = crate::daemon::locate(cli.confabd.as_deref())?;
+        Ok(Suite { args, pin: cli.pin, confabd, rows: Vec::new(), all })
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.args.only.is_empty() || self.args.only.iter().any(|s| s == scenario)
+    }
+
+    fn system(&self, system: &str) -> bool {
+        self.args.systems.is_empty() || self.args.systems.iter().any(|s| s == system)
+    }
+
+    fn params(&self, shape: Shape) -> LoadParams {
+        let secs = self.args.duration.unwrap_or(if self.args.quick { 2.0 } else { 5.0 });
+        LoadParams { shape, warmup: Duration::from_secs(1), duration: Duration::from_secs_f64(secs.max(0.5)) }
+    }
+
+    fn opts(&self, durability: Durability) -> DaemonOpts {
+        DaemonOpts { confabd: self.confabd.clone(), durability, pin: self.pin, max_connections: 10_000 }
+    }
+
+    fn push(&mut self, row: Row) {
+        eprintln!(
+            "  {} {} {}: {} {}",
+            row.scenario,
+            row.system,
+            row.config,
+            crate::report::figure(row.value),
+            row.unit
+        );
+        self.rows.push(row);
+    }
+
+    /// Runs everything asked for; returns the rows.
+    pub async fn run(&mut self) -> anyhow::Result<Vec<Row>> {
+        if self.wants("dm") || self.wants("overload") {
+            self.dm().await?;
+        }
+        if self.wants("group") {
+            self.group().await?;
+        }
+        if self.wants("idle") {
+            self.idle().await?;
+        }
+        if self.wants("sync") {
+            self.sync().await?;
+        }
+        if self.wants("history") {
+            self.history().await?;
+        }
+        if self.wants("login") {
+            self.login().await?;
+        }
+        if self.all || self.args.systems.iter().any(|s| s != "confab") {
+            self.baselines().await?;
+        }
+        Ok(std::mem::take(&mut self.rows))
+    }
+
+    async fn confab_dm(
+        &mut self,
+        transport: Transport,
+        durability: Durability,
+        shape: Shape,
+        tag: &str,
+    ) -> anyhow::Result<f64> {
+        let pairs = self.args.pairs;
+        let params = self.params(shape);
+        let server = Daemon::start(&self.opts(durability)).await?;
+        let connector = Arc::new(Connector::confab(&server.fingerprint, 16 * 1024)?);
+        let result = dm::confab_dm(&connector, &server.target(), transport, pairs, &params, Some(server.pid)).await;
+        server.stop().await;
+        let (outcome, reading) =
+            result.with_context(|| format!("dm {} {} {tag}", transport.name(), durability.as_str()))?;
+        let config = format!("{} {} {tag} P={pairs}", transport.name(), durability.as_str());
+        let scenario = if tag == "over2x" { "overload" } else { "dm" };
+        let mut row = load_row(scenario, "confab", config, "msg/s", outcome, reading, params.duration.as_secs_f64());
+        if let Shape::Open { rate } = shape {
+            row.extra["offered_per_sec"] = (rate * pairs as f64).into();
+            let shed: u64 = row.extra["errors"].as_object().map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum());
+            let pushed = row.extra["pushed_back"].as_u64().unwrap_or(0);
+            row.extra["shed_or_pushed_back"] = (shed + pushed).into();
+        }
+        let value = row.value;
+        self.push(row);
+        Ok(value)
+    }
+
+    async fn dm(&mut self) -> anyhow::Result<()> {
+        if !self.system("confab") {
+            return Ok(());
+        }
+        eprintln!("dm (confab)");
+        let pairs = self.args.pairs as f64;
+        for durability in [Durability::Fsync, Durability::Buffered] {
+            if self.wants("dm") {
+                self.confab_dm(Transport::Tcp, durability, Shape::Closed { window: 1 }, "W=1").await?;
+            }
+            let max = self.confab_dm(Transport::Tcp, durability, Shape::Closed { window: 64 }, "W=64").await?;
+            if self.wants("dm") {
+                let rate = 0.25 * max / pairs;
+                self.confab_dm(Transport::Tcp, durability, Shape::Open { rate }, "open25").await?;
+            }
+            if durability == Durability::Fsync && self.wants("overload") {
+                let rate = 2.0 * max / pairs;
+                self.confab_dm(Transport::Tcp, durability, Shape::Open { rate }, "over2x").await?;
+            }
+        }
+        if self.args.quic && self.wants("dm") {
+            for w in [1, 64] {
+                self.confab_dm(Transport::Quic, Durability::Fsync, Shape::Closed { window: w }, &format!("W={w}"))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn group(&mut self) -> anyhow::Result<()> {
+        if !self.system("confab") {
+            return Ok(());
+        }
+        eprintln!("group (confab)");
+        let groups = self.args.groups;
+        for (durability, w) in [(Durability::Fsync, 1), (Durability::Fsync, 64), (Durability::Buffered, 64)] {
+            let params = self.params(Shape::Closed { window: w });
+            let server = Daemon::start(&self.opts(durability)).await?;
+            let connector = Arc::new(Connector::confab(&server.fingerprint, 16 * 1024)?);
+            let result =
+                dm::confab_group(&connector, &server.target(), Transport::Tcp, groups, &params, Some(server.pid)).await;
+            server.stop().await;
+            let (outcome, reading, exact) = result.context("group")?;
+            let config = format!("tcp {} W={w} G={groups}", durability.as_str());
+            let mut row = load_row("group", "confab", config, "dlv/s", outcome, reading, params.duration.as_secs_f64());
+            row.extra["one_write_one_entry"] = exact.into();
+            if !exact {
+                row.notes.push("message writes or inbox entries did not match one per member".into());
+            }
+            self.push(row);
+        }
+        Ok(())
+    }
+
+    async fn idle(&mut self) -> anyhow::Result<()> {
+        if !self.system("confab") {
+            return Ok(());
+        }
+        let n = self.args.connections.unwrap_or(if self.args.quick { 5_000 } else { 50_000 });
+        eprintln!("idle (confab, {n} connections per transport)");
+        // Each TCP connection is a file descriptor on both sides; QUIC
+        // shares a few UDP sockets. Where the hard limit is fixed (no
+        // CAP_SYS_RESOURCE), it caps the TCP and WS figures.
+        let fd_cap = (crate::daemon::nofile_hard() as usize).saturating_sub(1000);
+        for transport in [Transport::Tcp, Transport::Ws, Transport::Quic] {
+            let held = if transport == Transport::Quic { n } else { n.min(fd_cap) };
+            let mut opts = self.opts(Durability::Fsync);
+            opts.max_connections = n + 1000;
+            let server = Daemon::start(&opts).await?;
+            let result = idle::run(&server, transport, held).await;
+            server.stop().await;
+            for mut row in result.with_context(|| format!("idle {}", transport.name()))? {
+                if held < n {
+                    row.notes.push(format!(
+                        "{held} instead of {n} connections: the open-file hard limit here is {} and cannot be raised",
+                        crate::daemon::nofile_hard()
+                    ));
+                }
+                self.push(row);
+            }
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> anyhow::Result<()> {
+        if !self.system("confab") {
+            return Ok(());
+        }
+        let k = self.args.sync_messages.unwrap_or(100_000);
+        eprintln!("sync (confab, {k} missed messages)");
+        let server = Daemon::start(&self.opts(Durability::Fsync)).await?;
+        let result = catchup::sync(&server, Transport::Tcp, k).await;
+        server.stop().await;
+        for row in result.context("sync")? {
+            self.push(row);
+        }
+        Ok(())
+    }
+
+    async fn history(&mut self) -> anyhow::Result<()> {
+        if !self.system("confab") {
+            return Ok(());
+        }
+        let m = self.args.history_messages.unwrap_or(if self.args.quick { 200_000 } else { 1_000_000 });
+        eprintln!("history (confab, {m} stored messages)");
+        let rows = catchup::history(&self.opts(Durability::Buffered), Transport::Tcp, m).await.context("history")?;
+        for row in rows {
+            self.push(row);
+        }
+        Ok(())
+    }
+
+    async fn login(&mut self) -> anyhow::Result<()> {
+        if !self.system("confab") {
+            return Ok(());
+        }
+        eprintln!("login (confab)");
+        let server = Daemon::start(&self.opts(Durability::Fsync)).await?;
+        let seconds = self.params(Shape::Closed { window: 1 }).duration;
+        let result = catchup::login(&server, seconds).await;
+        server.stop().await;
+        self.push(result.context("login")?);
+        Ok(())
+    }
+
+    async fn baselines(&mut self) -> anyhow::Result<()> {
+        let (pairs, groups) = (self.args.pairs, self.args.groups);
+        let dm_on = self.wants("dm");
+        let group_on = self.wants("group");
+        if self.system("relay") && (dm_on || group_on) {
+            eprintln!("baseline: bare relay");
+            for w in [1, 64] {
+                let params = self.params(Shape::Closed { window: w });
+                if dm_on {
+                    let r = relay::dm(self.pin, pairs, &params).await.context("relay dm")?;
+                    self.push(load_row(
+                        "dm",
+                        "relay",
+                        format!("tcp W={w} P={pairs}"),
+                        "msg/s",
+                        r.0,
+                        r.1,
+                        secs(&params),
+                    ));
+                }
+                if group_on {
+                    let r = relay::group(self.pin, groups, &params).await.context("relay group")?;
+                    self.push(load_row(
+                        "group",
+                        "relay",
+                        format!("tcp W={w} G={groups}"),
+                        "dlv/s",
+                        r.0,
+                        r.1,
+                        secs(&params),
+                    ));
+                }
+            }
+        }
+        if self.system("nats") && (dm_on || group_on) {
+            match nats::installed() {
+                None => eprintln!("baseline: nats-server is not installed (bench/run.sh installs it); skipped"),
+                Some(bin) => {
+                    eprintln!("baseline: nats-server");
+                    for w in [1, 64] {
+                        let params = self.params(Shape::Closed { window: w });
+                        if dm_on {
+                            let r = nats::dm(&bin, self.pin, pairs, &params).await.context("nats dm")?;
+                            self.push(load_row(
+                                "dm",
+                                "nats",
+                                format!("tcp W={w} P={pairs}"),
+                                "msg/s",
+                                r.0,
+                                r.1,
+                                secs(&params),
+                            ));
+                        }
+                        if group_on {
+                            let r = nats::group(&bin, self.pin, groups, &params).await.context("nats group")?;
+                            self.push(load_row(
+                                "group",
+                                "nats",
+                                format!("tcp W={w} G={groups}"),
+                                "dlv/s",
+                                r.0,
+                                r.1,
+                                secs(&params),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if self.system("ejabberd") && (dm_on || group_on || self.wants("idle")) {
+            if !xmpp::installed() {
+                eprintln!("baseline: ejabberd is not installed (bench/run.sh installs it); skipped");
+                return Ok(());
+            }
+            for mam in [false, true] {
+                let system = if mam { "ejabberd+mam" } else { "ejabberd" };
+                eprintln!("baseline: {system}");
+                let server =
+                    xmpp::Ejabberd::start(self.pin, mam).await.with_context(|| format!("starting {system}"))?;
+                let outcome = self.ejabberd_runs(&server, system).await;
+                server.stop().await;
+                outcome?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ejabberd_runs(&mut self, server: &xmpp::Ejabberd, system: &str) -> anyhow::Result<()> {
+        let (pairs, groups) = (self.args.pairs, self.args.groups);
+        for w in [1, 64] {
+            let params = self.params(Shape::Closed { window: w });
+            if self.wants("dm") {
+                let r = xmpp::dm(server, pairs, &params).await.context("xmpp dm")?;
+                self.push(load_row("dm", system, format!("tcp W={w} P={pairs}"), "msg/s", r.0, r.1, secs(&params)));
+            }
+            if self.wants("group") {
+                let r = xmpp::group(server, groups, &params).await.context("xmpp group")?;
+                self.push(load_row("group", system, format!("tcp W={w} G={groups}"), "dlv/s", r.0, r.1, secs(&params)));
+            }
+        }
+        if self.wants("idle") && system == "ejabberd" {
+            let n = 2_000;
+            let row = xmpp::idle(server, n).await.context("xmpp idle")?;
+            self.push(row);
+        }
+        Ok(())
+    }
+}
+
+fn secs(p: &LoadParams) -> f64 {
+    p.duration.as_secs_f64()
+}
