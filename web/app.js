@@ -192,10 +192,17 @@ session.on("outbox", ({ entries }) => {
   outbox = entries;
   scheduleRender();
 });
+let receiptsTimer = null;
 session.on("sent", ({ message }) => {
   model.addMessage(message);
   model.changed({ conversation: String(message.conversationId), message });
   scheduleRender();
+  const id = String(message.conversationId);
+  const c = model.conversations.get(id);
+  if (id === openId && c?.kind === ConversationKind.GROUP) {
+    clearTimeout(receiptsTimer);
+    receiptsTimer = setTimeout(() => id === openId && refreshReceipts(id), 3000);
+  }
 });
 session.on("failed", ({ entry, error }) => {
   showAlert(error, "message not sent");
@@ -355,6 +362,7 @@ function renderOpen() {
   const want = [];
   let lastSeen = null; // my newest message the peer has read (direct)
   let myLast = null; // my newest stored message
+  let myLastSeq = 0n;
   for (const m of messages) {
     if (dividerAfter !== null && m.seq > dividerAfter && !want.some((w) => w.key === "divider") && !(model.me && m.senderId === model.me.userId)) {
       want.push({ key: "divider", make: () => el("li", { class: "divider", role: "separator" }, el("span", { text: "New messages" })) });
@@ -363,6 +371,7 @@ function renderOpen() {
     want.push({ key, make: () => messageNode(c, m), m });
     if (model.me && m.senderId === model.me.userId && !m.membership) {
       myLast = key;
+      myLastSeq = m.seq;
       if (c.kind === ConversationKind.DIRECT && m.seq <= c.peerReadSeq) lastSeen = key;
     }
   }
@@ -388,7 +397,13 @@ function renderOpen() {
         status.textContent = w.pending.error ? `Not sent — ${describeError(w.pending.error).code}: ${describeError(w.pending.error).text}` : session.state === "online" ? "Sending…" : "Waiting for connection…";
       } else {
         // Only the newest of my messages says Sent, and the newest read one Seen.
-        status.textContent = w.key === lastSeen ? "Seen" : w.key === myLast ? "Sent" : "";
+        let text = w.key === lastSeen ? "Seen" : w.key === myLast ? "Sent" : "";
+        if (w.key === myLast && c.kind === ConversationKind.GROUP) {
+          // Groups have no live receipts (§8.10): fetched on open, on reconnect and after sending.
+          const readers = [...c.receipts].filter(([u, seq]) => seq >= myLastSeq && u !== model.me?.username).map(([u]) => u);
+          if (readers.length) text = `Seen by ${readers.length > 3 ? `${readers.slice(0, 3).join(", ")} and ${readers.length - 3} more` : readers.join(", ")}`;
+        }
+        status.textContent = text;
         status.hidden = status.textContent === "";
       }
     }
@@ -771,4 +786,6 @@ session.start();
 setInterval(() => {
   // Relative times ("last seen 3 min ago") and expired typing indicators.
   if (model.conversations.size) scheduleRender();
+  const c = openId ? model.conversations.get(openId) : null;
+  if (c && c.kind === ConversationKind.GROUP && session.state === "online" && document.visibilityState === "visible") refreshReceipts(openId);
 }, 30_000);

@@ -312,6 +312,12 @@ try {
   await send(carol, "hi all, carol here");
   await bob.locator("#message-list .text", { hasText: "carol here" }).waitFor();
   check(true, "alice added carol; carol reads the group's history and posts; bob sees it");
+  // Group read markers are fetched (no live receipts in groups): reopen the group.
+  await alice.locator(".conv-item", { hasText: bobName }).click();
+  await alice.locator(".conv-item", { hasText: "Weekend hike" }).click();
+  await alice.locator("#message-list li.msg .status", { hasText: "Seen by" }).waitFor();
+  const seenBy = await alice.locator("#message-list li.msg .status", { hasText: "Seen by" }).textContent();
+  check(seenBy.includes(bobName) && seenBy.includes(carolName), `alice sees who read her group message ("${seenBy}")`);
   await carol.screenshot({ path: join(outDir, "carol-phone.png") });
 
   // --- screenshots --------------------------------------------------------------
