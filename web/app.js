@@ -298,6 +298,8 @@ function renderList() {
     return el("li", {}, button);
   });
   list.replaceChildren(...items);
+  const total = convs.reduce((n, c) => n + model.unread(c), 0n);
+  document.title = total > 0n ? `(${total}) Confab` : "Confab";
   if (focusedId) list.querySelector(`.conv-item[data-id="${CSS.escape(focusedId)}"]`)?.focus();
 }
 
