@@ -194,8 +194,9 @@ impl Store {
         let mut bytes = PAGE_OVERHEAD;
         let mut has_more = false;
         if after != 0 || (before == 0 && oldest_first) {
-            // Oldest first, from after+1 upward.
-            let range = keys::pair(conversation, after + 1)..keys::pair(conversation, upper.max(after + 1));
+            // Oldest first, from after+1 upward (after = u64::MAX: nothing).
+            let from = after.saturating_add(1);
+            let range = keys::pair(conversation, from)..keys::pair(conversation, upper.max(from));
             for kv in ks.range(range) {
                 let v = kv.value()?;
                 if out.len() == limit || (bytes + v.len() + 8 > max_bytes && !out.is_empty()) {
