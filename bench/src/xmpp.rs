@@ -368,9 +368,9 @@ pub fn config(port: u16, mam: bool) -> String {
          acl:\n  loopback:\n    ip:\n      - 127.0.0.0/8\n\
          access_rules:\n  c2s:\n    allow: all\n  register:\n    allow: all\n  trusted_network:\n    allow: loopback\n\
          auth_method: internal\n\
+         registration_timeout: infinity\n\
          auth_password_format: plain\n\
-         modules:\n  mod_register:\n    ip_access: trusted_network\n    access: register\n    \
-         registration_timeout: infinity\n  mod_disco: {{}}\n  mod_muc:\n    access: all\n    access_create: all\n    \
+         modules:\n  mod_register:\n    ip_access: trusted_network\n    access: register\n  mod_disco: {{}}\n  mod_muc:\n    access: all\n    access_create: all\n    \
          access_persistent: all\n    max_users: 1000\n    max_user_conferences: 1000\n    min_message_interval: 0\n    \
          min_presence_interval: 0\n    history_size: 0\n    default_room_options:\n      mam: {mam}\n      \
          persistent: false\n{mam_module}"
@@ -513,8 +513,10 @@ pub async fn group(server: &Ejabberd, groups: usize, params: &LoadParams) -> any
     .await?;
     for g in 0..groups {
         let room = format!("room{tag}{g}");
-        // The owner creates and configures the room first.
-        for (i, l) in links.iter_mut().enumerate() {
+        // Member g creates and configures the room, then the others join.
+        let order = std::iter::once(g).chain((0..links.len()).filter(|&i| i != g));
+        for i in order {
+            let Some(l) = links.get_mut(i) else { continue };
             l.join(&room, &format!("n{i}"), i == g).await.with_context(|| format!("member {i} joining {room}"))?;
             if i == g {
                 l.to = format!("{room}@{MUC}");
