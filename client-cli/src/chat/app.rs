@@ -25,6 +25,10 @@ use crate::{Ctx, Failure};
 /// Typing notices at most this often per conversation (spec §9.4).
 const TYPING_EVERY: Duration = Duration::from_secs(3);
 
+/// How long the network side may take to end its session after the UI is
+/// gone (store the cursor, close the connection).
+const QUIT_GRACE: Duration = Duration::from_secs(1);
+
 /// `confab chat`: connects (printing errors the usual way), then runs the
 /// terminal UI until the user quits.
 pub async fn run(ctx: &mut Ctx) -> crate::Result<()> {
@@ -37,19 +41,35 @@ pub async fn run(ctx: &mut Ctx) -> crate::Result<()> {
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     let mut ui = Ui::new(ChatModel::new(&auth.username, auth.user_id), cmd_tx);
     let result = {
-        let network = async {
-            net::run(ctx, (conn, auth), net_tx, &mut cmd_rx).await;
-            // Gave up (the link says why); the UI stays until the user quits.
-            std::future::pending::<()>().await
+        let ui_side = async move {
+            let r = tokio::select! {
+                r = ui.run(&mut tui, &mut keys, &mut net_rx) => r,
+                () = terminal::terminated() => Ok(()),
+            };
+            // The terminal comes back at once; dropping the UI closes the
+            // command channel, which tells the network side to end its
+            // session.
+            drop(tui);
+            drop(ui);
+            r
         };
-        tokio::select! {
-            r = ui.run(&mut tui, &mut keys, &mut net_rx) => r,
-            () = network => Ok(()),
-            () = terminal::terminated() => Ok(()),
+        let network = net::run(ctx, (conn, auth), net_tx, &mut cmd_rx);
+        tokio::pin!(ui_side, network);
+        let mut network_done = false;
+        let result = loop {
+            tokio::select! {
+                r = &mut ui_side => break r,
+                // Gave up (the link says why); the UI stays until the user
+                // quits.
+                () = &mut network, if !network_done => network_done = true,
+            }
+        };
+        if !network_done {
+            let _ = tokio::time::timeout(QUIT_GRACE, &mut network).await;
         }
+        result
     };
     stop.store(true, Ordering::SeqCst);
-    drop(tui);
     let _ = ctx.save();
     result.map_err(|e| Failure::Local(format!("terminal: {e}")))
 }

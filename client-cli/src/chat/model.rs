@@ -123,6 +123,9 @@ pub struct ChatModel {
     notice: Option<Notice>,
     /// Conversations known only from a message: their details are wanted.
     unknown: BTreeSet<u64>,
+    /// User names by id, from conversations, messages and presence: a
+    /// presence update is matched by id when it comes without a name.
+    names: HashMap<u64, String>,
     /// Users whose presence this session asked for: subscriptions belong
     /// to a session (spec §9.2), so this empties when the link drops.
     subscribed: BTreeSet<String>,
@@ -143,6 +146,7 @@ impl ChatModel {
             link: Link::Connecting,
             notice: None,
             unknown: BTreeSet::new(),
+            names: HashMap::new(),
             subscribed: BTreeSet::new(),
             focused: true,
         }
@@ -217,6 +221,7 @@ impl ChatModel {
             self.conversations.clear();
         }
         for c in list {
+            self.learn(c.peer_user_id, &c.peer_username);
             self.conversations
                 .entry(c.conversation_id)
                 .or_insert_with(|| Conversation::new(c.conversation_id))
@@ -230,6 +235,7 @@ impl ChatModel {
 
     /// One conversation's details (from open, create or get).
     pub fn handle_conversation(&mut self, c: &pb::Conversation) {
+        self.learn(c.peer_user_id, &c.peer_username);
         self.conversations.entry(c.conversation_id).or_insert_with(|| Conversation::new(c.conversation_id)).merge(c);
         self.unknown.remove(&c.conversation_id);
         if self.selected.is_none() {
@@ -267,6 +273,7 @@ impl ChatModel {
 
     /// A message (live, synced, from history or from `Sent`).
     pub fn handle_message(&mut self, m: &pb::Message) {
+        self.learn(m.sender_id, &m.sender_username);
         if m.sender_id == self.me_id && !m.client_msg_id.is_empty() {
             self.pending.retain(|p| p.client_msg_id != m.client_msg_id);
         }
@@ -372,11 +379,20 @@ impl ChatModel {
 
     /// A presence update or answer.
     pub fn handle_presence(&mut self, p: &pb::Presence) {
+        self.learn(p.user_id, &p.username);
+        let name = if p.username.is_empty() { self.names.get(&p.user_id).cloned() } else { Some(p.username.clone()) };
+        let Some(name) = name else { return };
         if self.connected() {
-            self.subscribed.insert(p.username.clone());
+            self.subscribed.insert(name.clone());
         }
         let state = pb::PresenceState::try_from(p.state).unwrap_or(pb::PresenceState::Offline);
-        self.presence.insert(p.username.clone(), PresenceInfo { state, last_seen_ms: p.last_seen_ms });
+        self.presence.insert(name, PresenceInfo { state, last_seen_ms: p.last_seen_ms });
+    }
+
+    fn learn(&mut self, user_id: u64, username: &str) {
+        if user_id != 0 && !username.is_empty() && self.names.get(&user_id).is_none_or(|n| n != username) {
+            self.names.insert(user_id, username.to_string());
+        }
     }
 
     /// Someone is typing; shown until `expires_in_ms` from `now`.

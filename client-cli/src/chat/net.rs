@@ -104,6 +104,8 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often the device's cursor is stored (debounced, §8.6).
 const ACK_EVERY: Duration = Duration::from_secs(1);
+/// Time for a closed QUIC connection's close frame to leave.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// Runs sessions until the UI drops its command sender. `first` is the
 /// session made before the terminal was taken over.
@@ -346,7 +348,18 @@ async fn session(
                 Some(Event::Closed(e)) => return Ok(Ended::Lost(e.to_string())),
             },
             cmd = commands.recv() => match cmd {
-                None => return Ok(Ended::Quit),
+                None => {
+                    if tracker.last() > acked && conn.ack_cursor(tracker.last()).await.is_ok() {
+                        ctx.profile.cursor = tracker.last();
+                    }
+                    conn.close();
+                    // quinn sends the close from its endpoint task, which
+                    // stops with the runtime: without this pause the server
+                    // would only notice the heartbeat timeout, and show
+                    // this user online until then.
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                    return Ok(Ended::Quit);
+                }
                 Some(cmd) => perform(&conn, cmd, events).await,
             },
             _ = ack_timer.tick() => {

@@ -437,6 +437,26 @@ fn presence_is_asked_for_dm_partners_once_per_session() {
 }
 
 #[test]
+fn a_presence_update_without_a_name_is_matched_by_user_id() {
+    let now = Instant::now();
+    let mut m = ChatModel::new("alice", ME);
+    let mut bob = dm(1, "bob", 0, 0, 1);
+    bob.peer_user_id = BOB;
+    m.handle_snapshot(&[bob], true);
+    m.set_link(up(), now);
+    let offline =
+        pb::Presence { user_id: BOB, state: pb::PresenceState::Offline as i32, last_seen_ms: 7, ..Default::default() };
+    m.handle_presence(&offline);
+    assert_eq!(m.presence("bob"), Some(PresenceInfo { state: pb::PresenceState::Offline, last_seen_ms: 7 }));
+    // Names are also learnt from messages; an unknown id is ignored.
+    m.handle_message(&text(1, 1, CAROL, "hi"));
+    m.handle_presence(&pb::Presence { user_id: CAROL, state: pb::PresenceState::Away as i32, ..Default::default() });
+    assert_eq!(m.presence("carol").map(|p| p.state), Some(pb::PresenceState::Away));
+    m.handle_presence(&pb::Presence { user_id: 99, state: pb::PresenceState::Online as i32, ..Default::default() });
+    assert_eq!(m.presence(""), None);
+}
+
+#[test]
 fn a_message_for_an_unknown_conversation_asks_for_it_once() {
     let now = Instant::now();
     let mut m = with_dm(1..=1, now);
