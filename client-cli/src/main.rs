@@ -124,7 +124,9 @@ enum Command {
     /// Print events as they arrive until interrupted (reconnects and
     /// catches up by itself).
     Tail,
-    /// Interactive chat (terminal UI)
+    /// Chat interactively in the terminal: conversation list, messages,
+    /// typing and presence, live; /help inside lists the keys and
+    /// commands (docs/CHAT.md describes them).
     Chat,
 }
 
