@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::command::{self, Input, Slash};
 use super::conversation::Kind;
 use super::input::InputLine;
-use super::model::{ChatModel, SendRequest};
+use super::model::{ChatModel, Retry, SendRequest};
 use super::net::{self, NetCommand, NetEvent};
 use super::terminal::{self, Tui};
 use super::text::format_seen;
@@ -235,6 +235,7 @@ impl Ui {
             KeyCode::Char('k') if ctrl => self.input.delete_to_line_end(),
             KeyCode::Char('l') if ctrl => self.clear = true,
             KeyCode::Char('r') if ctrl => self.retry(),
+            KeyCode::Char('x') if ctrl => self.discard(),
             KeyCode::Esc => self.model.clear_notice(),
             KeyCode::Char(c) if !ctrl && !alt => {
                 self.input.insert(c);
@@ -268,10 +269,17 @@ impl Ui {
         }
     }
 
+    fn discard(&mut self) {
+        if !self.model.discard_failed() {
+            self.model.set_notice("no failed message to drop", false, Instant::now());
+        }
+    }
+
     fn retry(&mut self) {
         match self.model.retry_failed() {
-            Some(req) => self.request(NetCommand::Send(req)),
-            None => self.model.set_notice("nothing to retry", false, Instant::now()),
+            Retry::Now(req) => self.request(NetCommand::Send(req)),
+            Retry::OnReconnect => self.model.set_notice("sent again once reconnected", false, Instant::now()),
+            Retry::Nothing => self.model.set_notice("nothing to retry", false, Instant::now()),
         }
     }
 

@@ -63,6 +63,17 @@ impl From<&PendingSend> for SendRequest {
     }
 }
 
+/// What a retry of a failed send does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// Send this now.
+    Now(SendRequest),
+    /// Disconnected: it goes out when the link is back.
+    OnReconnect,
+    /// No failed send.
+    Nothing,
+}
+
 /// A user's presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PresenceInfo {
@@ -512,11 +523,28 @@ impl ChatModel {
     }
 
     /// Takes the most recent failed send for another try (same id).
-    pub fn retry_failed(&mut self) -> Option<SendRequest> {
+    pub fn retry_failed(&mut self) -> Retry {
         let connected = self.connected();
-        let p = self.pending.iter_mut().rev().find(|p| matches!(p.state, PendingState::Failed(_)))?;
-        p.state = if connected { PendingState::Sending } else { PendingState::Waiting };
-        connected.then(|| SendRequest::from(&*p))
+        let Some(p) = self.pending.iter_mut().rev().find(|p| matches!(p.state, PendingState::Failed(_))) else {
+            return Retry::Nothing;
+        };
+        if connected {
+            p.state = PendingState::Sending;
+            Retry::Now(SendRequest::from(&*p))
+        } else {
+            p.state = PendingState::Waiting;
+            Retry::OnReconnect
+        }
+    }
+
+    /// Drops the most recent failed send (one that cannot succeed as it
+    /// is). Returns whether there was one.
+    pub fn discard_failed(&mut self) -> bool {
+        let Some(i) = self.pending.iter().rposition(|p| matches!(p.state, PendingState::Failed(_))) else {
+            return false;
+        };
+        self.pending.remove(i);
+        true
     }
 
     // --- Output: what to ask the server for ----------------------------------

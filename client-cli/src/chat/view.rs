@@ -46,6 +46,7 @@ const HELP: &[(&str, &str)] = &[
     ("PgUp PgDn", "scroll (older history loads)"),
     ("Up Down", "input history / lines"),
     ("Ctrl-R", "retry the last failed send"),
+    ("Ctrl-X", "drop the last failed send"),
     ("Ctrl-C", "quit (also /quit)"),
     ("/dm @user", "open a direct conversation"),
     ("/group create T @a @b", "create a group"),
@@ -131,6 +132,7 @@ fn draw_header(frame: &mut Frame, model: &ChatModel, area: Rect, side: u16, now:
                 Some(_) => " · offline".to_string(),
                 None => String::new(),
             },
+            Kind::Group if c.member_count == 1 => " · 1 member".to_string(),
             Kind::Group => format!(" · {} members", c.member_count),
         };
         spans.push(Span::styled(detail, bar()));
@@ -332,7 +334,7 @@ fn item_lines(item: &Item, cols: &Columns, width: usize) -> Vec<Line<'static>> {
                 }
                 PendingState::Failed(e) => (
                     Span::styled("  ✗  ", Style::new().fg(Color::Red)),
-                    Some((format!("✗ not sent: {e} (Ctrl-R retries)"), Style::new().fg(Color::Red))),
+                    Some((format!("✗ not sent: {e} (Ctrl-R retries, Ctrl-X drops)"), Style::new().fg(Color::Red))),
                 ),
             };
             let mut lines = cols.lines(mark, cols.nick("me", dim()), &p.text, dim());

@@ -213,10 +213,23 @@ fn a_refused_send_is_marked_failed_and_retried_with_the_same_id() {
     let p = m.pending(1).next().cloned().unwrap();
     assert_eq!(p.state, PendingState::Failed("MESSAGE_TOO_LONG".into()));
     assert_eq!(m.unconfirmed(), 0, "a failed send is not waiting for anything");
-    let again = m.retry_failed().unwrap();
+    let Retry::Now(again) = m.retry_failed() else { panic!("connected: sent now") };
     assert_eq!(again.client_msg_id, "cid-x");
     assert_eq!(m.pending(1).next().map(|p| p.state.clone()), Some(PendingState::Sending));
-    assert_eq!(m.retry_failed(), None, "nothing else failed");
+    assert_eq!(m.retry_failed(), Retry::Nothing, "nothing else failed");
+
+    // Disconnected, a retry waits for the link; a failed send can be
+    // dropped.
+    m.handle_send_error("cid-x", "MESSAGE_TOO_LONG", false);
+    m.set_link(down(now), now);
+    assert_eq!(m.retry_failed(), Retry::OnReconnect);
+    let resend = m.set_link(up(), now);
+    assert_eq!(resend.iter().map(|r| r.client_msg_id.as_str()).collect::<Vec<_>>(), ["cid-x"]);
+    m.handle_send_error("cid-x", "MESSAGE_TOO_LONG", false);
+    m.send("fine", "cid-y".into()).unwrap();
+    assert!(m.discard_failed());
+    assert_eq!(m.pending(1).map(|p| p.client_msg_id.as_str()).collect::<Vec<_>>(), ["cid-y"], "only the failed one");
+    assert!(!m.discard_failed());
 }
 
 #[test]

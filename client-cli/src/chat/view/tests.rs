@@ -194,7 +194,7 @@ fn pending_sending_waiting_and_failed_sends() {
     assert!(s[sending].contains("…      me │ on its way"), "{}", s[sending]);
     let failed = find(&s, "refused one");
     assert!(s[failed].contains("✗      me │ refused one"), "{}", s[failed]);
-    assert!(s[failed + 1].contains("✗ not sent: MESSAGE_TOO_LONG (Ctrl-R"), "{}", s[failed + 1]);
+    assert!(s[failed + 1].contains("✗ not sent: MESSAGE_TOO_LONG (Ctrl-R retries,"), "{}", s[failed + 1]);
 
     // Confirmed: the pending line becomes the message, with its time.
     let mut stored = msg(1, 4, (ME, "alice"), T0 + DAY + 60_000, "on its way");
@@ -267,7 +267,7 @@ fn help_and_notices() {
     let mut view = ViewState { show_help: true, ..ViewState::default() };
     let s = screen(&m, &InputLine::default(), &mut view, 80, 24, now);
     find(&s, "confab chat · help");
-    for key in ["Alt-Enter", "Ctrl-R", "/group create T @a @b", "/presence @user", "/quit"] {
+    for key in ["Alt-Enter", "Ctrl-R", "Ctrl-X", "/group create T @a @b", "/presence @user", "/quit"] {
         find(&s, key);
     }
     m.set_notice("/dm @nobody: USER_NOT_FOUND (no such user)", true, now);
