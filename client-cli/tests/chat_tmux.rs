@@ -106,19 +106,20 @@ impl User {
     }
 }
 
-/// A private tmux server (its own socket), killed on drop.
+/// A private tmux server, killed on drop. Its socket is in the test's
+/// temporary directory (`-S`), so it cannot meet another tmux server and
+/// leaves nothing behind.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
-    fn new() -> Tmux {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        Tmux { socket: format!("confab-chat-test-{}-{nanos}", std::process::id()) }
+    fn new(dir: &Path) -> Tmux {
+        Tmux { socket: dir.join("tmux.sock") }
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(["-f", "/dev/null", "-L", &self.socket]).args(args).output().unwrap();
+        let out = Command::new("tmux").args(["-f", "/dev/null", "-S"]).arg(&self.socket).args(args).output().unwrap();
         assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -172,7 +173,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+        let _ = Command::new("tmux").arg("-S").arg(&self.socket).arg("kill-server").output();
     }
 }
 
@@ -198,7 +199,10 @@ fn bodies(messages: &[Value]) -> Vec<String> {
 #[test]
 fn two_terminals_chat_and_survive_a_server_restart() {
     if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipping: tmux not installed");
+        // Straight to the stderr handle: libtest captures `eprintln!` of a
+        // passing test, and this note should show in CI logs.
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(b"skipping: tmux not installed\n");
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -220,7 +224,7 @@ fn two_terminals_chat_and_survive_a_server_restart() {
         bob2.run(&["send", "@alice", &format!("backlog {i}")], "");
     }
 
-    let tmux = Tmux::new();
+    let tmux = Tmux::new(dir.path());
     tmux.start("alice", &alice.chat_script(dir.path(), "alice"));
     tmux.start("bob", &bob.chat_script(dir.path(), "bob"));
     let a = tmux.wait("alice", "connected", WAIT, |s| status(s).contains("connected · ") && s.contains("backlog 120"));
