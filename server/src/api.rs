@@ -70,6 +70,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::push::PushRefusal> for ApiError {
+    fn from(r: crate::push::PushRefusal) -> Self {
+        let code = match &r {
+            crate::push::PushRefusal::Unavailable(_) => ErrorCode::FEATURE_UNAVAILABLE,
+            crate::push::PushRefusal::Invalid(_) => ErrorCode::INVALID_ARGUMENT,
+        };
+        ApiError::new(code, r.to_string())
+    }
+}
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
@@ -214,10 +224,16 @@ fn authenticated(sh: Arc<Shared>, ctx: &SessionCtx, auth: Auth, body: Body) -> P
         }),
         Body::Send(r) => {
             let now = unix_ms();
+            let push = sh.push.as_ref().map(|p| p.timing());
             submit(
                 &sh,
-                move |tx| tx.send(&user, r.conversation_id, &r.client_msg_id, r.text, now),
-                |_, o| Reply::Sent(pb::Sent { message: Some(o.message), duplicate: o.duplicate }),
+                move |tx| tx.send(&user, r.conversation_id, &r.client_msg_id, r.text, now, push),
+                |sh, o| {
+                    if let Some(push) = &sh.push {
+                        push.queued(o.pushes_queued, &sh.metrics.push);
+                    }
+                    Reply::Sent(pb::Sent { message: Some(o.message), duplicate: o.duplicate })
+                },
             )
         }
         Body::Sync(r) => {
@@ -286,10 +302,29 @@ fn authenticated(sh: Arc<Shared>, ctx: &SessionCtx, auth: Auth, body: Body) -> P
                 None => Err(Refusal::ConversationNotFound.into()),
             }
         }),
-        Body::RegisterPush(_) | Body::UnregisterPush(_) => ready(Err(ApiError::new(
-            ErrorCode::FEATURE_UNAVAILABLE,
-            "this server does not offer push notifications yet",
-        ))),
+        Body::RegisterPush(r) => {
+            let Some(push) = &sh.push else {
+                return ready(Err(ApiError::new(ErrorCode::FEATURE_UNAVAILABLE, "this server does not offer push")));
+            };
+            let target = match push.target(r, unix_ms()) {
+                Ok(t) => t,
+                Err(e) => return ready(Err(e.into())),
+            };
+            let webhook_secret = match &target.target {
+                Some(crate::store::records::push_target_record::Target::Webhook(h)) => h.secret.clone(),
+                _ => Default::default(),
+            };
+            let device = auth.device_id;
+            submit(
+                &sh,
+                move |tx| tx.register_push(uid, device, target),
+                move |_, ()| Reply::PushRegistered(pb::PushRegistered { webhook_secret }),
+            )
+        }
+        Body::UnregisterPush(_) => {
+            let device = auth.device_id;
+            submit(&sh, move |tx| tx.unregister_push(uid, device), done)
+        }
         Body::CreateGroup(r) => {
             let (now, max) = (unix_ms(), sh.limits.max_group_members);
             submit(
@@ -442,6 +477,7 @@ async fn signup(sh: Arc<Shared>, r: pb::SignupRequest) -> Result<Reply, ApiError
         token,
         cursor: device.cursor,
         inbox_head: device.cursor,
+        push_dropped: None,
     }))
 }
 
@@ -480,6 +516,7 @@ async fn login(sh: Arc<Shared>, peer: SocketAddr, r: pb::LoginRequest) -> Result
         token,
         cursor: device.cursor,
         inbox_head: device.cursor,
+        push_dropped: None,
     }))
 }
 
@@ -505,5 +542,6 @@ async fn resume(sh: Arc<Shared>, r: pb::ResumeRequest) -> Result<Reply, ApiError
         token: String::new(),
         cursor: device.cursor,
         inbox_head,
+        push_dropped: device.push_dropped,
     }))
 }

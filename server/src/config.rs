@@ -67,6 +67,109 @@ pub struct Config {
     pub typing_expiry_ms: u32,
     /// Protocol limits, enforced and advertised in Welcome.
     pub limits: LimitsConfig,
+    /// Push notifications (the `[push]` table).
+    pub push: PushConfig,
+}
+
+/// Push notification settings (see docs/OPERATING.md, "Push
+/// notifications", and spec/PROTOCOL.md §10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Offer push at all (RegisterPush, the outbox worker).
+    pub enabled: bool,
+    /// Offer Web Push targets (and advertise the VAPID key).
+    pub web_push: bool,
+    /// Offer webhook targets.
+    pub webhook: bool,
+    /// How long a device has to ack a message before it is notified, in
+    /// milliseconds; also gathers a burst into one notification.
+    pub delay_ms: u64,
+    /// Least time between two notifications of one device about one
+    /// conversation, in milliseconds.
+    pub coalesce_ms: u64,
+    /// Put the start of the message text in notifications (off: payloads
+    /// carry no message text).
+    pub preview: bool,
+    /// Longest preview, in characters.
+    pub preview_chars: usize,
+    /// Deadline for one delivery attempt (connect, TLS, request, response),
+    /// in milliseconds.
+    pub timeout_ms: u64,
+    /// First retry delay, in milliseconds; doubled per attempt, with jitter.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Attempts before a notification is given up.
+    pub max_attempts: u32,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// How long a push service may hold an undelivered notification (the
+    /// `TTL` header), in seconds.
+    pub ttl_secs: u32,
+    /// The VAPID key pair (PKCS#8 PEM, P-256); default
+    /// `DATA_DIR/push/vapid.pem`, generated (mode 0600) on first start.
+    pub vapid_key: Option<PathBuf>,
+    /// The VAPID `sub` claim: a `mailto:` or `https:` contact for push
+    /// services (some, like Apple's, require one). Empty: not sent.
+    pub vapid_subject: String,
+    /// Accept `http://` webhook URLs (for receivers on a trusted network).
+    pub allow_http: bool,
+    /// Deliver to loopback, private and link-local addresses (off: such
+    /// destinations are refused, so devices cannot aim the server at the
+    /// operator's internal network).
+    pub allow_private_addresses: bool,
+    /// Extra trusted root certificates (PEM) for push receivers, besides
+    /// the built-in web PKI roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            enabled: true,
+            web_push: true,
+            webhook: true,
+            delay_ms: 3000,
+            coalesce_ms: 10_000,
+            preview: false,
+            preview_chars: 100,
+            timeout_ms: 10_000,
+            retry_base_ms: 1000,
+            retry_max_ms: 600_000,
+            max_attempts: 12,
+            concurrency: 32,
+            ttl_secs: 86_400,
+            vapid_key: None,
+            vapid_subject: String::new(),
+            allow_http: false,
+            allow_private_addresses: false,
+            ca_file: None,
+        }
+    }
+}
+
+impl PushConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: &str| Err(ConfigError::Invalid(format!("push: {s}")));
+        if self.delay_ms > 3_600_000 || self.coalesce_ms > 3_600_000 {
+            return bad("delay_ms and coalesce_ms are at most one hour");
+        }
+        if self.timeout_ms < 100 || self.retry_base_ms < 10 || self.retry_max_ms < self.retry_base_ms {
+            return bad("timeout_ms >= 100, retry_base_ms >= 10, retry_max_ms >= retry_base_ms");
+        }
+        if self.max_attempts == 0 || self.concurrency == 0 || self.ttl_secs == 0 {
+            return bad("max_attempts, concurrency and ttl_secs > 0");
+        }
+        if self.preview_chars == 0 || self.preview_chars > 1000 {
+            return bad("preview_chars is 1 to 1000");
+        }
+        let s = &self.vapid_subject;
+        if !s.is_empty() && !s.starts_with("mailto:") && !s.starts_with("https://") {
+            return bad("vapid_subject is a mailto: or https: URL");
+        }
+        Ok(())
+    }
 }
 
 /// The advertised protocol limits (see `spec/PROTOCOL.md` §12).
@@ -155,6 +258,7 @@ impl Default for Config {
             presence_coalesce_ms: 1000,
             typing_expiry_ms: 6000,
             limits: LimitsConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -215,6 +319,7 @@ impl Config {
         if self.cert.is_some() != self.key.is_some() {
             return bad("cert and key must be given together");
         }
+        self.push.validate()?;
         Ok(())
     }
 
@@ -247,6 +352,13 @@ mod tests {
         assert_eq!(c.durability, Durability::Buffered);
         assert_eq!(c.limits.max_group_members, 50);
         assert_eq!(c.limits.max_page_size, 100);
+        let c: Config = toml::from_str("[push]\ndelay_ms = 500\nallow_http = true\n").unwrap();
+        assert_eq!(c.push.delay_ms, 500);
+        assert!(c.push.allow_http && c.push.enabled);
+        assert!(toml::from_str::<Config>("[push]\nno_such_key = 1").is_err());
+        let mut c = Config::default();
+        c.push.vapid_subject = "admin@example.com".into();
+        assert!(c.validate().is_err());
         assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
         let mut c = Config::default();
         c.limits.max_frame_bytes = 1000;

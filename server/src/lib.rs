@@ -13,6 +13,8 @@
 //! - [`hub`]: the in-memory session table; live delivery to sessions.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`presence`]: online/away/offline with a grace period, to subscribers.
+//! - [`push`]: push notifications for devices that are away (Web Push,
+//!   webhooks) and the outbox worker.
 //! - [`accounts`]: password hashing, tokens, login throttling.
 //! - [`api`]: one handler per request, and the one place that maps
 //!   internal errors to wire codes.
@@ -44,6 +46,7 @@ pub mod link;
 pub mod listen;
 pub mod metrics;
 pub mod presence;
+pub mod push;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -97,6 +97,34 @@ struct Args {
     /// Sustained requests per second per session.
     #[arg(long, value_name = "N")]
     request_rate: Option<u32>,
+    /// Turn push notifications off (RegisterPush answers
+    /// FEATURE_UNAVAILABLE; more settings under [push] in the config file).
+    #[arg(long)]
+    no_push: bool,
+    /// How long a device has to ack a message before it is pushed, in
+    /// milliseconds.
+    #[arg(long, value_name = "MS")]
+    push_delay_ms: Option<u64>,
+    /// Least time between two pushes to one device about one conversation,
+    /// in milliseconds.
+    #[arg(long, value_name = "MS")]
+    push_coalesce_ms: Option<u64>,
+    /// Put the start of the message text in push payloads (off by default).
+    #[arg(long)]
+    push_preview: bool,
+    /// Accept http:// webhook URLs (receivers on a trusted network only).
+    #[arg(long)]
+    push_allow_http: bool,
+    /// Deliver pushes to loopback and private addresses too.
+    #[arg(long)]
+    push_allow_private: bool,
+    /// The VAPID key pair (PKCS#8 PEM). Default: DATA_DIR/push/vapid.pem,
+    /// generated (mode 0600) if missing.
+    #[arg(long, value_name = "FILE")]
+    vapid_key: Option<PathBuf>,
+    /// The VAPID contact (mailto: or https: URL) push services may use.
+    #[arg(long, value_name = "URL")]
+    vapid_subject: Option<String>,
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
     #[arg(long, value_name = "FILTER", default_value = "info,fjall=warn,lsm_tree=warn")]
     log: String,
@@ -152,6 +180,16 @@ impl Args {
         set(&mut c.limits.max_group_members, self.max_group_members);
         set(&mut c.limits.send_rate_per_sec, self.send_rate);
         set(&mut c.limits.request_rate_per_sec, self.request_rate);
+        c.push.enabled &= !self.no_push;
+        set(&mut c.push.delay_ms, self.push_delay_ms);
+        set(&mut c.push.coalesce_ms, self.push_coalesce_ms);
+        c.push.preview |= self.push_preview;
+        c.push.allow_http |= self.push_allow_http;
+        c.push.allow_private_addresses |= self.push_allow_private;
+        if self.vapid_key.is_some() {
+            c.push.vapid_key = self.vapid_key;
+        }
+        set(&mut c.push.vapid_subject, self.vapid_subject);
         c.validate()?;
         Ok((c, self.log))
     }

@@ -194,6 +194,8 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     /// Commands per group commit.
     pub commit_batch: Histogram,
+    /// Push notifications.
+    pub push: PushMetrics,
 }
 
 impl Default for Metrics {
@@ -212,6 +214,7 @@ impl Default for Metrics {
             errors: Mutex::new(BTreeMap::new()),
             commit_latency: Histogram::new(LATENCY, 1e-6),
             commit_batch: Histogram::new(BATCH, 1.0),
+            push: PushMetrics::default(),
         }
     }
 }
@@ -331,7 +334,120 @@ impl Metrics {
         }
         self.commit_latency.render(&mut o, "confab_store_commit_seconds", "Group commit latency (write + sync).");
         self.commit_batch.render(&mut o, "confab_store_commit_batch_size", "Commands per group commit.");
+        self.push.render(&mut o);
         o
+    }
+}
+
+/// Push notification counters (see `push`).
+pub struct PushMetrics {
+    /// New notification jobs queued with messages.
+    pub queued: AtomicU64,
+    sent: [AtomicU64; 2],
+    skipped: [AtomicU64; 2],
+    failed: Mutex<BTreeMap<&'static str, u64>>,
+    /// Notifications given up after the last retry.
+    pub gave_up: AtomicU64,
+    /// Targets removed because the push service said they are gone.
+    pub targets_removed: AtomicU64,
+    /// From the first message a notification covers to the receiver's 2xx
+    /// (ms → seconds). Includes the configured delay.
+    pub latency: Histogram,
+}
+
+impl Default for PushMetrics {
+    fn default() -> Self {
+        const LATENCY: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+        PushMetrics {
+            queued: AtomicU64::new(0),
+            sent: Default::default(),
+            skipped: Default::default(),
+            failed: Mutex::new(BTreeMap::new()),
+            gave_up: AtomicU64::new(0),
+            targets_removed: AtomicU64::new(0),
+            latency: Histogram::new(LATENCY, 1e-3),
+        }
+    }
+}
+
+impl PushMetrics {
+    /// A notification was accepted by the receiver, `latency_ms` after its
+    /// first message.
+    pub fn sent(&self, web_push: bool, latency_ms: u64) {
+        self.sent[usize::from(!web_push)].fetch_add(1, Relaxed);
+        self.latency.record(latency_ms);
+    }
+
+    /// Notifications sent (Web Push, webhook).
+    pub fn sent_total(&self) -> u64 {
+        self.sent.iter().map(|n| n.load(Relaxed)).sum()
+    }
+
+    /// A due notification was not needed: acked in time, or read.
+    pub fn skipped(&self, read: bool) {
+        self.skipped[usize::from(read)].fetch_add(1, Relaxed);
+    }
+
+    /// Skipped notifications: (acked in time, read elsewhere).
+    pub fn skipped_total(&self) -> (u64, u64) {
+        (self.skipped[0].load(Relaxed), self.skipped[1].load(Relaxed))
+    }
+
+    /// A delivery attempt failed.
+    pub fn failed(&self, reason: &'static str) {
+        if reason == "gone" {
+            self.targets_removed.fetch_add(1, Relaxed);
+        }
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    /// Failed attempts with this reason.
+    pub fn failed_count(&self, reason: &str) -> u64 {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).get(reason).copied().unwrap_or(0)
+    }
+
+    fn render(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "# HELP confab_push_queued_total Push notification jobs queued with messages.\n# TYPE confab_push_queued_total counter\nconfab_push_queued_total {}",
+            self.queued.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP confab_push_sent_total Push notifications accepted by the receiver, by target kind.\n# TYPE confab_push_sent_total counter"
+        );
+        for (kind, n) in ["web_push", "webhook"].iter().zip(&self.sent) {
+            let _ = writeln!(o, "confab_push_sent_total{{kind=\"{kind}\"}} {}", n.load(Relaxed));
+        }
+        let _ = writeln!(
+            o,
+            "# HELP confab_push_skipped_total Due notifications not sent: the device acked in time, or the user read the conversation.\n# TYPE confab_push_skipped_total counter"
+        );
+        for (reason, n) in ["acked", "read"].iter().zip(&self.skipped) {
+            let _ = writeln!(o, "confab_push_skipped_total{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+        }
+        let _ = writeln!(
+            o,
+            "# HELP confab_push_failed_total Failed push delivery attempts by reason.\n# TYPE confab_push_failed_total counter"
+        );
+        for (reason, n) in self.failed.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(o, "confab_push_failed_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP confab_push_gave_up_total Push notifications given up after the last retry.\n# TYPE confab_push_gave_up_total counter\nconfab_push_gave_up_total {}",
+            self.gave_up.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP confab_push_targets_removed_total Push targets removed because the push service answered 404 or 410.\n# TYPE confab_push_targets_removed_total counter\nconfab_push_targets_removed_total {}",
+            self.targets_removed.load(Relaxed)
+        );
+        self.latency.render(
+            o,
+            "confab_push_latency_seconds",
+            "From the first message a push notification covers to the receiver accepting it (includes push.delay_ms).",
+        );
     }
 }
 
@@ -351,5 +467,13 @@ mod tests {
         assert!(text.contains("confab_store_commit_batch_size_bucket{le=\"5\"} 1"));
         assert!(text.contains("confab_messages_stored_total 2"));
         assert!(text.contains("confab_errors_total{code=\"311\",name=\"CONVERSATION_NOT_FOUND\"} 1"));
+        m.push.sent(false, 3200);
+        m.push.failed("timeout");
+        m.push.skipped(true);
+        let text = m.render(1, 1);
+        assert!(text.contains("confab_push_sent_total{kind=\"webhook\"} 1"));
+        assert!(text.contains("confab_push_failed_total{reason=\"timeout\"} 1"));
+        assert!(text.contains("confab_push_skipped_total{reason=\"read\"} 1"));
+        assert!(text.contains("confab_push_latency_seconds_bucket{le=\"5\"} 1"));
     }
 }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::push::Push;
 use crate::store::{Store, Writer};
 use crate::{http, listen, tls};
 
@@ -39,6 +40,8 @@ pub struct Shared {
     pub presence: Arc<Presence>,
     /// Failed-login throttle.
     pub throttle: LoginThrottle,
+    /// Push notifications; `None` when disabled.
+    pub push: Option<Arc<Push>>,
     /// Session settings for QUIC sessions.
     pub quic_session_config: Arc<ServerConfig>,
     /// Session settings for TCP+TLS sessions.
@@ -92,6 +95,8 @@ impl Server {
         let (writer, writer_thread) = Writer::start(Arc::clone(&store), hub.clone(), observe, config.writer_queue)
             .context("starting the writer")?;
 
+        let push = Push::new(&config.push, &config.data_dir).context("setting up push notifications")?.map(Arc::new);
+        let vapid_public_key = push.as_ref().map(|p| p.vapid_public_key()).unwrap_or_default();
         let limits = Limits::from(&config.limits);
         let session = |capabilities: Vec<String>| {
             Arc::new(ServerConfig {
@@ -100,7 +105,7 @@ impl Server {
                 handshake_timeout: config.handshake_timeout(),
                 server_name: concat!("confabd/", env!("CARGO_PKG_VERSION")).into(),
                 capabilities,
-                vapid_public_key: String::new(),
+                vapid_public_key: vapid_public_key.clone(),
                 typing_rate_per_sec: 1,
             })
         };
@@ -117,6 +122,7 @@ impl Server {
             )),
             hub,
             throttle: LoginThrottle::new(config.login_failures_per_user, config.login_failures_per_address),
+            push,
             quic_session_config: session(vec!["request-streams".into()]),
             tcp_session_config: session(vec![]),
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -137,6 +143,9 @@ impl Server {
                     }
                 }
             });
+        }
+        if let Some(push) = shared.push.clone() {
+            shared.tracker.spawn(crate::push::worker::run(Arc::clone(&shared), push, shutdown.clone()));
         }
         let mut server = Server {
             shared: Arc::clone(&shared),

@@ -119,6 +119,7 @@ pub fn server_vectors() -> Vec<Valid> {
                     token: "q3Jd0fX8v1kz9B2mYwQeR7tLsPn4HcUaGxVo5iKjE6c".into(),
                     cursor: 5,
                     inbox_head: 5,
+                    push_dropped: None,
                 }),
             ),
         ),

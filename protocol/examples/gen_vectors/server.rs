@@ -167,6 +167,23 @@ pub fn vectors() -> Vec<Valid> {
                     token: super::client::TOKEN.into(),
                     cursor: 41,
                     inbox_head: 57,
+                    push_dropped: None,
+                }),
+            ),
+        ),
+        Valid::of(
+            "auth_ok_push_dropped",
+            "AuthOk after resume (empty token) telling the device its push target was removed (the push service answered 410)",
+            &server(
+                3,
+                Body::AuthOk(pb::AuthOk {
+                    user_id: ALICE,
+                    username: "alice".into(),
+                    device_id: 7,
+                    token: String::new(),
+                    cursor: 57,
+                    inbox_head: 60,
+                    push_dropped: Some(pb::PushTargetDropped { dropped_at_ms: T0 - 60_000, http_status: 410 }),
                 }),
             ),
         ),

@@ -45,6 +45,8 @@ pub struct SendOutcome {
     pub message: pb::Message,
     /// The client_msg_id had been used before; nothing new was stored.
     pub duplicate: bool,
+    /// New push notification jobs queued with the message.
+    pub pushes_queued: u32,
 }
 
 pub(super) type Result<T> = std::result::Result<(T, Deliveries), CommandError>;
@@ -108,6 +110,7 @@ impl Tx<'_> {
             created_at_ms: now_ms,
             last_seen_ms: now_ms,
             cursor,
+            push_dropped: None,
         };
         self.put_record(Ks::Devices, &keys::id(device_id), &device);
         self.put(Ks::UserDevices, &keys::pair(user_id, device_id), Vec::new());
@@ -127,6 +130,7 @@ impl Tx<'_> {
         self.delete(Ks::Devices, &keys::id(device_id));
         self.delete(Ks::UserDevices, &keys::pair(user_id, device_id));
         self.delete(Ks::Tokens, &device.token_hash);
+        self.remove_push_state(user_id, device_id)?;
         Ok(((), Deliveries::default()))
     }
 
@@ -340,7 +344,9 @@ impl Tx<'_> {
         Ok(message)
     }
 
-    /// Sends a text message, deduplicated on (sender, client_msg_id).
+    /// Sends a text message, deduplicated on (sender, client_msg_id), and
+    /// queues push notifications for the recipients' devices when `push`
+    /// is given.
     pub fn send(
         &mut self,
         sender: &UserRef,
@@ -348,6 +354,7 @@ impl Tx<'_> {
         client_msg_id: &str,
         text: String,
         now_ms: i64,
+        push: Option<super::push::PushTiming>,
     ) -> Result<SendOutcome> {
         let dedupe_key = keys::dedupe(sender.user_id, client_msg_id);
         if let Some(r) = self.get_record::<MessageRef>(Ks::Dedupe, &dedupe_key)? {
@@ -359,7 +366,7 @@ impl Tx<'_> {
                 }
                 .into());
             };
-            return Ok((SendOutcome { message, duplicate: true }, Deliveries::default()));
+            return Ok((SendOutcome { message, duplicate: true, pushes_queued: 0 }, Deliveries::default()));
         }
         self.current_membership(sender.user_id, conversation)?;
         let recipients: Vec<u64> = self.members(conversation)?.into_iter().map(|(u, _)| u).collect();
@@ -374,7 +381,11 @@ impl Tx<'_> {
             &mut out,
         )?;
         self.put_record(Ks::Dedupe, &dedupe_key, &MessageRef { conversation_id: conversation, seq: message.seq });
-        Ok((SendOutcome { message, duplicate: false }, out))
+        let pushes_queued = match push {
+            Some(timing) => self.queue_pushes(sender.user_id, &recipients, conversation, message.seq, now_ms, timing),
+            None => 0,
+        };
+        Ok((SendOutcome { message, duplicate: false, pushes_queued }, out))
     }
 
     /// Moves a read marker forward; returns the resulting state.

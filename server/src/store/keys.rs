@@ -16,6 +16,9 @@ pub const USER_CONVERSATIONS: &str = "user_conversations";
 pub const MESSAGES: &str = "messages";
 pub const INBOX: &str = "inbox";
 pub const DEDUPE: &str = "dedupe";
+pub const PUSH_TARGETS: &str = "push_targets";
+pub const PUSH_JOBS: &str = "push_jobs";
+pub const PUSH_DUE: &str = "push_due";
 
 /// meta keys.
 pub const FORMAT_VERSION: &[u8] = b"format_version";
@@ -50,6 +53,25 @@ pub fn dedupe(sender: u64, client_msg_id: &str) -> Vec<u8> {
     k
 }
 
+/// push_due/(due_ms, device, conversation) → 24 bytes, in due order. Times
+/// before the epoch sort as 0.
+pub fn push_due(due_ms: i64, device: u64, conversation: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&(due_ms.max(0) as u64).to_be_bytes());
+    k[8..16].copy_from_slice(&device.to_be_bytes());
+    k[16..].copy_from_slice(&conversation.to_be_bytes());
+    k
+}
+
+/// The parts of a push_due key.
+pub fn parse_push_due(key: &[u8]) -> Option<(i64, u64, u64)> {
+    if key.len() != 24 {
+        return None;
+    }
+    let due = i64::try_from(read_u64(key, 0)?).ok()?;
+    Some((due, read_u64(key, 8)?, read_u64(key, 16)?))
+}
+
 /// Reads a big-endian u64 at `at` in `bytes`; `None` when too short.
 pub fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     let b: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
@@ -72,5 +94,9 @@ mod tests {
         assert_eq!(pair_second(&pair(7, 9)), Some(9));
         assert_eq!(direct_pair(5, 3), direct_pair(3, 5));
         assert_eq!(read_u64(&[0; 4], 0), None);
+        assert!(push_due(999, 9, 9) < push_due(1000, 1, 1));
+        assert_eq!(parse_push_due(&push_due(1234, 5, 6)), Some((1234, 5, 6)));
+        assert_eq!(parse_push_due(&push_due(-5, 5, 6)), Some((0, 5, 6)));
+        assert_eq!(parse_push_due(&[0; 16]), None);
     }
 }

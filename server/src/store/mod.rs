@@ -9,10 +9,15 @@
 //! fsync for everything that arrived while the previous commit was syncing.
 //! fjall journals and syncs a batch before applying it to its memtables, so
 //! nothing is readable before it is durable.
+//!
+//! The push outbox (`push`) lives here too: notification jobs are written in
+//! the same batch as the message that causes them, so they are exactly as
+//! durable as the message.
 
 mod commands;
 mod groups;
 pub mod keys;
+pub mod push;
 mod reads;
 mod tx;
 pub mod writer;
@@ -102,10 +107,13 @@ pub(crate) enum Ks {
     Messages,
     Inbox,
     Dedupe,
+    PushTargets,
+    PushJobs,
+    PushDue,
 }
 
 impl Ks {
-    const ALL: [Ks; 13] = [
+    const ALL: [Ks; 16] = [
         Ks::Meta,
         Ks::Users,
         Ks::Usernames,
@@ -119,6 +127,9 @@ impl Ks {
         Ks::Messages,
         Ks::Inbox,
         Ks::Dedupe,
+        Ks::PushTargets,
+        Ks::PushJobs,
+        Ks::PushDue,
     ];
 
     fn name(self) -> &'static str {
@@ -136,6 +147,9 @@ impl Ks {
             Ks::Messages => keys::MESSAGES,
             Ks::Inbox => keys::INBOX,
             Ks::Dedupe => keys::DEDUPE,
+            Ks::PushTargets => keys::PUSH_TARGETS,
+            Ks::PushJobs => keys::PUSH_JOBS,
+            Ks::PushDue => keys::PUSH_DUE,
         }
     }
 }

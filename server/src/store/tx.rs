@@ -16,6 +16,8 @@ pub(crate) struct Counters {
     last_seq: HashMap<u64, u64>,
     inbox_head: HashMap<u64, u64>,
     next_ids: HashMap<&'static [u8], u64>,
+    /// user → their devices with a push target, filled on first use.
+    push_devices: HashMap<u64, Vec<u64>>,
 }
 
 impl Counters {
@@ -138,6 +140,28 @@ impl<'a> Tx<'a> {
         let s = self.inbox_head(user)? + 1;
         self.counters.inbox_head.insert(user, s);
         Ok(s)
+    }
+
+    /// The devices of `user` that have a push target (committed or staged).
+    /// Cached: the message path asks this for every recipient.
+    pub(crate) fn push_devices(&mut self, user: u64) -> Result<Vec<u64>, StoreError> {
+        if let Some(d) = self.counters.push_devices.get(&user) {
+            return Ok(d.clone());
+        }
+        let mut devices = Vec::new();
+        for (k, _) in self.scan_prefix(Ks::PushTargets, &keys::id(user))? {
+            devices.push(
+                keys::pair_second(&k)
+                    .ok_or(StoreError::Corrupt { keyspace: keys::PUSH_TARGETS, detail: "short key".into() })?,
+            );
+        }
+        self.counters.push_devices.insert(user, devices.clone());
+        Ok(devices)
+    }
+
+    /// Drops the cached push devices of `user`; call after changing them.
+    pub(crate) fn forget_push_devices(&mut self, user: u64) {
+        self.counters.push_devices.remove(&user);
     }
 
     /// Allocates the next id from a meta counter (user, device,
