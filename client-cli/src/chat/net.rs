@@ -118,7 +118,8 @@ pub async fn run(
     let mut tracker: Option<InboxTracker> = None;
     let mut next = Some(first);
     let mut backoff = BACKOFF_START;
-    // Attempts since the link was last up, for the status bar.
+    // Reconnect attempts, for the status bar; like the backoff, only a
+    // session that lasted starts the count again.
     let mut attempt = 0;
     loop {
         let (conn, auth) = match next.take() {
