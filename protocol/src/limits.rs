@@ -18,6 +18,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u32 = 20_000;
 pub const HEARTBEAT_GRACE_FACTOR: f64 = 2.5;
 /// Default deadline for a complete `Hello` after the connection opens.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u32 = 10_000;
+/// Default deadline for authenticating after the Welcome.
+pub const DEFAULT_AUTH_TIMEOUT_MS: u32 = 30_000;
 /// Consecutive malformed frames after which the session ends.
 pub const MAX_CONSECUTIVE_MALFORMED: u32 = 8;
 /// Consecutive rate-limited requests after which the session ends.

@@ -540,7 +540,7 @@ fn ping_is_answered_by_the_machine() {
 #[test]
 fn silence_for_two_and_a_half_heartbeats_ends_the_session() {
     let mut srv = Server::new();
-    srv.handshake();
+    srv.authenticate();
     // Any frame counts as a sign of life, a malformed one included.
     srv.advance(40_000);
     srv.input(&MALFORMED);
@@ -554,6 +554,72 @@ fn silence_for_two_and_a_half_heartbeats_ends_the_session() {
     srv.timeout();
     assert_error(srv.one_error(), 0, ErrorCode::HEARTBEAT_TIMEOUT, true);
     assert_closed(&mut srv, ErrorCode::HEARTBEAT_TIMEOUT);
+}
+
+#[test]
+fn an_unauthenticated_session_ends_at_the_auth_deadline() {
+    let mut srv = Server::new();
+    srv.handshake();
+    // Pings keep the session alive for heartbeats, not for authentication.
+    srv.advance(15_000);
+    srv.send(3, Body::Ping(pb::PingRequest { nonce: 1 }));
+    srv.out();
+    assert_eq!(srv.s.poll_timeout(), Some(srv.t0 + Duration::from_millis(30_000)));
+    srv.advance(14_999);
+    srv.timeout();
+    assert!(srv.out().is_empty());
+    srv.advance(1);
+    srv.timeout();
+    assert_error(srv.one_error(), 0, ErrorCode::AUTH_TIMEOUT, true);
+    assert_closed(&mut srv, ErrorCode::AUTH_TIMEOUT);
+}
+
+#[test]
+fn a_login_in_flight_at_the_auth_deadline_decides() {
+    let mut srv = Server::new();
+    srv.handshake();
+    srv.advance(29_000);
+    srv.send(2, login());
+    srv.events();
+    srv.advance(5_000);
+    // Past the deadline, but the login's answer is pending: no busy loop
+    // on an expired deadline, no close.
+    assert!(srv.s.poll_timeout().unwrap() > srv.now().instant);
+    srv.timeout();
+    assert!(srv.out().is_empty());
+    srv.s.respond(2, auth_ok());
+    assert!(matches!(srv.out()[..], [pb::ServerFrame { request_id: 2, body: Some(Reply::AuthOk(_)) }]));
+    srv.advance(60_000);
+    srv.send(4, Body::Ping(pb::PingRequest { nonce: 1 }));
+    assert!(
+        matches!(srv.out()[..], [pb::ServerFrame { body: Some(Reply::Pong(_)), .. }]),
+        "authenticated: no deadline"
+    );
+
+    // A failed login after the deadline ends the session at once.
+    let mut srv = Server::new();
+    srv.handshake();
+    srv.advance(29_000);
+    srv.send(2, login());
+    srv.events();
+    srv.advance(5_000);
+    srv.s.fail(2, ErrorCode::INVALID_CREDENTIALS, "no", 0);
+    srv.out();
+    srv.timeout();
+    assert_error(srv.one_error(), 0, ErrorCode::AUTH_TIMEOUT, true);
+}
+
+#[test]
+fn logout_restarts_the_auth_deadline() {
+    let mut srv = Server::new();
+    srv.authenticate();
+    srv.advance(100_000);
+    srv.send(5, Body::Logout(pb::LogoutRequest {}));
+    srv.events();
+    srv.s.respond(5, Reply::Done(pb::Done {}));
+    srv.out();
+    assert_eq!(srv.s.phase(), Phase::Unauthenticated);
+    assert_eq!(srv.s.poll_timeout(), Some(srv.now().instant + Duration::from_millis(30_000)));
 }
 
 // ----- typing -----------------------------------------------------------------

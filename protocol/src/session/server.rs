@@ -23,6 +23,10 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// Deadline for a complete Hello.
     pub handshake_timeout: Duration,
+    /// Deadline for a successful signup, login or resume after the Welcome
+    /// (or after a logout): an unauthenticated session is closed with
+    /// AUTH_TIMEOUT once it passes.
+    pub auth_timeout: Duration,
     /// Sent in Welcome.server_name.
     pub server_name: String,
     /// Capabilities the server supports (the Welcome lists the
@@ -40,6 +44,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             heartbeat_interval: Duration::from_millis(u64::from(crate::limits::DEFAULT_HEARTBEAT_INTERVAL_MS)),
             handshake_timeout: Duration::from_millis(u64::from(crate::limits::DEFAULT_HANDSHAKE_TIMEOUT_MS)),
+            auth_timeout: Duration::from_millis(u64::from(crate::limits::DEFAULT_AUTH_TIMEOUT_MS)),
             server_name: "confabd".into(),
             capabilities: Vec::new(),
             vapid_public_key: String::new(),
@@ -116,7 +121,9 @@ pub struct ServerSession {
     requests: TokenBucket,
     sends: TokenBucket,
     typing: TokenBucket,
-    handshake_deadline: Instant,
+    /// The handshake deadline while awaiting Hello; the authentication
+    /// deadline while unauthenticated.
+    phase_deadline: Instant,
     last_heard: Instant,
     malformed_streak: u32,
     rejected_streak: u32,
@@ -140,7 +147,7 @@ impl ServerSession {
             requests: TokenBucket::new(l.request_rate_per_sec, l.request_burst, now),
             sends: TokenBucket::new(l.send_rate_per_sec, l.send_burst, now),
             typing: TokenBucket::new(config.typing_rate_per_sec, 3, now),
-            handshake_deadline: now + config.handshake_timeout,
+            phase_deadline: now + config.handshake_timeout,
             last_heard: now,
             malformed_streak: 0,
             rejected_streak: 0,
@@ -358,6 +365,7 @@ impl ServerSession {
             vapid_public_key: self.config.vapid_public_key.clone(),
         };
         self.phase = Phase::Unauthenticated;
+        self.phase_deadline = now.instant + self.config.auth_timeout;
         self.send(id, Reply::Welcome(welcome));
         self.events.push_back(ServerEvent::Handshaken { version, client_name: hello.client_name, capabilities });
     }
@@ -384,7 +392,10 @@ impl ServerSession {
             (Some(Pending::Auth), Reply::AuthOk(ok)) if !self.is_closed() => {
                 self.phase = Phase::Authenticated { user_id: ok.user_id, device_id: ok.device_id };
             }
-            (Some(Pending::Logout), Reply::Done(_)) if !self.is_closed() => self.phase = Phase::Unauthenticated,
+            (Some(Pending::Logout), Reply::Done(_)) if !self.is_closed() => {
+                self.phase = Phase::Unauthenticated;
+                self.phase_deadline = self.last_now.instant + self.config.auth_timeout;
+            }
             _ => {}
         }
         self.send(request_id, reply);
@@ -470,9 +481,18 @@ impl ServerSession {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Closed => None,
-            Phase::AwaitingHello => Some(self.handshake_deadline),
-            _ => Some(self.last_heard + self.config.heartbeat_interval.mul_f64(HEARTBEAT_GRACE_FACTOR)),
+            Phase::AwaitingHello => Some(self.phase_deadline),
+            // A login in flight is not idle: its answer decides.
+            Phase::Unauthenticated if self.barrier.is_none() => {
+                Some(self.phase_deadline.min(self.heartbeat_deadline()))
+            }
+            Phase::Unauthenticated => Some(self.heartbeat_deadline()),
+            Phase::Authenticated { .. } => Some(self.heartbeat_deadline()),
         }
+    }
+
+    fn heartbeat_deadline(&self) -> Instant {
+        self.last_heard + self.config.heartbeat_interval.mul_f64(HEARTBEAT_GRACE_FACTOR)
     }
 
     /// Applies deadlines that have passed at `now`.
@@ -485,7 +505,13 @@ impl ServerSession {
         }
         match self.phase {
             Phase::AwaitingHello => self.close(ErrorCode::HANDSHAKE_TIMEOUT, "no Hello before the deadline"),
-            _ => self.close(ErrorCode::HEARTBEAT_TIMEOUT, "nothing heard for 2.5 heartbeat intervals"),
+            Phase::Unauthenticated if now >= self.phase_deadline && self.barrier.is_none() => {
+                self.close(ErrorCode::AUTH_TIMEOUT, "not authenticated before the deadline")
+            }
+            _ if now >= self.heartbeat_deadline() => {
+                self.close(ErrorCode::HEARTBEAT_TIMEOUT, "nothing heard for 2.5 heartbeat intervals")
+            }
+            _ => {}
         }
     }
 }
