@@ -114,6 +114,42 @@ impl LoginThrottle {
     }
 }
 
+/// Signups per source address per hour: each signup costs a password
+/// hash and a stored account, so an address may only make so many.
+pub struct SignupThrottle {
+    per_address: u32,
+    window: Duration,
+    counts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl SignupThrottle {
+    /// At most `per_address` signups an hour from one address.
+    pub fn new(per_address: u32) -> Self {
+        SignupThrottle { per_address, window: Duration::from_secs(3600), counts: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts a signup attempt from `addr`; `Err(wait)` when the address
+    /// has used up its window (the attempt is then not counted).
+    pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        // One lookup and update per critical section: a poisoned lock still
+        // holds consistent counts.
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= PRUNE_AT {
+            let window = self.window;
+            map.retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
+        }
+        let entry = map.entry(addr).or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.per_address {
+            return Err(self.window.saturating_sub(now.saturating_duration_since(entry.0)));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +186,18 @@ mod tests {
         assert!(t.check("carol", ip, now).is_err(), "address limit reached");
         assert!(t.check("bob", ip, now + Duration::from_secs(61)).is_ok());
         t.succeeded("bob");
+    }
+
+    #[test]
+    fn signups_per_address_per_hour() {
+        let t = SignupThrottle::new(2);
+        let now = Instant::now();
+        let ip: IpAddr = [10, 1, 1, 1].into();
+        assert!(t.attempt(ip, now).is_ok());
+        assert!(t.attempt(ip, now).is_ok());
+        let wait = t.attempt(ip, now + Duration::from_secs(600)).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(3000));
+        assert!(t.attempt([10, 1, 1, 2].into(), now).is_ok());
+        assert!(t.attempt(ip, now + Duration::from_secs(3600)).is_ok(), "a new window");
     }
 }

@@ -54,7 +54,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Fjall(_) | StoreError::WriteFailed(_) => {
-                tracing::warn!(error = %e, "store unavailable");
+                // The writer logs a failing store once per episode; one
+                // line per refused request would flood the log.
+                tracing::debug!(error = %e, "store unavailable");
                 ApiError {
                     code: ErrorCode::UNAVAILABLE,
                     message: "storage is unavailable".into(),
@@ -130,7 +132,7 @@ pub fn dispatch(shared: &Arc<Shared>, ctx: &SessionCtx, body: Body) -> Pending {
     let sh = Arc::clone(shared);
     let auth = ctx.auth.clone();
     match (body, auth) {
-        (Body::Signup(r), _) => Box::pin(signup(sh, r)),
+        (Body::Signup(r), _) => Box::pin(signup(sh, ctx.peer, r)),
         (Body::Login(r), _) => Box::pin(login(sh, ctx.peer, r)),
         (Body::Resume(r), _) => Box::pin(resume(sh, r)),
         (body, Some(auth)) => authenticated(sh, ctx, auth, body),
@@ -459,11 +461,30 @@ where
     }
 }
 
-async fn signup(sh: Arc<Shared>, r: pb::SignupRequest) -> Result<Reply, ApiError> {
+/// The answer when the password-check queue is full.
+fn password_checks_busy(sh: &Shared) -> ApiError {
+    sh.metrics.password_checks_shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ApiError {
+        code: ErrorCode::SERVER_BUSY,
+        message: "too many logins in progress; try again shortly".into(),
+        retry_after_ms: 500,
+    }
+}
+
+async fn signup(sh: Arc<Shared>, peer: SocketAddr, r: pb::SignupRequest) -> Result<Reply, ApiError> {
+    if let Err(wait) = sh.signups.attempt(peer.ip(), Instant::now()) {
+        return Err(ApiError {
+            code: ErrorCode::RATE_LIMITED,
+            message: "too many signups from this address; try again later".into(),
+            retry_after_ms: wait.as_millis() as u64,
+        });
+    }
     let password = r.password;
-    let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))
+    let hash = sh
+        .password_gate
+        .run(move || accounts::hash_password(&password))
         .await
-        .map_err(|_| ApiError::new(ErrorCode::INTERNAL, "hashing failed"))?
+        .map_err(|_| password_checks_busy(&sh))?
         .map_err(|_| ApiError::new(ErrorCode::INTERNAL, "hashing failed"))?;
     let (token, token_hash) = accounts::new_token();
     let now = unix_ms();
@@ -494,9 +515,11 @@ async fn login(sh: Arc<Shared>, peer: SocketAddr, r: pb::LoginRequest) -> Result
     let user = sh.store.read(move |s| s.user_by_name(&name)).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let password = r.password;
-    let ok = tokio::task::spawn_blocking(move || accounts::verify_password(stored.as_deref(), &password))
+    let ok = sh
+        .password_gate
+        .run(move || accounts::verify_password(stored.as_deref(), &password))
         .await
-        .map_err(|_| ApiError::new(ErrorCode::INTERNAL, "verification failed"))?;
+        .map_err(|_| password_checks_busy(&sh))?;
     let Some(user) = user.filter(|_| ok) else {
         sh.throttle.failed(&r.username, peer.ip(), Instant::now());
         sh.metrics.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

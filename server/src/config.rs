@@ -40,9 +40,14 @@ pub struct Config {
     pub durability: Durability,
     /// Most concurrent connections over all transports.
     pub max_connections: usize,
+    /// Most concurrent connections from one source address.
+    pub max_connections_per_address: usize,
     /// Frames queued for one session before it is cut off with
     /// RESYNC_REQUIRED.
     pub outbound_queue: usize,
+    /// Bytes queued for one session before it is cut off with
+    /// RESYNC_REQUIRED.
+    pub outbound_queue_bytes: usize,
     /// Commands queued for the store writer before requests are shed with
     /// SERVER_BUSY.
     pub writer_queue: usize,
@@ -51,12 +56,21 @@ pub struct Config {
     /// Deadline for the TLS handshake plus a complete Hello, in
     /// milliseconds.
     pub handshake_timeout_ms: u64,
+    /// Deadline for authenticating after the Welcome (or a logout), in
+    /// milliseconds.
+    pub auth_timeout_ms: u64,
     /// How long shutdown waits for requests in flight, in milliseconds.
     pub shutdown_grace_ms: u64,
     /// Failed logins allowed per username per minute.
     pub login_failures_per_user: u32,
     /// Failed logins allowed per source address per minute.
     pub login_failures_per_address: u32,
+    /// Signups allowed per source address per hour.
+    pub signups_per_address_per_hour: u32,
+    /// Password hashes (signup, login) computed at once.
+    pub password_check_concurrency: usize,
+    /// Password checks waiting beyond those; more get SERVER_BUSY.
+    pub password_check_queue: usize,
     /// How long a user stays online after their last session ends, in
     /// milliseconds (so quick reconnects do not flap).
     pub presence_grace_ms: u64,
@@ -247,13 +261,19 @@ impl Default for Config {
             key: None,
             durability: Durability::Fsync,
             max_connections: 10_000,
+            max_connections_per_address: 256,
             outbound_queue: 4096,
+            outbound_queue_bytes: 8 << 20,
             writer_queue: 65_536,
             heartbeat_interval_ms: u64::from(confab_protocol::limits::DEFAULT_HEARTBEAT_INTERVAL_MS),
             handshake_timeout_ms: u64::from(confab_protocol::limits::DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            auth_timeout_ms: u64::from(confab_protocol::limits::DEFAULT_AUTH_TIMEOUT_MS),
             shutdown_grace_ms: 5000,
             login_failures_per_user: 5,
             login_failures_per_address: 30,
+            signups_per_address_per_hour: 50,
+            password_check_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            password_check_queue: 64,
             presence_grace_ms: 5000,
             presence_coalesce_ms: 1000,
             typing_expiry_ms: 6000,
@@ -316,6 +336,15 @@ impl Config {
         if self.outbound_queue < 16 || self.writer_queue < 16 || self.max_connections == 0 {
             return bad("outbound_queue and writer_queue >= 16, max_connections > 0");
         }
+        if self.max_connections_per_address == 0 || self.password_check_concurrency == 0 {
+            return bad("max_connections_per_address and password_check_concurrency > 0");
+        }
+        if (self.outbound_queue_bytes as u64) < u64::from(l.max_frame_bytes) * 2 {
+            return bad("outbound_queue_bytes must hold at least two frames of limits.max_frame_bytes");
+        }
+        if self.auth_timeout_ms < 100 {
+            return bad("auth_timeout_ms >= 100");
+        }
         if self.cert.is_some() != self.key.is_some() {
             return bad("cert and key must be given together");
         }
@@ -331,6 +360,11 @@ impl Config {
     /// The handshake deadline.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// The authentication deadline.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
     }
 }
 

@@ -82,6 +82,9 @@ pub async fn serve<L: Link>(
             // overflowed, its device was revoked) or the write timeout must
             // still end the session, even mid-frame.
             let written = tokio::select! {
+                // A write that can finish now goes out before a kill ends
+                // the session: a self-revoke's Done, then its fatal Error.
+                biased;
                 r = link.write(&mut out) => r,
                 // Once the session is closed the kill has been handled: the
                 // final fatal Error must get its chance to go out.
@@ -127,9 +130,9 @@ pub async fn serve<L: Link>(
                 out.extend_from_slice(&frame);
                 if let Some(reg) = c.registration.as_mut() {
                     while out.len() < MAX_WRITE_BATCH {
-                        match reg.queue.try_recv() {
-                            Ok(frame) => out.extend_from_slice(&frame),
-                            Err(_) => break,
+                        match reg.try_recv() {
+                            Some(frame) => out.extend_from_slice(&frame),
+                            None => break,
                         }
                     }
                 }
@@ -164,7 +167,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 async fn next_event(registration: &mut Option<Registration>) -> Option<Bytes> {
     match registration {
-        Some(reg) => reg.queue.recv().await,
+        Some(reg) => reg.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -1,13 +1,13 @@
 //! The in-memory session table: user → live sessions. Delivery to a
 //! session is a non-blocking push of an already-encoded frame onto its
-//! bounded queue; a session whose queue is full is cut off with
-//! RESYNC_REQUIRED (it catches up from the store) so it never stalls the
-//! writer or anyone else.
+//! queue, bounded both in frames and in bytes; a session whose queue is
+//! full is cut off with RESYNC_REQUIRED (it catches up from the store) so
+//! it never stalls the writer or anyone else.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use confab_protocol::ErrorCode;
@@ -52,7 +52,9 @@ struct Entry {
     session: u64,
     device: u64,
     queue: mpsc::Sender<Bytes>,
-    kill: std::sync::Arc<Kill>,
+    /// Bytes in `queue`, shared with the session's [`Registration`].
+    queued: Arc<AtomicUsize>,
+    kill: Arc<Kill>,
 }
 
 /// The live sessions of this node.
@@ -60,21 +62,62 @@ pub struct Hub {
     users: Mutex<HashMap<u64, Vec<Entry>>>,
     next_session: AtomicU64,
     queue_len: usize,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    queue_bytes: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A registered session's receiving side.
 pub struct Registration {
     /// The session's id in the table.
     pub session: u64,
-    /// Frames delivered to it.
-    pub queue: mpsc::Receiver<Bytes>,
+    queue: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Registration {
+    /// The next frame delivered to this session.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let frame = self.queue.recv().await?;
+        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
+
+    /// A frame already delivered, if any.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        let frame = self.queue.try_recv().ok()?;
+        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
 }
 
 impl Hub {
-    /// An empty table whose sessions queue up to `queue_len` frames.
-    pub fn new(queue_len: usize, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
-        Hub { users: Mutex::new(HashMap::new()), next_session: AtomicU64::new(1), queue_len, metrics }
+    /// An empty table whose sessions queue up to `queue_len` frames and
+    /// `queue_bytes` bytes each.
+    pub fn new(queue_len: usize, queue_bytes: usize, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Hub { users: Mutex::new(HashMap::new()), next_session: AtomicU64::new(1), queue_len, queue_bytes, metrics }
+    }
+
+    /// Queues one frame for one session, or cuts the session off when its
+    /// queue is full in frames or bytes.
+    fn push(&self, user: u64, e: &Entry, frame: Bytes) {
+        let len = frame.len();
+        if e.queued.fetch_add(len, Ordering::Relaxed) + len > self.queue_bytes {
+            e.queued.fetch_sub(len, Ordering::Relaxed);
+            return self.overflowed(user, e);
+        }
+        match e.queue.try_send(frame) {
+            Ok(()) => {
+                self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                e.queued.fetch_sub(len, Ordering::Relaxed);
+                self.overflowed(user, e);
+            }
+            // The session is closing; it will catch up from the store.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                e.queued.fetch_sub(len, Ordering::Relaxed);
+            }
+        }
     }
 
     fn overflowed(&self, user: u64, e: &Entry) {
@@ -102,15 +145,16 @@ impl Hub {
         &self,
         user: u64,
         device: u64,
-        kill: std::sync::Arc<Kill>,
+        kill: Arc<Kill>,
         peer: SocketAddr,
         transport: Transport,
     ) -> Registration {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue_len);
-        self.users().entry(user).or_default().push(Entry { session, device, queue: tx, kill });
+        let queued = Arc::new(AtomicUsize::new(0));
+        self.users().entry(user).or_default().push(Entry { session, device, queue: tx, queued: queued.clone(), kill });
         tracing::debug!(user, device, session, %peer, ?transport, "session registered");
-        Registration { session, queue: rx }
+        Registration { session, queue: rx, queued }
     }
 
     /// Removes a session (on close or logout).
@@ -137,13 +181,7 @@ impl Hub {
     /// Queues a frame for one session of a user (presence updates).
     pub fn deliver_to_session(&self, user: u64, session: u64, frame: Bytes) {
         if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session)) {
-            match e.queue.try_send(frame) {
-                Ok(()) => {
-                    self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => self.overflowed(user, e),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
+            self.push(user, e, frame);
         }
     }
 
@@ -162,14 +200,7 @@ impl Deliver for Hub {
     fn deliver(&self, user_id: u64, frame: Bytes) {
         if let Some(entries) = self.users().get(&user_id) {
             for e in entries {
-                match e.queue.try_send(frame.clone()) {
-                    Ok(()) => {
-                        self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => self.overflowed(user_id, e),
-                    // The session is closing; it will catch up from the store.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
+                self.push(user_id, e, frame.clone());
             }
         }
     }
@@ -178,7 +209,6 @@ impl Deliver for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn addr() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 1))
@@ -186,13 +216,13 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_to_every_session_and_cuts_off_a_full_queue() {
-        let hub = Hub::new(2, Default::default());
+        let hub = Hub::new(2, 1 << 20, Default::default());
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
         let mut a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp);
         let mut b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic);
         hub.deliver(7, Bytes::from_static(b"x"));
-        assert_eq!(a.queue.recv().await.unwrap(), Bytes::from_static(b"x"));
-        assert_eq!(b.queue.recv().await.unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(a.recv().await.unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(b.recv().await.unwrap(), Bytes::from_static(b"x"));
         for _ in 0..3 {
             hub.deliver(7, Bytes::from_static(b"y"));
         }
@@ -203,8 +233,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queue_full_in_bytes_cuts_the_session_off() {
+        let hub = Hub::new(100, 10, Default::default());
+        let k = Arc::new(Kill::default());
+        let mut a = hub.register(7, 1, k.clone(), addr(), Transport::Tcp);
+        hub.deliver(7, Bytes::from_static(b"123456"));
+        // Reading frees the bytes: the same again fits.
+        assert_eq!(a.recv().await.unwrap().len(), 6);
+        hub.deliver(7, Bytes::from_static(b"123456"));
+        assert!(!k.token.is_cancelled());
+        hub.deliver(7, Bytes::from_static(b"12345"));
+        assert_eq!(k.killed().await, ErrorCode::RESYNC_REQUIRED);
+        assert_eq!(a.try_recv().unwrap().len(), 6, "what fitted is still delivered");
+        assert!(a.try_recv().is_none());
+    }
+
+    #[tokio::test]
     async fn kill_device_spares_the_asking_session() {
-        let hub = Hub::new(4, Default::default());
+        let hub = Hub::new(4, 1 << 20, Default::default());
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
         let a = hub.register(1, 5, k1.clone(), addr(), Transport::Tcp);
         let _b = hub.register(1, 5, k2.clone(), addr(), Transport::Tcp);

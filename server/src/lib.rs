@@ -16,6 +16,7 @@
 //! - [`push`]: push notifications for devices that are away (Web Push,
 //!   webhooks) and the outbox worker.
 //! - [`accounts`]: password hashing, tokens, login throttling.
+//! - [`admission`]: connections per address, the password-check queue.
 //! - [`api`]: one handler per request, and the one place that maps
 //!   internal errors to wire codes.
 //! - [`connection`]: the task that owns one session's transport.
@@ -37,6 +38,7 @@
 //! ```
 
 pub mod accounts;
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod connection;

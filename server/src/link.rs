@@ -11,6 +11,11 @@ use bytes::{Bytes, BytesMut};
 use confab_protocol::ErrorCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// How long a closing stream keeps reading (and discarding) input.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+/// How much input a closing stream discards at most.
+const LINGER_BYTES: usize = 1 << 20;
+
 /// What one read from the transport produced.
 #[derive(Debug)]
 pub enum Input {
@@ -79,5 +84,21 @@ where
 
     async fn close(&mut self, _code: ErrorCode) {
         let _ = self.writer.shutdown().await;
+        // Lingering close: closing a TCP socket with unread input makes the
+        // kernel send RST, and a peer's kernel that receives RST may drop
+        // what it had not read yet: the final Error frame. So read and
+        // discard what the peer still sends, briefly and boundedly, until
+        // it closes its side.
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        let _ = tokio::time::timeout(LINGER, async {
+            while left > 0 {
+                match self.reader.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
     }
 }

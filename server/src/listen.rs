@@ -10,10 +10,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
 use confab_protocol::{ErrorCode, FrameDecoder, framing, validate};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::AddressSlot;
 use crate::api::{self, SessionCtx};
 use crate::connection;
 use crate::hub::Transport;
@@ -22,6 +24,48 @@ use crate::server::Shared;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// What an accepted TCP connection holds for as long as it lives: one of
+/// the server's connection permits and its address's slot.
+pub type Admission = (OwnedSemaphorePermit, AddressSlot);
+
+/// Waits for the next TCP connection the limits admit: a connection permit
+/// first (so a flood waits in the kernel's backlog, not in our memory),
+/// then the accept (backing off on errors), then the per-address check
+/// (refused connections are closed at once). `None` once shutting down.
+pub async fn accept_tcp(
+    shared: &Shared,
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr, Admission)> {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            p = Arc::clone(&shared.connections).acquire_owned() => p.ok()?,
+        };
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "{what} accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(10);
+        let Some(slot) = shared.per_address.admit(peer.ip()) else {
+            refuse_per_address(shared, peer);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        return Some((socket, peer, (permit, slot)));
+    }
+}
+
 /// Accepts TCP connections, completes TLS and serves sessions.
 pub async fn tcp(
     shared: Arc<Shared>,
@@ -29,28 +73,10 @@ pub async fn tcp(
     tls: tokio_rustls::TlsAcceptor,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = Arc::clone(&shared.connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(10); x }
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "TCP accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            },
-        };
-        let _ = socket.set_nodelay(true);
+    while let Some((socket, peer, admission)) = accept_tcp(&shared, &listener, &shutdown, "TCP").await {
         let (shared, tls, shutdown) = (Arc::clone(&shared), tls.clone(), shutdown.clone());
         shared.clone().tracker.spawn(async move {
-            let _permit = permit;
+            let _admission = admission;
             let stream = match tokio::time::timeout(shared.handshake_timeout, tls.accept(socket)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -77,10 +103,15 @@ pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: Canc
             _ = shutdown.cancelled() => return,
             i = endpoint.accept() => match i { Some(i) => i, None => return },
         };
+        let peer = incoming.remote_address();
+        let Some(slot) = shared.per_address.admit(peer.ip()) else {
+            refuse_per_address(&shared, peer);
+            incoming.refuse();
+            continue;
+        };
         let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
         shared.clone().tracker.spawn(async move {
-            let _permit = permit;
-            let peer = incoming.remote_address();
+            let _permit = (permit, slot);
             let deadline = shared.handshake_timeout;
             let conn = match tokio::time::timeout(deadline, async { incoming.accept()?.await }).await {
                 Ok(Ok(c)) => c,
@@ -192,6 +223,12 @@ async fn answer(
         return (id, Ok(Reply::Pong(pb::Pong { nonce: p.nonce, server_time_ms: now })));
     }
     (id, api::dispatch(shared, &ctx, body).await)
+}
+
+/// Counts and logs a connection refused for its address's open count.
+pub fn refuse_per_address(shared: &Shared, peer: SocketAddr) {
+    shared.metrics.refused_per_address.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(%peer, "connection refused: too many from this address");
 }
 
 /// The address a listener actually bound (port 0 resolved).

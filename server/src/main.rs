@@ -73,15 +73,28 @@ struct Args {
     /// Most concurrent connections (all transports).
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Most concurrent connections from one source address.
+    #[arg(long, value_name = "N")]
+    max_connections_per_address: Option<usize>,
     /// Frames queued per session before it is cut off to resync.
     #[arg(long, value_name = "N")]
     outbound_queue: Option<usize>,
+    /// Bytes queued per session before it is cut off to resync.
+    #[arg(long, value_name = "BYTES")]
+    outbound_queue_bytes: Option<usize>,
     /// Heartbeat interval advertised to clients, in milliseconds.
     #[arg(long, value_name = "MS")]
     heartbeat_interval_ms: Option<u64>,
     /// Deadline for TLS plus a complete Hello, in milliseconds.
     #[arg(long, value_name = "MS")]
     handshake_timeout_ms: Option<u64>,
+    /// Deadline for signing up, logging in or resuming after the
+    /// handshake, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    auth_timeout_ms: Option<u64>,
+    /// Signups allowed per source address per hour.
+    #[arg(long, value_name = "N")]
+    signups_per_address_per_hour: Option<u32>,
     /// Largest message, in characters.
     #[arg(long, value_name = "N")]
     max_message_chars: Option<u32>,
@@ -94,9 +107,15 @@ struct Args {
     /// Sustained sends per second per session.
     #[arg(long, value_name = "N")]
     send_rate: Option<u32>,
+    /// Send burst per session (token bucket size).
+    #[arg(long, value_name = "N")]
+    send_burst: Option<u32>,
     /// Sustained requests per second per session.
     #[arg(long, value_name = "N")]
     request_rate: Option<u32>,
+    /// Request burst per session (token bucket size).
+    #[arg(long, value_name = "N")]
+    request_burst: Option<u32>,
     /// Turn push notifications off (RegisterPush answers
     /// FEATURE_UNAVAILABLE; more settings under [push] in the config file).
     #[arg(long)]
@@ -172,7 +191,11 @@ impl Args {
         }
         set(&mut c.durability, self.durability);
         set(&mut c.max_connections, self.max_connections);
+        set(&mut c.max_connections_per_address, self.max_connections_per_address);
         set(&mut c.outbound_queue, self.outbound_queue);
+        set(&mut c.outbound_queue_bytes, self.outbound_queue_bytes);
+        set(&mut c.auth_timeout_ms, self.auth_timeout_ms);
+        set(&mut c.signups_per_address_per_hour, self.signups_per_address_per_hour);
         set(&mut c.heartbeat_interval_ms, self.heartbeat_interval_ms);
         set(&mut c.handshake_timeout_ms, self.handshake_timeout_ms);
         set(&mut c.limits.max_message_chars, self.max_message_chars);
@@ -180,6 +203,8 @@ impl Args {
         set(&mut c.limits.max_group_members, self.max_group_members);
         set(&mut c.limits.send_rate_per_sec, self.send_rate);
         set(&mut c.limits.request_rate_per_sec, self.request_rate);
+        set(&mut c.limits.send_burst, self.send_burst);
+        set(&mut c.limits.request_burst, self.request_burst);
         c.push.enabled &= !self.no_push;
         set(&mut c.push.delay_ms, self.push_delay_ms);
         set(&mut c.push.coalesce_ms, self.push_coalesce_ms);

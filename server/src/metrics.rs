@@ -189,6 +189,10 @@ pub struct Metrics {
     pub messages_stored: AtomicU64,
     /// Failed logins and resumes.
     pub auth_failures: AtomicU64,
+    /// Connections refused because their address had too many open.
+    pub refused_per_address: AtomicU64,
+    /// Signups and logins refused because the password-check queue was full.
+    pub password_checks_shed: AtomicU64,
     errors: Mutex<BTreeMap<u32, u64>>,
     /// Group commit latency (µs → seconds).
     pub commit_latency: Histogram,
@@ -211,6 +215,8 @@ impl Default for Metrics {
             overflow_disconnects: AtomicU64::new(0),
             messages_stored: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
+            refused_per_address: AtomicU64::new(0),
+            password_checks_shed: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             commit_latency: Histogram::new(LATENCY, 1e-6),
             commit_batch: Histogram::new(BATCH, 1.0),
@@ -326,6 +332,18 @@ impl Metrics {
             self.overflow_disconnects.load(Relaxed),
         );
         counter(&mut o, "confab_auth_failures_total", "Failed logins and resumes.", self.auth_failures.load(Relaxed));
+        counter(
+            &mut o,
+            "confab_connections_refused_per_address_total",
+            "Connections refused: their source address had max_connections_per_address open.",
+            self.refused_per_address.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "confab_password_checks_shed_total",
+            "Signups and logins answered SERVER_BUSY because the password-check queue was full.",
+            self.password_checks_shed.load(Relaxed),
+        );
         let _ =
             writeln!(o, "# HELP confab_errors_total Error frames sent by code.\n# TYPE confab_errors_total counter");
         for (code, n) in self.errors.lock().unwrap_or_else(|p| p.into_inner()).iter() {

@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::LoginThrottle;
+use crate::accounts::{LoginThrottle, SignupThrottle};
+use crate::admission::{AddressLimits, PasswordGate};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -42,6 +43,12 @@ pub struct Shared {
     pub throttle: LoginThrottle,
     /// Push notifications; `None` when disabled.
     pub push: Option<Arc<Push>>,
+    /// Signups per address.
+    pub signups: SignupThrottle,
+    /// The queue in front of password hashing.
+    pub password_gate: PasswordGate,
+    /// Connections per source address.
+    pub per_address: Arc<AddressLimits>,
     /// Session settings for QUIC sessions.
     pub quic_session_config: Arc<ServerConfig>,
     /// Session settings for TCP+TLS sessions.
@@ -87,7 +94,7 @@ impl Server {
             .with_context(|| format!("opening the store in {}", config.data_dir.join("db").display()))?;
         let store = Arc::new(store);
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(config.outbound_queue, Arc::clone(&metrics)));
+        let hub = Arc::new(Hub::new(config.outbound_queue, config.outbound_queue_bytes, Arc::clone(&metrics)));
         let observe = {
             let m = Arc::clone(&metrics);
             Arc::new(move |commands: usize, messages: u64, took: Duration| m.committed(commands, messages, took))
@@ -103,6 +110,7 @@ impl Server {
                 limits: limits.clone(),
                 heartbeat_interval: config.heartbeat_interval(),
                 handshake_timeout: config.handshake_timeout(),
+                auth_timeout: config.auth_timeout(),
                 server_name: concat!("confabd/", env!("CARGO_PKG_VERSION")).into(),
                 capabilities,
                 vapid_public_key: vapid_public_key.clone(),
@@ -123,6 +131,9 @@ impl Server {
             hub,
             throttle: LoginThrottle::new(config.login_failures_per_user, config.login_failures_per_address),
             push,
+            signups: SignupThrottle::new(config.signups_per_address_per_hour),
+            password_gate: PasswordGate::new(config.password_check_concurrency, config.password_check_queue),
+            per_address: AddressLimits::new(config.max_connections_per_address),
             quic_session_config: session(vec!["request-streams".into()]),
             tcp_session_config: session(vec![]),
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -172,6 +183,8 @@ impl Server {
             transport
                 .max_concurrent_bidi_streams(32u32.into())
                 .max_concurrent_uni_streams(0u32.into())
+                // No datagram capability is offered: accept none.
+                .datagram_receive_buffer_size(None)
                 .max_idle_timeout(Some(
                     quinn::IdleTimeout::try_from(shared.config.heartbeat_interval() * 3).context("idle timeout")?,
                 ));

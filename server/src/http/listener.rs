@@ -12,18 +12,16 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::listen;
 use crate::server::Shared;
-
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A byte stream of either kind.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -32,7 +30,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// An accepted connection and the permit it holds.
 pub struct Conn {
     io: Box<dyn Io>,
-    _permit: OwnedSemaphorePermit,
+    _admission: listen::Admission,
 }
 
 impl AsyncRead for Conn {
@@ -118,29 +116,10 @@ async fn accept_loop(
     ready: mpsc::Sender<(Conn, PeerAddr)>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        // The permit comes first, so a flood waits in the kernel's backlog.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = Arc::clone(&shared.connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(10); x }
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "HTTP accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            },
-        };
-        let _ = socket.set_nodelay(true);
+    while let Some((socket, peer, admission)) = listen::accept_tcp(&shared, &listener, &shutdown, "HTTP").await {
         match &tls {
             None => {
-                let conn = Conn { io: Box::new(socket), _permit: permit };
+                let conn = Conn { io: Box::new(socket), _admission: admission };
                 if ready.send((conn, PeerAddr(peer))).await.is_err() {
                     return;
                 }
@@ -153,7 +132,7 @@ async fn accept_loop(
                         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "HTTPS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "HTTPS handshake timed out"),
                     };
-                    let conn = Conn { io: Box::new(stream), _permit: permit };
+                    let conn = Conn { io: Box::new(stream), _admission: admission };
                     let _ = ready.send((conn, PeerAddr(peer))).await;
                 });
             }

@@ -22,8 +22,8 @@ mod reads;
 mod tx;
 pub mod writer;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -155,10 +155,34 @@ impl Ks {
 }
 
 /// The open database.
+///
+/// fjall poisons a database whose journal write or sync failed (a full
+/// disk, an I/O error): every later write fails. The handles can therefore
+/// be replaced by a fresh open of the same directory ([`Store::reopen`]),
+/// which recovers from the journal exactly what was committed.
 pub struct Store {
+    dir: PathBuf,
+    /// `None` only inside `reopen`, which holds the write lock throughout
+    /// and ends the process if it cannot put handles back: readers, who
+    /// take the read lock, never see `None`.
+    handles: RwLock<Option<Arc<Handles>>>,
+    durability: Durability,
+}
+
+struct Handles {
     db: Database,
     keyspaces: Vec<Keyspace>,
-    durability: Durability,
+}
+
+impl Handles {
+    fn open(dir: &Path, durability: Durability) -> Result<Handles, StoreError> {
+        let db = Database::builder(dir).manual_journal_persist(durability == Durability::Fsync).open()?;
+        let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
+        for ks in Ks::ALL {
+            keyspaces.push(db.keyspace(ks.name(), KeyspaceCreateOptions::default)?);
+        }
+        Ok(Handles { db, keyspaces })
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -171,12 +195,8 @@ impl Store {
     /// Opens (or creates) the database in `dir`, checking its format
     /// version.
     pub fn open(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
-        let db = Database::builder(dir).manual_journal_persist(durability == Durability::Fsync).open()?;
-        let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
-        for ks in Ks::ALL {
-            keyspaces.push(db.keyspace(ks.name(), KeyspaceCreateOptions::default)?);
-        }
-        let store = Store { db, keyspaces, durability };
+        let handles = Handles::open(dir, durability)?;
+        let store = Store { dir: dir.to_path_buf(), handles: RwLock::new(Some(Arc::new(handles))), durability };
         let meta = store.ks(Ks::Meta);
         match meta.get(keys::FORMAT_VERSION)? {
             Some(v) => {
@@ -193,7 +213,7 @@ impl Store {
                     return Err(StoreError::Corrupt { keyspace: keys::META, detail: "format_version missing".into() });
                 }
                 meta.insert(keys::FORMAT_VERSION, FORMAT_VERSION.to_be_bytes())?;
-                store.db.persist(PersistMode::SyncAll)?;
+                store.db().persist(PersistMode::SyncAll)?;
             }
         }
         Ok(store)
@@ -204,15 +224,65 @@ impl Store {
         self.durability
     }
 
-    pub(crate) fn ks(&self, ks: Ks) -> &Keyspace {
+    #[allow(clippy::expect_used)] // see `handles`: readers never see None
+    fn handles(&self) -> Arc<Handles> {
+        let guard = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(guard.as_ref().expect("store handles are only absent inside reopen"))
+    }
+
+    pub(crate) fn ks(&self, ks: Ks) -> Keyspace {
         // Ks::ALL and `keyspaces` are built in the same order.
-        &self.keyspaces[ks as usize]
+        self.handles().keyspaces[ks as usize].clone()
+    }
+
+    pub(crate) fn db(&self) -> Database {
+        self.handles().db.clone()
     }
 
     /// Syncs everything to disk (shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.persist(PersistMode::SyncAll)?;
+        self.db().persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// Whether the directory can take writes again: a probe file of
+    /// `bytes` is written and synced (and removed).
+    pub fn has_space(&self, bytes: usize) -> bool {
+        use std::io::Write;
+        let probe = self.dir.join(".space-probe");
+        let ok = std::fs::File::create(&probe)
+            .and_then(|mut f| {
+                f.write_all(&vec![0u8; bytes])?;
+                f.sync_data()
+            })
+            .is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    }
+
+    /// Replaces poisoned handles with a fresh open of the same directory.
+    /// Blocks readers meanwhile. The old handles must be gone first (fjall
+    /// holds a lock file per directory, also through readers' keyspace
+    /// handles), so the open is retried for a short while. If no handles
+    /// can be put back the process ends: nothing could be served anyway,
+    /// and everything acknowledged is on disk for the next start.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut guard = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        drop(guard.take());
+        let mut last = None;
+        for _ in 0..50 {
+            match Handles::open(&self.dir, self.durability) {
+                Ok(h) => {
+                    *guard = Some(Arc::new(h));
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let e = last.map_or_else(|| "unknown".to_string(), |e| e.to_string());
+        tracing::error!(error = %e, dir = %self.dir.display(), "cannot reopen the store; exiting");
+        std::process::exit(70);
     }
 
     /// Runs a blocking read off the async executor's workers.

@@ -41,7 +41,7 @@ pub struct Tx<'a> {
 
 impl<'a> Tx<'a> {
     pub(crate) fn new(store: &'a Store, counters: &'a mut Counters) -> Self {
-        Tx { batch: store.db.batch(), store, counters, overlay: BTreeMap::new(), appended: 0 }
+        Tx { batch: store.db().batch(), store, counters, overlay: BTreeMap::new(), appended: 0 }
     }
 
     /// Messages stored by this group so far.
@@ -93,7 +93,7 @@ impl<'a> Tx<'a> {
     // ----- writes ------------------------------------------------------------
 
     pub(crate) fn put(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
-        self.batch.insert(self.store.ks(ks), key, value.clone());
+        self.batch.insert(&self.store.ks(ks), key, value.clone());
         self.overlay.insert((ks, key.to_vec()), Some(value));
     }
 
@@ -102,7 +102,7 @@ impl<'a> Tx<'a> {
     }
 
     pub(crate) fn delete(&mut self, ks: Ks, key: &[u8]) {
-        self.batch.remove(self.store.ks(ks), key);
+        self.batch.remove(&self.store.ks(ks), key);
         self.overlay.insert((ks, key.to_vec()), None);
     }
 

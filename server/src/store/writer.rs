@@ -143,6 +143,55 @@ impl Writer {
     }
 }
 
+/// How often a failing store is checked for space to reopen.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// The free space a reopen needs first.
+const PROBE_BYTES: usize = 1 << 20;
+
+/// The writer's view of a store whose commits fail. fjall poisons a
+/// database after a failed journal write or sync (disk full, I/O error), so
+/// every later commit fails too until the store is reopened; the writer
+/// reopens it as soon as a probe write shows the disk takes data again.
+/// Meanwhile commands fail fast with UNAVAILABLE, and the error is logged
+/// once per episode plus a count, not once per command.
+#[derive(Default)]
+struct Failing {
+    since: Option<std::time::Instant>,
+    last_probe: Option<std::time::Instant>,
+    failures: u64,
+}
+
+impl Failing {
+    fn failed(&mut self, e: &StoreError, commands: usize) {
+        self.failures += commands as u64;
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            tracing::error!(error = %e, commands, "group commit failed; nothing in it was stored; refusing writes until the store recovers");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!(failed_commands = self.failures, down_for = ?since.elapsed(), "store writes recovered");
+            self.failures = 0;
+        }
+    }
+
+    fn maybe_reopen(&mut self, store: &Store) {
+        if self.since.is_none() || self.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+            return;
+        }
+        self.last_probe = Some(std::time::Instant::now());
+        if !store.has_space(PROBE_BYTES) {
+            return;
+        }
+        match store.reopen() {
+            Ok(()) => tracing::info!("store reopened after write failures"),
+            Err(e) => tracing::error!(error = %e, "store reopen failed"),
+        }
+    }
+}
+
 fn run(
     store: &Store,
     deliver: &dyn Deliver,
@@ -152,6 +201,7 @@ fn run(
     let mut counters = Counters::default();
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stopping = false;
+    let mut failing = Failing::default();
     while !stopping {
         match rx.blocking_recv() {
             Some(Msg::Job(job)) => group.push(job),
@@ -167,6 +217,7 @@ fn run(
                 Err(_) => break,
             }
         }
+        failing.maybe_reopen(store);
         let mut tx = Tx::new(store, &mut counters);
         let completions: Vec<Completion> = group.drain(..).map(|job| job(&mut tx)).collect();
         let appended = tx.appended();
@@ -175,9 +226,12 @@ fn run(
         if result.is_ok() {
             observe(completions.len(), appended, started.elapsed());
         }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, commands = completions.len(), "group commit failed; nothing in it was stored");
-            counters.clear();
+        match &result {
+            Ok(()) => failing.recovered(),
+            Err(e) => {
+                failing.failed(e, completions.len());
+                counters.clear();
+            }
         }
         for done in completions {
             done(result.as_ref().map(|_| ()), deliver);

@@ -17,7 +17,15 @@ pub struct TestServer {
 
 pub fn config(dir: &std::path::Path) -> Config {
     let local = "127.0.0.1:0".parse().unwrap();
-    Config { data_dir: dir.to_path_buf(), quic: Some(local), tcp: Some(local), http: Some(local), ..Config::default() }
+    Config {
+        data_dir: dir.to_path_buf(),
+        quic: Some(local),
+        tcp: Some(local),
+        http: Some(local),
+        // Every test client comes from 127.0.0.1.
+        signups_per_address_per_hour: 100_000,
+        ..Config::default()
+    }
 }
 
 impl TestServer {
@@ -182,3 +190,4 @@ impl Raw {
 pub fn code<T: std::fmt::Debug>(r: Result<T, confab_client::ClientError>) -> confab_protocol::ErrorCode {
     r.expect_err("expected an error").code().expect("expected a server error")
 }
+pub mod daemon;

@@ -1,0 +1,165 @@
+//! Admission control that spans sessions: connections per source address,
+//! and the queue in front of password hashing (Argon2id is deliberately
+//! expensive: unbounded, a flood of logins from many addresses would take
+//! every core from the people already chatting).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+/// Open connections per source address.
+#[derive(Debug)]
+pub struct AddressLimits {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection; dropping it frees the address's slot.
+#[derive(Debug)]
+pub struct AddressSlot {
+    limits: Arc<AddressLimits>,
+    ip: IpAddr,
+}
+
+impl AddressLimits {
+    /// At most `max` open connections per address.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(AddressLimits { max, open: Mutex::new(HashMap::new()) })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Each critical section is one lookup and update: a poisoned lock
+        // still holds consistent counts.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for a new connection from `ip`, or `None` when the address
+    /// already has `max` open.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut map = self.map();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { limits: Arc::clone(self), ip })
+    }
+
+    /// Open connections from `ip`.
+    pub fn open(&self, ip: IpAddr) -> usize {
+        self.map().get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.limits.map();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The password-check queue: at most `concurrency` Argon2 computations at
+/// once, at most `queue` more waiting; past that, callers are told to come
+/// back later instead of piling up.
+#[derive(Debug)]
+pub struct PasswordGate {
+    permits: Semaphore,
+    /// Callers inside `run`: running or waiting for a permit.
+    inside: AtomicUsize,
+    max_inside: usize,
+}
+
+/// The gate is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+impl PasswordGate {
+    /// A gate running `concurrency` checks at once with `queue` waiting.
+    pub fn new(concurrency: usize, queue: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        PasswordGate {
+            permits: Semaphore::new(concurrency),
+            inside: AtomicUsize::new(0),
+            max_inside: concurrency + queue,
+        }
+    }
+
+    /// Runs `f` (CPU-heavy) on a blocking thread once a slot is free.
+    pub async fn run<F, R>(&self, f: F) -> Result<R, Busy>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        if self.inside.fetch_add(1, Ordering::AcqRel) >= self.max_inside {
+            self.inside.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy);
+        }
+        // Leaves on every path, a cancelled caller included.
+        let _inside = Inside(&self.inside);
+        let _permit = self.permits.acquire().await.map_err(|_| Busy)?;
+        tokio::task::spawn_blocking(f).await.map_err(|_| Busy)
+    }
+}
+
+struct Inside<'a>(&'a AtomicUsize);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_slots_are_counted_and_freed() {
+        let limits = AddressLimits::new(2);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let a = limits.admit(ip).unwrap();
+        let _b = limits.admit(ip).unwrap();
+        assert!(limits.admit(ip).is_none());
+        assert!(limits.admit([10, 0, 0, 2].into()).is_some(), "other addresses are unaffected");
+        drop(a);
+        assert_eq!(limits.open(ip), 1);
+        assert!(limits.admit(ip).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_gate_sheds_past_its_queue() {
+        let gate = Arc::new(PasswordGate::new(1, 1));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Arc::new(Mutex::new(rx));
+        // One running (blocked), one waiting: the third is shed.
+        let g = Arc::clone(&gate);
+        let r = Arc::clone(&rx);
+        let running = tokio::spawn(async move {
+            g.run(move || {
+                let _ = r.lock().unwrap().recv();
+            })
+            .await
+        });
+        while gate.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let g = Arc::clone(&gate);
+        let waiting = tokio::spawn(async move { g.run(|| 7).await });
+        while gate.inside.load(Ordering::Acquire) < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.run(|| 0).await, Err(Busy));
+        tx.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!(waiting.await.unwrap(), Ok(7));
+        assert_eq!(gate.run(|| 1).await, Ok(1), "room again once drained");
+    }
+}
