@@ -152,6 +152,7 @@ export const MESSAGES = {
     [4, "token", "string"],
     [5, "cursor", "uint64"],
     [6, "inboxHead", "uint64"],
+    [7, "pushDropped", "PushTargetDropped"],
   ],
   Device: [
     [1, "deviceId", "uint64"],
@@ -333,6 +334,10 @@ export const MESSAGES = {
   WebhookTarget: [[1, "url", "string"]],
   UnregisterPushRequest: [],
   PushRegistered: [[1, "webhookSecret", "bytes"]],
+  PushTargetDropped: [
+    [1, "droppedAtMs", "int64"],
+    [2, "httpStatus", "uint32"],
+  ],
   PingRequest: [[1, "nonce", "uint64"]],
   Pong: [
     [1, "nonce", "uint64"],
