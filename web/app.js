@@ -6,6 +6,7 @@ import { Session, ConfabError, ConnectionLost, defaultWsUrl, defaultDeviceName }
 import { Model, describeMembership } from "./model.js";
 import { ConversationKind, MemberRole, PresenceState, charCount, errorName } from "./proto.js";
 import { normalizeUsername, ValidationError } from "./validate.js";
+import { enablePush, pushSupported } from "./push.js";
 
 const $ = (id) => {
   const el = document.getElementById(id);
@@ -159,7 +160,19 @@ session.on("auth", ({ auth, fresh }) => {
   $("auth-error").textContent = "";
   showView("chat");
   scheduleRender();
+  syncPush(auth);
 });
+
+// Web Push (PROTOCOL.md §10): keep this device's subscription registered
+// without prompting; the permission itself needs a click (the button).
+function syncPush(auth) {
+  const key = session.welcome?.vapidPublicKey || "";
+  const button = $("push-enable");
+  const offer = !!key && pushSupported() && Notification.permission === "default";
+  button.hidden = !offer;
+  if (!key || !pushSupported()) return;
+  enablePush(session, key, { renew: !!auth.pushDropped }).catch((e) => showAlert(e, "notifications"));
+}
 
 session.on("reset", () => {
   const me = model.me;
@@ -662,6 +675,15 @@ function initChat() {
     requestAnimationFrame(() => document.querySelector(`.conv-item[data-id="${CSS.escape(id ?? "")}"]`)?.focus());
   });
 
+  $("push-enable").addEventListener("click", async () => {
+    try {
+      const r = await enablePush(session, session.welcome?.vapidPublicKey || "", { askPermission: true });
+      $("push-enable").hidden = r === "registered" || r === "unchanged" || r === "denied";
+      if (r === "denied") showAlert(new Error("notifications are blocked for this site in the browser's settings"));
+    } catch (e) {
+      showAlert(e, "notifications");
+    }
+  });
   $("logout").addEventListener("click", async () => {
     try {
       await session.logout();

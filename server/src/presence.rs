@@ -57,8 +57,9 @@ struct State {
     watchers: HashMap<u64, HashMap<u64, Watch>>,
     /// subscribing session → watched users.
     subscriptions: HashMap<u64, HashSet<u64>>,
-    /// Last-seen times of users who went offline while this server ran.
-    last_seen: HashMap<u64, i64>,
+    /// Last-seen times (and usernames, for the updates still coalescing
+    /// when they go) of users who went offline while this server ran.
+    last_seen: HashMap<u64, (String, i64)>,
 }
 
 /// The presence table.
@@ -188,7 +189,7 @@ impl Presence {
                 user_id: user,
                 username: username.to_string(),
                 state: PresenceState::Offline as i32,
-                last_seen_ms: st.last_seen.get(&user).copied().unwrap_or(stored_last_seen),
+                last_seen_ms: st.last_seen.get(&user).map_or(stored_last_seen, |(_, t)| *t),
             },
         }
     }
@@ -246,7 +247,7 @@ impl Presence {
             if let Some(u) = st.users.get_mut(&user) {
                 u.offline_at = None;
                 u.published = PresenceState::Offline;
-                let seen = u.last_seen_ms;
+                let seen = (u.username.clone(), u.last_seen_ms);
                 st.last_seen.insert(user, seen);
             }
             self.notify(&mut st, user, now);
@@ -267,10 +268,14 @@ impl Presence {
             let frame = match st.users.get(&user) {
                 Some(_) => Self::frame(&st, user),
                 None => {
+                    // Gone offline while this watcher's window was open: the
+                    // user's entry is gone, its last-seen record is not.
+                    let (username, last_seen_ms) = st.last_seen.get(&user).cloned().unwrap_or_default();
                     let p = pb::Presence {
                         user_id: user,
+                        username,
                         state: PresenceState::Offline as i32,
-                        last_seen_ms: st.last_seen.get(&user).copied().unwrap_or(0),
+                        last_seen_ms,
                         ..Default::default()
                     };
                     Some(frame_bytes(&pb::ServerFrame {
