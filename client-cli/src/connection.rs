@@ -208,10 +208,7 @@ impl Connection {
                     .map_err(|e| ClientError::Connect(format!("QUIC: {e}")))?;
                 let (send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
                 quic = Some(conn.clone());
-                let closer = move || {
-                    conn.close(0u32.into(), b"bye");
-                    drop(endpoint);
-                };
+                let closer = move || close_quic(conn, endpoint);
                 (Box::new(recv), Box::new(send), Some(Box::new(closer) as Closer))
             }
         };
@@ -312,6 +309,34 @@ impl Connection {
         if let Some(close) = self.closer.take() {
             close();
         }
+    }
+}
+
+/// Closes of dropped QUIC connections still being sent: quinn sends them
+/// from the endpoint's task, which would die with a process that exits at
+/// once, leaving the server to find out by its heartbeat timeout (and show
+/// the user online until then).
+static CLOSING: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+fn close_quic(conn: quinn::Connection, endpoint: quinn::Endpoint) {
+    conn.close(0u32.into(), b"bye");
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let waiting = runtime.spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    });
+    // Only pushes and takes happen under the lock: a poisoned one is fine.
+    let mut closing = CLOSING.lock().unwrap_or_else(|p| p.into_inner());
+    closing.retain(|h| !h.is_finished());
+    closing.push(waiting);
+}
+
+/// Waits until the closes of dropped or closed QUIC connections have gone
+/// out (at most about a second). Call it before a short-lived program
+/// exits.
+pub async fn finish_closing() {
+    let pending = std::mem::take(&mut *CLOSING.lock().unwrap_or_else(|p| p.into_inner()));
+    for h in pending {
+        let _ = h.await;
     }
 }
 

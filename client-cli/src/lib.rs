@@ -33,7 +33,7 @@ mod profile;
 pub mod tls;
 mod ws;
 
-pub use connection::{ConnectOptions, Connection, Event, TransportKind};
+pub use connection::{ConnectOptions, Connection, Event, TransportKind, finish_closing};
 pub use error::ClientError;
 pub use inbox::{InboxTracker, Offered};
 pub use profile::Profile;

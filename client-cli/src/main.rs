@@ -208,7 +208,13 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(async {
+        let r = run(cli).await;
+        // Let QUIC closes reach the server before the process goes.
+        confab_client::finish_closing().await;
+        r
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Server(e)) => {
             eprintln!("error: {e}");

@@ -271,13 +271,8 @@ impl Presence {
                     // Gone offline while this watcher's window was open: the
                     // user's entry is gone, its last-seen record is not.
                     let (username, last_seen_ms) = st.last_seen.get(&user).cloned().unwrap_or_default();
-                    let p = pb::Presence {
-                        user_id: user,
-                        username,
-                        state: PresenceState::Offline as i32,
-                        last_seen_ms,
-                        ..Default::default()
-                    };
+                    let p =
+                        pb::Presence { user_id: user, username, state: PresenceState::Offline as i32, last_seen_ms };
                     Some(frame_bytes(&pb::ServerFrame {
                         request_id: 0,
                         body: Some(pb::server_frame::Body::Presence(p)),

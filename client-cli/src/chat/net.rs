@@ -104,8 +104,6 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often the device's cursor is stored (debounced, §8.6).
 const ACK_EVERY: Duration = Duration::from_secs(1);
-/// Time for a closed QUIC connection's close frame to leave.
-const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// Runs sessions until the UI drops its command sender. `first` is the
 /// session made before the terminal was taken over.
@@ -355,10 +353,10 @@ async fn session(
                     }
                     conn.close();
                     // quinn sends the close from its endpoint task, which
-                    // stops with the runtime: without this pause the server
-                    // would only notice the heartbeat timeout, and show
-                    // this user online until then.
-                    tokio::time::sleep(CLOSE_GRACE).await;
+                    // stops with the runtime: wait for it, or the server
+                    // would only notice the heartbeat timeout and show this
+                    // user online until then.
+                    confab_client::finish_closing().await;
                     return Ok(Ended::Quit);
                 }
                 Some(cmd) => perform(&conn, cmd, events).await,
