@@ -19,6 +19,7 @@ use confab_protocol::{
     framing::{decode_client_frame, decode_server_frame},
     pb,
 };
+use prost::Message;
 
 /// The header and the stream, or `None` when the input is too short.
 pub fn split_input(data: &[u8]) -> Option<(u8, u8, &[u8])> {
@@ -69,7 +70,11 @@ pub fn server_frames(bytes: &[u8]) -> Vec<pb::ServerFrame> {
     let mut buf = BytesMut::from(bytes);
     let mut out = Vec::new();
     while let Some(frame) = FrameDecoder::new(u32::MAX).next_frame(&mut buf).expect("a valid length prefix") {
-        out.push(decode_server_frame(&frame).expect("the server session wrote a malformed frame"));
+        let f = decode_server_frame(&frame).expect("the server session wrote a malformed frame");
+        // Encoding is a function of the value: what the session wrote is
+        // exactly what re-encoding the decoded frame gives.
+        assert_eq!(f.encode_to_vec(), &frame[..], "the server session wrote a non-canonical frame: {f:?}");
+        out.push(f);
     }
     assert!(buf.is_empty(), "the server session wrote a partial frame");
     out
@@ -80,7 +85,9 @@ pub fn client_frames(bytes: &[u8]) -> Vec<pb::ClientFrame> {
     let mut buf = BytesMut::from(bytes);
     let mut out = Vec::new();
     while let Some(frame) = FrameDecoder::new(u32::MAX).next_frame(&mut buf).expect("a valid length prefix") {
-        out.push(decode_client_frame(&frame).expect("the client session wrote a malformed frame"));
+        let f = decode_client_frame(&frame).expect("the client session wrote a malformed frame");
+        assert_eq!(f.encode_to_vec(), &frame[..], "the client session wrote a non-canonical frame: {f:?}");
+        out.push(f);
     }
     assert!(buf.is_empty(), "the client session wrote a partial frame");
     out

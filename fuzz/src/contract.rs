@@ -17,6 +17,7 @@ use confab_protocol::{
     limits::DEFAULT_MAX_FRAME_BYTES,
     pb::{self, client_frame::Body, message::Content, server_frame::Body as Reply},
 };
+use prost::Message as _;
 
 /// Whether the session is authenticated, as far as the client can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +168,12 @@ impl Contract {
         loop {
             match self.decoder.next_frame(&mut self.inbuf) {
                 Ok(Some(frame)) => match decode_server_frame(&frame) {
+                    // Hand-built frames (live message events) must match
+                    // what prost writes: encoders emit fields in order and
+                    // omit defaults (§3), so re-encoding gives the bytes.
+                    Ok(f) if f.encode_to_vec() != frame => {
+                        self.violated("server frames are canonical: they re-encode to the same bytes (§3)", f)
+                    }
                     Ok(f) => self.server_frame(f),
                     Err(e) => self.violated("every server frame decodes (§3)", e),
                 },
