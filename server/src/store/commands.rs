@@ -221,7 +221,7 @@ impl Tx<'_> {
         out: &mut Deliveries,
     ) -> std::result::Result<u64, CommandError> {
         let inbox_seq = self.next_inbox_seq(user)?;
-        self.put_record(Ks::Inbox, &keys::pair(user, inbox_seq), &record);
+        self.put_unread(Ks::Inbox, &keys::pair(user, inbox_seq), record.encode_to_vec());
         out.push(user, event_frame(inbox_seq, live));
         Ok(inbox_seq)
     }
@@ -333,7 +333,7 @@ impl Tx<'_> {
         let record = record.encode_to_vec();
         for &user in recipients {
             let inbox_seq = self.next_inbox_seq(user)?;
-            self.put(Ks::Inbox, &keys::pair(user, inbox_seq), record.clone());
+            self.put_unread(Ks::Inbox, &keys::pair(user, inbox_seq), record.clone());
             out.push(user, framing::message_event_frame(inbox_seq, &encoded));
         }
         let key = keys::pair(sender.user_id, conversation);
@@ -369,7 +369,7 @@ impl Tx<'_> {
             return Ok((SendOutcome { message, duplicate: true, pushes_queued: 0 }, Deliveries::default()));
         }
         self.current_membership(sender.user_id, conversation)?;
-        let recipients: Vec<u64> = self.members(conversation)?.into_iter().map(|(u, _)| u).collect();
+        let recipients = self.member_ids(conversation)?;
         let mut out = Deliveries::default();
         let message = self.append(
             conversation,

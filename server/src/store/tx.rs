@@ -18,6 +18,11 @@ pub(crate) struct Counters {
     next_ids: HashMap<&'static [u8], u64>,
     /// user → their devices with a push target, filled on first use.
     push_devices: HashMap<u64, Vec<u64>>,
+    /// conversation → its current members' user ids, filled on first use
+    /// and dropped whenever the group writes one of its Members keys: every
+    /// send needs them, and a prefix scan decoding 100 member records per
+    /// group message was a visible part of the writer's profile.
+    member_ids: HashMap<u64, std::sync::Arc<[u64]>>,
 }
 
 impl Counters {
@@ -35,13 +40,16 @@ pub struct Tx<'a> {
     store: &'a Store,
     counters: &'a mut Counters,
     batch: OwnedWriteBatch,
-    overlay: BTreeMap<(Ks, Vec<u8>), Option<Vec<u8>>>,
+    /// Staged writes per keyspace (indexed by `Ks as usize`), so a lookup
+    /// borrows the key instead of building an owned `(Ks, Vec<u8>)`.
+    overlay: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     appended: u64,
 }
 
 impl<'a> Tx<'a> {
     pub(crate) fn new(store: &'a Store, counters: &'a mut Counters) -> Self {
-        Tx { batch: store.db().batch(), store, counters, overlay: BTreeMap::new(), appended: 0 }
+        let overlay = Ks::ALL.iter().map(|_| BTreeMap::new()).collect();
+        Tx { batch: store.db().batch(), store, counters, overlay, appended: 0 }
     }
 
     /// Messages stored by this group so far.
@@ -61,8 +69,14 @@ impl<'a> Tx<'a> {
 
     // ----- reads (overlay first) --------------------------------------------
 
+    fn staged(&self, ks: Ks) -> &BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        // `overlay` has one map per keyspace, built from Ks::ALL.
+        &self.overlay[ks as usize]
+    }
+
     pub(crate) fn get(&self, ks: Ks, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.overlay.get(&(ks, key.to_vec())) {
+        debug_assert!(ks != Ks::Inbox, "inbox entries are staged without the overlay (put_unread)");
+        if let Some(v) = self.staged(ks).get(key) {
             return Ok(v.clone());
         }
         Ok(self.store.ks(ks).get(key)?.map(|v| v.to_vec()))
@@ -77,14 +91,13 @@ impl<'a> Tx<'a> {
 
     /// Every (key, value) under `prefix`, in key order, overlay applied.
     pub(crate) fn scan_prefix(&self, ks: Ks, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        debug_assert!(ks != Ks::Inbox, "inbox entries are staged without the overlay (put_unread)");
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for kv in self.store.ks(ks).prefix(prefix) {
             let (k, v) = kv.into_inner()?;
             merged.insert(k.to_vec(), Some(v.to_vec()));
         }
-        let start = (ks, prefix.to_vec());
-        for ((_, k), v) in self.overlay.range(start..).take_while(|((k_ks, k), _)| *k_ks == ks && k.starts_with(prefix))
-        {
+        for (k, v) in self.staged(ks).range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
             merged.insert(k.clone(), v.clone());
         }
         Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
@@ -94,7 +107,17 @@ impl<'a> Tx<'a> {
 
     pub(crate) fn put(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
         self.batch.insert(&self.store.ks(ks), key, value.clone());
-        self.overlay.insert((ks, key.to_vec()), Some(value));
+        self.touched(ks, key);
+        self.overlay[ks as usize].insert(key.to_vec(), Some(value));
+    }
+
+    /// Stages a write that no command reads back through a `Tx`, so it
+    /// skips the overlay (no key copy, no second value copy): inbox
+    /// entries, the most numerous write (one per member per message).
+    /// Readers use the committed store, and the inbox head is a counter.
+    pub(crate) fn put_unread(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
+        debug_assert!(ks == Ks::Inbox, "only inbox entries are never read back in a group");
+        self.batch.insert(&self.store.ks(ks), key, value);
     }
 
     pub(crate) fn put_record<M: prost::Message>(&mut self, ks: Ks, key: &[u8], record: &M) {
@@ -103,7 +126,35 @@ impl<'a> Tx<'a> {
 
     pub(crate) fn delete(&mut self, ks: Ks, key: &[u8]) {
         self.batch.remove(&self.store.ks(ks), key);
-        self.overlay.insert((ks, key.to_vec()), None);
+        self.touched(ks, key);
+        self.overlay[ks as usize].insert(key.to_vec(), None);
+    }
+
+    /// Drops cached state a write to `key` makes stale.
+    fn touched(&mut self, ks: Ks, key: &[u8]) {
+        if ks == Ks::Members
+            && let Some(conversation) = keys::read_u64(key, 0)
+        {
+            self.counters.member_ids.remove(&conversation);
+        }
+    }
+
+    /// The user ids of a conversation's current members (committed or
+    /// staged), cached across groups until its membership is written.
+    pub(crate) fn member_ids(&mut self, conversation: u64) -> Result<std::sync::Arc<[u64]>, StoreError> {
+        if let Some(ids) = self.counters.member_ids.get(&conversation) {
+            return Ok(std::sync::Arc::clone(ids));
+        }
+        let mut ids = Vec::new();
+        for (k, _) in self.scan_prefix(Ks::Members, &keys::id(conversation))? {
+            ids.push(
+                keys::pair_second(&k)
+                    .ok_or(StoreError::Corrupt { keyspace: keys::MEMBERS, detail: "short key".into() })?,
+            );
+        }
+        let ids: std::sync::Arc<[u64]> = ids.into();
+        self.counters.member_ids.insert(conversation, std::sync::Arc::clone(&ids));
+        Ok(ids)
     }
 
     // ----- counters ------------------------------------------------------------
