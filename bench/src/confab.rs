@@ -96,6 +96,8 @@ impl Link for ConfabLink {
                                 out.push(LinkEvent::Msg(stamp, sender));
                             }
                         }
+                        // Setup leaves a `joined` per new conversation.
+                        Some(pb::inbox_event::Event::Joined(_)) => {}
                         _ => self.checks.other_events += 1,
                     }
                 }

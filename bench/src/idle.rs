@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::daemon::{Daemon, Meter, status_kib};
 use crate::load::{micros, new_hist};
-use crate::pipe::{Pipe, run_tag};
+use crate::pipe::{Pipe, Target, run_tag};
 use crate::report::Row;
 use crate::wire::{Connector, Transport};
 
@@ -28,8 +28,14 @@ const HOLD: Duration = Duration::from_secs(25);
 
 /// Holds `n` sessions on `server` over `transport`.
 pub async fn run(server: &Daemon, transport: Transport, n: usize) -> anyhow::Result<Vec<Row>> {
-    let target = server.target();
+    hold(&server.target(), Some(server.pid), transport, n).await
+}
+
+/// Holds `n` sessions on the server at `target` (its pid for /proc, when
+/// known: otherwise no memory figures).
+pub async fn hold(target: &Target, pid: Option<u32>, transport: Transport, n: usize) -> anyhow::Result<Vec<Row>> {
     let addr = target.addr(transport)?;
+    let rss = |pid: Option<u32>| pid.and_then(|p| status_kib(p, "VmRSS")).unwrap_or(0);
     // A small read buffer: these sessions carry almost nothing.
     let connector = Arc::new(Connector::confab(&target.fingerprint, 512)?);
     let tag = run_tag();
@@ -39,12 +45,12 @@ pub async fn run(server: &Daemon, transport: Transport, n: usize) -> anyhow::Res
         tokens.push(p.signup(&format!("i{tag}-{i}")).await?.1);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = status_kib(server.pid, "VmRSS").unwrap_or(0);
+    let before = rss(pid);
     let tokens = Arc::new(tokens);
     let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut holders = tokio::task::JoinSet::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<u64>>();
-    let meter = Meter::start(Some(server.pid));
+    let meter = Meter::start(pid);
     let started = Instant::now();
     for i in 0..n {
         let (connector, tokens, permits, ready) =
@@ -100,12 +106,13 @@ pub async fn run(server: &Daemon, transport: Transport, n: usize) -> anyhow::Res
         }
     }
     let connect_secs = started.elapsed().as_secs_f64();
+    eprintln!("  idle: {ok} {} sessions up in {connect_secs:.1}s ({failed} failed); holding", transport.name());
     let connect_reading = meter.read();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let settled = status_kib(server.pid, "VmRSS").unwrap_or(0);
+    let settled = rss(pid);
     tokio::time::sleep(HOLD).await;
-    let held = status_kib(server.pid, "VmRSS").unwrap_or(0);
-    let peak = status_kib(server.pid, "VmHWM");
+    let held = rss(pid);
+    let peak = pid.and_then(|p| status_kib(p, "VmHWM"));
     let per_conn = |rss: u64| rss.saturating_sub(before) as f64 / ok.max(1) as f64;
     let value = per_conn(held.max(settled));
     let mut idle = Row::new("idle", "confab", format!("{} N={n}", transport.name()), value, "KiB/conn");

@@ -65,6 +65,25 @@ enum Command {
     /// Only the scenarios and systems named (comma-separated), e.g.
     /// `run --only dm,group --systems confab,relay`.
     Run(SuiteArgs),
+    /// Hold N idle sessions on a running confabd (for profiling its
+    /// memory), then print the idle and connect rows.
+    Hold {
+        /// Its address for the transport.
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        /// Its certificate fingerprint (hex; "sha256:" ok).
+        #[arg(long)]
+        fingerprint: String,
+        /// Its pid (for /proc readings).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Transport.
+        #[arg(long, value_enum, default_value_t = wire::Transport::Tcp)]
+        transport: wire::Transport,
+        /// Sessions.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+    },
     /// Serve the bare relay (used by the bench itself, as a child).
     #[command(hide = true)]
     Relay {
@@ -114,6 +133,13 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let args = match &cli.command {
         Command::All(a) | Command::Run(a) => a.clone(),
+        Command::Hold { server, fingerprint, pid, transport, connections } => {
+            let fingerprint = confab_client::tls::normalize_fingerprint(fingerprint);
+            let target = pipe::Target { tcp: Some(*server), quic: Some(*server), http: Some(*server), fingerprint };
+            let rows = runtime.block_on(idle::hold(&target, *pid, *transport, *connections))?;
+            print!("{}", report::table(&rows));
+            return Ok(());
+        }
         Command::Relay { .. } => unreachable_relay()?,
     };
     let all = matches!(cli.command, Command::All(_));

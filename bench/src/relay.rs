@@ -38,7 +38,9 @@ const QUEUE: usize = 4096;
 /// Most bytes gathered into one write.
 const MAX_WRITE_BATCH: usize = 256 * 1024;
 
-type Subscribers = Arc<Mutex<HashMap<u64, Vec<mpsc::Sender<Bytes>>>>>;
+/// Topic → its subscribers' queues. Copy-on-write: a join replaces the
+/// list, a publish takes a cheap `Arc` of the current one.
+type Subscribers = Arc<Mutex<HashMap<u64, Arc<Vec<mpsc::Sender<Bytes>>>>>>;
 
 /// Appends `v` as a protobuf varint.
 pub fn encode_varint(mut v: u64, out: &mut BytesMut) {
@@ -123,7 +125,10 @@ where
                         let mut subs = subscribers.lock().map_err(|_| anyhow!("poisoned"))?;
                         for topic in f[1..].chunks_exact(8) {
                             let topic = u64::from_le_bytes(topic.try_into()?);
-                            subs.entry(topic).or_default().push(tx.clone());
+                            let list = subs.entry(topic).or_default();
+                            let mut next = Vec::clone(list);
+                            next.push(tx.clone());
+                            *list = Arc::new(next);
                         }
                     }
                     if tx.send(frame(ACK, &[&0u64.to_le_bytes()])).await.is_err() {
@@ -133,14 +138,18 @@ where
                 Some(&PUB) if f.len() >= 17 => {
                     let topic = u64::from_le_bytes(f[1..9].try_into()?);
                     let forward = frame(FWD, &[&f[17..]]);
-                    let targets: Vec<mpsc::Sender<Bytes>> =
-                        subscribers.lock().map_err(|_| anyhow!("poisoned"))?.get(&topic).cloned().unwrap_or_default();
-                    for t in targets {
+                    let targets = subscribers.lock().map_err(|_| anyhow!("poisoned"))?.get(&topic).cloned();
+                    for t in targets.iter().flat_map(|t| t.iter()) {
                         // A full queue pushes back on the publisher (the
                         // relay never drops or queues without bound).
-                        let _ = t.send(forward.clone()).await;
+                        if let Err(mpsc::error::TrySendError::Full(f)) = t.try_send(forward.clone()) {
+                            let _ = t.send(f).await;
+                        }
                     }
-                    if tx.send(frame(ACK, &[&f[9..17]])).await.is_err() {
+                    let ack = frame(ACK, &[&f[9..17]]);
+                    if let Err(mpsc::error::TrySendError::Full(a)) = tx.try_send(ack)
+                        && tx.send(a).await.is_err()
+                    {
                         break 'read;
                     }
                 }

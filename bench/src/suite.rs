@@ -46,7 +46,7 @@ pub struct SuiteArgs {
     /// Messages in the history store (default 1,000,000; 200,000 with --quick).
     #[arg(long)]
     pub history_messages: Option<u64>,
-    /// Also run the dm W=64 figures over QUIC.
+    /// Also run dm W=64 over QUIC and WebSocket (always in a full `all`).
     #[arg(long)]
     pub quic: bool,
 }
@@ -171,10 +171,9 @@ impl Suite {
                 self.confab_dm(Transport::Tcp, durability, Shape::Open { rate }, "over2x").await?;
             }
         }
-        if self.args.quic && self.wants("dm") {
-            for w in [1, 64] {
-                self.confab_dm(Transport::Quic, Durability::Fsync, Shape::Closed { window: w }, &format!("W={w}"))
-                    .await?;
+        if (self.args.quic || (self.all && !self.args.quick)) && self.wants("dm") {
+            for transport in [Transport::Quic, Transport::Ws] {
+                self.confab_dm(transport, Durability::Fsync, Shape::Closed { window: 64 }, "W=64").await?;
             }
         }
         Ok(())

@@ -21,8 +21,9 @@ type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// Connections per client source address before the next 127.0.0.x is
-/// used (the ephemeral port range holds about 28,000).
-const PER_SOURCE_IP: usize = 20_000;
+/// used (the ephemeral port range holds about 28,000, and confabd caps
+/// connections per address).
+const PER_SOURCE_IP: usize = 5_000;
 /// Connections per client QUIC endpoint (one UDP socket each).
 const PER_QUIC_ENDPOINT: usize = 2_000;
 

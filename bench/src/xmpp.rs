@@ -178,11 +178,14 @@ fn stream_header() -> String {
 
 impl XmppLink {
     async fn next(&mut self) -> anyhow::Result<Piece> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(p) = self.splitter.next(&mut self.wire.inbuf)? {
                 return Ok(p);
             }
-            self.wire.pump(Some(Instant::now() + Duration::from_secs(30))).await?;
+            if self.wire.pump(Some(deadline)).await? == 0 {
+                bail!("no answer from ejabberd within 30 s");
+            }
         }
     }
 
@@ -227,8 +230,16 @@ impl XmppLink {
     }
 
     /// Connects, optionally registers (in-band), authenticates (SASL
-    /// PLAIN), binds `resource` and sends initial presence.
-    async fn login(addr: SocketAddr, user: &str, resource: &str, register: bool) -> anyhow::Result<XmppLink> {
+    /// PLAIN), binds `resource` and, when `available`, sends initial
+    /// presence. (Idle sessions of one user stay unavailable: each
+    /// available one would get every other's presence.)
+    async fn login(
+        addr: SocketAddr,
+        user: &str,
+        resource: &str,
+        register: bool,
+        available: bool,
+    ) -> anyhow::Result<XmppLink> {
         let wire = Wire::plain(addr, 4 * 1024).await?;
         let mut l = XmppLink { wire, splitter: Splitter::default(), to: String::new(), groupchat: false };
         l.wire.out.extend_from_slice(stream_header().as_bytes());
@@ -260,7 +271,9 @@ impl XmppLink {
             .as_bytes(),
         );
         l.expect("id='bind'", "bind").await?;
-        l.wire.out.extend_from_slice(b"<presence/>");
+        if available {
+            l.wire.out.extend_from_slice(b"<presence/>");
+        }
         l.wire.flush_all().await?;
         Ok(l)
     }
@@ -412,8 +425,13 @@ impl Ejabberd {
         }
         let _ = std::process::Command::new("chown").args(["-R", "ejabberd:ejabberd"]).arg(d).status();
         let _ = std::process::Command::new("chmod").args(["755"]).arg(d).status();
-        let mut cmd = crate::daemon::pinned("/usr/sbin/ejabberdctl", pin);
-        cmd.arg("--config-dir")
+        // As the ejabberd user, switched with setpriv rather than the
+        // script's own `su`: su's PAM session resets the open-file limit to
+        // 1024, which would cap ejabberd at about a thousand connections.
+        let mut cmd = crate::daemon::pinned("setpriv", pin);
+        cmd.args(["--reuid", "ejabberd", "--regid", "ejabberd", "--init-groups", "/usr/sbin/ejabberdctl"])
+            .env("HOME", d)
+            .arg("--config-dir")
             .arg(d)
             .arg("--logs")
             .arg(d.join("logs"))
@@ -469,8 +487,8 @@ pub async fn dm(server: &Ejabberd, pairs: usize, params: &LoadParams) -> anyhow:
         let tag = tag.clone();
         async move {
             let (a, b) = (format!("d{tag}{i}a"), format!("d{tag}{i}b"));
-            let rx = XmppLink::login(addr, &b, "r", true).await?;
-            let mut tx = XmppLink::login(addr, &a, "r", true).await?;
+            let rx = XmppLink::login(addr, &b, "r", true, true).await?;
+            let mut tx = XmppLink::login(addr, &a, "r", true, true).await?;
             tx.to = format!("{b}@{HOST}/r");
             Ok((tx, rx))
         }
@@ -508,7 +526,7 @@ pub async fn group(server: &Ejabberd, groups: usize, params: &LoadParams) -> any
     let addr = server.addr;
     let mut links = setup_all(GROUP_SIZE, |i| {
         let tag = tag.clone();
-        async move { XmppLink::login(addr, &format!("g{tag}{i}"), "r", true).await }
+        async move { XmppLink::login(addr, &format!("g{tag}{i}"), "r", true, true).await }
     })
     .await?;
     for g in 0..groups {
@@ -553,14 +571,14 @@ pub async fn group(server: &Ejabberd, groups: usize, params: &LoadParams) -> any
 /// the row is the growth of beam's RSS per session.
 pub async fn idle(server: &Ejabberd, n: usize) -> anyhow::Result<Row> {
     let user = format!("idle{}", run_tag());
-    let first = XmppLink::login(server.addr, &user, "r0", true).await?;
+    let first = XmppLink::login(server.addr, &user, "r0", true, false).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = status_kib(server.pid, "VmRSS").unwrap_or(0);
     let addr = server.addr;
     let started = Instant::now();
     let mut links = setup_all(n, |i| {
         let user = user.clone();
-        async move { XmppLink::login(addr, &user, &format!("r{}", i + 1), false).await }
+        async move { XmppLink::login(addr, &user, &format!("r{}", i + 1), false, false).await }
     })
     .await?;
     let rate = n as f64 / started.elapsed().as_secs_f64();
