@@ -213,13 +213,20 @@ impl Connection {
             }
         };
         let fingerprint = verifier.seen().unwrap_or_default();
-        let capabilities = if quic.is_some() { vec!["request-streams".to_string()] } else { vec![] };
+        let capabilities = if quic.is_some() {
+            vec![
+                confab_protocol::session::REQUEST_STREAMS.to_string(),
+                confab_protocol::session::TYPING_DATAGRAM.to_string(),
+            ]
+        } else {
+            vec![]
+        };
         let config = ClientConfig { client_name: opts.client_name.clone(), capabilities };
         let session = ClientSession::new(&config, Instant::now());
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (welcome_tx, welcome_rx) = oneshot::channel();
-        tokio::spawn(drive(session, reader, writer, commands_rx, events_tx, welcome_tx));
+        tokio::spawn(drive(session, reader, writer, quic.clone(), commands_rx, events_tx, welcome_tx));
         let welcome = match welcome_rx.await {
             Ok(Ok(w)) => w,
             Ok(Err(e)) => return Err(e),
@@ -352,11 +359,13 @@ async fn drive(
     mut session: ClientSession,
     mut reader: Reader,
     mut writer: Writer,
+    datagrams: Option<quinn::Connection>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     welcome: oneshot::Sender<Result<pb::Welcome, ClientError>>,
 ) {
     let mut welcome = Some(welcome);
+    let mut incoming = datagrams.clone();
     let mut pending: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>> = HashMap::new();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let closed = loop {
@@ -413,7 +422,20 @@ async fn drive(
                     Ok(id) => { pending.insert(id, reply); }
                     Err(e) => { let _ = reply.send(Err(ClientError::Local(e.to_string()))); }
                 },
-                Some(Command::Typing(conversation)) => { let _ = session.send_typing(conversation, Instant::now()); }
+                Some(Command::Typing(conversation)) => {
+                    let _ = session.send_typing(conversation, Instant::now());
+                    while let Some(d) = session.poll_datagram() {
+                        // Typing is ephemeral: a datagram that cannot go is dropped.
+                        if let Some(conn) = &datagrams {
+                            let _ = conn.send_datagram(d);
+                        }
+                    }
+                }
+            },
+            datagram = read_datagram(&incoming) => match datagram {
+                Some(d) => session.handle_datagram(&d, Instant::now()),
+                // The connection is closing; the session stream says why.
+                None => incoming = None,
             },
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => break ClientError::Disconnected("the server closed the connection".into()),
@@ -440,6 +462,14 @@ async fn drive(
     }
     let _ = events.send(Event::Closed(closed));
     let _ = writer.shutdown().await;
+}
+
+/// The next datagram, on QUIC; never resolves elsewhere.
+async fn read_datagram(conn: &Option<quinn::Connection>) -> Option<bytes::Bytes> {
+    match conn {
+        Some(c) => c.read_datagram().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_all(writer: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {

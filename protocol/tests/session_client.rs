@@ -403,3 +403,44 @@ fn client_and_server_sessions_talk() {
     assert_eq!((client.in_flight(), server.in_flight()), (0, 0));
     assert!(!client.is_closed() && !server.is_closed());
 }
+
+#[test]
+fn typing_goes_as_a_datagram_once_negotiated() {
+    let mut cl = Client::new();
+    cl.welcome(welcome());
+    // Not negotiated: a frame on the session stream; datagrams are ignored.
+    let now = cl.now();
+    cl.c.send_typing(12, now).unwrap();
+    assert_eq!(cl.sent().len(), 1);
+    assert!(cl.c.poll_datagram().is_none());
+    let event = pb::ServerFrame {
+        request_id: 0,
+        body: Some(Reply::Typing(pb::TypingEvent {
+            conversation_id: 12,
+            user_id: 2,
+            username: "bob".into(),
+            expires_in_ms: 6000,
+        })),
+    };
+    let bytes = prost::Message::encode_to_vec(&event);
+    cl.c.handle_datagram(&bytes, now);
+    assert!(cl.events().is_empty());
+
+    let mut cl = Client::new();
+    cl.welcome(pb::Welcome { capabilities: vec!["typing-datagram".into()], ..welcome() });
+    assert!(cl.c.datagrams());
+    let now = cl.now();
+    cl.c.send_typing(12, now).unwrap();
+    assert!(cl.sent().is_empty(), "typing does not use the stream");
+    let d = cl.c.poll_datagram().expect("a datagram");
+    let frame = decode_client_frame(&d).unwrap();
+    assert_eq!(frame.body, Some(Body::Typing(pb::TypingNotice { conversation_id: 12 })));
+    cl.c.handle_datagram(&bytes, now);
+    assert_eq!(cl.events(), vec![ClientEvent::Event(event.body.unwrap())]);
+    // Other datagram content is dropped.
+    let pong = pb::ServerFrame { request_id: 0, body: Some(Reply::Pong(pb::Pong::default())) };
+    cl.c.handle_datagram(&prost::Message::encode_to_vec(&pong), now);
+    cl.c.handle_datagram(&[0xff, 0x01], now);
+    assert!(cl.events().is_empty());
+    assert!(!cl.c.is_closed(), "a bad datagram never ends the session");
+}

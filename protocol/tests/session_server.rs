@@ -734,3 +734,68 @@ fn nothing_follows_the_fatal_error() {
     assert_error(srv.one_error(), 0, ErrorCode::FRAME_TOO_LARGE, true);
     assert_closed(&mut srv, ErrorCode::FRAME_TOO_LARGE);
 }
+
+// ----- datagrams ----------------------------------------------------------------
+
+fn datagram(body: Body) -> Vec<u8> {
+    prost::Message::encode_to_vec(&pb::ClientFrame { request_id: 0, body: Some(body) })
+}
+
+#[test]
+fn typing_datagrams_need_the_capability_and_authentication() {
+    let quic = || ServerConfig {
+        capabilities: vec![confab_protocol::session::TYPING_DATAGRAM.into()],
+        ..ServerConfig::default()
+    };
+    // Not offered by the client: dropped.
+    let mut srv = Server::with(quic());
+    srv.authenticate();
+    assert!(!srv.s.datagrams());
+    let now = srv.now();
+    srv.s.handle_datagram(&datagram(typing()), now);
+    assert!(srv.events().is_empty());
+
+    // Offered and negotiated, but before authentication: dropped.
+    let mut srv = Server::with(quic());
+    srv.send(
+        1,
+        Body::Hello(pb::Hello {
+            versions: vec![1],
+            capabilities: vec!["typing-datagram".into()],
+            ..Default::default()
+        }),
+    );
+    let welcome = srv.out();
+    assert!(matches!(&welcome[0].body, Some(Reply::Welcome(w)) if w.capabilities == ["typing-datagram"]));
+    srv.events();
+    let now = srv.now();
+    srv.s.handle_datagram(&datagram(typing()), now);
+    assert!(srv.events().is_empty());
+    srv.send(2, login());
+    srv.events();
+    srv.s.respond(2, auth_ok());
+    srv.out();
+    assert!(srv.s.datagrams());
+
+    // Authenticated: a typing datagram is a notification, and a sign of life.
+    srv.advance(40_000);
+    let now = srv.now();
+    srv.s.handle_datagram(&datagram(typing()), now);
+    assert_eq!(srv.events(), vec![ServerEvent::Notification(typing())]);
+    assert_eq!(srv.s.poll_timeout(), Some(now.instant + Duration::from_millis(50_000)));
+    // Anything else in a datagram is dropped without an answer.
+    let now = srv.now();
+    srv.s.handle_datagram(&datagram(Body::Ping(pb::PingRequest { nonce: 1 })), now);
+    srv.s.handle_datagram(&[0xff, 0xff, 0xff], now);
+    let with_id = prost::Message::encode_to_vec(&pb::ClientFrame { request_id: 9, body: Some(typing()) });
+    srv.s.handle_datagram(&with_id, now);
+    assert!(srv.events().is_empty());
+    assert!(srv.out().is_empty());
+    // The typing rate limit applies to datagrams too.
+    let mut passed = 0;
+    for _ in 0..10 {
+        srv.s.handle_datagram(&datagram(typing()), now);
+        passed += srv.events().len();
+    }
+    assert!(passed < 10, "typing datagrams are rate-limited");
+}

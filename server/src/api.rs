@@ -435,10 +435,13 @@ pub fn notify(shared: &Arc<Shared>, ctx: &SessionCtx, body: Body) {
             username: auth.user.username,
             expires_in_ms: sh.config.typing_expiry_ms,
         };
-        let frame =
-            confab_protocol::framing::frame_bytes(&pb::ServerFrame { request_id: 0, body: Some(Reply::Typing(event)) });
+        let event = pb::ServerFrame { request_id: 0, body: Some(Reply::Typing(event)) };
+        // Encoded once each way: with the length prefix for session
+        // streams, without for QUIC datagrams.
+        let frame = confab_protocol::framing::frame_bytes(&event);
+        let datagram = bytes::Bytes::from(prost::Message::encode_to_vec(&event));
         for member in members.into_iter().filter(|m| *m != user) {
-            crate::store::writer::Deliver::deliver(&*sh.hub, member, frame.clone());
+            sh.hub.deliver_ephemeral(member, &frame, &datagram);
         }
     });
 }

@@ -52,6 +52,7 @@ pub async fn serve<L: Link>(
         responses: mpsc::unbounded_channel(),
         transport,
         auth_watch,
+        datagrams: link.datagrams(),
     };
     c.shared.metrics.connection_opened(transport);
     let mut inbuf = BytesMut::with_capacity(READ_BUFFER);
@@ -140,6 +141,10 @@ pub async fn serve<L: Link>(
             input = link.read(&mut inbuf), if c.session.wants_input() && !draining => match input {
                 Input::Bytes => c.session.handle_input(&mut inbuf, Now::system()),
                 Input::Message(frame) => c.session.handle_message(&frame, Now::system()),
+                Input::Datagram(d) => {
+                    c.shared.metrics.typing_datagrams_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.session.handle_datagram(&d, Now::system())
+                }
                 Input::Violation(code, why) => c.session.close(code, why),
                 Input::Closed => break,
             },
@@ -190,6 +195,8 @@ struct Conn {
     responses: Responses,
     transport: Transport,
     auth_watch: watch::Sender<Option<SessionCtx>>,
+    /// Where typing events may go as datagrams (QUIC only).
+    datagrams: Option<quinn::Connection>,
 }
 
 impl Conn {
@@ -225,6 +232,7 @@ impl Conn {
                     Arc::clone(&self.kill),
                     self.ctx.peer,
                     self.transport,
+                    self.datagrams.clone().filter(|_| self.session.datagrams()),
                 );
                 self.ctx.session = reg.session;
                 self.shared.presence.session_up(ok.user_id, &ok.username, reg.session, Instant::now());

@@ -55,6 +55,8 @@ struct Entry {
     /// Bytes in `queue`, shared with the session's [`Registration`].
     queued: Arc<AtomicUsize>,
     kill: Arc<Kill>,
+    /// The QUIC connection, when typing events may go as datagrams.
+    datagrams: Option<quinn::Connection>,
 }
 
 /// The live sessions of this node.
@@ -148,11 +150,13 @@ impl Hub {
         kill: Arc<Kill>,
         peer: SocketAddr,
         transport: Transport,
+        datagrams: Option<quinn::Connection>,
     ) -> Registration {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue_len);
         let queued = Arc::new(AtomicUsize::new(0));
-        self.users().entry(user).or_default().push(Entry { session, device, queue: tx, queued: queued.clone(), kill });
+        let entry = Entry { session, device, queue: tx, queued: queued.clone(), kill, datagrams };
+        self.users().entry(user).or_default().push(entry);
         tracing::debug!(user, device, session, %peer, ?transport, "session registered");
         Registration { session, queue: rx, queued }
     }
@@ -182,6 +186,23 @@ impl Hub {
     pub fn deliver_to_session(&self, user: u64, session: u64, frame: Bytes) {
         if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session)) {
             self.push(user, e, frame);
+        }
+    }
+
+    /// Delivers an ephemeral event (typing) to every live session of a
+    /// user: as a QUIC datagram (`datagram`, no length prefix) where the
+    /// session negotiated it and it fits, else as `frame` on its queue.
+    pub fn deliver_ephemeral(&self, user: u64, frame: &Bytes, datagram: &Bytes) {
+        if let Some(entries) = self.users().get(&user) {
+            for e in entries {
+                if let Some(conn) = &e.datagrams
+                    && conn.send_datagram(datagram.clone()).is_ok()
+                {
+                    self.metrics.typing_datagrams_out.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                self.push(user, e, frame.clone());
+            }
         }
     }
 
@@ -218,8 +239,8 @@ mod tests {
     async fn delivers_to_every_session_and_cuts_off_a_full_queue() {
         let hub = Hub::new(2, 1 << 20, Default::default());
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
-        let mut a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp);
-        let mut b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic);
+        let mut a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp, None);
+        let mut b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic, None);
         hub.deliver(7, Bytes::from_static(b"x"));
         assert_eq!(a.recv().await.unwrap(), Bytes::from_static(b"x"));
         assert_eq!(b.recv().await.unwrap(), Bytes::from_static(b"x"));
@@ -236,7 +257,7 @@ mod tests {
     async fn a_queue_full_in_bytes_cuts_the_session_off() {
         let hub = Hub::new(100, 10, Default::default());
         let k = Arc::new(Kill::default());
-        let mut a = hub.register(7, 1, k.clone(), addr(), Transport::Tcp);
+        let mut a = hub.register(7, 1, k.clone(), addr(), Transport::Tcp, None);
         hub.deliver(7, Bytes::from_static(b"123456"));
         // Reading frees the bytes: the same again fits.
         assert_eq!(a.recv().await.unwrap().len(), 6);
@@ -252,8 +273,8 @@ mod tests {
     async fn kill_device_spares_the_asking_session() {
         let hub = Hub::new(4, 1 << 20, Default::default());
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
-        let a = hub.register(1, 5, k1.clone(), addr(), Transport::Tcp);
-        let _b = hub.register(1, 5, k2.clone(), addr(), Transport::Tcp);
+        let a = hub.register(1, 5, k1.clone(), addr(), Transport::Tcp, None);
+        let _b = hub.register(1, 5, k2.clone(), addr(), Transport::Tcp, None);
         hub.kill_device(1, 5, ErrorCode::DEVICE_REVOKED, Some(a.session));
         assert_eq!(k2.killed().await, ErrorCode::DEVICE_REVOKED);
         assert!(!k1.token.is_cancelled());

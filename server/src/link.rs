@@ -23,6 +23,8 @@ pub enum Input {
     Bytes,
     /// One whole frame, without its length prefix (message transports).
     Message(Bytes),
+    /// A QUIC datagram (a frame without length prefix, spec §2.1).
+    Datagram(Bytes),
     /// The peer broke a rule of the transport binding (spec §2): the
     /// session ends with this code.
     Violation(ErrorCode, &'static str),
@@ -46,6 +48,50 @@ pub trait Link: Send {
     /// Closes the transport after the session ended with `code`
     /// (`ErrorCode(0)`: the peer went away).
     fn close(&mut self, code: ErrorCode) -> impl Future<Output = ()> + Send;
+
+    /// Where datagrams to this peer go, on transports that have them.
+    fn datagrams(&self) -> Option<quinn::Connection> {
+        None
+    }
+}
+
+/// The QUIC session stream plus the connection's datagrams.
+pub struct QuicLink {
+    stream: StreamLink<quinn::RecvStream, quinn::SendStream>,
+    conn: quinn::Connection,
+}
+
+impl QuicLink {
+    /// The session stream of `conn`.
+    pub fn new(recv: quinn::RecvStream, send: quinn::SendStream, conn: quinn::Connection) -> Self {
+        QuicLink { stream: StreamLink::new(recv, send), conn }
+    }
+}
+
+impl Link for QuicLink {
+    async fn read(&mut self, buf: &mut BytesMut) -> Input {
+        // Both are cancel-safe: a datagram is only taken off quinn's queue
+        // when this branch completes.
+        tokio::select! {
+            input = self.stream.read(buf) => input,
+            datagram = self.conn.read_datagram() => match datagram {
+                Ok(d) => Input::Datagram(d),
+                Err(_) => Input::Closed,
+            },
+        }
+    }
+
+    async fn write(&mut self, frames: &mut BytesMut) -> std::io::Result<()> {
+        self.stream.write(frames).await
+    }
+
+    async fn close(&mut self, code: ErrorCode) {
+        self.stream.close(code).await
+    }
+
+    fn datagrams(&self) -> Option<quinn::Connection> {
+        Some(self.conn.clone())
+    }
 }
 
 /// A byte stream carrying length-delimited frames (spec §3).

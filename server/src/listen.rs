@@ -19,7 +19,7 @@ use crate::admission::AddressSlot;
 use crate::api::{self, SessionCtx};
 use crate::connection;
 use crate::hub::Transport;
-use crate::link::StreamLink;
+use crate::link::{QuicLink, StreamLink};
 use crate::server::Shared;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -124,7 +124,7 @@ pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: Canc
             };
             let (auth_tx, auth_rx) = watch::channel(None);
             let streams = shared.tracker.spawn(request_streams(Arc::clone(&shared), conn.clone(), auth_rx));
-            let link = StreamLink::new(recv, send);
+            let link = QuicLink::new(recv, send, conn.clone());
             let code = connection::serve(Arc::clone(&shared), link, peer, Transport::Quic, auth_tx, shutdown).await;
             streams.abort();
             let reason = code.name().unwrap_or("closed");

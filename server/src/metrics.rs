@@ -193,6 +193,10 @@ pub struct Metrics {
     pub refused_per_address: AtomicU64,
     /// Signups and logins refused because the password-check queue was full.
     pub password_checks_shed: AtomicU64,
+    /// QUIC datagrams received (typing notices).
+    pub typing_datagrams_in: AtomicU64,
+    /// Typing events sent as QUIC datagrams.
+    pub typing_datagrams_out: AtomicU64,
     errors: Mutex<BTreeMap<u32, u64>>,
     /// Group commit latency (µs → seconds).
     pub commit_latency: Histogram,
@@ -217,6 +221,8 @@ impl Default for Metrics {
             auth_failures: AtomicU64::new(0),
             refused_per_address: AtomicU64::new(0),
             password_checks_shed: AtomicU64::new(0),
+            typing_datagrams_in: AtomicU64::new(0),
+            typing_datagrams_out: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             commit_latency: Histogram::new(LATENCY, 1e-6),
             commit_batch: Histogram::new(BATCH, 1.0),
@@ -343,6 +349,18 @@ impl Metrics {
             "confab_password_checks_shed_total",
             "Signups and logins answered SERVER_BUSY because the password-check queue was full.",
             self.password_checks_shed.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "confab_typing_datagrams_in_total",
+            "QUIC datagrams received (typing notices).",
+            self.typing_datagrams_in.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "confab_typing_datagrams_out_total",
+            "Typing events sent as QUIC datagrams instead of on the session stream.",
+            self.typing_datagrams_out.load(Relaxed),
         );
         let _ =
             writeln!(o, "# HELP confab_errors_total Error frames sent by code.\n# TYPE confab_errors_total counter");

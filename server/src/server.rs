@@ -134,7 +134,10 @@ impl Server {
             signups: SignupThrottle::new(config.signups_per_address_per_hour),
             password_gate: PasswordGate::new(config.password_check_concurrency, config.password_check_queue),
             per_address: AddressLimits::new(config.max_connections_per_address),
-            quic_session_config: session(vec!["request-streams".into()]),
+            quic_session_config: session(vec![
+                confab_protocol::session::REQUEST_STREAMS.into(),
+                confab_protocol::session::TYPING_DATAGRAM.into(),
+            ]),
             tcp_session_config: session(vec![]),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             tracker: TaskTracker::new(),
@@ -183,8 +186,10 @@ impl Server {
             transport
                 .max_concurrent_bidi_streams(32u32.into())
                 .max_concurrent_uni_streams(0u32.into())
-                // No datagram capability is offered: accept none.
-                .datagram_receive_buffer_size(None)
+                // Datagrams carry typing notices only (typing-datagram):
+                // a small buffer; what overflows it is dropped, as
+                // datagrams may be.
+                .datagram_receive_buffer_size(Some(64 * 1024))
                 .max_idle_timeout(Some(
                     quinn::IdleTimeout::try_from(shared.config.heartbeat_interval() * 3).context("idle timeout")?,
                 ));

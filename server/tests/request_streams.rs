@@ -13,7 +13,7 @@ use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply}
 async fn history_on_its_own_stream() {
     let server = TestServer::start().await;
     let alice = server.connect(Quic).await;
-    assert_eq!(alice.welcome().capabilities, vec!["request-streams".to_string()]);
+    assert_eq!(alice.welcome().capabilities, vec!["request-streams".to_string(), "typing-datagram".to_string()]);
     let tcp = server.connect(Tcp).await;
     assert!(tcp.welcome().capabilities.is_empty(), "request streams are a QUIC capability");
 

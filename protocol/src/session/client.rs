@@ -83,6 +83,10 @@ pub struct ClientSession {
     last_sent: Instant,
     last_heard: Instant,
     closed: bool,
+    /// `typing-datagram` was negotiated: typing notices go out as
+    /// datagrams (QUIC, spec §2.1).
+    datagrams: bool,
+    datagrams_out: VecDeque<Bytes>,
 }
 
 impl ClientSession {
@@ -101,6 +105,8 @@ impl ClientSession {
             last_sent: now,
             last_heard: now,
             closed: false,
+            datagrams: false,
+            datagrams_out: VecDeque::new(),
         };
         let hello = pb::Hello {
             versions: SUPPORTED_VERSIONS.to_vec(),
@@ -149,9 +155,38 @@ impl ClientSession {
             return Err(SendError::Closed);
         }
         let frame = pb::ClientFrame { request_id: 0, body: Some(Body::Typing(pb::TypingNotice { conversation_id })) };
+        if self.datagrams {
+            // A datagram is not a heartbeat the client can count on (it may
+            // be lost), so `last_sent` stays.
+            self.datagrams_out.push_back(Bytes::from(prost::Message::encode_to_vec(&frame)));
+            return Ok(());
+        }
         encode_frame(&frame, &mut self.out);
         self.last_sent = now;
         Ok(())
+    }
+
+    /// Whether typing travels as datagrams on this session (`typing-datagram`
+    /// negotiated).
+    pub fn datagrams(&self) -> bool {
+        self.datagrams
+    }
+
+    /// The next datagram to send (a frame without length prefix).
+    pub fn poll_datagram(&mut self) -> Option<Bytes> {
+        self.datagrams_out.pop_front()
+    }
+
+    /// Handles a received datagram: a `typing` event when `typing-datagram`
+    /// was negotiated; anything else is dropped silently (spec §2.1).
+    pub fn handle_datagram(&mut self, bytes: &[u8], now: Instant) {
+        if self.closed || !self.datagrams {
+            return;
+        }
+        self.last_heard = now;
+        if let Ok(pb::ServerFrame { request_id: 0, body: Some(body @ Reply::Typing(_)) }) = decode_server_frame(bytes) {
+            self.events.push_back(ClientEvent::Event(body));
+        }
     }
 
     fn queue(&mut self, body: Body, now: Instant) -> u64 {
@@ -234,6 +269,7 @@ impl ClientSession {
             self.heartbeat = Duration::from_millis(u64::from(interval));
             let limits = w.limits.as_ref().map(Limits::from).unwrap_or_default();
             self.decoder.set_max_frame_bytes(limits.max_frame_bytes);
+            self.datagrams = w.capabilities.iter().any(|c| c == crate::session::TYPING_DATAGRAM);
             self.welcome = Some(w.clone());
             return self.events.push_back(ClientEvent::Welcome(w.clone()));
         }

@@ -20,6 +20,12 @@ pub use bucket::TokenBucket;
 pub use client::{ClientConfig, ClientEvent, ClientSession};
 pub use server::{Phase, ServerConfig, ServerEvent, ServerSession};
 
+/// The capability that lets typing notices and events travel as QUIC
+/// datagrams (spec §2.1, §11).
+pub const TYPING_DATAGRAM: &str = "typing-datagram";
+/// The capability for QUIC request streams (spec §2.1, §11).
+pub const REQUEST_STREAMS: &str = "request-streams";
+
 use std::time::Instant;
 
 /// The current time as a session needs it: a monotonic instant for

@@ -132,6 +132,8 @@ pub struct ServerSession {
     /// Frames received behind a barrier (message transports only).
     held: VecDeque<Bytes>,
     last_now: Now,
+    /// `typing-datagram` was negotiated (QUIC, spec §2.1).
+    datagrams: bool,
 }
 
 impl ServerSession {
@@ -154,6 +156,7 @@ impl ServerSession {
             barrier: None,
             held: VecDeque::new(),
             last_now: Now { instant: now, unix_ms: 0 },
+            datagrams: false,
             config,
         }
     }
@@ -355,6 +358,7 @@ impl ServerSession {
         };
         let capabilities: Vec<String> =
             hello.capabilities.iter().filter(|c| self.config.capabilities.contains(c)).cloned().collect();
+        self.datagrams = capabilities.iter().any(|c| c == super::TYPING_DATAGRAM);
         let welcome = pb::Welcome {
             version,
             capabilities: capabilities.clone(),
@@ -368,6 +372,26 @@ impl ServerSession {
         self.phase_deadline = now.instant + self.config.auth_timeout;
         self.send(id, Reply::Welcome(welcome));
         self.events.push_back(ServerEvent::Handshaken { version, client_name: hello.client_name, capabilities });
+    }
+
+    /// Whether typing may travel as datagrams on this session.
+    pub fn datagrams(&self) -> bool {
+        self.datagrams
+    }
+
+    /// Handles a received datagram (a frame without length prefix). Only a
+    /// `typing` notification is accepted, and only when `typing-datagram`
+    /// was negotiated; anything else is dropped silently (spec §2.1). Any
+    /// datagram counts as a sign of life (§4.6).
+    pub fn handle_datagram(&mut self, bytes: &[u8], now: Now) {
+        if self.is_closed() || !self.datagrams || bytes.len() > self.decoder.max_frame_bytes() as usize {
+            return;
+        }
+        self.last_now = now;
+        self.last_heard = now.instant;
+        if let Ok(pb::ClientFrame { request_id: 0, body: Some(body @ Body::Typing(_)) }) = decode_client_frame(bytes) {
+            self.handle_typing(body, now);
+        }
     }
 
     fn handle_typing(&mut self, body: Body, now: Now) {
