@@ -273,7 +273,14 @@ async fn a_connection_flood_past_the_per_address_limit_is_refused() {
             Ok(mut raw) => {
                 // A refused TCP connection fails the TLS handshake or reads
                 // EOF at once.
-                raw.send(1, Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })).await;
+                let hello = pb::ClientFrame {
+                    request_id: 1,
+                    body: Some(Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })),
+                };
+                if raw.write(&frame_bytes(&hello)).await.is_err() {
+                    refused += 1;
+                    continue;
+                }
                 match raw.next(Duration::from_secs(5)).await {
                     Some(f) if matches!(f.body, Some(Reply::Welcome(_))) => held.push(raw),
                     _ => refused += 1,
@@ -304,9 +311,18 @@ async fn a_connection_flood_past_the_per_address_limit_is_refused() {
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut raw = Raw::connect_from(&daemon, flood_src).await.unwrap();
-        raw.send(1, Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })).await;
-        if let Some(f) = raw.next(Duration::from_secs(5)).await {
+        // Until the server has seen the flood's connections close, a new
+        // one is still refused (the TLS handshake or the first read fails).
+        if let Ok(mut raw) = Raw::connect_from(&daemon, flood_src).await
+            && raw
+                .write(&frame_bytes(&pb::ClientFrame {
+                    request_id: 1,
+                    body: Some(Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })),
+                }))
+                .await
+                .is_ok()
+            && let Some(f) = raw.next(Duration::from_secs(5)).await
+        {
             assert!(matches!(f.body, Some(Reply::Welcome(_))));
             break;
         }
