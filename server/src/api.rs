@@ -244,8 +244,10 @@ fn authenticated(sh: Arc<Shared>, ctx: &SessionCtx, auth: Auth, body: Body) -> P
                 let (events, has_more, inbox_head) = sh
                     .store
                     .read(move |s| {
-                        let head = s.inbox_head(uid)?;
+                        // The head after the page: an event committed
+                        // between the two reads is then within the head.
                         let (events, more) = s.inbox_page(uid, r.after, limit, max_bytes)?;
+                        let head = s.inbox_head(uid)?;
                         Ok((events, more, head))
                     })
                     .await?;
