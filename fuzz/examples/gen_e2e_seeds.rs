@@ -260,6 +260,8 @@ fn scripted() -> Vec<(&'static str, Script)> {
             "seed-eight-malformed-in-a-row",
             authed((0..8u8).map(|i| (A, Op::RawFrame(vec![0x08, 10 + i, 0xff]))).collect()),
         ),
+        // Found by the fuzzer: the kill raced the write of the Done, and the
+        // session closed without its fatal Error.
         ("seed-revoke-own-device", authed(vec![(A, req(Kind::RevokeDevice, [Arg::Device(DeviceRef::Mine)]))])),
         (
             "seed-revoke-spare-and-peer",
@@ -396,6 +398,19 @@ fn scripted() -> Vec<(&'static str, Script)> {
                 .collect()),
         ),
         ("seed-every-kind", authed(every_kind())),
+        (
+            // Found by the fuzzer: a send committed between the sync's two
+            // reads put an event past the page's inbox_head.
+            "seed-sync-racing-sends",
+            two(vec![
+                (A, req(Kind::Sync, [n(0), n(0)])),
+                (A, send(Direct, "racing")),
+                (B, req(Kind::Sync, [n(0), n(0)])),
+                (A, send(Group, "racing")),
+                (B, req(Kind::Sync, [n(3), n(0)])),
+                (A, req(Kind::Sync, [n(0), n(0)])),
+            ]),
+        ),
         (
             "seed-hangup-mid-request",
             two(vec![
