@@ -92,14 +92,36 @@ impl LoginThrottle {
         Ok(())
     }
 
+    /// `Err(wait)` when the address has used up its failures (resumes,
+    /// which name no username).
+    pub fn check_address(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        let map = self.map();
+        if let Some(&(start, count)) = map.get(&Key::Address(addr)) {
+            let elapsed = now.saturating_duration_since(start);
+            if elapsed < self.window && count >= self.per_address {
+                return Err(self.window - elapsed);
+            }
+        }
+        Ok(())
+    }
+
     /// Counts a failed attempt.
     pub fn failed(&self, username: &str, addr: IpAddr, now: Instant) {
+        self.count(&[Key::User(username.to_string()), Key::Address(addr)], now);
+    }
+
+    /// Counts a failed resume (an address failure only).
+    pub fn failed_address(&self, addr: IpAddr, now: Instant) {
+        self.count(&[Key::Address(addr)], now);
+    }
+
+    fn count(&self, keys: &[Key], now: Instant) {
         let mut map = self.map();
         if map.len() >= PRUNE_AT {
             let window = self.window;
             map.retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
         }
-        for key in [Key::User(username.to_string()), Key::Address(addr)] {
+        for key in keys.iter().cloned() {
             let entry = map.entry(key).or_insert((now, 0));
             if now.saturating_duration_since(entry.0) >= self.window {
                 *entry = (now, 0);
@@ -186,6 +208,19 @@ mod tests {
         assert!(t.check("carol", ip, now).is_err(), "address limit reached");
         assert!(t.check("bob", ip, now + Duration::from_secs(61)).is_ok());
         t.succeeded("bob");
+    }
+
+    #[test]
+    fn failed_resumes_count_against_the_address() {
+        let t = LoginThrottle::new(5, 2);
+        let now = Instant::now();
+        let ip: IpAddr = [10, 9, 9, 9].into();
+        t.failed_address(ip, now);
+        assert!(t.check_address(ip, now).is_ok());
+        t.failed_address(ip, now);
+        assert!(t.check_address(ip, now).is_err());
+        assert!(t.check("anyone", ip, now).is_err(), "logins from the address wait too");
+        assert!(t.check_address([10, 9, 9, 8].into(), now).is_ok());
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn dispatch(shared: &Arc<Shared>, ctx: &SessionCtx, body: Body) -> Pending {
     match (body, auth) {
         (Body::Signup(r), _) => Box::pin(signup(sh, ctx.peer, r)),
         (Body::Login(r), _) => Box::pin(login(sh, ctx.peer, r)),
-        (Body::Resume(r), _) => Box::pin(resume(sh, r)),
+        (Body::Resume(r), _) => Box::pin(resume(sh, ctx.peer, r)),
         (body, Some(auth)) => authenticated(sh, ctx, auth, body),
         (_, None) => ready(Err(ApiError::new(ErrorCode::UNAUTHENTICATED, "log in or resume first"))),
     }
@@ -548,7 +548,14 @@ async fn login(sh: Arc<Shared>, peer: SocketAddr, r: pb::LoginRequest) -> Result
     }))
 }
 
-async fn resume(sh: Arc<Shared>, r: pb::ResumeRequest) -> Result<Reply, ApiError> {
+async fn resume(sh: Arc<Shared>, peer: SocketAddr, r: pb::ResumeRequest) -> Result<Reply, ApiError> {
+    if let Err(wait) = sh.throttle.check_address(peer.ip(), Instant::now()) {
+        return Err(ApiError {
+            code: ErrorCode::RATE_LIMITED,
+            message: "too many failed logins and resumes from this address; try again later".into(),
+            retry_after_ms: wait.as_millis() as u64,
+        });
+    }
     let hash = accounts::token_hash(&r.token);
     let found = sh
         .store
@@ -560,6 +567,7 @@ async fn resume(sh: Arc<Shared>, r: pb::ResumeRequest) -> Result<Reply, ApiError
         })
         .await?;
     let Some((user, device, inbox_head)) = found else {
+        sh.throttle.failed_address(peer.ip(), Instant::now());
         sh.metrics.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::new(ErrorCode::INVALID_TOKEN, "unknown or revoked token"));
     };
