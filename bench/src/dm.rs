@@ -69,6 +69,8 @@ pub fn load_row(
         "sent_per_sec": o.sent as f64 / seconds,
         "acked_per_sec": o.acked as f64 / seconds,
         "ack_latency_us": hist_json(&o.ack_hist),
+        "latency_first_half_us": hist_json(&o.halves[0]),
+        "latency_second_half_us": hist_json(&o.halves[1]),
         "receiver_msgs_per_read": o.msgs_per_read,
         "errors": o.errors,
         "lost": o.lost,

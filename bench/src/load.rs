@@ -195,6 +195,11 @@ impl Clock {
     fn measuring(&self, t: Instant) -> bool {
         t >= self.warm && t < self.end
     }
+
+    /// 0 in the first half of the window, 1 in the second.
+    fn half(&self, t: Instant) -> usize {
+        usize::from(t >= self.warm + (self.end - self.warm) / 2)
+    }
 }
 
 /// What one actor measured.
@@ -220,6 +225,8 @@ pub struct ActorStats {
     pub received_window: u64,
     /// Send → receive latency (µs), window only.
     pub deliver_hist: Hist,
+    /// The same, split by the half of the window it was received in.
+    pub halves: [Hist; 2],
     /// Send → ack latency (µs), window only.
     pub ack_hist: Hist,
     /// Link integrity counters.
@@ -258,6 +265,7 @@ pub async fn actor<L: Link>(
         received: 0,
         received_window: 0,
         deliver_hist: new_hist()?,
+        halves: [new_hist()?, new_hist()?],
         ack_hist: new_hist()?,
         checks: Checks::default(),
         reads: 0,
@@ -400,8 +408,9 @@ pub async fn actor<L: Link>(
                         got_any = true;
                         if clock.measuring(now) {
                             s.received_window += 1;
-                            let lat = nanos(now).saturating_sub(stamp) / 1000;
-                            s.deliver_hist.saturating_record(lat.max(1));
+                            let lat = (nanos(now).saturating_sub(stamp) / 1000).max(1);
+                            s.deliver_hist.saturating_record(lat);
+                            s.halves[clock.half(now)].saturating_record(lat);
                         }
                     }
                 }
@@ -447,6 +456,8 @@ pub struct Outcome {
     pub delivered: u64,
     /// Send → receive (µs).
     pub deliver_hist: Hist,
+    /// The same by half of the window (does latency grow during the run?).
+    pub halves: [Hist; 2],
     /// Send → ack (µs).
     pub ack_hist: Hist,
     /// Refused sends by code.
@@ -520,6 +531,7 @@ pub async fn run<L: Link>(
         acked: 0,
         delivered: 0,
         deliver_hist: new_hist()?,
+        halves: [new_hist()?, new_hist()?],
         ack_hist: new_hist()?,
         errors: BTreeMap::new(),
         pushed_back: 0,
@@ -537,6 +549,9 @@ pub async fn run<L: Link>(
         out.acked += s.acked_window;
         out.delivered += s.received_window;
         out.deliver_hist.add(&s.deliver_hist).context("merging histograms")?;
+        for (h, sh) in out.halves.iter_mut().zip(&s.halves) {
+            h.add(sh).context("merging histograms")?;
+        }
         out.ack_hist.add(&s.ack_hist).context("merging histograms")?;
         for (k, v) in s.errors {
             *out.errors.entry(k).or_default() += v;

@@ -133,11 +133,20 @@ pub fn check(rows: &[Row]) -> Vec<Verdict> {
     let o = find(rows, "overload", "confab", &[]);
     out.push(v(
         "overload at 2× the max rate",
-        "p99 of admitted messages bounded (≤ 100ms); excess shed or pushed back",
+        "p99 of admitted messages bounded: no higher in the second half of the run than in the first (+50%); excess shed or pushed back",
         o.and_then(|r| {
-            let p = r.p(0.99)?;
+            let p99 = |k: &str| r.extra.get(k)?.get("p99")?.as_u64();
+            let (first, second) = (p99("latency_first_half_us")?, p99("latency_second_half_us")?);
             let shed = r.extra.get("shed_or_pushed_back").and_then(|n| n.as_u64()).unwrap_or(0);
-            Some((format!("admitted p99 {}, {} shed or pushed back", lat(p), figure(shed as f64)), p <= 100_000))
+            Some((
+                format!(
+                    "admitted p99 {} then {} (halves), {} sends shed or pushed back",
+                    lat(first),
+                    lat(second),
+                    figure(shed as f64)
+                ),
+                second <= first + first / 2 && shed > 0,
+            ))
         }),
     ));
     out
