@@ -63,6 +63,9 @@ fn harness() -> MutexGuard<'static, Harness> {
     h.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Bytes written at a time (see `Conn::write`).
+const WRITE_PIECE: usize = 4096;
+
 /// Longest the harness waits without the server making progress (a frame
 /// arriving, a session ending). `CONFAB_FUZZ_STALL_MS` overrides it.
 pub fn stall_limit() -> Duration {
@@ -163,18 +166,23 @@ impl Conn {
         }
         let chunk = self.pending.split_to(n);
         let Some(w) = self.writer.as_mut() else { return };
-        // Recorded first: the server cannot answer bytes before they are
-        // written, so a response never precedes its request here.
-        lock(&self.contract).client_wrote(&chunk);
-        match tokio::time::timeout(stall_limit(), w.write_all(&chunk)).await {
-            Ok(Ok(())) => {}
-            // The server ended the session and dropped its end.
-            Ok(Err(_)) => {}
-            Err(_) => panic!(
-                "server_e2e invariant broken on session {:?}: the server reads its input (stalled for {:?})",
-                self.session,
-                stall_limit()
-            ),
+        // In pieces, each with its own deadline: the server may answer
+        // every byte (a zero-length frame earns an error frame), so a big
+        // write can take long while it keeps making progress.
+        for piece in chunk.chunks(WRITE_PIECE) {
+            // Recorded first: the server cannot answer bytes before they
+            // are written, so a response never precedes its request here.
+            lock(&self.contract).client_wrote(piece);
+            match tokio::time::timeout(stall_limit(), w.write_all(piece)).await {
+                Ok(Ok(())) => {}
+                // The server ended the session and dropped its end.
+                Ok(Err(_)) => return,
+                Err(_) => panic!(
+                    "server_e2e invariant broken on session {:?}: the server reads its input (stalled for {:?})",
+                    self.session,
+                    stall_limit()
+                ),
+            }
         }
     }
 
