@@ -3,7 +3,9 @@
 # missing (Debian: nats-server, ejabberd; util-linux for taskset/prlimit),
 # builds confabd and confab-bench in release, and runs every scenario with
 # the server (and each baseline) pinned to CPU 0 and the load generator to
-# CPU 1. Prints the table with targets and writes bench/results.json.
+# CPU 1. Prints the table with targets and writes the figures as JSON to
+# $CARGO_TARGET_DIR/bench-results.json (bench/results.{txt,json} hold the
+# published run).
 #
 #   bench/run.sh            # everything (about 15 minutes)
 #   bench/run.sh --quick    # a first look (about 5 minutes)
@@ -41,4 +43,4 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # disturbs the figures as little as possible; children inherit it.
 nice_cmd=()
 if nice -n -20 true 2>/dev/null; then nice_cmd=(nice -n -20); fi
-"${nice_cmd[@]}" "$CARGO_TARGET_DIR/release/confab-bench" "$mode" --pin --target --json bench/results.json "${args[@]}"
+"${nice_cmd[@]}" "$CARGO_TARGET_DIR/release/confab-bench" "$mode" --pin --target --json "$CARGO_TARGET_DIR/bench-results.json" "${args[@]}"
