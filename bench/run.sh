@@ -12,7 +12,7 @@
 #   bench/run.sh --only dm,group --systems confab,relay   # a subset
 #
 # Extra arguments go to `confab-bench all`. Set CARGO_TARGET_DIR to build
-# elsewhere (default: target-bench, so it never fights a debug build).
+# elsewhere (default: target/, release profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,7 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target-bench}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p confab-server -p confab-bench
 
 mode=all
