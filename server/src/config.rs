@@ -42,6 +42,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Most concurrent connections from one source address.
     pub max_connections_per_address: usize,
+    /// The kernel send buffer of each TCP connection (SO_SNDBUF), in bytes;
+    /// 0 leaves it to the kernel's autotuning. A small one bounds how much
+    /// a peer that stops reading can park in the kernel before its queue
+    /// overflows and it is told to resync.
+    pub tcp_send_buffer_bytes: usize,
     /// Frames queued for one session before it is cut off with
     /// RESYNC_REQUIRED.
     pub outbound_queue: usize,
@@ -262,6 +267,7 @@ impl Default for Config {
             durability: Durability::Fsync,
             max_connections: 10_000,
             max_connections_per_address: 256,
+            tcp_send_buffer_bytes: 0,
             outbound_queue: 4096,
             outbound_queue_bytes: 8 << 20,
             writer_queue: 65_536,

@@ -26,6 +26,8 @@ use crate::store::UserRef;
 const MAX_WRITE_BATCH: usize = 256 * 1024;
 /// A write that makes no progress for this long ends the session.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the final frames of a closed session (its fatal Error) may take.
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Initial read buffer: small, so idle connections stay cheap.
 const READ_BUFFER: usize = 1024;
 
@@ -82,6 +84,9 @@ pub async fn serve<L: Link>(
             // A peer that stops reading blocks this write: a kill (its queue
             // overflowed, its device was revoked) or the write timeout must
             // still end the session, even mid-frame.
+            // The last frames of a closed session are a best effort: the
+            // peer may be the reason it was closed (it stopped reading).
+            let write_timeout = if c.session.is_closed() { FINAL_WRITE_TIMEOUT } else { WRITE_TIMEOUT };
             let written = tokio::select! {
                 // A write that can finish now goes out before a kill ends
                 // the session: a self-revoke's Done, then its fatal Error.
@@ -92,7 +97,7 @@ pub async fn serve<L: Link>(
                 code = c.kill.killed(), if !c.session.is_closed() => {
                     Err(std::io::Error::other(format!("closed while writing: {code}")))
                 }
-                _ = tokio::time::sleep(WRITE_TIMEOUT) => Err(std::io::Error::other("write timed out")),
+                _ = tokio::time::sleep(write_timeout) => Err(std::io::Error::other("write timed out")),
             };
             if let Err(e) = written {
                 tracing::debug!(%peer, error = %e, "write failed");

@@ -129,7 +129,10 @@ where
     }
 
     async fn close(&mut self, _code: ErrorCode) {
-        let _ = self.writer.shutdown().await;
+        // Bounded: a peer that stopped reading (the reason a session is cut
+        // off) would otherwise hold this task, and its connection permit,
+        // forever while TLS tries to flush its close_notify.
+        let _ = tokio::time::timeout(LINGER, self.writer.shutdown()).await;
         // Lingering close: closing a TCP socket with unread input makes the
         // kernel send RST, and a peer's kernel that receives RST may drop
         // what it had not read yet: the final Error frame. So read and

@@ -62,6 +62,11 @@ pub async fn accept_tcp(
             continue;
         };
         let _ = socket.set_nodelay(true);
+        if shared.config.tcp_send_buffer_bytes > 0
+            && let Err(e) = socket2::SockRef::from(&socket).set_send_buffer_size(shared.config.tcp_send_buffer_bytes)
+        {
+            tracing::debug!(%peer, error = %e, "cannot set the send buffer size");
+        }
         return Some((socket, peer, (permit, slot)));
     }
 }

@@ -79,6 +79,10 @@ struct Args {
     /// Frames queued per session before it is cut off to resync.
     #[arg(long, value_name = "N")]
     outbound_queue: Option<usize>,
+    /// Kernel send buffer per TCP connection (SO_SNDBUF), in bytes
+    /// (default: the kernel's autotuning).
+    #[arg(long, value_name = "BYTES")]
+    tcp_send_buffer: Option<usize>,
     /// Bytes queued per session before it is cut off to resync.
     #[arg(long, value_name = "BYTES")]
     outbound_queue_bytes: Option<usize>,
@@ -193,6 +197,7 @@ impl Args {
         set(&mut c.max_connections, self.max_connections);
         set(&mut c.max_connections_per_address, self.max_connections_per_address);
         set(&mut c.outbound_queue, self.outbound_queue);
+        set(&mut c.tcp_send_buffer_bytes, self.tcp_send_buffer);
         set(&mut c.outbound_queue_bytes, self.outbound_queue_bytes);
         set(&mut c.auth_timeout_ms, self.auth_timeout_ms);
         set(&mut c.signups_per_address_per_hour, self.signups_per_address_per_hour);

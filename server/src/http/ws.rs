@@ -27,6 +27,8 @@ use crate::link::{Input, Link};
 /// The one subprotocol v1 speaks.
 pub const SUBPROTOCOL: &str = "confab.v1";
 
+/// How long a close may take to go out.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 /// tungstenite's read buffer: small, so idle connections stay cheap.
 const READ_BUFFER: usize = 4 * 1024;
 /// Bytes of queued messages gathered before a write (flush writes sooner).
@@ -118,7 +120,9 @@ impl Link for WsLink {
     async fn close(&mut self, code: ErrorCode) {
         let (status, reason) = close_status(code);
         let frame = CloseFrame { code: status, reason: Utf8Bytes::from_static(reason) };
-        let _ = self.socket.send(Message::Close(Some(frame))).await;
+        // Bounded, like every close: a peer that stopped reading must not
+        // hold this task (and its connection permit) forever.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
     }
 }
 
