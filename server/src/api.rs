@@ -53,7 +53,7 @@ impl From<Refusal> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Fjall(_) | StoreError::WriteFailed(_) => {
+            StoreError::Fjall(_) | StoreError::WriteFailed(_) | StoreError::Reopening => {
                 // The writer logs a failing store once per episode; one
                 // line per refused request would flood the log.
                 tracing::debug!(error = %e, "store unavailable");

@@ -15,6 +15,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::daemon::Daemon;
@@ -80,31 +81,84 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_by_itself() {
     }
 
     let filler = fill(&data);
-    // Keep sending until the store refuses; every answer is an ack or a
-    // clear UNAVAILABLE, never a hang or a dropped session.
+    // Keep sending until the store refuses. The first send that hits the
+    // full disk is held until the store recovers (its outcome is only known
+    // then), so sends run concurrently; every other one is answered at once
+    // with an ack or a clear UNAVAILABLE, never a hang or a dropped session.
+    let alice_conn = Arc::new(alice_conn);
+    let mut pending = tokio::task::JoinSet::new();
     let mut i = 0;
     while refused.len() < 20 {
         let id = format!("full-{i}");
         i += 1;
-        match tokio::time::timeout(Duration::from_secs(10), alice_conn.send(dm, &id, &body)).await {
-            Err(_) => panic!("send {id} hung on a full disk"),
-            Ok(Ok(sent)) => {
-                acked.insert(id, sent.message.unwrap().seq);
-            }
-            Ok(Err(e)) => {
-                assert_eq!(e.code(), Some(ErrorCode::UNAVAILABLE), "{id}: {e}");
-                refused.push(id);
+        let (conn, body) = (Arc::clone(&alice_conn), body.clone());
+        pending.spawn(async move {
+            let r = conn.send(dm, &id, &body).await;
+            (id, r)
+        });
+        // Collect what has been answered so far.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        while let Some(done) = pending.try_join_next() {
+            let (id, r) = done.unwrap();
+            match r {
+                Ok(sent) => {
+                    acked.insert(id, sent.message.unwrap().seq);
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), Some(ErrorCode::UNAVAILABLE), "{id}: {e}");
+                    refused.push(id);
+                }
             }
         }
         assert!(i < 5000, "the disk never filled up");
     }
-    eprintln!("disk full: {} acknowledged, {} refused with UNAVAILABLE", acked.len(), refused.len());
+    let held = pending.len();
+    eprintln!(
+        "disk full: {} acknowledged, {} refused with UNAVAILABLE, {held} waiting for the store to recover",
+        acked.len(),
+        refused.len()
+    );
+    assert!(held <= 2, "only the group that hit the full disk waits ({held} sends waiting)");
     // Reads still work, and show exactly the acknowledged messages.
     check_history(&alice_conn, dm, &acked, &refused).await;
     alice_conn.ping(1).await.unwrap();
 
-    // Space returns: writes succeed again without a restart.
+    // Readers keep reading across the recovery (nested reads once made the
+    // reopen wait for them while they waited for it).
+    let stop_reading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let (conn, stop) = (daemon.resume(TransportKind::Tcp, &alice.token).await, Arc::clone(&stop_reading));
+        readers.spawn(async move {
+            let mut reads = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for r in [conn.sync(0, 100).await.map(|_| ()), conn.list_conversations(10).await.map(|_| ())] {
+                    if let Err(e) = r {
+                        assert_eq!(e.code(), Some(ErrorCode::UNAVAILABLE), "a read during recovery: {e}");
+                    }
+                }
+                reads += 1;
+            }
+            reads
+        });
+    }
+
+    // Space returns: the store recovers by itself, the waiting sends get
+    // their real outcome, and new writes succeed without a restart.
     std::fs::remove_file(&filler).unwrap();
+    while let Some(done) = tokio::time::timeout(Duration::from_secs(10), pending.join_next()).await.expect("answered") {
+        let (id, r) = done.unwrap();
+        match r {
+            Ok(sent) => {
+                eprintln!("{id}, held while the disk was full, was stored after all");
+                acked.insert(id, sent.message.unwrap().seq);
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::UNAVAILABLE), "{id}: {e}");
+                refused.push(id);
+            }
+        }
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut after = 0;
     while after < 20 {
@@ -121,10 +175,18 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_by_itself() {
             }
         }
     }
-    // Retrying a refused send stores it once.
-    let retry = refused.remove(0);
-    let sent = alice_conn.send(dm, &retry, &body).await.unwrap();
-    acked.insert(retry, sent.message.unwrap().seq);
+    stop_reading.store(true, std::sync::atomic::Ordering::Relaxed);
+    while let Some(r) = readers.join_next().await {
+        assert!(r.unwrap() > 0, "the readers kept being served");
+    }
+    // Nothing refused became visible, and retrying each refused send stores
+    // it once, as a new message (it was not stored before).
+    check_history(&alice_conn, dm, &acked, &refused).await;
+    for id in std::mem::take(&mut refused) {
+        let sent = alice_conn.send(dm, &id, &body).await.unwrap();
+        assert!(!sent.duplicate, "{id} was refused, yet the store had it");
+        acked.insert(id, sent.message.unwrap().seq);
+    }
     check_history(&alice_conn, dm, &acked, &refused).await;
 
     // Everything acknowledged survives a crash.

@@ -22,6 +22,8 @@ pub const PUSH_DUE: &str = "push_due";
 
 /// meta keys.
 pub const FORMAT_VERSION: &[u8] = b"format_version";
+/// Meta: the number of the last group commit (u64 big-endian).
+pub const COMMIT_SEQ: &[u8] = b"commit_seq";
 pub const NEXT_USER_ID: &[u8] = b"next_user_id";
 pub const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
 pub const NEXT_CONVERSATION_ID: &[u8] = b"next_conversation_id";

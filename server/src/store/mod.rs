@@ -89,6 +89,9 @@ pub enum StoreError {
     /// The writer thread is gone (shutting down).
     #[error("the store is shutting down")]
     Closed,
+    /// The store is being reopened after write failures; try again soon.
+    #[error("the store is reopening after write failures")]
+    Reopening,
 }
 
 /// Keyspaces, by record family.
@@ -162,16 +165,23 @@ impl Ks {
 /// which recovers from the journal exactly what was committed.
 pub struct Store {
     dir: PathBuf,
-    /// `None` only inside `reopen`, which holds the write lock throughout
-    /// and ends the process if it cannot put handles back: readers, who
-    /// take the read lock, never see `None`.
+    /// `None` only while `reopen` runs: readers then get
+    /// [`StoreError::Reopening`] at once, so they let go of the old
+    /// database's lock file instead of waiting for the new one.
     handles: RwLock<Option<Arc<Handles>>>,
     durability: Durability,
 }
 
-struct Handles {
-    db: Database,
+pub(crate) struct Handles {
+    pub(crate) db: Database,
     keyspaces: Vec<Keyspace>,
+}
+
+impl Handles {
+    pub(crate) fn ks(&self, ks: Ks) -> &Keyspace {
+        // Ks::ALL and `keyspaces` are built in the same order.
+        &self.keyspaces[ks as usize]
+    }
 }
 
 impl Handles {
@@ -197,7 +207,7 @@ impl Store {
     pub fn open(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
         let handles = Handles::open(dir, durability)?;
         let store = Store { dir: dir.to_path_buf(), handles: RwLock::new(Some(Arc::new(handles))), durability };
-        let meta = store.ks(Ks::Meta);
+        let meta = store.ks(Ks::Meta)?;
         match meta.get(keys::FORMAT_VERSION)? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(&v[..]).map(u32::from_be_bytes).map_err(|_| StoreError::Corrupt {
@@ -209,11 +219,11 @@ impl Store {
                 }
             }
             None => {
-                if !store.ks(Ks::Users).is_empty()? {
+                if !store.ks(Ks::Users)?.is_empty()? {
                     return Err(StoreError::Corrupt { keyspace: keys::META, detail: "format_version missing".into() });
                 }
                 meta.insert(keys::FORMAT_VERSION, FORMAT_VERSION.to_be_bytes())?;
-                store.db().persist(PersistMode::SyncAll)?;
+                store.db()?.persist(PersistMode::SyncAll)?;
             }
         }
         Ok(store)
@@ -224,25 +234,37 @@ impl Store {
         self.durability
     }
 
-    #[allow(clippy::expect_used)] // see `handles`: readers never see None
-    fn handles(&self) -> Arc<Handles> {
+    pub(crate) fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        // Each critical section clones or swaps one Arc: a poisoned lock
+        // still holds a consistent value.
         let guard = self.handles.read().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(guard.as_ref().expect("store handles are only absent inside reopen"))
+        guard.as_ref().map(Arc::clone).ok_or(StoreError::Reopening)
     }
 
-    pub(crate) fn ks(&self, ks: Ks) -> Keyspace {
-        // Ks::ALL and `keyspaces` are built in the same order.
-        self.handles().keyspaces[ks as usize].clone()
+    pub(crate) fn ks(&self, ks: Ks) -> Result<Keyspace, StoreError> {
+        Ok(self.handles()?.ks(ks).clone())
     }
 
-    pub(crate) fn db(&self) -> Database {
-        self.handles().db.clone()
+    pub(crate) fn db(&self) -> Result<Database, StoreError> {
+        Ok(self.handles()?.db.clone())
     }
 
     /// Syncs everything to disk (shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db().persist(PersistMode::SyncAll)?;
+        self.db()?.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// The number of the last group commit that reached the store (see
+    /// the writer: it tells whether a commit that reported failure was
+    /// written after all).
+    pub(crate) fn commit_seq(&self) -> Result<u64, StoreError> {
+        match self.ks(Ks::Meta)?.get(keys::COMMIT_SEQ)? {
+            None => Ok(0),
+            Some(v) => <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt { keyspace: keys::META, detail: "commit_seq is not 8 bytes".into() }),
+        }
     }
 
     /// Whether the directory can take writes again: a probe file of
@@ -261,19 +283,22 @@ impl Store {
     }
 
     /// Replaces poisoned handles with a fresh open of the same directory.
-    /// Blocks readers meanwhile. The old handles must be gone first (fjall
-    /// holds a lock file per directory, also through readers' keyspace
-    /// handles), so the open is retried for a short while. If no handles
-    /// can be put back the process ends: nothing could be served anyway,
-    /// and everything acknowledged is on disk for the next start.
+    /// Meanwhile reads fail fast with [`StoreError::Reopening`]. The old
+    /// database must be gone first (fjall holds a lock file per directory,
+    /// also through the keyspace handles of reads still running), so the
+    /// open is retried for a short while. If no handles can be put back the
+    /// process ends: nothing could be served anyway, and everything
+    /// acknowledged is on disk for the next start.
     pub fn reopen(&self) -> Result<(), StoreError> {
-        let mut guard = self.handles.write().unwrap_or_else(|p| p.into_inner());
-        drop(guard.take());
+        // Taken out under the lock, dropped outside it: dropping flushes
+        // fjall's journal, and readers must not wait on that.
+        let old = self.handles.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(old);
         let mut last = None;
         for _ in 0..50 {
             match Handles::open(&self.dir, self.durability) {
                 Ok(h) => {
-                    *guard = Some(Arc::new(h));
+                    *self.handles.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(h));
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
@@ -299,7 +324,7 @@ impl Store {
     }
 
     pub(crate) fn get_record<M: prost::Message + Default>(&self, ks: Ks, key: &[u8]) -> Result<Option<M>, StoreError> {
-        match self.ks(ks).get(key)? {
+        match self.ks(ks)?.get(key)? {
             Some(v) => decode(ks, &v).map(Some),
             None => Ok(None),
         }

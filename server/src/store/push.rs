@@ -386,7 +386,7 @@ impl Store {
         busy: &HashSet<(u64, u64)>,
     ) -> Result<(Vec<DueJob>, Option<i64>), StoreError> {
         let mut out = Vec::new();
-        for kv in self.ks(Ks::PushDue).iter() {
+        for kv in self.ks(Ks::PushDue)?.iter() {
             let key = kv.key()?;
             let (due_ms, device, conversation) = keys::parse_push_due(&key)
                 .ok_or(StoreError::Corrupt { keyspace: keys::PUSH_DUE, detail: "bad key".into() })?;
@@ -470,7 +470,7 @@ impl Store {
     /// How many devices have a push target (for the startup log).
     pub fn push_target_count(&self) -> Result<usize, StoreError> {
         let mut n = 0;
-        for kv in self.ks(Ks::PushTargets).iter() {
+        for kv in self.ks(Ks::PushTargets)?.iter() {
             kv.key()?;
             n += 1;
         }

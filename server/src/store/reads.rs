@@ -23,7 +23,7 @@ impl Store {
     }
 
     fn last_key_second(&self, ks: Ks, first: u64) -> Result<u64, StoreError> {
-        match self.ks(ks).prefix(keys::id(first)).next_back() {
+        match self.ks(ks)?.prefix(keys::id(first)).next_back() {
             Some(kv) => {
                 let key = kv.key()?;
                 keys::pair_second(&key).ok_or(StoreError::Corrupt { keyspace: ks.name(), detail: "short key".into() })
@@ -39,7 +39,7 @@ impl Store {
 
     /// A user by username.
     pub fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        match self.ks(Ks::Usernames).get(username.as_bytes())? {
+        match self.ks(Ks::Usernames)?.get(username.as_bytes())? {
             Some(id) => match keys::read_u64(&id, 0) {
                 Some(id) => self.user(id),
                 None => Err(StoreError::Corrupt { keyspace: keys::USERNAMES, detail: "short id".into() }),
@@ -55,7 +55,7 @@ impl Store {
 
     /// The device a token (by its SHA-256) belongs to.
     pub fn device_by_token_hash(&self, hash: &[u8]) -> Result<Option<DeviceRecord>, StoreError> {
-        match self.ks(Ks::Tokens).get(hash)? {
+        match self.ks(Ks::Tokens)?.get(hash)? {
             Some(id) => match keys::read_u64(&id, 0) {
                 Some(id) => self.device(id),
                 None => Err(StoreError::Corrupt { keyspace: keys::TOKENS, detail: "short id".into() }),
@@ -67,7 +67,7 @@ impl Store {
     /// A user's devices, oldest first.
     pub fn devices_of(&self, user: u64) -> Result<Vec<DeviceRecord>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.ks(Ks::UserDevices).prefix(keys::id(user)) {
+        for kv in self.ks(Ks::UserDevices)?.prefix(keys::id(user)) {
             let key = kv.key()?;
             if let Some(device) = keys::pair_second(&key).map(|d| self.device(d)).transpose()?.flatten() {
                 out.push(device);
@@ -89,7 +89,7 @@ impl Store {
     /// Current members, in user id order.
     pub fn members(&self, conversation: u64) -> Result<Vec<(u64, MemberRecord)>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.ks(Ks::Members).prefix(keys::id(conversation)) {
+        for kv in self.ks(Ks::Members)?.prefix(keys::id(conversation)) {
             let (k, v) = kv.into_inner()?;
             let user = keys::pair_second(&k)
                 .ok_or(StoreError::Corrupt { keyspace: keys::MEMBERS, detail: "short key".into() })?;
@@ -156,7 +156,7 @@ impl Store {
         max_bytes: usize,
     ) -> Result<(Vec<pb::Conversation>, bool), StoreError> {
         let mut all = Vec::new();
-        for kv in self.ks(Ks::UserConversations).prefix(keys::id(user)) {
+        for kv in self.ks(Ks::UserConversations)?.prefix(keys::id(user)) {
             let (k, v) = kv.into_inner()?;
             let Some(conversation) = keys::pair_second(&k) else { continue };
             let membership: UserConversationRecord = decode(Ks::UserConversations, &v)?;
@@ -188,7 +188,7 @@ impl Store {
         visible_to: u64,
         max_bytes: usize,
     ) -> Result<(Vec<pb::Message>, bool), StoreError> {
-        let ks = self.ks(Ks::Messages);
+        let ks = self.ks(Ks::Messages)?;
         let upper = if before != 0 { before.min(visible_to.saturating_add(1)) } else { visible_to.saturating_add(1) };
         let mut out = Vec::new();
         let mut bytes = PAGE_OVERHEAD;
@@ -236,7 +236,7 @@ impl Store {
         let mut out = Vec::new();
         let mut bytes = PAGE_OVERHEAD;
         let mut has_more = false;
-        for kv in self.ks(Ks::Inbox).range(range) {
+        for kv in self.ks(Ks::Inbox)?.range(range) {
             let (k, v) = kv.into_inner()?;
             if out.len() == limit {
                 has_more = true;

@@ -38,6 +38,8 @@ pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
 /// later commands of the same group.
 pub struct Tx<'a> {
     store: &'a Store,
+    /// The database this group writes to, fixed for the whole group.
+    handles: std::sync::Arc<super::Handles>,
     counters: &'a mut Counters,
     batch: OwnedWriteBatch,
     /// Staged writes per keyspace (indexed by `Ks as usize`), so a lookup
@@ -47,9 +49,15 @@ pub struct Tx<'a> {
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn new(store: &'a Store, counters: &'a mut Counters) -> Self {
+    pub(crate) fn new(store: &'a Store, counters: &'a mut Counters) -> Result<Self, StoreError> {
         let overlay = Ks::ALL.iter().map(|_| BTreeMap::new()).collect();
-        Tx { batch: store.db().batch(), store, counters, overlay, appended: 0 }
+        let handles = store.handles()?;
+        Ok(Tx { batch: handles.db.batch(), handles, store, counters, overlay, appended: 0 })
+    }
+
+    /// Records this group's number in the store, in the same batch.
+    pub(crate) fn set_commit_seq(&mut self, n: u64) {
+        self.batch.insert(self.handles.ks(Ks::Meta), keys::COMMIT_SEQ, n.to_be_bytes().to_vec());
     }
 
     /// Messages stored by this group so far.
@@ -79,7 +87,7 @@ impl<'a> Tx<'a> {
         if let Some(v) = self.staged(ks).get(key) {
             return Ok(v.clone());
         }
-        Ok(self.store.ks(ks).get(key)?.map(|v| v.to_vec()))
+        Ok(self.handles.ks(ks).get(key)?.map(|v| v.to_vec()))
     }
 
     pub(crate) fn get_record<M: prost::Message + Default>(&self, ks: Ks, key: &[u8]) -> Result<Option<M>, StoreError> {
@@ -93,7 +101,7 @@ impl<'a> Tx<'a> {
     pub(crate) fn scan_prefix(&self, ks: Ks, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         debug_assert!(ks != Ks::Inbox, "inbox entries are staged without the overlay (put_unread)");
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for kv in self.store.ks(ks).prefix(prefix) {
+        for kv in self.handles.ks(ks).prefix(prefix) {
             let (k, v) = kv.into_inner()?;
             merged.insert(k.to_vec(), Some(v.to_vec()));
         }
@@ -106,7 +114,7 @@ impl<'a> Tx<'a> {
     // ----- writes ------------------------------------------------------------
 
     pub(crate) fn put(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
-        self.batch.insert(&self.store.ks(ks), key, value.clone());
+        self.batch.insert(self.handles.ks(ks), key, value.clone());
         self.touched(ks, key);
         self.overlay[ks as usize].insert(key.to_vec(), Some(value));
     }
@@ -117,7 +125,7 @@ impl<'a> Tx<'a> {
     /// Readers use the committed store, and the inbox head is a counter.
     pub(crate) fn put_unread(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
         debug_assert!(ks == Ks::Inbox, "only inbox entries are never read back in a group");
-        self.batch.insert(&self.store.ks(ks), key, value);
+        self.batch.insert(self.handles.ks(ks), key, value);
     }
 
     pub(crate) fn put_record<M: prost::Message>(&mut self, ks: Ks, key: &[u8], record: &M) {
@@ -125,7 +133,7 @@ impl<'a> Tx<'a> {
     }
 
     pub(crate) fn delete(&mut self, ks: Ks, key: &[u8]) {
-        self.batch.remove(&self.store.ks(ks), key);
+        self.batch.remove(self.handles.ks(ks), key);
         self.touched(ks, key);
         self.overlay[ks as usize].insert(key.to_vec(), None);
     }

@@ -150,24 +150,42 @@ const PROBE_BYTES: usize = 1 << 20;
 
 /// The writer's view of a store whose commits fail. fjall poisons a
 /// database after a failed journal write or sync (disk full, I/O error), so
-/// every later commit fails too until the store is reopened; the writer
-/// reopens it as soon as a probe write shows the disk takes data again.
-/// Meanwhile commands fail fast with UNAVAILABLE, and the error is logged
-/// once per episode plus a count, not once per command.
+/// every later commit fails at once, before writing anything, until the
+/// store is reopened; the writer reopens it as soon as a probe write shows
+/// the disk takes data again. The error is logged once per episode plus a
+/// count, not once per command.
+///
+/// The first failed group of an episode is different: fjall keeps its batch
+/// in the journal's buffer, and dropping the old database (to reopen)
+/// flushes that buffer, so the group may be stored after all. Its callers
+/// are therefore not answered until the reopen, when the stored commit
+/// number says which it was: then they get their result (or UNAVAILABLE),
+/// never a refusal for something that became visible later.
 #[derive(Default)]
 struct Failing {
     since: Option<std::time::Instant>,
     last_probe: Option<std::time::Instant>,
     failures: u64,
+    /// The first failed group: its commit number and its callers.
+    held: Option<(u64, Vec<Completion>)>,
 }
 
 impl Failing {
-    fn failed(&mut self, e: &StoreError, commands: usize) {
-        self.failures += commands as u64;
-        if self.since.is_none() {
-            self.since = Some(std::time::Instant::now());
-            tracing::error!(error = %e, commands, "group commit failed; nothing in it was stored; refusing writes until the store recovers");
+    /// A group failed. Returns its completions to answer now with the
+    /// error, or keeps them (the first failure of an episode).
+    fn failed(&mut self, e: &StoreError, seq: u64, completions: Vec<Completion>) -> Vec<Completion> {
+        self.failures += completions.len() as u64;
+        if self.since.is_some() {
+            return completions;
         }
+        self.since = Some(std::time::Instant::now());
+        tracing::error!(
+            error = %e,
+            commands = completions.len(),
+            "group commit failed; refusing writes until the store recovers (this group's outcome is decided then)"
+        );
+        self.held = Some((seq, completions));
+        Vec::new()
     }
 
     fn recovered(&mut self) {
@@ -177,17 +195,46 @@ impl Failing {
         }
     }
 
-    fn maybe_reopen(&mut self, store: &Store) {
+    /// Reopens a failing store once it has space again; then answers the
+    /// held group by what the store says. Returns the stored commit number
+    /// after a reopen.
+    fn maybe_reopen(&mut self, store: &Store, deliver: &dyn Deliver) -> Option<u64> {
         if self.since.is_none() || self.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
-            return;
+            return None;
         }
         self.last_probe = Some(std::time::Instant::now());
         if !store.has_space(PROBE_BYTES) {
-            return;
+            return None;
         }
-        match store.reopen() {
-            Ok(()) => tracing::info!("store reopened after write failures"),
-            Err(e) => tracing::error!(error = %e, "store reopen failed"),
+        if let Err(e) = store.reopen() {
+            tracing::error!(error = %e, "store reopen failed");
+            return None;
+        }
+        let stored = store.commit_seq();
+        tracing::info!(commit_seq = ?stored.as_ref().ok(), "store reopened after write failures");
+        if let Some((seq, completions)) = self.held.take() {
+            let outcome = match &stored {
+                Ok(n) if *n >= seq => Ok(()),
+                Ok(_) => Err(StoreError::WriteFailed("the disk was full; nothing was stored".into())),
+                Err(e) => Err(StoreError::WriteFailed(format!("outcome unknown: {e}"))),
+            };
+            if outcome.is_ok() {
+                tracing::info!(commands = completions.len(), "the failed group was stored after all");
+            }
+            for done in completions {
+                done(outcome.as_ref().map(|_| ()), deliver);
+            }
+        }
+        stored.ok()
+    }
+
+    /// Answers a held group at shutdown: its outcome is unknown.
+    fn abandon(&mut self, deliver: &dyn Deliver) {
+        if let Some((_, completions)) = self.held.take() {
+            let e = StoreError::WriteFailed("the server stopped before the store recovered; outcome unknown".into());
+            for done in completions {
+                done(Err(&e), deliver);
+            }
         }
     }
 }
@@ -202,8 +249,32 @@ fn run(
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stopping = false;
     let mut failing = Failing::default();
+    let mut commit_seq = store.commit_seq().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read the commit number; counting from 0");
+        0
+    });
     while !stopping {
-        match rx.blocking_recv() {
+        // While the store fails, wake up to probe for space even when no
+        // command comes: a held group is waiting for the outcome.
+        let next = loop {
+            if failing.since.is_none() {
+                break rx.blocking_recv();
+            }
+            match rx.try_recv() {
+                Ok(msg) => break Some(msg),
+                Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Some(stored) = failing.maybe_reopen(store, deliver) {
+                        commit_seq = stored;
+                        counters.clear();
+                    }
+                    if failing.since.is_some() {
+                        thread::sleep(PROBE_EVERY / 4);
+                    }
+                }
+            }
+        };
+        match next {
             Some(Msg::Job(job)) => group.push(job),
             Some(Msg::Stop) | None => break,
         }
@@ -217,26 +288,43 @@ fn run(
                 Err(_) => break,
             }
         }
-        failing.maybe_reopen(store);
-        let mut tx = Tx::new(store, &mut counters);
+        if let Some(stored) = failing.maybe_reopen(store, deliver) {
+            commit_seq = stored;
+            counters.clear();
+        }
+        let mut tx = match Tx::new(store, &mut counters) {
+            Ok(tx) => tx,
+            Err(e) => {
+                // Only while a reopen runs on this very thread, i.e. never
+                // here; dropping the jobs answers their callers (Closed).
+                tracing::error!(error = %e, commands = group.len(), "no store to write to");
+                group.clear();
+                continue;
+            }
+        };
+        let seq = commit_seq + 1;
+        tx.set_commit_seq(seq);
         let completions: Vec<Completion> = group.drain(..).map(|job| job(&mut tx)).collect();
         let appended = tx.appended();
         let started = std::time::Instant::now();
-        let result = tx.commit();
-        if result.is_ok() {
-            observe(completions.len(), appended, started.elapsed());
-        }
-        match &result {
-            Ok(()) => failing.recovered(),
+        match tx.commit() {
+            Ok(()) => {
+                commit_seq = seq;
+                observe(completions.len(), appended, started.elapsed());
+                failing.recovered();
+                for done in completions {
+                    done(Ok(()), deliver);
+                }
+            }
             Err(e) => {
-                failing.failed(e, completions.len());
                 counters.clear();
+                for done in failing.failed(&e, seq, completions) {
+                    done(Err(&e), deliver);
+                }
             }
         }
-        for done in completions {
-            done(result.as_ref().map(|_| ()), deliver);
-        }
     }
+    failing.abandon(deliver);
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "final store flush failed");
     }
