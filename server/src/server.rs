@@ -235,7 +235,13 @@ impl Server {
                 fingerprint: self.fingerprint.clone(),
             },
         });
-        let incoming = http::listener::start(Arc::clone(shared), listener, tls, self.shutdown.clone())
+        // Silence longer than a client that heartbeats may keep ends an
+        // HTTP connection (WebSocket sessions included).
+        let deadlines = http::listener::Deadlines {
+            first_request: shared.handshake_timeout,
+            idle: (shared.config.heartbeat_interval() * 3).max(Duration::from_secs(60)),
+        };
+        let incoming = http::listener::start(Arc::clone(shared), listener, tls, deadlines, self.shutdown.clone())
             .context("starting the HTTP listener")?;
         let service = http::router(app).into_make_service_with_connect_info::<http::listener::PeerAddr>();
         let stop = self.shutdown.clone();

@@ -88,7 +88,19 @@ async fn health_metrics_and_discovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_browser_client_from_a_directory_and_nothing_else() {
-    let web = tempfile::tempdir().unwrap();
+    // The client's directory sits inside another one that holds a secret:
+    // a path that escaped the root would find it.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("secret.txt"), "secret").unwrap();
+    let web_dir = root.path().join("web");
+    std::fs::create_dir(&web_dir).unwrap();
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    let web = Dir(web_dir);
     std::fs::write(web.path().join("index.html"), "<!doctype html><title>Confab</title>").unwrap();
     std::fs::write(web.path().join("app.js"), "export const x = 1;").unwrap();
     std::fs::create_dir(web.path().join("tests")).unwrap();
@@ -106,10 +118,44 @@ async fn serves_the_browser_client_from_a_directory_and_nothing_else() {
     let (status, head, _) = get(http, "/app.js").await;
     assert_eq!(status, 200);
     assert!(head.contains("content-type: text/javascript"), "{head}");
-    for path in ["/tests/e2e.mjs", "/.env", "/../Cargo.toml", "/%2e%2e/Cargo.toml", "/nope.js"] {
+    for path in ["/tests/e2e.mjs", "/.env", "/../secret.txt", "/%2e%2e/secret.txt", "/a/../../secret.txt", "/nope.js"] {
         let (status, _, body) = get(http, path).await;
         assert_eq!(status, 404, "{path}");
         assert!(!body.contains("secret"), "{path}");
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_http_connections_are_closed() {
+    let server = TestServer::start_with(|c| c.handshake_timeout_ms = 500).await;
+    let http = server.server().http_addr().unwrap();
+    let started = std::time::Instant::now();
+    // One sends nothing, one trickles a request header, one sends half a
+    // header and stops.
+    let silent = tokio::net::TcpStream::connect(http).await.unwrap();
+    let mut trickle = tokio::net::TcpStream::connect(http).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(http).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let trickling = tokio::spawn(async move {
+        for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: yes\r\n\r\n" {
+            if trickle.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the trickled request was allowed to finish");
+    });
+    for (what, mut s) in [("silent", silent), ("half", half)] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "{what}: still open after 5 s");
+        assert!(buf.is_empty(), "{what}: got an answer without a complete request");
+    }
+    trickling.await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    // Well-behaved requests are unaffected.
+    let (status, _, body) = get(http, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
     server.stop().await;
 }

@@ -6,12 +6,21 @@
 //! expects it never to fail, so the accepting and the TLS handshakes happen
 //! in a task of ours ([`accept_loop`]) that hands finished connections over
 //! a channel: a slow handshake never holds up the next accept.
+//!
+//! axum's `serve` sets no timeouts, so [`Conn`] keeps its own: a connection
+//! that has not sent a complete first request within the handshake
+//! deadline (a slowloris, or one that never sends anything), or that stays
+//! silent both ways for the idle limit afterwards (keep-alive, or a
+//! WebSocket whose client stopped heartbeating), is closed, and its permit
+//! freed.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
@@ -27,21 +36,96 @@ use crate::server::Shared;
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// An accepted connection and the permit it holds.
+/// An accepted connection, the permit it holds, and its deadlines.
 pub struct Conn {
     io: Box<dyn Io>,
     _admission: listen::Admission,
+    /// Set by the router when the first request arrived.
+    served: Arc<AtomicBool>,
+    first_request_by: Instant,
+    idle: Duration,
+    last_activity: Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Conn {
+    fn new(io: Box<dyn Io>, admission: listen::Admission, served: Arc<AtomicBool>, limits: Deadlines) -> Conn {
+        let now = Instant::now();
+        let first_request_by = now + limits.first_request;
+        Conn {
+            io,
+            _admission: admission,
+            served,
+            first_request_by,
+            idle: limits.idle,
+            last_activity: now,
+            timer: Box::pin(tokio::time::sleep_until(first_request_by.into())),
+        }
+    }
+
+    fn due(&self) -> Instant {
+        if self.served.load(Ordering::Relaxed) { self.last_activity + self.idle } else { self.first_request_by }
+    }
+
+    /// Whether the connection has outlived its deadline; otherwise the
+    /// timer is armed to wake this task when it would.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            let due = self.due();
+            if Instant::now() >= due {
+                return true;
+            }
+            if self.timer.deadline() != due.into() {
+                self.timer.as_mut().reset(due.into());
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
+    }
+
+    fn timed_out() -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, "HTTP connection deadline passed")
+    }
+}
+
+/// The deadlines of HTTP connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// For the first complete request (after TLS).
+    pub first_request: Duration,
+    /// For silence in both directions afterwards.
+    pub idle: Duration,
 }
 
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.last_activity = Instant::now();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(Conn::timed_out())),
+            other => other,
+        }
     }
 }
 
 impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.last_activity = Instant::now();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(Conn::timed_out())),
+            other => other,
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
@@ -61,13 +145,26 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// The peer's address, as handlers see it (`ConnectInfo<PeerAddr>`).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+/// The peer's address, as handlers see it (`ConnectInfo<PeerAddr>`), and
+/// the connection's "a request arrived" flag.
+#[derive(Debug, Clone)]
+pub struct PeerAddr {
+    /// The peer.
+    pub addr: SocketAddr,
+    served: Arc<AtomicBool>,
+}
+
+impl PeerAddr {
+    /// Marks the connection as having sent a complete request: from now on
+    /// only the idle limit applies.
+    pub fn served(&self) {
+        self.served.store(true, Ordering::Relaxed);
+    }
+}
 
 impl Connected<IncomingStream<'_, HttpListener>> for PeerAddr {
     fn connect_info(stream: IncomingStream<'_, HttpListener>) -> Self {
-        *stream.remote_addr()
+        stream.remote_addr().clone()
     }
 }
 
@@ -91,7 +188,7 @@ impl axum::serve::Listener for HttpListener {
     }
 
     fn local_addr(&self) -> io::Result<PeerAddr> {
-        Ok(PeerAddr(self.local))
+        Ok(PeerAddr { addr: self.local, served: Arc::new(AtomicBool::new(true)) })
     }
 }
 
@@ -101,11 +198,12 @@ pub fn start(
     shared: Arc<Shared>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    deadlines: Deadlines,
     shutdown: CancellationToken,
 ) -> io::Result<HttpListener> {
     let local = listener.local_addr()?;
     let (tx, ready) = mpsc::channel(64);
-    shared.tracker.spawn(accept_loop(Arc::clone(&shared), listener, tls, tx, shutdown));
+    shared.tracker.spawn(accept_loop(Arc::clone(&shared), listener, tls, deadlines, tx, shutdown));
     Ok(HttpListener { ready, local })
 }
 
@@ -113,14 +211,16 @@ async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    deadlines: Deadlines,
     ready: mpsc::Sender<(Conn, PeerAddr)>,
     shutdown: CancellationToken,
 ) {
     while let Some((socket, peer, admission)) = listen::accept_tcp(&shared, &listener, &shutdown, "HTTP").await {
         match &tls {
             None => {
-                let conn = Conn { io: Box::new(socket), _admission: admission };
-                if ready.send((conn, PeerAddr(peer))).await.is_err() {
+                let served = Arc::new(AtomicBool::new(false));
+                let conn = Conn::new(Box::new(socket), admission, Arc::clone(&served), deadlines);
+                if ready.send((conn, PeerAddr { addr: peer, served })).await.is_err() {
                     return;
                 }
             }
@@ -132,8 +232,9 @@ async fn accept_loop(
                         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "HTTPS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "HTTPS handshake timed out"),
                     };
-                    let conn = Conn { io: Box::new(stream), _admission: admission };
-                    let _ = ready.send((conn, PeerAddr(peer))).await;
+                    let served = Arc::new(AtomicBool::new(false));
+                    let conn = Conn::new(Box::new(stream), admission, Arc::clone(&served), deadlines);
+                    let _ = ready.send((conn, PeerAddr { addr: peer, served })).await;
                 });
             }
         }

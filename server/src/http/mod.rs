@@ -111,7 +111,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(get(static_file))
+        .layer(axum::middleware::from_fn(first_request))
         .with_state(app)
+}
+
+/// A complete request arrived: the connection's first-request deadline no
+/// longer applies (see [`listener::Conn`]).
+async fn first_request(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<listener::PeerAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    peer.served();
+    next.run(request).await
 }
 
 async fn healthz() -> &'static str {

@@ -37,7 +37,7 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// `GET /v1/ws`.
 pub async fn upgrade(
     State(app): State<Arc<App>>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    ConnectInfo(PeerAddr { addr: peer, .. }): ConnectInfo<PeerAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
