@@ -104,10 +104,19 @@ pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: Canc
             _ = shutdown.cancelled() => return,
             p = Arc::clone(&shared.connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
-        let incoming = tokio::select! {
+        let mut incoming = tokio::select! {
             _ = shutdown.cancelled() => return,
             i = endpoint.accept() => match i { Some(i) => i, None => return },
         };
+        // An Initial's source address may be spoofed: make the peer prove it
+        // (a Retry round trip) before it counts against an address's limit
+        // or holds a permit through the handshake.
+        if !incoming.remote_address_validated() && incoming.may_retry() {
+            match incoming.retry() {
+                Ok(()) => continue,
+                Err(e) => incoming = e.into_incoming(),
+            }
+        }
         let peer = incoming.remote_address();
         let Some(slot) = shared.per_address.admit(peer.ip()) else {
             refuse_per_address(&shared, peer);
