@@ -54,6 +54,7 @@ pub struct LoginThrottle {
     per_address: u32,
     window: Duration,
     failures: Mutex<HashMap<Key, (Instant, u32)>>,
+    updates: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -64,11 +65,26 @@ enum Key {
 
 /// Entries kept before stale ones are pruned.
 const PRUNE_AT: usize = 100_000;
+/// Once over `PRUNE_AT`, prune on every this-many-th update (not on each:
+/// a scan of the whole map under the lock is O(n)).
+const PRUNE_EVERY: usize = 1024;
+
+/// Whether this update should prune: only when the map is large, and then
+/// only every `PRUNE_EVERY` updates.
+fn due_for_pruning(len: usize, updates: &std::sync::atomic::AtomicUsize) -> bool {
+    len >= PRUNE_AT && updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(PRUNE_EVERY)
+}
 
 impl LoginThrottle {
     /// A throttle allowing `per_user` and `per_address` failures a minute.
     pub fn new(per_user: u32, per_address: u32) -> Self {
-        LoginThrottle { per_user, per_address, window: Duration::from_secs(60), failures: Mutex::new(HashMap::new()) }
+        LoginThrottle {
+            per_user,
+            per_address,
+            window: Duration::from_secs(60),
+            failures: Mutex::new(HashMap::new()),
+            updates: Default::default(),
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, u32)>> {
@@ -81,7 +97,10 @@ impl LoginThrottle {
     /// failures in the current window.
     pub fn check(&self, username: &str, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         let map = self.map();
-        for (key, max) in [(Key::User(username.to_string()), self.per_user), (Key::Address(addr), self.per_address)] {
+        for (key, max) in [
+            (Key::User(username.to_string()), self.per_user),
+            (Key::Address(crate::admission::address_key(addr)), self.per_address),
+        ] {
             if let Some(&(start, count)) = map.get(&key) {
                 let elapsed = now.saturating_duration_since(start);
                 if elapsed < self.window && count >= max {
@@ -96,7 +115,7 @@ impl LoginThrottle {
     /// which name no username).
     pub fn check_address(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         let map = self.map();
-        if let Some(&(start, count)) = map.get(&Key::Address(addr)) {
+        if let Some(&(start, count)) = map.get(&Key::Address(crate::admission::address_key(addr))) {
             let elapsed = now.saturating_duration_since(start);
             if elapsed < self.window && count >= self.per_address {
                 return Err(self.window - elapsed);
@@ -107,17 +126,17 @@ impl LoginThrottle {
 
     /// Counts a failed attempt.
     pub fn failed(&self, username: &str, addr: IpAddr, now: Instant) {
-        self.count(&[Key::User(username.to_string()), Key::Address(addr)], now);
+        self.count(&[Key::User(username.to_string()), Key::Address(crate::admission::address_key(addr))], now);
     }
 
     /// Counts a failed resume (an address failure only).
     pub fn failed_address(&self, addr: IpAddr, now: Instant) {
-        self.count(&[Key::Address(addr)], now);
+        self.count(&[Key::Address(crate::admission::address_key(addr))], now);
     }
 
     fn count(&self, keys: &[Key], now: Instant) {
         let mut map = self.map();
-        if map.len() >= PRUNE_AT {
+        if due_for_pruning(map.len(), &self.updates) {
             let window = self.window;
             map.retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
         }
@@ -142,12 +161,29 @@ pub struct SignupThrottle {
     per_address: u32,
     window: Duration,
     counts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    updates: std::sync::atomic::AtomicUsize,
 }
 
 impl SignupThrottle {
     /// At most `per_address` signups an hour from one address.
     pub fn new(per_address: u32) -> Self {
-        SignupThrottle { per_address, window: Duration::from_secs(3600), counts: Mutex::new(HashMap::new()) }
+        SignupThrottle {
+            per_address,
+            window: Duration::from_secs(3600),
+            counts: Mutex::new(HashMap::new()),
+            updates: Default::default(),
+        }
+    }
+
+    /// `Err(wait)` when `addr` has used up this hour's signups.
+    pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        let map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&crate::admission::address_key(addr)) {
+            Some(&(start, n)) if now.saturating_duration_since(start) < self.window && n >= self.per_address => {
+                Err(self.window.saturating_sub(now.saturating_duration_since(start)))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Counts a signup attempt from `addr`; `Err(wait)` when the address
@@ -156,11 +192,11 @@ impl SignupThrottle {
         // One lookup and update per critical section: a poisoned lock still
         // holds consistent counts.
         let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= PRUNE_AT {
+        if due_for_pruning(map.len(), &self.updates) {
             let window = self.window;
             map.retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
         }
-        let entry = map.entry(addr).or_insert((now, 0));
+        let entry = map.entry(crate::admission::address_key(addr)).or_insert((now, 0));
         if now.saturating_duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }

@@ -10,7 +10,23 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
-/// Open connections per source address.
+/// The key per-address limits count by: an IPv4 address, or an IPv6
+/// address's /64 (one subscriber gets a whole /64, so counting single
+/// addresses would give them 2^64 budgets); IPv4-mapped IPv6 as IPv4.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Open connections per source address (per /64 for IPv6).
 #[derive(Debug)]
 pub struct AddressLimits {
     max: usize,
@@ -39,6 +55,7 @@ impl AddressLimits {
     /// A slot for a new connection from `ip`, or `None` when the address
     /// already has `max` open.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let ip = address_key(ip);
         let mut map = self.map();
         let n = map.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -50,7 +67,7 @@ impl AddressLimits {
 
     /// Open connections from `ip`.
     pub fn open(&self, ip: IpAddr) -> usize {
-        self.map().get(&ip).copied().unwrap_or(0)
+        self.map().get(&address_key(ip)).copied().unwrap_or(0)
     }
 }
 
@@ -132,6 +149,19 @@ mod tests {
         drop(a);
         assert_eq!(limits.open(ip), 1);
         assert!(limits.admit(ip).is_some());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let limits = AddressLimits::new(1);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _slot = limits.admit(a).unwrap();
+        assert!(limits.admit(b).is_none(), "same /64");
+        assert!(limits.admit(other).is_some());
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(address_key(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
     }
 
     #[tokio::test]

@@ -477,7 +477,7 @@ fn password_checks_busy(sh: &Shared) -> ApiError {
 }
 
 async fn signup(sh: Arc<Shared>, peer: SocketAddr, r: pb::SignupRequest) -> Result<Reply, ApiError> {
-    if let Err(wait) = sh.signups.attempt(peer.ip(), Instant::now()) {
+    if let Err(wait) = sh.signups.check(peer.ip(), Instant::now()) {
         return Err(ApiError {
             code: ErrorCode::RATE_LIMITED,
             message: "too many signups from this address; try again later".into(),
@@ -491,6 +491,16 @@ async fn signup(sh: Arc<Shared>, peer: SocketAddr, r: pb::SignupRequest) -> Resu
         .await
         .map_err(|_| password_checks_busy(&sh))?
         .map_err(|_| ApiError::new(ErrorCode::INTERNAL, "hashing failed"))?;
+    // Counted once the expensive part was done (a SERVER_BUSY costs the
+    // address nothing); taken usernames count, so signup is no cheaper way
+    // to probe for accounts.
+    if let Err(wait) = sh.signups.attempt(peer.ip(), Instant::now()) {
+        return Err(ApiError {
+            code: ErrorCode::RATE_LIMITED,
+            message: "too many signups from this address; try again later".into(),
+            retry_after_ms: wait.as_millis() as u64,
+        });
+    }
     let (token, token_hash) = accounts::new_token();
     let now = unix_ms();
     let (user, device) =
