@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
 use confab_protocol::session::{ClientConfig, ClientEvent, ClientSession};
 use confab_protocol::{ErrorCode, Limits};
@@ -366,6 +366,8 @@ async fn drive(
 ) {
     let mut welcome = Some(welcome);
     let mut incoming = datagrams.clone();
+    let mut out = BytesMut::new();
+    let mut unflushed = false;
     let mut pending: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>> = HashMap::new();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let closed = loop {
@@ -406,16 +408,26 @@ async fn drive(
                 }
             }
         }
-        if let Some(bytes) = session.poll_transmit()
-            && let Err(e) = write_all(&mut writer, &bytes).await
-        {
-            break ClientError::Disconnected(format!("write failed: {e}"));
+        // Writes happen inside the select, beside reads: a server that is
+        // itself busy writing to us must be read from, or both would wait
+        // for the other forever.
+        if let Some(bytes) = session.poll_transmit() {
+            out.extend_from_slice(&bytes);
         }
         if let Some(e) = ended {
             break e;
         }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
+            progress = write_some(&mut writer, &out), if !out.is_empty() || unflushed => match progress {
+                Ok(Some(0)) => break ClientError::Disconnected("the connection closed while writing".into()),
+                Ok(Some(n)) => {
+                    out.advance(n);
+                    unflushed = true;
+                }
+                Ok(None) => unflushed = false,
+                Err(e) => break ClientError::Disconnected(format!("write failed: {e}")),
+            },
             cmd = commands.recv() => match cmd {
                 None => break ClientError::Disconnected("closed by the client".into()),
                 Some(Command::Request(body, reply)) => match session.send_request(body, Instant::now()) {
@@ -461,7 +473,7 @@ async fn drive(
         }));
     }
     let _ = events.send(Event::Closed(closed));
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
 }
 
 /// The next datagram, on QUIC; never resolves elsewhere.
@@ -472,9 +484,11 @@ async fn read_datagram(conn: &Option<quinn::Connection>) -> Option<bytes::Bytes>
     }
 }
 
-async fn write_all(writer: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {
-    writer.write_all(bytes).await?;
-    writer.flush().await
+/// Writes some of `out` (`Some(bytes written)`), or flushes once it is all
+/// written (`None`). Cancel-safe: a write either happened or did not, and a
+/// flush keeps its progress in the stream (TLS buffers) to resume later.
+async fn write_some(writer: &mut Writer, out: &[u8]) -> std::io::Result<Option<usize>> {
+    if out.is_empty() { writer.flush().await.map(|()| None) } else { writer.write(out).await.map(Some) }
 }
 
 /// Unwraps the expected response variant.

@@ -42,44 +42,47 @@ where
     Ok(session_side)
 }
 
-async fn bridge<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, mut pipe: tokio::io::DuplexStream)
+/// Two halves polled together, one per direction, so a large message
+/// arriving never waits for a large one leaving (or the other way round):
+/// done one after the other, both ends of a big exchange would block each
+/// other for good.
+async fn bridge<S>(ws: tokio_tungstenite::WebSocketStream<S>, pipe: tokio::io::DuplexStream)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let decoder = FrameDecoder::new(MAX_FRAME);
-    let mut outgoing = BytesMut::with_capacity(8 * 1024);
-    let mut incoming = BytesMut::new();
-    loop {
-        tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(frame))) => {
+    let (mut sink, mut stream) = ws.split();
+    let (mut from_session, mut to_session) = tokio::io::split(pipe);
+    let inbound = async move {
+        let mut incoming = BytesMut::new();
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Binary(frame)) => {
                     incoming.clear();
                     prost::encoding::encode_varint(frame.len() as u64, &mut incoming);
                     incoming.put_slice(&frame);
-                    if pipe.write_all(&incoming).await.is_err() {
+                    if to_session.write_all(&incoming).await.is_err() {
                         break;
                     }
                 }
-                // tungstenite queues the pong; a flush sends it.
-                Some(Ok(Message::Ping(_))) => {
-                    if ws.flush().await.is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
+                // tungstenite answers pings itself, with the next write.
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
                 // A text message breaks the binding; the session ends.
-                Some(Ok(Message::Text(_) | Message::Close(_))) | Some(Err(_)) | None => break,
-            },
-            read = pipe.read_buf(&mut outgoing) => match read {
-                Ok(0) | Err(_) => {
-                    let _ = ws.close(None).await;
-                    break;
-                }
+                Ok(Message::Text(_) | Message::Close(_)) | Err(_) => break,
+            }
+        }
+        let _ = to_session.shutdown().await;
+    };
+    let outbound = async move {
+        let decoder = FrameDecoder::new(MAX_FRAME);
+        let mut outgoing = BytesMut::with_capacity(8 * 1024);
+        loop {
+            match from_session.read_buf(&mut outgoing).await {
+                Ok(0) | Err(_) => break,
                 Ok(_) => {
                     loop {
                         match decoder.next_frame(&mut outgoing) {
                             Ok(Some(frame)) => {
-                                if ws.feed(Message::Binary(frame)).await.is_err() {
+                                if sink.feed(Message::Binary(frame)).await.is_err() {
                                     return;
                                 }
                             }
@@ -87,12 +90,18 @@ where
                             Err(_) => return,
                         }
                     }
-                    if ws.flush().await.is_err() {
-                        break;
+                    if sink.flush().await.is_err() {
+                        return;
                     }
                 }
-            },
+            }
         }
+        let _ = sink.close().await;
+    };
+    // When either direction ends the connection is over: the other is
+    // dropped with it (the session sees its pipe close).
+    tokio::select! {
+        () = inbound => {}
+        () = outbound => {}
     }
-    let _ = pipe.shutdown().await;
 }
