@@ -95,6 +95,9 @@ pub async fn serve<L: Link>(
                 // Once the session is closed the kill has been handled: the
                 // final fatal Error must get its chance to go out.
                 code = c.kill.killed(), if !c.session.is_closed() => {
+                    // The Error cannot go out (the peer is not reading), but
+                    // the close says why (WebSocket close status, metrics).
+                    close_code = code;
                     Err(std::io::Error::other(format!("closed while writing: {code}")))
                 }
                 _ = tokio::time::sleep(write_timeout) => Err(std::io::Error::other("write timed out")),

@@ -153,8 +153,8 @@ pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: Canc
 /// Serves QUIC request streams: one request and one response each.
 async fn request_streams(shared: Arc<Shared>, conn: quinn::Connection, auth: watch::Receiver<Option<SessionCtx>>) {
     while let Ok((send, recv)) = conn.accept_bi().await {
-        let (shared, ctx) = (Arc::clone(&shared), auth.borrow().clone());
-        shared.clone().tracker.spawn(request_stream(shared, send, recv, ctx));
+        let (shared, auth) = (Arc::clone(&shared), auth.clone());
+        shared.clone().tracker.spawn(request_stream(shared, send, recv, auth));
     }
 }
 
@@ -162,7 +162,7 @@ async fn request_stream(
     shared: Arc<Shared>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    ctx: Option<SessionCtx>,
+    auth: watch::Receiver<Option<SessionCtx>>,
 ) {
     let max = shared.limits.max_frame_bytes;
     let (request_id, reply) = match recv.read_to_end(max as usize + framing::MAX_VARINT_LEN).await {
@@ -170,7 +170,12 @@ async fn request_stream(
             (0, Err(err(ErrorCode::FRAME_TOO_LARGE, "frame exceeds max_frame_bytes")))
         }
         Err(e) => return tracing::debug!(error = %e, "request stream read failed"),
-        Ok(bytes) => answer(&shared, bytes, max, ctx).await,
+        // The session's identity as it is now that the request is read
+        // (not when the stream was opened: a logout may have come between).
+        Ok(bytes) => {
+            let ctx = auth.borrow().clone();
+            answer(&shared, bytes, max, ctx).await
+        }
     };
     let body = match reply {
         Ok(r) => r,

@@ -157,10 +157,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 async fn discover(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let e = &app.endpoints;
     // A wildcard bind is reachable under whatever name the client used.
-    let host_asked = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_string());
+    let host_asked = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| host_of(h).to_string());
     let name = |a: SocketAddr| -> String {
         if a.ip().is_unspecified()
             && let Some(h) = &host_asked
@@ -190,6 +187,15 @@ async fn discover(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     resp
 }
 
+/// The host part of a Host header: `name:port`, `[v6]:port`, `[v6]` or
+/// `name`.
+fn host_of(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
 async fn static_file(State(app): State<Arc<App>>, uri: Uri) -> Response {
     if uri.path() == "/" && !app.assets.available() {
         return (
@@ -212,6 +218,14 @@ mod tests {
             h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn host_header_forms() {
+        assert_eq!(host_of("chat.example:7080"), "chat.example");
+        assert_eq!(host_of("chat.example"), "chat.example");
+        assert_eq!(host_of("[::1]:7080"), "[::1]");
+        assert_eq!(host_of("[::1]"), "[::1]");
     }
 
     #[test]

@@ -123,6 +123,17 @@ impl Link for WsLink {
         // Bounded, like every close: a peer that stopped reading must not
         // hold this task (and its connection permit) forever.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+        // Lingering, as on streams: read (and drop) until the peer's Close
+        // or EOF, briefly, so unread input does not make the kernel reset
+        // the connection and lose the Error and Close just sent.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Some(Ok(msg)) = self.socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
