@@ -598,16 +598,7 @@ fn message_text(m: &pb::Message) -> String {
             format!("[{}#{}] {time} {}: {t}", m.conversation_id, m.seq, m.sender_username)
         }
         Some(pb::message::Content::Membership(c)) => {
-            let action = pb::MembershipAction::try_from(c.action).map(|a| a.as_str_name()).unwrap_or("UNKNOWN");
-            let users: Vec<_> = c.users.iter().map(|u| u.username.as_str()).collect();
-            format!(
-                "[{}#{}] {time} * {} {action} {} {}",
-                m.conversation_id,
-                m.seq,
-                m.sender_username,
-                users.join(", "),
-                c.title
-            )
+            format!("[{}#{}] {time} * {}", m.conversation_id, m.seq, chat::membership_text(m, c))
         }
         None => format!("[{}#{}] {time} (unknown content)", m.conversation_id, m.seq),
     }

@@ -28,3 +28,4 @@ mod text;
 mod view;
 
 pub use app::run;
+pub(crate) use view::membership_text;
