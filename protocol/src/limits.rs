@@ -22,6 +22,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u32 = 10_000;
 pub const DEFAULT_AUTH_TIMEOUT_MS: u32 = 30_000;
 /// Consecutive malformed frames after which the session ends.
 pub const MAX_CONSECUTIVE_MALFORMED: u32 = 8;
+/// Consecutive frames refused before admission (no body, request id 0 or
+/// in flight, not allowed in the state) after which the session ends.
+pub const MAX_CONSECUTIVE_REFUSED: u32 = 64;
 /// Consecutive rate-limited requests after which the session ends.
 pub const MAX_CONSECUTIVE_REJECTED: u32 = 64;
 /// The protocol versions this crate speaks.

@@ -799,3 +799,26 @@ fn typing_datagrams_need_the_capability_and_authentication() {
     }
     assert!(passed < 10, "typing datagrams are rate-limited");
 }
+
+#[test]
+fn a_flood_of_refused_frames_ends_the_session() {
+    let mut srv = Server::new();
+    srv.authenticate();
+    // Body-less frames (2 bytes each) earn an Error apiece, 64 times; an
+    // admitted request in between starts the count again.
+    let empty = frame_bytes(&pb::ClientFrame { request_id: 5, body: None });
+    for _ in 0..64 {
+        srv.input(&empty);
+    }
+    assert_eq!(srv.out().len(), 64);
+    srv.send(6, Body::Ping(pb::PingRequest { nonce: 1 }));
+    srv.out();
+    for _ in 0..64 {
+        srv.send(0, list());
+    }
+    assert_eq!(srv.out().len(), 64, "request_id 0 refusals: still answered");
+    assert!(!srv.s.is_closed());
+    srv.input(&empty);
+    assert_error(srv.one_error(), 0, ErrorCode::PROTOCOL_VIOLATION, true);
+    assert_closed(&mut srv, ErrorCode::PROTOCOL_VIOLATION);
+}

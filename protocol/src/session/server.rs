@@ -10,7 +10,10 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Now, TokenBucket};
 use crate::framing::{FrameDecoder, decode_client_frame, encode_frame};
-use crate::limits::{HEARTBEAT_GRACE_FACTOR, MAX_CONSECUTIVE_MALFORMED, MAX_CONSECUTIVE_REJECTED, SUPPORTED_VERSIONS};
+use crate::limits::{
+    HEARTBEAT_GRACE_FACTOR, MAX_CONSECUTIVE_MALFORMED, MAX_CONSECUTIVE_REFUSED, MAX_CONSECUTIVE_REJECTED,
+    SUPPORTED_VERSIONS,
+};
 use crate::pb::{self, client_frame::Body, server_frame::Body as Reply};
 use crate::{ErrorCode, Limits, validate};
 
@@ -127,6 +130,9 @@ pub struct ServerSession {
     last_heard: Instant,
     malformed_streak: u32,
     rejected_streak: u32,
+    /// Frames in a row refused before admission (rules 4, 6, 7 of §4.3):
+    /// each costs the sender a byte or two and the server an Error frame.
+    refused_streak: u32,
     /// The barrier request in flight, if any (PROTOCOL.md §4.4).
     barrier: Option<u64>,
     /// Frames received behind a barrier (message transports only).
@@ -153,6 +159,7 @@ impl ServerSession {
             last_heard: now,
             malformed_streak: 0,
             rejected_streak: 0,
+            refused_streak: 0,
             barrier: None,
             held: VecDeque::new(),
             last_now: Now { instant: now, unix_ms: 0 },
@@ -278,32 +285,33 @@ impl ServerSession {
             };
         }
         let Some(body) = frame.body else {
-            return self.send_error(id, ErrorCode::UNKNOWN_REQUEST, "empty or unknown request body", 0);
+            return self.refuse(id, ErrorCode::UNKNOWN_REQUEST, "empty or unknown request body");
         };
         if let Body::Typing(_) = body {
             return self.handle_typing(body, now);
         }
         if id == 0 {
-            return self.send_error(0, ErrorCode::INVALID_REQUEST_ID, "request_id 0 is only for typing", 0);
+            return self.refuse(0, ErrorCode::INVALID_REQUEST_ID, "request_id 0 is only for typing");
         }
         if self.in_flight.contains_key(&id) {
-            return self.send_error(id, ErrorCode::INVALID_REQUEST_ID, "request_id is already in flight", 0);
+            return self.refuse(id, ErrorCode::INVALID_REQUEST_ID, "request_id is already in flight");
         }
         let pending = match (&body, self.phase) {
             (Body::Hello(_), _) => {
-                return self.send_error(id, ErrorCode::INVALID_STATE, "the handshake is already done", 0);
+                return self.refuse(id, ErrorCode::INVALID_STATE, "the handshake is already done");
             }
             (Body::Signup(_) | Body::Login(_) | Body::Resume(_), Phase::Authenticated { .. }) => {
-                return self.send_error(id, ErrorCode::INVALID_STATE, "the session is already authenticated", 0);
+                return self.refuse(id, ErrorCode::INVALID_STATE, "the session is already authenticated");
             }
             (Body::Signup(_) | Body::Login(_) | Body::Resume(_), _) => Pending::Auth,
             (Body::Ping(_), _) => Pending::Other,
             (_, Phase::Unauthenticated) => {
-                return self.send_error(id, ErrorCode::UNAUTHENTICATED, "log in or resume first", 0);
+                return self.refuse(id, ErrorCode::UNAUTHENTICATED, "log in or resume first");
             }
             (Body::Logout(_), _) => Pending::Logout,
             _ => Pending::Other,
         };
+        self.refused_streak = 0;
         if self.in_flight.len() >= self.config.limits.max_in_flight as usize {
             return self.send_error(id, ErrorCode::TOO_MANY_IN_FLIGHT, "too many requests in flight", 0);
         }
@@ -472,6 +480,17 @@ impl ServerSession {
     pub fn go_away(&mut self, code: ErrorCode, message: &str, reconnect_after_ms: u64) {
         let go = pb::GoAway { code: code.0, message: message.to_string(), reconnect_after_ms };
         self.send(0, Reply::GoAway(go));
+    }
+
+    /// Refuses a frame before admission; too many in a row end the session
+    /// (an Error frame per byte or two of input would let a peer make the
+    /// server write far more than it reads).
+    fn refuse(&mut self, request_id: u64, code: ErrorCode, message: &str) {
+        self.refused_streak += 1;
+        if self.refused_streak > MAX_CONSECUTIVE_REFUSED {
+            return self.close(ErrorCode::PROTOCOL_VIOLATION, "too many refused frames in a row");
+        }
+        self.send_error(request_id, code, message, 0);
     }
 
     fn send_error(&mut self, request_id: u64, code: ErrorCode, message: &str, retry_after_ms: u64) {
