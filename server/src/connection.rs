@@ -9,11 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
 use confab_protocol::pb::server_frame::Body as Reply;
 use confab_protocol::session::{Phase, ServerEvent, ServerSession};
 use confab_protocol::{ErrorCode, Now};
-use tokio::sync::{mpsc, watch};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError, Auth, SessionCtx};
@@ -31,16 +37,21 @@ const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Initial read buffer: small, so idle connections stay cheap.
 const READ_BUFFER: usize = 1024;
 
+/// Where a session publishes its identity for its QUIC request streams.
+pub type AuthWatch = watch::Sender<Option<SessionCtx>>;
+
 /// Serves one session until it ends. Returns the code it ended with
-/// (`ErrorCode(0)` when the peer simply went away).
+/// (`ErrorCode(0)` when the peer simply went away). `auth_watch` is a
+/// sender (QUIC, whose request streams need the identity) or `None`.
 pub async fn serve<L: Link>(
     shared: Arc<Shared>,
     mut link: L,
     peer: SocketAddr,
     transport: Transport,
-    auth_watch: watch::Sender<Option<SessionCtx>>,
+    auth_watch: impl Into<Option<AuthWatch>>,
     shutdown: CancellationToken,
 ) -> ErrorCode {
+    let auth_watch = auth_watch.into();
     let config = match transport {
         Transport::Quic => Arc::clone(&shared.quic_session_config),
         Transport::Tcp | Transport::WebSocket => Arc::clone(&shared.tcp_session_config),
@@ -51,7 +62,7 @@ pub async fn serve<L: Link>(
         ctx: SessionCtx { peer, session: 0, auth: None },
         kill: Arc::new(Kill::default()),
         registration: None,
-        responses: mpsc::unbounded_channel(),
+        handlers: FuturesUnordered::new(),
         transport,
         auth_watch,
         datagrams: link.datagrams(),
@@ -129,23 +140,14 @@ pub async fn serve<L: Link>(
                 };
                 c.session.close(code, why);
             }
-            Some((id, result)) = c.responses.1.recv() => {
-                c.on_response(id, *result);
+            Some((id, result)) = c.handlers.next(), if !c.handlers.is_empty() => {
+                c.on_response(id, result);
                 if c.session.wants_input() && !inbuf.is_empty() {
                     c.session.handle_input(&mut inbuf, Now::system());
                 }
             }
-            Some(frame) = next_event(&mut c.registration) => {
-                out.extend_from_slice(&frame);
-                if let Some(reg) = c.registration.as_mut() {
-                    while out.len() < MAX_WRITE_BATCH {
-                        match reg.try_recv() {
-                            Some(frame) => out.extend_from_slice(&frame),
-                            None => break,
-                        }
-                    }
-                }
-            }
+            // Everything queued goes into one write (up to the cap).
+            () = next_events(c.registration.as_ref(), &mut out) => {}
             input = link.read(&mut inbuf), if c.session.wants_input() && !draining => match input {
                 Input::Bytes => c.session.handle_input(&mut inbuf, Now::system()),
                 Input::Message(frame) => c.session.handle_message(&frame, Now::system()),
@@ -178,19 +180,36 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn next_event(registration: &mut Option<Registration>) -> Option<Bytes> {
+async fn next_events(registration: Option<&Registration>, out: &mut BytesMut) {
     match registration {
-        Some(reg) => reg.recv().await,
+        Some(reg) => reg.recv_into(out, MAX_WRITE_BATCH).await,
         None => std::future::pending().await,
     }
 }
 
-/// A handler's result. Boxed: a channel allocates its first block of 32
-/// slots up front, and at ~270 bytes a `Result<Reply, ApiError>` made that
-/// 8.5 KiB per connection, the largest part of an idle session's memory
-/// (found by confab-bench's idle scenario under massif).
-type Response = (u64, Box<Result<Reply, ApiError>>);
-type Responses = (mpsc::UnboundedSender<Response>, mpsc::UnboundedReceiver<Response>);
+/// A request's handler, tagged with its request id.
+///
+/// Handlers run inside the connection task rather than each in a spawned
+/// task: a spawn plus a channel send back per request was a visible part
+/// of the tokio workers' profile at dm W = 64, and a channel of results
+/// allocated its first block (~1 KiB) for every idle connection. A
+/// handler only awaits (the writer, a blocking read, the password gate),
+/// so polling it here holds nothing up. Writes are queued to the writer
+/// before the handler is returned, so a session that ends with requests
+/// in flight still gets them stored (it just never sees the answers).
+struct Handler {
+    request_id: u64,
+    pending: api::Pending,
+}
+
+impl Future for Handler {
+    type Output = (u64, Result<Reply, ApiError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let id = self.request_id;
+        self.pending.as_mut().poll(cx).map(|r| (id, r))
+    }
+}
 
 struct Conn {
     shared: Arc<Shared>,
@@ -198,11 +217,14 @@ struct Conn {
     ctx: SessionCtx,
     kill: Arc<Kill>,
     registration: Option<Registration>,
-    /// Handlers' results. Unbounded, but bounded in practice: the session
-    /// machine admits at most `max_in_flight` requests.
-    responses: Responses,
+    /// Requests in progress. Unbounded here, but the session machine admits
+    /// at most `max_in_flight` requests.
+    handlers: FuturesUnordered<Handler>,
     transport: Transport,
-    auth_watch: watch::Sender<Option<SessionCtx>>,
+    /// Where the session's identity is published for its QUIC request
+    /// streams; `None` on transports without them (a watch channel costs
+    /// an idle connection ~0.4 KiB).
+    auth_watch: Option<AuthWatch>,
     /// Where typing events may go as datagrams (QUIC only).
     datagrams: Option<quinn::Connection>,
 }
@@ -211,10 +233,7 @@ impl Conn {
     fn start(&mut self, request_id: u64, body: confab_protocol::pb::client_frame::Body) {
         self.shared.metrics.frame_in(&body);
         let pending = api::dispatch(&self.shared, &self.ctx, body);
-        let tx = self.responses.0.clone();
-        self.shared.tracker.spawn(async move {
-            let _ = tx.send((request_id, Box::new(pending.await)));
-        });
+        self.handlers.push(Handler { request_id, pending });
     }
 
     fn on_response(&mut self, id: u64, result: Result<Reply, ApiError>) {
@@ -249,7 +268,9 @@ impl Conn {
                     device_id: ok.device_id,
                 });
                 self.registration = Some(reg);
-                self.auth_watch.send_replace(Some(self.ctx.clone()));
+                if let Some(w) = &self.auth_watch {
+                    w.send_replace(Some(self.ctx.clone()));
+                }
             }
             (Phase::Unauthenticated, _) if was_authenticated => self.leave_hub(),
             _ => {}
@@ -270,7 +291,9 @@ impl Conn {
             }
         }
         self.ctx.session = 0;
-        self.auth_watch.send_replace(None);
+        if let Some(w) = &self.auth_watch {
+            w.send_replace(None);
+        }
     }
 
     fn finish(&mut self) {

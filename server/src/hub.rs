@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use confab_protocol::ErrorCode;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbound::{OutboundQueue, Pushed};
 use crate::store::writer::Deliver;
 
 /// Which transport a session uses (for logs and metrics).
@@ -51,9 +51,7 @@ impl Kill {
 struct Entry {
     session: u64,
     device: u64,
-    queue: mpsc::Sender<Bytes>,
-    /// Bytes in `queue`, shared with the session's [`Registration`].
-    queued: Arc<AtomicUsize>,
+    queue: Arc<OutboundQueue>,
     kill: Arc<Kill>,
     /// The QUIC connection, when typing events may go as datagrams.
     datagrams: Option<quinn::Connection>,
@@ -68,27 +66,30 @@ pub struct Hub {
     metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// A registered session's receiving side.
+/// A registered session's receiving side. Dropping it closes the queue:
+/// later deliveries are dropped (the session catches up from the store).
 pub struct Registration {
     /// The session's id in the table.
     pub session: u64,
-    queue: mpsc::Receiver<Bytes>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<OutboundQueue>,
 }
 
 impl Registration {
-    /// The next frame delivered to this session.
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        let frame = self.queue.recv().await?;
-        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
-        Some(frame)
+    /// Waits for delivered frames and appends them to `out` (whole, in
+    /// order) while it holds less than `max_bytes`. Cancel-safe.
+    pub async fn recv_into(&self, out: &mut BytesMut, max_bytes: usize) {
+        self.queue.recv_into(out, max_bytes).await
     }
 
     /// A frame already delivered, if any.
-    pub fn try_recv(&mut self) -> Option<Bytes> {
-        let frame = self.queue.try_recv().ok()?;
-        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
-        Some(frame)
+    pub fn try_recv(&self) -> Option<Bytes> {
+        self.queue.try_recv()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -102,23 +103,13 @@ impl Hub {
     /// Queues one frame for one session, or cuts the session off when its
     /// queue is full in frames or bytes.
     fn push(&self, user: u64, e: &Entry, frame: Bytes) {
-        let len = frame.len();
-        if e.queued.fetch_add(len, Ordering::Relaxed) + len > self.queue_bytes {
-            e.queued.fetch_sub(len, Ordering::Relaxed);
-            return self.overflowed(user, e);
-        }
-        match e.queue.try_send(frame) {
-            Ok(()) => {
+        match e.queue.push(frame) {
+            Pushed::Queued => {
                 self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                e.queued.fetch_sub(len, Ordering::Relaxed);
-                self.overflowed(user, e);
-            }
+            Pushed::Full => self.overflowed(user, e),
             // The session is closing; it will catch up from the store.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                e.queued.fetch_sub(len, Ordering::Relaxed);
-            }
+            Pushed::Closed => {}
         }
     }
 
@@ -153,12 +144,11 @@ impl Hub {
         datagrams: Option<quinn::Connection>,
     ) -> Registration {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_len);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let entry = Entry { session, device, queue: tx, queued: queued.clone(), kill, datagrams };
+        let queue = Arc::new(OutboundQueue::new(self.queue_len, self.queue_bytes));
+        let entry = Entry { session, device, queue: Arc::clone(&queue), kill, datagrams };
         self.users().entry(user).or_default().push(entry);
         tracing::debug!(user, device, session, %peer, ?transport, "session registered");
-        Registration { session, queue: rx, queued }
+        Registration { session, queue }
     }
 
     /// Removes a session (on close or logout).
@@ -239,11 +229,11 @@ mod tests {
     async fn delivers_to_every_session_and_cuts_off_a_full_queue() {
         let hub = Hub::new(2, 1 << 20, Default::default());
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
-        let mut a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp, None);
-        let mut b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic, None);
+        let a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp, None);
+        let b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic, None);
         hub.deliver(7, Bytes::from_static(b"x"));
-        assert_eq!(a.recv().await.unwrap(), Bytes::from_static(b"x"));
-        assert_eq!(b.recv().await.unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(a.try_recv(), Some(Bytes::from_static(b"x")));
+        assert_eq!(b.try_recv(), Some(Bytes::from_static(b"x")));
         for _ in 0..3 {
             hub.deliver(7, Bytes::from_static(b"y"));
         }
@@ -257,10 +247,12 @@ mod tests {
     async fn a_queue_full_in_bytes_cuts_the_session_off() {
         let hub = Hub::new(100, 10, Default::default());
         let k = Arc::new(Kill::default());
-        let mut a = hub.register(7, 1, k.clone(), addr(), Transport::Tcp, None);
+        let a = hub.register(7, 1, k.clone(), addr(), Transport::Tcp, None);
         hub.deliver(7, Bytes::from_static(b"123456"));
         // Reading frees the bytes: the same again fits.
-        assert_eq!(a.recv().await.unwrap().len(), 6);
+        let mut out = BytesMut::new();
+        a.recv_into(&mut out, 1 << 20).await;
+        assert_eq!(out.len(), 6);
         hub.deliver(7, Bytes::from_static(b"123456"));
         assert!(!k.token.is_cancelled());
         hub.deliver(7, Bytes::from_static(b"12345"));

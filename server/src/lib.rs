@@ -11,6 +11,7 @@
 //! - [`store`]: fjall behind a domain-shaped interface; one writer thread
 //!   with group commit; all key layouts.
 //! - [`hub`]: the in-memory session table; live delivery to sessions.
+//! - [`outbound`]: one session's bounded queue of frames to write.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`presence`]: online/away/offline with a grace period, to subscribers.
 //! - [`push`]: push notifications for devices that are away (Web Push,
@@ -47,6 +48,7 @@ pub mod hub;
 pub mod link;
 pub mod listen;
 pub mod metrics;
+pub mod outbound;
 pub mod presence;
 pub mod push;
 pub mod server;

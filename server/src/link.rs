@@ -138,7 +138,10 @@ where
         // what it had not read yet: the final Error frame. So read and
         // discard what the peer still sends, briefly and boundedly, until
         // it closes its side.
-        let mut sink = [0u8; 4096];
+        // On the heap, and only now: an array here would be part of every
+        // connection task's state for the session's whole life (futures
+        // hold what lives across an await), 4 KiB per idle connection.
+        let mut sink = vec![0u8; 4096];
         let mut left = LINGER_BYTES;
         let _ = tokio::time::timeout(LINGER, async {
             while left > 0 {

@@ -88,9 +88,9 @@ pub async fn tcp(
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
             let (r, w) = tokio::io::split(stream);
-            let (auth, _) = watch::channel(None);
             let link = StreamLink::new(r, w);
-            let code = connection::serve(shared, link, peer, Transport::Tcp, auth, shutdown).await;
+            let code =
+                connection::serve(shared, link, peer, Transport::Tcp, None::<connection::AuthWatch>, shutdown).await;
             tracing::debug!(%peer, %code, "TCP session ended");
         });
     }

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BytesMut};
 use confab_protocol::ErrorCode;
 use futures_util::SinkExt;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite;
 
 use super::App;
@@ -67,9 +66,9 @@ pub async fn upgrade(
             // GoAway and drain like any other.
             let token = shared.tracker.token();
             async move {
-                let (auth, _) = watch::channel(None);
-                let code =
-                    connection::serve(shared, WsLink { socket }, peer, Transport::WebSocket, auth, shutdown).await;
+                let link = WsLink { socket };
+                let no_watch = None::<connection::AuthWatch>;
+                let code = connection::serve(shared, link, peer, Transport::WebSocket, no_watch, shutdown).await;
                 tracing::debug!(%peer, %code, "WebSocket session ended");
                 drop(token);
             }
