@@ -34,8 +34,6 @@ const MAX_WRITE_BATCH: usize = 256 * 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the final frames of a closed session (its fatal Error) may take.
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Initial read buffer: small, so idle connections stay cheap.
-const READ_BUFFER: usize = 1024;
 
 /// Where a session publishes its identity for its QUIC request streams.
 pub type AuthWatch = watch::Sender<Option<SessionCtx>>;
@@ -68,7 +66,9 @@ pub async fn serve<L: Link>(
         datagrams: link.datagrams(),
     };
     c.shared.metrics.connection_opened(transport);
-    let mut inbuf = BytesMut::with_capacity(READ_BUFFER);
+    // Allocated by the link when input arrives, given back once every
+    // frame in it was taken, so an idle session holds no read buffer.
+    let mut inbuf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut draining = false;
     let mut drain_deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -144,12 +144,16 @@ pub async fn serve<L: Link>(
                 c.on_response(id, result);
                 if c.session.wants_input() && !inbuf.is_empty() {
                     c.session.handle_input(&mut inbuf, Now::system());
+                    release_if_empty(&mut inbuf);
                 }
             }
             // Everything queued goes into one write (up to the cap).
             () = next_events(c.registration.as_ref(), &mut out) => {}
             input = link.read(&mut inbuf), if c.session.wants_input() && !draining => match input {
-                Input::Bytes => c.session.handle_input(&mut inbuf, Now::system()),
+                Input::Bytes => {
+                    c.session.handle_input(&mut inbuf, Now::system());
+                    release_if_empty(&mut inbuf);
+                }
                 Input::Message(frame) => c.session.handle_message(&frame, Now::system()),
                 Input::Datagram(d) => {
                     c.shared.metrics.typing_datagrams_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -171,6 +175,12 @@ pub async fn serve<L: Link>(
     }
     link.close(close_code).await;
     close_code
+}
+
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

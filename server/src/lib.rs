@@ -8,6 +8,8 @@
 //! ## Layout
 //! - [`config`]: settings from flags and the TOML file, with defaults.
 //! - [`tls`]: certificates (generated on first start) and rustls configs.
+//! - [`tls_stream`]: server-side TLS on rustls' unbuffered API (no
+//!   buffers held by idle connections).
 //! - [`store`]: fjall behind a domain-shaped interface; one writer thread
 //!   with group commit; all key layouts.
 //! - [`hub`]: the in-memory session table; live delivery to sessions.
@@ -54,3 +56,4 @@ pub mod push;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod tls_stream;

@@ -12,9 +12,11 @@ use confab_protocol::ErrorCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How long a closing stream keeps reading (and discarding) input.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 /// How much input a closing stream discards at most.
-const LINGER_BYTES: usize = 1 << 20;
+pub(crate) const LINGER_BYTES: usize = 1 << 20;
+/// What a stream read reserves in an empty read buffer.
+const READ_RESERVE: usize = 1024;
 
 /// What one read from the transport produced.
 #[derive(Debug)]
@@ -113,6 +115,11 @@ where
     W: AsyncWrite + Unpin + Send,
 {
     async fn read(&mut self, buf: &mut BytesMut) -> Input {
+        // The session gives back an emptied buffer (idle sessions hold
+        // none); read_buf would read 64 bytes at a time into no capacity.
+        if buf.capacity() == buf.len() {
+            buf.reserve(READ_RESERVE);
+        }
         // read_buf is cancel-safe: bytes are either in `buf` or still in
         // the socket.
         match self.reader.read_buf(buf).await {

@@ -19,8 +19,9 @@ use crate::admission::AddressSlot;
 use crate::api::{self, SessionCtx};
 use crate::connection;
 use crate::hub::Transport;
-use crate::link::{QuicLink, StreamLink};
+use crate::link::QuicLink;
 use crate::server::Shared;
+use crate::tls_stream;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -75,22 +76,20 @@ pub async fn accept_tcp(
 pub async fn tcp(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) {
     while let Some((socket, peer, admission)) = accept_tcp(&shared, &listener, &shutdown, "TCP").await {
-        let (shared, tls, shutdown) = (Arc::clone(&shared), tls.clone(), shutdown.clone());
+        let (shared, tls, shutdown) = (Arc::clone(&shared), Arc::clone(&tls), shutdown.clone());
         shared.clone().tracker.spawn(async move {
             let _admission = admission;
-            let stream = match tokio::time::timeout(shared.handshake_timeout, tls.accept(socket)).await {
+            let stream = match tokio::time::timeout(shared.handshake_timeout, tls_stream::accept(socket, tls)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let (r, w) = tokio::io::split(stream);
-            let link = StreamLink::new(r, w);
             let code =
-                connection::serve(shared, link, peer, Transport::Tcp, None::<connection::AuthWatch>, shutdown).await;
+                connection::serve(shared, stream, peer, Transport::Tcp, None::<connection::AuthWatch>, shutdown).await;
             tracing::debug!(%peer, %code, "TCP session ended");
         });
     }

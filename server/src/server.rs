@@ -174,8 +174,7 @@ impl Server {
         if let Some(addr) = shared.config.tcp {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding TCP {addr}"))?;
             let bound = listen::bound(listener.local_addr(), "TCP")?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls_config));
-            shared.tracker.spawn(listen::tcp(Arc::clone(&shared), listener, acceptor, shutdown.clone()));
+            shared.tracker.spawn(listen::tcp(Arc::clone(&shared), listener, Arc::clone(&tls_config), shutdown.clone()));
             server.tcp = Some(bound);
         }
         if let Some(addr) = shared.config.quic {
@@ -213,7 +212,7 @@ impl Server {
         let tls = shared.config.http_tls.then(|| {
             let mut c = (**tls_config).clone();
             c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            tokio_rustls::TlsAcceptor::from(Arc::new(c))
+            Arc::new(c)
         });
         if tls.is_none() && !bound.ip().is_loopback() {
             tracing::warn!(%bound, "plain HTTP beyond loopback: put a TLS proxy in front or use --http-tls");

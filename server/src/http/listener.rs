@@ -197,7 +197,7 @@ impl axum::serve::Listener for HttpListener {
 pub fn start(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     deadlines: Deadlines,
     shutdown: CancellationToken,
 ) -> io::Result<HttpListener> {
@@ -210,7 +210,7 @@ pub fn start(
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     deadlines: Deadlines,
     ready: mpsc::Sender<(Conn, PeerAddr)>,
     shutdown: CancellationToken,
@@ -225,9 +225,9 @@ async fn accept_loop(
                 }
             }
             Some(tls) => {
-                let (tls, ready, deadline) = (tls.clone(), ready.clone(), shared.handshake_timeout);
+                let (tls, ready, deadline) = (Arc::clone(tls), ready.clone(), shared.handshake_timeout);
                 shared.tracker.spawn(async move {
-                    let stream = match tokio::time::timeout(deadline, tls.accept(socket)).await {
+                    let stream = match tokio::time::timeout(deadline, crate::tls_stream::accept(socket, tls)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "HTTPS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "HTTPS handshake timed out"),
