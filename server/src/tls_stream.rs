@@ -23,8 +23,8 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use confab_protocol::ErrorCode;
 use rustls::ServerConfig;
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -55,9 +55,19 @@ pub struct TlsStream {
     plain: BytesMut,
     /// The peer sent close_notify or closed its side of the socket.
     read_closed: bool,
-    /// Our close_notify is queued.
+    /// The peer sent close_notify (an end of stream without it may be a
+    /// truncation).
+    close_notified: bool,
+    /// Our close_notify is queued: nothing more is processed or written.
     close_queued: bool,
+    /// A TLS error ended the connection (its alert is queued). rustls'
+    /// unbuffered API does not remember it: processing the same bytes again
+    /// would queue a second fatal alert.
+    failed: bool,
 }
+
+/// What [`TlsStream::process`] passes as the write of a `drive` call.
+type NoWrite = fn(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<()>;
 
 /// Completes the server side of a TLS handshake on `tcp`.
 pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
@@ -70,7 +80,9 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls
         sent: 0,
         plain: BytesMut::new(),
         read_closed: false,
+        close_notified: false,
         close_queued: false,
+        failed: false,
     };
     poll_fn(|cx| s.poll_handshake(cx)).await?;
     Ok(s)
@@ -109,75 +121,101 @@ impl TlsStream {
     /// Processes every complete record in `incoming`: application data goes
     /// to `plain`, handshake and alert records to `outgoing`.
     fn process(&mut self) -> io::Result<()> {
-        loop {
-            let Self { conn, incoming, outgoing, plain, read_closed, .. } = self;
-            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
-            let state = match state {
-                Ok(state) => state,
-                Err(e) => {
-                    consume(incoming, discard);
-                    return Err(self.fail(e));
-                }
+        self.drive(None::<NoWrite>)
+    }
+
+    /// Runs the connection until it waits for input: every complete record
+    /// in `incoming` is processed (application data to `plain`, handshake
+    /// and alert records to `outgoing`), and `write`, if given, runs once
+    /// the connection can encrypt.
+    fn drive<F>(&mut self, mut write: Option<F>) -> io::Result<()>
+    where
+        F: FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<()>,
+    {
+        if self.failed {
+            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the TLS connection failed"));
+        }
+        if self.close_queued {
+            // Our close_notify is out: what the peer still sends is not read.
+            self.read_closed = true;
+            return match write {
+                Some(_) => Err(io::ErrorKind::BrokenPipe.into()),
+                None => Ok(()),
             };
+        }
+        loop {
+            let Self { conn, incoming, outgoing, plain, read_closed, close_notified, .. } = self;
+            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
+            let mut tls_failure = None;
+            // `None`: call again; `Some`: done, with this result.
             let done = match state {
-                ConnectionState::ReadTraffic(mut records) => {
+                Err(e) => {
+                    tls_failure = Some(e);
+                    None
+                }
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
                     while let Some(record) = records.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        plain.extend_from_slice(record.payload);
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                plain.extend_from_slice(record.payload);
+                            }
+                            Err(e) => {
+                                tls_failure = Some(e);
+                                break;
+                            }
+                        }
                     }
-                    false
+                    None
                 }
-                ConnectionState::ReadEarlyData(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        plain.extend_from_slice(record.payload);
-                    }
-                    false
-                }
-                ConnectionState::EncodeTlsData(mut data) => {
-                    encode(&mut data, outgoing)?;
-                    false
-                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => encode(&mut data, outgoing).err().map(Err),
                 // Handed over: `outgoing` is written in order before
                 // anything else, by whoever runs next (read, write, close).
-                ConnectionState::TransmitTlsData(data) => {
+                Ok(ConnectionState::TransmitTlsData(data)) => {
                     data.done();
-                    false
+                    None
                 }
-                ConnectionState::PeerClosed => {
+                Ok(ConnectionState::PeerClosed) => {
                     *read_closed = true;
-                    false
+                    *close_notified = true;
+                    None
                 }
-                ConnectionState::Closed => {
+                Ok(ConnectionState::Closed) => {
                     *read_closed = true;
-                    true
+                    Some(Ok(()))
                 }
-                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => true,
-                _ => return Err(io::Error::other("unexpected TLS connection state")),
+                Ok(ConnectionState::WriteTraffic(mut w)) => match write.take() {
+                    Some(f) => Some(f(&mut w, outgoing)),
+                    None => Some(Ok(())),
+                },
+                Ok(ConnectionState::BlockedHandshake) => Some(Ok(())),
+                // Early data is not enabled in the server's config.
+                Ok(_) => Some(Err(io::Error::other("unexpected TLS connection state"))),
             };
             consume(incoming, discard);
-            if done {
-                return Ok(());
+            if let Some(e) = tls_failure {
+                return Err(self.fail(e));
+            }
+            match done {
+                None => {}
+                // Asked to write, and the connection cannot (closed, or
+                // still in its handshake).
+                Some(Ok(())) if write.is_some() => return Err(io::ErrorKind::NotConnected.into()),
+                Some(result) => return result,
             }
         }
     }
 
     /// Encrypts `data` into `outgoing`.
     fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
-        self.with_write_traffic(|w, outgoing| {
+        self.drive(Some(|w: &mut WriteTraffic<'_, ServerConnectionData>, outgoing: &mut Vec<u8>| {
             let need = match w.encrypt(data, &mut []) {
                 Ok(_) => return Ok(()),
                 Err(EncryptError::InsufficientSize(s)) => s.required_size,
                 Err(e) => return Err(encrypt_error(e)),
             };
-            let start = outgoing.len();
-            outgoing.resize(start + need, 0);
-            let n = w.encrypt(data, &mut outgoing[start..]).map_err(encrypt_error)?;
-            outgoing.truncate(start + n);
-            Ok(())
-        })
+            fill(outgoing, need, |buf| w.encrypt(data, buf).map_err(encrypt_error))
+        }))
     }
 
     /// Queues our close_notify in `outgoing` (once).
@@ -185,110 +223,49 @@ impl TlsStream {
         if self.close_queued {
             return Ok(());
         }
-        self.close_queued = true;
-        self.with_write_traffic(|w, outgoing| {
+        let queued = self.drive(Some(|w: &mut WriteTraffic<'_, ServerConnectionData>, outgoing: &mut Vec<u8>| {
             let need = match w.queue_close_notify(&mut []) {
                 Ok(_) => return Ok(()),
                 Err(EncryptError::InsufficientSize(s)) => s.required_size,
                 Err(e) => return Err(encrypt_error(e)),
             };
-            let start = outgoing.len();
-            outgoing.resize(start + need, 0);
-            let n = w.queue_close_notify(&mut outgoing[start..]).map_err(encrypt_error)?;
-            outgoing.truncate(start + n);
-            Ok(())
-        })
-    }
-
-    /// Runs `f` in the connection's write state. Records that complete
-    /// first are processed as in [`Self::process`] (normally there are
-    /// none: reads process everything they get).
-    fn with_write_traffic(
-        &mut self,
-        f: impl FnOnce(
-            &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
-            &mut Vec<u8>,
-        ) -> io::Result<()>,
-    ) -> io::Result<()> {
-        let mut f = Some(f);
-        loop {
-            let Self { conn, incoming, outgoing, plain, read_closed, .. } = self;
-            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
-            let state = match state {
-                Ok(state) => state,
-                Err(e) => {
-                    consume(incoming, discard);
-                    return Err(self.fail(e));
-                }
-            };
-            let result = match state {
-                ConnectionState::WriteTraffic(mut w) => match f.take() {
-                    Some(f) => Some(f(&mut w, outgoing)),
-                    None => Some(Ok(())),
-                },
-                ConnectionState::ReadTraffic(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        plain.extend_from_slice(record.payload);
-                    }
-                    None
-                }
-                ConnectionState::EncodeTlsData(mut data) => {
-                    encode(&mut data, outgoing)?;
-                    None
-                }
-                ConnectionState::TransmitTlsData(data) => {
-                    data.done();
-                    None
-                }
-                ConnectionState::PeerClosed => {
-                    *read_closed = true;
-                    None
-                }
-                _ => Some(Err(io::Error::from(io::ErrorKind::NotConnected))),
-            };
-            consume(incoming, discard);
-            if let Some(result) = result {
-                return result;
-            }
-        }
+            fill(outgoing, need, |buf| w.queue_close_notify(buf).map_err(encrypt_error))
+        }));
+        self.close_queued = true;
+        queued
     }
 
     /// After a TLS error: gets the alert rustls queued out (best effort,
-    /// without waiting) and returns the error.
+    /// without waiting) and returns the error. Processes once more only:
+    /// rustls does not drop the bytes that failed, and would fail on them
+    /// (and queue another alert) again.
     fn fail(&mut self, e: rustls::Error) -> io::Error {
-        for _ in 0..4 {
+        if !self.failed {
+            self.failed = true;
             let Self { conn, incoming, outgoing, .. } = self;
             let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
-            let more = match state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => encode(&mut data, outgoing).is_ok(),
-                Ok(ConnectionState::TransmitTlsData(data)) => {
-                    data.done();
-                    true
-                }
-                _ => false,
-            };
-            consume(incoming, discard);
-            if !more {
-                break;
+            if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
+                let _ = encode(&mut data, outgoing);
             }
+            consume(incoming, discard);
+            let _ = self.try_flush_out();
         }
-        let _ = self.try_flush_out();
         tls_error(e)
     }
 
     /// Reads more ciphertext. `false` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        if self.incoming.len() >= MAX_INCOMING {
+        let room = MAX_INCOMING.saturating_sub(self.incoming.len());
+        if room == 0 {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS record too large")));
         }
         loop {
             // Readiness first, the buffer after: an idle connection waits
             // here holding none.
             ready!(self.tcp.poll_read_ready(cx))?;
-            if self.incoming.capacity() - self.incoming.len() < READ_CHUNK / 4 {
-                self.incoming.reserve(READ_CHUNK);
+            let want = READ_CHUNK.min(room);
+            if self.incoming.capacity() - self.incoming.len() < want / 4 {
+                self.incoming.reserve_exact(want);
             }
             match self.tcp.try_read_buf(&mut self.incoming) {
                 Ok(0) => return Poll::Ready(Ok(false)),
@@ -338,16 +315,35 @@ impl TlsStream {
             if !self.plain.is_empty() || self.read_closed {
                 return Poll::Ready(Ok(()));
             }
-            self.process()?;
             // Whatever processing produced (a KeyUpdate, session tickets)
             // goes out now if the socket takes it, else with the next write.
-            self.try_flush_out()?;
+            let processed = self.process().and_then(|()| self.try_flush_out());
+            // Plaintext that was authenticated is handed over before an
+            // error; the error comes again on the next call.
             if !self.plain.is_empty() || self.read_closed {
                 return Poll::Ready(Ok(()));
             }
+            processed?;
             if !ready!(self.poll_fill(cx))? {
                 self.read_closed = true;
             }
+        }
+    }
+}
+
+/// Appends `need` bytes to `outgoing` and lets `write` fill them; keeps
+/// what it wrote, nothing more (and nothing on error).
+fn fill(outgoing: &mut Vec<u8>, need: usize, write: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<()> {
+    let start = outgoing.len();
+    outgoing.resize(start + need, 0);
+    match write(&mut outgoing[start..]) {
+        Ok(n) => {
+            outgoing.truncate(start + n);
+            Ok(())
+        }
+        Err(e) => {
+            outgoing.truncate(start);
+            Err(e)
         }
     }
 }
@@ -363,19 +359,12 @@ fn consume(incoming: &mut Vec<u8>, n: usize) {
 }
 
 /// Encodes one handshake or alert record into `outgoing`.
-fn encode(
-    data: &mut rustls::unbuffered::EncodeTlsData<'_, rustls::server::ServerConnectionData>,
-    outgoing: &mut Vec<u8>,
-) -> io::Result<()> {
+fn encode(data: &mut EncodeTlsData<'_, ServerConnectionData>, outgoing: &mut Vec<u8>) -> io::Result<()> {
     let need = match data.encode(&mut []) {
         Ok(_) | Err(EncodeError::AlreadyEncoded) => return Ok(()),
         Err(EncodeError::InsufficientSize(s)) => s.required_size,
     };
-    let start = outgoing.len();
-    outgoing.resize(start + need, 0);
-    let n = data.encode(&mut outgoing[start..]).map_err(|e| io::Error::other(e.to_string()))?;
-    outgoing.truncate(start + n);
-    Ok(())
+    fill(outgoing, need, |buf| data.encode(buf).map_err(|e| io::Error::other(e.to_string())))
 }
 
 impl Link for TlsStream {
@@ -428,6 +417,10 @@ impl AsyncRead for TlsStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_plain(cx))?;
+        if this.plain.is_empty() && !this.close_notified && !this.close_queued {
+            // The socket ended without close_notify: maybe a truncation.
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
         let n = this.plain.len().min(buf.remaining());
         buf.put_slice(&this.plain[..n]);
         this.plain.advance(n);
@@ -441,14 +434,24 @@ impl AsyncRead for TlsStream {
 impl AsyncWrite for TlsStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         if this.outgoing.len() - this.sent >= MAX_OUTGOING {
             ready!(this.poll_flush_out(cx))?;
         }
-        this.encrypt(buf)?;
+        if this.sent > 0 && this.sent >= this.outgoing.len() / 2 {
+            // What is written of a buffer that never drains is given back.
+            this.outgoing.drain(..this.sent);
+            this.sent = 0;
+        }
+        // At most MAX_OUTGOING queued: a large write is taken in parts.
+        let take = buf.len().min(MAX_OUTGOING - (this.outgoing.len() - this.sent));
+        this.encrypt(&buf[..take])?;
         // Out now if the socket takes it: a caller that writes and then
         // waits for an answer before flushing still gets its bytes sent.
         this.try_flush_out()?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(take))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -86,3 +86,30 @@ async fn close_notify_from_the_client_ends_the_session() {
     assert!(read.is_ok(), "the server did not close within 5 s");
     server.stop().await;
 }
+
+/// Plain HTTP to the TLS port: one fatal alert (a plaintext alert record,
+/// 5-byte header and 2-byte body), then the connection ends, and the
+/// server goes on serving others. rustls' unbuffered API does not drop
+/// the bytes that failed: processing them again would queue a second alert
+/// (and, with debug assertions, panic the session task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_tls_gets_one_fatal_alert_and_the_server_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let addr = server.server().tcp_addr().unwrap();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: confab\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the server did not close within 5 s");
+        assert_eq!(answer.len(), 7, "exactly one alert record: {answer:02x?}");
+        assert_eq!(answer[0], 0x15, "an alert record: {answer:02x?}");
+        assert_eq!(&answer[3..5], &[0, 2], "{answer:02x?}");
+        assert_eq!(answer[5], 2, "a fatal alert: {answer:02x?}");
+    }
+    let mut raw = Raw::hello(&server).await;
+    raw.send(1, pb::client_frame::Body::Ping(pb::PingRequest { nonce: 7 })).await;
+    assert_eq!(raw.recv().await.request_id, 1);
+    server.stop().await;
+}
