@@ -117,6 +117,9 @@ pub async fn serve<L: Link>(
                 tracing::debug!(%peer, error = %e, "write failed");
                 break;
             }
+            // Written (the link emptied it): given back, so an idle session
+            // holds no write buffer.
+            release_if_empty(&mut out);
         }
         if c.session.is_closed() {
             break;

@@ -517,7 +517,9 @@ impl ServerSession {
     /// Encoded frames the session produced (responses, errors), ready to
     /// write. Events from other sessions do not pass through here.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if self.out.is_empty() { None } else { Some(self.out.split().freeze()) }
+        // The whole buffer goes (not a split, which would keep the
+        // allocation alive for the next frames): an idle session holds none.
+        if self.out.is_empty() { None } else { Some(std::mem::take(&mut self.out).freeze()) }
     }
 
     /// When [`Self::handle_timeout`] must next be called.
