@@ -65,6 +65,11 @@ impl AddressLimits {
         Some(AddressSlot { limits: Arc::clone(self), ip })
     }
 
+    /// The most open connections per address.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Open connections from `ip`.
     pub fn open(&self, ip: IpAddr) -> usize {
         self.map().get(&address_key(ip)).copied().unwrap_or(0)

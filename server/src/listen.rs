@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -98,6 +99,7 @@ pub async fn tcp(
 /// Accepts QUIC connections: the first bidirectional stream is the session
 /// stream; later ones are request streams.
 pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
+    let handshakes = Arc::new(AtomicUsize::new(0));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -107,26 +109,35 @@ pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: Canc
             _ = shutdown.cancelled() => return,
             i = endpoint.accept() => match i { Some(i) => i, None => return },
         };
-        // An Initial's source address may be spoofed: make the peer prove it
-        // (a Retry round trip) before it counts against an address's limit
-        // or holds a permit through the handshake.
-        if !incoming.remote_address_validated() && incoming.may_retry() {
+        let peer = incoming.remote_address();
+        // An Initial's source address may be spoofed: once spoofed Initials
+        // could do harm (take many permits through their handshakes, or half
+        // of a victim address's slots), the peer proves its address first
+        // with a Retry round trip.
+        let retry = wants_retry(
+            handshakes.load(Ordering::Relaxed),
+            shared.per_address.open(peer.ip()),
+            shared.per_address.max(),
+        );
+        if retry && !incoming.remote_address_validated() && incoming.may_retry() {
             match incoming.retry() {
                 Ok(()) => continue,
                 Err(e) => incoming = e.into_incoming(),
             }
         }
-        let peer = incoming.remote_address();
         let Some(slot) = shared.per_address.admit(peer.ip()) else {
             refuse_per_address(&shared, peer);
             incoming.refuse();
             continue;
         };
         let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
+        let in_handshake = Handshaking::new(&handshakes);
         shared.clone().tracker.spawn(async move {
             let _permit = (permit, slot);
             let deadline = shared.handshake_timeout;
-            let conn = match tokio::time::timeout(deadline, async { incoming.accept()?.await }).await {
+            let handshake = tokio::time::timeout(deadline, async { incoming.accept()?.await }).await;
+            drop(in_handshake);
+            let conn = match handshake {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "QUIC handshake timed out"),
@@ -146,6 +157,39 @@ pub async fn quic(shared: Arc<Shared>, endpoint: quinn::Endpoint, shutdown: Canc
             conn.close(quinn::VarInt::from_u32(code.0), reason.as_bytes());
             tracing::debug!(%peer, %code, "QUIC session ended");
         });
+    }
+}
+
+/// QUIC handshakes in progress from which on every new connection from an
+/// address not yet validated gets a Retry first.
+const RETRY_FROM_HANDSHAKES: usize = 128;
+
+/// Whether a new QUIC connection from an unvalidated address must prove
+/// its address (Retry) first: with `handshakes` in progress server-wide,
+/// and `open` of its address's `max` slots taken. Asking always would
+/// cost every connection a round trip. It would also slow connects down
+/// badly under load: confab-bench's QUIC connects fell from ~600 to ~25
+/// per second at 3,000 held sessions. So the Retry comes only where
+/// spoofed Initials could hurt: many handshakes at once (each one holds a
+/// permit until its deadline), or an address whose slots are half taken
+/// (spoofing its address must not lock its owner out).
+fn wants_retry(handshakes: usize, open: usize, max: usize) -> bool {
+    handshakes >= RETRY_FROM_HANDSHAKES || open.saturating_mul(2) >= max
+}
+
+/// Counts one QUIC handshake in progress while it lives.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Handshaking {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Handshaking(Arc::clone(count))
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -252,4 +296,31 @@ pub fn refuse_per_address(shared: &Shared, peer: SocketAddr) {
 /// The address a listener actually bound (port 0 resolved).
 pub fn bound(addr: std::io::Result<SocketAddr>, what: &str) -> anyhow::Result<SocketAddr> {
     addr.map_err(|e| anyhow::anyhow!("{what}: cannot read the bound address: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_only_where_spoofed_initials_could_hurt() {
+        assert!(!wants_retry(0, 0, 16), "a quiet server with a fresh address: no round trip");
+        assert!(!wants_retry(RETRY_FROM_HANDSHAKES - 1, 7, 16));
+        assert!(wants_retry(RETRY_FROM_HANDSHAKES, 0, 16), "many handshakes at once");
+        assert!(wants_retry(0, 8, 16), "half of the address's slots taken");
+        assert!(wants_retry(0, 1, 1), "a one-slot address that has it taken");
+        assert!(wants_retry(0, 0, 0), "no slots at all: validate before refusing");
+    }
+
+    #[test]
+    fn handshakes_are_counted_while_they_last() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let a = Handshaking::new(&count);
+        let b = Handshaking::new(&count);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        drop(a);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        drop(b);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
 }
