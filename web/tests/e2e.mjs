@@ -318,11 +318,18 @@ try {
   await send(carol, "hi all, carol here");
   await bob.locator("#message-list .text", { hasText: "carol here" }).waitFor();
   check(true, "alice added carol; carol reads the group's history and posts; bob sees it");
-  // Group read markers are fetched (no live receipts in groups): reopen the group.
-  await alice.locator(".conv-item", { hasText: bobName }).click();
-  await alice.locator(".conv-item", { hasText: "Weekend hike" }).click();
-  await alice.locator("#message-list li.msg .status", { hasText: "Seen by" }).waitFor();
-  const seenBy = await alice.locator("#message-list li.msg .status", { hasText: "Seen by" }).textContent();
+  // Group read markers are fetched when the group opens (no live receipts
+  // in groups), and carol's marker goes out a moment after she saw the
+  // message: reopen the group until both readers are in (10 s at most).
+  let seenBy = "";
+  for (let attempt = 0; attempt < 20; attempt++) {
+    await alice.locator(".conv-item", { hasText: bobName }).click();
+    await alice.locator(".conv-item", { hasText: "Weekend hike" }).click();
+    await alice.locator("#message-list li.msg .status", { hasText: "Seen by" }).waitFor();
+    seenBy = await alice.locator("#message-list li.msg .status", { hasText: "Seen by" }).textContent();
+    if (seenBy.includes(bobName) && seenBy.includes(carolName)) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
   check(seenBy.includes(bobName) && seenBy.includes(carolName), `alice sees who read her group message ("${seenBy}")`);
   await carol.screenshot({ path: join(outDir, "carol-phone.png") });
 
