@@ -31,6 +31,12 @@ impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { code, message: message.into(), retry_after_ms: 0 }
     }
+
+    /// `RATE_LIMITED`, to be retried after `wait`.
+    fn rate_limited(message: &str, wait: std::time::Duration) -> Self {
+        let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        ApiError { code: ErrorCode::RATE_LIMITED, message: message.into(), retry_after_ms }
+    }
 }
 
 impl From<Refusal> for ApiError {
@@ -478,11 +484,7 @@ fn password_checks_busy(sh: &Shared) -> ApiError {
 
 async fn signup(sh: Arc<Shared>, peer: SocketAddr, r: pb::SignupRequest) -> Result<Reply, ApiError> {
     if let Err(wait) = sh.signups.check(peer.ip(), Instant::now()) {
-        return Err(ApiError {
-            code: ErrorCode::RATE_LIMITED,
-            message: "too many signups from this address; try again later".into(),
-            retry_after_ms: wait.as_millis() as u64,
-        });
+        return Err(ApiError::rate_limited("too many signups from this address; try again later", wait));
     }
     let password = r.password;
     let hash = sh
@@ -495,11 +497,7 @@ async fn signup(sh: Arc<Shared>, peer: SocketAddr, r: pb::SignupRequest) -> Resu
     // address nothing); taken usernames count, so signup is no cheaper way
     // to probe for accounts.
     if let Err(wait) = sh.signups.attempt(peer.ip(), Instant::now()) {
-        return Err(ApiError {
-            code: ErrorCode::RATE_LIMITED,
-            message: "too many signups from this address; try again later".into(),
-            retry_after_ms: wait.as_millis() as u64,
-        });
+        return Err(ApiError::rate_limited("too many signups from this address; try again later", wait));
     }
     let (token, token_hash) = accounts::new_token();
     let now = unix_ms();
@@ -520,11 +518,7 @@ async fn signup(sh: Arc<Shared>, peer: SocketAddr, r: pb::SignupRequest) -> Resu
 async fn login(sh: Arc<Shared>, peer: SocketAddr, r: pb::LoginRequest) -> Result<Reply, ApiError> {
     let started = Instant::now();
     if let Err(wait) = sh.throttle.check(&r.username, peer.ip(), started) {
-        return Err(ApiError {
-            code: ErrorCode::RATE_LIMITED,
-            message: "too many failed logins; try again later".into(),
-            retry_after_ms: wait.as_millis() as u64,
-        });
+        return Err(ApiError::rate_limited("too many failed logins; try again later", wait));
     }
     let name = r.username.clone();
     let user = sh.store.read(move |s| s.user_by_name(&name)).await?;
@@ -560,11 +554,10 @@ async fn login(sh: Arc<Shared>, peer: SocketAddr, r: pb::LoginRequest) -> Result
 
 async fn resume(sh: Arc<Shared>, peer: SocketAddr, r: pb::ResumeRequest) -> Result<Reply, ApiError> {
     if let Err(wait) = sh.throttle.check_address(peer.ip(), Instant::now()) {
-        return Err(ApiError {
-            code: ErrorCode::RATE_LIMITED,
-            message: "too many failed logins and resumes from this address; try again later".into(),
-            retry_after_ms: wait.as_millis() as u64,
-        });
+        return Err(ApiError::rate_limited(
+            "too many failed logins and resumes from this address; try again later",
+            wait,
+        ));
     }
     let hash = accounts::token_hash(&r.token);
     let found = sh
