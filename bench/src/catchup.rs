@@ -281,6 +281,17 @@ pub async fn history(opts: &DaemonOpts, transport: Transport, messages: u64) -> 
     let (hist, secs) = random_pages(&connector, transport, addr, &store, reads, 1).await?;
     rows.push(history_row(transport, "warm", messages, hist, secs, meter.read()));
     let dir = server.stop_keep().await?;
+    let on_disk = crate::daemon::dir_bytes(&dir.path().join("db"));
+    let stored = per * HISTORY_CONVERSATIONS as u64;
+    if let Some(warm) = rows.first_mut()
+        && stored > 0
+    {
+        warm.notes.push(format!(
+            "store on disk after a clean stop: {} bytes per message ({on_disk} bytes for {stored} messages of 100 bytes)",
+            on_disk / stored
+        ));
+        warm.extra["store_bytes_on_disk"] = on_disk.into();
+    }
     let dropped = daemon::drop_page_cache();
     let server = Daemon::start_in(opts, dir).await?;
     let target = server.target();

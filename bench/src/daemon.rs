@@ -71,6 +71,8 @@ pub struct DaemonOpts {
     pub pin: bool,
     /// Connection cap (raised for the idle scenario).
     pub max_connections: usize,
+    /// Flags after the bench's own (cluster mode: `--cluster`, `--node-id`, …).
+    pub extra_args: Vec<String>,
 }
 
 impl Daemon {
@@ -96,6 +98,11 @@ impl Daemon {
                 "max_connections = {0}\nmax_connections_per_address = {1}\n\
                  login_failures_per_address = 1000000\nlogin_failures_per_user = 1000000\n\
                  signups_per_address_per_hour = 1000000\npassword_check_queue = 1000000\n\
+                 password_checks_per_address = 1000000\nlogins_per_user_per_minute = 1000000\n\
+                 logins_per_address_per_minute = 1000000\n\
+                 groups_per_user_per_hour = 1000000\ngroups_per_address_per_hour = 1000000\n\
+                 members_added_per_user_per_hour = 1000000\nmembers_added_per_address_per_hour = 1000000\n\
+                 directs_per_user_per_hour = 1000000\ndirects_per_address_per_hour = 1000000\n\
                  [limits]\nsend_rate_per_sec = 10000000\nsend_burst = 10000000\n\
                  request_rate_per_sec = 10000000\nrequest_burst = 10000000\n",
                 opts.max_connections,
@@ -113,6 +120,7 @@ impl Daemon {
             .args(["--http", "127.0.0.1:0", "--http-tls"])
             .args(["--durability", opts.durability.as_str()])
             .args(["--log", "warn"])
+            .args(&opts.extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null())
@@ -236,44 +244,64 @@ pub fn pin_self(cpu: u32) -> anyhow::Result<()> {
 }
 
 /// CPU use of the generator and the server over a window, from `/proc`.
-#[derive(Debug, Clone, Copy)]
+/// The server may be several processes (a cluster: every confabd and
+/// every nats-server); its figures are their sums.
+#[derive(Debug, Clone)]
 pub struct Meter {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     generator: Option<f64>,
-    server: Option<f64>,
+    server: Vec<Option<f64>>,
     started: std::time::Instant,
 }
 
 /// What a [`Meter`] read: CPU in % of one core, server RSS in KiB.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Reading {
     /// Generator CPU.
     pub gen_cpu: Option<f64>,
-    /// Server CPU.
+    /// Server CPU (summed over its processes).
     pub srv_cpu: Option<f64>,
-    /// Server RSS at the end.
+    /// Server CPU time over the window, in seconds (summed over its
+    /// processes): divided by what was delivered, the cost of a message.
+    pub srv_cpu_seconds: Option<f64>,
+    /// Each server process's CPU, in % of one core, by pid.
+    pub srv_cpu_by_pid: Vec<(u32, f64)>,
+    /// Server RSS at the end (summed over its processes).
     pub srv_rss_kib: Option<u64>,
 }
 
 impl Meter {
     /// Starts measuring (the server's pid, if known).
     pub fn start(pid: Option<u32>) -> Meter {
+        Meter::over(pid.into_iter().collect())
+    }
+
+    /// Starts measuring a server made of the processes `pids`.
+    pub fn over(pids: Vec<u32>) -> Meter {
         Meter {
-            pid,
             generator: cpu_seconds(None),
-            server: pid.and_then(|p| cpu_seconds(Some(p))),
+            server: pids.iter().map(|p| cpu_seconds(Some(*p))).collect(),
+            pids,
             started: std::time::Instant::now(),
         }
     }
 
-    /// Reads the CPU used since `start`.
+    /// Reads the CPU used since `start`. A server figure is `None` when
+    /// any of its processes could not be read (it died): a partial sum
+    /// would flatter it.
     pub fn read(&self) -> Reading {
         let secs = self.started.elapsed().as_secs_f64().max(1e-6);
-        let pct = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / secs * 100.0);
+        let used: Vec<Option<f64>> =
+            self.pids.iter().zip(&self.server).map(|(p, before)| Some(cpu_seconds(Some(*p))? - (*before)?)).collect();
+        let total: Option<f64> = if self.pids.is_empty() { None } else { used.iter().copied().sum::<Option<f64>>() };
+        let rss: Option<u64> =
+            if self.pids.is_empty() { None } else { self.pids.iter().map(|p| status_kib(*p, "VmRSS")).sum() };
         Reading {
-            gen_cpu: pct(self.generator, cpu_seconds(None)),
-            srv_cpu: pct(self.server, self.pid.and_then(|p| cpu_seconds(Some(p)))),
-            srv_rss_kib: self.pid.and_then(|p| status_kib(p, "VmRSS")),
+            gen_cpu: cpu_seconds(None).zip(self.generator).map(|(b, a)| (b - a) / secs * 100.0),
+            srv_cpu: total.map(|t| t / secs * 100.0),
+            srv_cpu_seconds: total,
+            srv_cpu_by_pid: self.pids.iter().zip(&used).filter_map(|(p, u)| Some((*p, (*u)? / secs * 100.0))).collect(),
+            srv_rss_kib: rss,
         }
     }
 }
@@ -313,4 +341,17 @@ pub fn pinned(bin: impl AsRef<std::ffi::OsStr>, pin: bool) -> Command {
     } else {
         Command::new(bin)
     }
+}
+
+/// Bytes of the files under `dir`, recursively.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

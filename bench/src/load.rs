@@ -174,6 +174,9 @@ pub struct Role {
     pub count: bool,
     /// The progress it reports to its peer (1:1 without acks).
     pub feeds: Option<Arc<Progress>>,
+    /// Senders connected to another node than this actor (cluster runs):
+    /// the latency of their messages is also kept on its own.
+    pub remote: Vec<u32>,
 }
 
 /// The shared clock of a run.
@@ -227,6 +230,8 @@ pub struct ActorStats {
     pub deliver_hist: Hist,
     /// The same, split by the half of the window it was received in.
     pub halves: [Hist; 2],
+    /// The same, of messages from [`Role::remote`] senders only.
+    pub remote_hist: Hist,
     /// Send → ack latency (µs), window only.
     pub ack_hist: Hist,
     /// Link integrity counters.
@@ -266,6 +271,7 @@ pub async fn actor<L: Link>(
         received_window: 0,
         deliver_hist: new_hist()?,
         halves: [new_hist()?, new_hist()?],
+        remote_hist: new_hist()?,
         ack_hist: new_hist()?,
         checks: Checks::default(),
         reads: 0,
@@ -411,6 +417,9 @@ pub async fn actor<L: Link>(
                             let lat = (nanos(now).saturating_sub(stamp) / 1000).max(1);
                             s.deliver_hist.saturating_record(lat);
                             s.halves[clock.half(now)].saturating_record(lat);
+                            if role.remote.contains(&sender) {
+                                s.remote_hist.saturating_record(lat);
+                            }
                         }
                     }
                 }
@@ -458,6 +467,9 @@ pub struct Outcome {
     pub deliver_hist: Hist,
     /// The same by half of the window (does latency grow during the run?).
     pub halves: [Hist; 2],
+    /// The same, of messages whose sender and receiver were on different
+    /// nodes (empty on one node).
+    pub remote_hist: Hist,
     /// Send → ack (µs).
     pub ack_hist: Hist,
     /// Refused sends by code.
@@ -532,6 +544,7 @@ pub async fn run<L: Link>(
         delivered: 0,
         deliver_hist: new_hist()?,
         halves: [new_hist()?, new_hist()?],
+        remote_hist: new_hist()?,
         ack_hist: new_hist()?,
         errors: BTreeMap::new(),
         pushed_back: 0,
@@ -552,6 +565,7 @@ pub async fn run<L: Link>(
         for (h, sh) in out.halves.iter_mut().zip(&s.halves) {
             h.add(sh).context("merging histograms")?;
         }
+        out.remote_hist.add(&s.remote_hist).context("merging histograms")?;
         out.ack_hist.add(&s.ack_hist).context("merging histograms")?;
         for (k, v) in s.errors {
             *out.errors.entry(k).or_default() += v;

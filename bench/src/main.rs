@@ -11,11 +11,13 @@
 //! session), `load` (the engine: closed and open loop over any
 //! [`load::Link`]), one module per system (`confab`, `relay`, `nats`,
 //! `xmpp`), one per scenario family (`dm`, `idle`, `catchup`), `daemon`
-//! (child processes and /proc), `report` and `targets`.
+//! (child processes and /proc), `cluster` (N nats-servers and N confabd
+//! nodes), `report` and `targets`.
 // Printing results is this binary's job.
 #![allow(clippy::print_stdout)]
 
 mod catchup;
+mod cluster;
 mod confab;
 mod daemon;
 mod dm;
@@ -165,7 +167,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", targets::table(&verdicts));
     }
     if let Some(path) = &cli.json {
-        let mut doc = report::json(&rows, &verdicts);
+        let mut doc = report::json(&rows, verdicts.iter().map(targets::Verdict::to_json).collect());
         doc["cpus"] = cpus.into();
         doc["pinned"] = cli.pin.into();
         doc["started"] = started.into();

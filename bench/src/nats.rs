@@ -213,16 +213,17 @@ pub async fn dm(bin: &PathBuf, pin: bool, pairs: usize, params: &LoadParams) -> 
                     send: Some((params.shape, AckMode::Peer(Arc::clone(&progress)))),
                     count: false,
                     feeds: None,
+                    remote: vec![],
                 },
                 sources: vec![],
             });
             cast.push(Cast {
                 link: rx,
-                role: Role { id: rid, send: None, count: true, feeds: Some(progress) },
+                role: Role { id: rid, send: None, count: true, feeds: Some(progress), remote: vec![] },
                 sources: vec![sid],
             });
         }
-        let (o, r, _) = measured(cast, params, Some(server.pid)).await?;
+        let (o, r, _) = measured(cast, params, &[server.pid]).await?;
         anyhow::Ok((o, r))
     }
     .await;
@@ -247,11 +248,12 @@ pub async fn group(bin: &PathBuf, pin: bool, groups: usize, params: &LoadParams)
                     send: (i < groups).then_some((params.shape, AckMode::Echo)),
                     count: true,
                     feeds: None,
+                    remote: vec![],
                 },
                 sources: senders.clone(),
             });
         }
-        let (o, r, _) = measured(cast, params, Some(server.pid)).await?;
+        let (o, r, _) = measured(cast, params, &[server.pid]).await?;
         anyhow::Ok((o, r))
     }
     .await;

@@ -10,13 +10,13 @@
 //! as many frames as there are (batching, like a well-behaved client).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;
-use confab_protocol::FrameDecoder;
 use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
 use confab_protocol::session::{ClientConfig, ClientEvent, ClientSession};
+use confab_protocol::{ErrorCode, FrameDecoder};
 
 use crate::wire::{Connector, Transport, Wire};
 
@@ -156,19 +156,37 @@ impl Pipe {
     /// One request, waiting for its response (events that arrive meanwhile
     /// are dropped). For setup only.
     pub async fn call(&mut self, body: Body) -> anyhow::Result<Reply> {
+        match self.request(body).await? {
+            Reply::Error(e) => bail!("server error {}: {}", ErrorCode(e.code), e.message),
+            other => Ok(other),
+        }
+    }
+
+    /// [`Pipe::call`], retried while the server answers `UNAVAILABLE`
+    /// (a cluster whose partitions are still being taken over, right after
+    /// it started), for at most [`SETTLE`].
+    pub async fn call_settled(&mut self, body: Body) -> anyhow::Result<Reply> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            match self.request(body.clone()).await? {
+                Reply::Error(e) if ErrorCode(e.code) == ErrorCode::UNAVAILABLE && Instant::now() < deadline => {
+                    let wait = Duration::from_millis(e.retry_after_ms.clamp(50, 1000));
+                    tokio::time::sleep(wait).await;
+                }
+                Reply::Error(e) => bail!("server error {}: {}", ErrorCode(e.code), e.message),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// One request, waiting for its response, errors included.
+    async fn request(&mut self, body: Body) -> anyhow::Result<Reply> {
         let id = self.queue(body)?;
         loop {
             self.pump(None).await?;
             while let Some(ev) = self.session.poll_event() {
                 match ev {
-                    ClientEvent::Response { request_id, body } if request_id == id => {
-                        return match body {
-                            Reply::Error(e) => {
-                                bail!("server error {}: {}", confab_protocol::ErrorCode(e.code), e.message)
-                            }
-                            other => Ok(other),
-                        };
-                    }
+                    ClientEvent::Response { request_id, body } if request_id == id => return Ok(body),
                     ClientEvent::Closed { code, message } => bail!("session closed: {code}: {message}"),
                     _ => {}
                 }
@@ -176,14 +194,15 @@ impl Pipe {
         }
     }
 
-    /// Signs up `username`; returns (user id, token).
+    /// Signs up `username` (retried while a cluster is settling); returns
+    /// (user id, token).
     pub async fn signup(&mut self, username: &str) -> anyhow::Result<(u64, String)> {
         let body = Body::Signup(pb::SignupRequest {
             username: username.into(),
             password: PASSWORD.into(),
             device_name: "bench".into(),
         });
-        match self.call(body).await.with_context(|| format!("signup {username}"))? {
+        match self.call_settled(body).await.with_context(|| format!("signup {username}"))? {
             Reply::AuthOk(ok) => Ok((ok.user_id, ok.token)),
             other => bail!("signup {username}: unexpected {other:?}"),
         }
@@ -197,6 +216,10 @@ impl Pipe {
         }
     }
 }
+
+/// How long setup requests are retried while a cluster answers
+/// `UNAVAILABLE`.
+pub const SETTLE: Duration = Duration::from_secs(30);
 
 /// The password of every bench account.
 pub const PASSWORD: &str = "bench-password";

@@ -278,16 +278,22 @@ pub async fn dm(pin: bool, pairs: usize, params: &LoadParams) -> anyhow::Result<
             let tx = RelayLink::connect(&connector, relay.addr, topic, &[]).await?;
             cast.push(Cast {
                 link: tx,
-                role: Role { id: sid, send: Some((params.shape, AckMode::Response)), count: false, feeds: None },
+                role: Role {
+                    id: sid,
+                    send: Some((params.shape, AckMode::Response)),
+                    count: false,
+                    feeds: None,
+                    remote: vec![],
+                },
                 sources: vec![],
             });
             cast.push(Cast {
                 link: rx,
-                role: Role { id: rid, send: None, count: true, feeds: None },
+                role: Role { id: rid, send: None, count: true, feeds: None, remote: vec![] },
                 sources: vec![sid],
             });
         }
-        let (o, r, _) = measured(cast, params, Some(relay.pid)).await?;
+        let (o, r, _) = measured(cast, params, &[relay.pid]).await?;
         anyhow::Ok((o, r))
     }
     .await;
@@ -314,11 +320,12 @@ pub async fn group(pin: bool, groups: usize, params: &LoadParams) -> anyhow::Res
                     send: (i < groups).then_some((params.shape, AckMode::Response)),
                     count: true,
                     feeds: None,
+                    remote: vec![],
                 },
                 sources: senders.clone(),
             });
         }
-        let (o, r, _) = measured(cast, params, Some(relay.pid)).await?;
+        let (o, r, _) = measured(cast, params, &[relay.pid]).await?;
         anyhow::Ok((o, r))
     }
     .await;

@@ -28,6 +28,9 @@ pub struct Row {
     pub srv_cpu: Option<f64>,
     /// Server RSS at the end, KiB.
     pub srv_rss_kib: Option<u64>,
+    /// Server CPU time per message delivered, µs (every server process
+    /// counted: a cluster's confabd nodes and nats-servers alike).
+    pub cpu_per_msg_us: Option<f64>,
     /// Things worth saying (errors, losses, integrity).
     pub notes: Vec<String>,
     /// Everything else, for the JSON.
@@ -47,6 +50,7 @@ impl Row {
             gen_cpu: None,
             srv_cpu: None,
             srv_rss_kib: None,
+            cpu_per_msg_us: None,
             notes: Vec::new(),
             extra: json!({}),
         }
@@ -80,6 +84,7 @@ impl Row {
             "generator_cpu_pct": self.gen_cpu,
             "server_cpu_pct": self.srv_cpu,
             "server_rss_kib": self.srv_rss_kib,
+            "server_cpu_us_per_msg": self.cpu_per_msg_us,
             "notes": self.notes,
             "extra": self.extra,
         })
@@ -94,6 +99,7 @@ pub fn hist_json(h: &Hist) -> serde_json::Value {
     json!({
         "count": h.len(),
         "p50": h.value_at_quantile(0.50),
+        "p90": h.value_at_quantile(0.90),
         "p99": h.value_at_quantile(0.99),
         "p999": h.value_at_quantile(0.999),
         "max": h.max(),
@@ -133,6 +139,15 @@ fn opt_pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}%"))
 }
 
+/// Server CPU per message: "41.2µs", "310µs", "1.25ms".
+fn opt_cpu(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(us) if us < 100.0 => format!("{us:.1}µs"),
+        Some(us) => lat(us.round() as u64),
+    }
+}
+
 fn opt_mib(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| format!("{:.0}MiB", v as f64 / 1024.0))
 }
@@ -143,10 +158,20 @@ pub fn table(rows: &[Row]) -> String {
     let width = rows.iter().map(|r| r.label().chars().count()).max().unwrap_or(20).max(20);
     let _ = writeln!(
         s,
-        "{:<width$} {:>12} {:<8} | {:>8} {:>8} {:>8} {:>8} | {:>5} {:>5} {:>7}",
-        "scenario system       config", "figure", "unit", "p50", "p99", "p99.9", "max", "gen", "srv", "srv rss"
+        "{:<width$} {:>12} {:<8} | {:>8} {:>8} {:>8} {:>8} | {:>5} {:>5} {:>8} {:>7}",
+        "scenario system       config",
+        "figure",
+        "unit",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "gen",
+        "srv",
+        "cpu/msg",
+        "srv rss"
     );
-    let _ = writeln!(s, "{}", "-".repeat(width + 84));
+    let _ = writeln!(s, "{}", "-".repeat(width + 93));
     for r in rows {
         let [p50, p99, p999, max] = match r.lat.as_ref().filter(|h| !h.is_empty()) {
             Some(h) => {
@@ -156,7 +181,7 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<width$} {:>12} {:<8} | {:>8} {:>8} {:>8} {:>8} | {:>5} {:>5} {:>7}",
+            "{:<width$} {:>12} {:<8} | {:>8} {:>8} {:>8} {:>8} | {:>5} {:>5} {:>8} {:>7}",
             r.label(),
             figure(r.value),
             r.unit,
@@ -166,6 +191,7 @@ pub fn table(rows: &[Row]) -> String {
             max,
             opt_pct(r.gen_cpu),
             opt_pct(r.srv_cpu),
+            opt_cpu(r.cpu_per_msg_us),
             opt_mib(r.srv_rss_kib),
         );
     }
@@ -186,22 +212,33 @@ pub fn table(rows: &[Row]) -> String {
         s,
         "figure: msg/s = messages delivered to receivers per second; dlv/s = deliveries to group members per second \
          (the sender's own copy included); latency = send (scheduled send, in open loop) → receipt; gen/srv = CPU \
-         over the window in % of one core; srv rss at the end."
+         over the window in % of one core; cpu/msg = server CPU time over the window per message delivered (per \
+         delivery in groups); srv rss at the end."
     );
+    if rows.iter().any(|r| r.system.starts_with("cluster")) {
+        let _ = writeln!(
+            s,
+            "cluster<N>: N confabd nodes and N nats-servers (JetStream, R = min(N, 3)) on this one machine (with \
+             --pin all of them on CPU 0, the core a single confabd gets); srv, cpu/msg and srv rss sum every one of \
+             those processes; p50…max are of messages whose sender and receiver were connected to different nodes. \
+             The nodes share the cores of one machine: cpu/msg is what a message costs in a cluster, not a scaling \
+             claim."
+        );
+    }
     for n in notes {
         let _ = writeln!(s, "  note {n}");
     }
     s
 }
 
-/// The JSON document for `--json`.
-pub fn json(rows: &[Row], targets: &[crate::targets::Verdict]) -> serde_json::Value {
+/// The JSON document for `--json`: the rows, and the targets' verdicts
+/// (each already in its JSON form, so that `targets`, which reads the rows,
+/// is not imported back here).
+pub fn json(rows: &[Row], targets: Vec<serde_json::Value>) -> serde_json::Value {
     json!({
         "tool": concat!("confab-bench ", env!("CARGO_PKG_VERSION")),
         "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
-        "targets": targets.iter().map(|t| json!({
-            "target": t.what, "goal": t.goal, "measured": t.measured, "verdict": t.verdict(),
-        })).collect::<Vec<_>>(),
+        "targets": targets,
     })
 }
 

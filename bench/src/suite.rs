@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::cluster::{self, ClusterOpts};
 use crate::daemon::{Daemon, DaemonOpts};
-use crate::dm::{self, LoadParams, load_row};
+use crate::dm::{self, LoadParams, Nodes, load_row};
 use crate::load::Shape;
 use crate::report::Row;
 use crate::wire::{Connector, Transport};
@@ -24,10 +25,14 @@ pub struct SuiteArgs {
     /// login, overload. Default: all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Systems to run (comma-separated): confab, relay, nats, ejabberd.
-    /// Default: all that are installed.
+    /// Systems to run (comma-separated): confab, relay, nats, ejabberd,
+    /// cluster2, cluster3 (dm and group on 2 or 3 confabd nodes over as
+    /// many nats-servers). Default: all that are installed.
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
+    /// Partitions of the cluster systems.
+    #[arg(long, default_value_t = 16)]
+    pub cluster_partitions: u32,
     /// dm sender/receiver pairs.
     #[arg(long, default_value_t = 32)]
     pub pairs: usize,
@@ -81,7 +86,13 @@ impl Suite {
     }
 
     fn opts(&self, durability: Durability) -> DaemonOpts {
-        DaemonOpts { confabd: self.confabd.clone(), durability, pin: self.pin, max_connections: 10_000 }
+        DaemonOpts {
+            confabd: self.confabd.clone(),
+            durability,
+            pin: self.pin,
+            max_connections: 10_000,
+            extra_args: Vec::new(),
+        }
     }
 
     fn push(&mut self, row: Row) {
@@ -103,6 +114,9 @@ impl Suite {
         }
         if self.wants("group") {
             self.group().await?;
+        }
+        if self.wants("dm") || self.wants("group") {
+            self.cluster().await?;
         }
         if self.wants("idle") {
             self.idle().await?;
@@ -132,8 +146,8 @@ impl Suite {
         let pairs = self.args.pairs;
         let params = self.params(shape);
         let server = Daemon::start(&self.opts(durability)).await?;
-        let connector = Arc::new(Connector::confab(&server.fingerprint, 16 * 1024)?);
-        let result = dm::confab_dm(&connector, &server.target(), transport, pairs, &params, Some(server.pid)).await;
+        let nodes = Nodes::one(Arc::new(Connector::confab(&server.fingerprint, 16 * 1024)?), server.target());
+        let result = dm::confab_dm(&nodes, transport, pairs, &params, &[server.pid]).await;
         server.stop().await;
         let (outcome, reading) =
             result.with_context(|| format!("dm {} {} {tag}", transport.name(), durability.as_str()))?;
@@ -188,9 +202,8 @@ impl Suite {
         for (durability, w) in [(Durability::Fsync, 1), (Durability::Fsync, 64), (Durability::Buffered, 64)] {
             let params = self.params(Shape::Closed { window: w });
             let server = Daemon::start(&self.opts(durability)).await?;
-            let connector = Arc::new(Connector::confab(&server.fingerprint, 16 * 1024)?);
-            let result =
-                dm::confab_group(&connector, &server.target(), Transport::Tcp, groups, &params, Some(server.pid)).await;
+            let nodes = Nodes::one(Arc::new(Connector::confab(&server.fingerprint, 16 * 1024)?), server.target());
+            let result = dm::confab_group(&nodes, Transport::Tcp, groups, &params, &[server.pid]).await;
             server.stop().await;
             let (outcome, reading, exact) = result.context("group")?;
             let config = format!("tcp {} W={w} G={groups}", durability.as_str());
@@ -200,6 +213,48 @@ impl Suite {
                 row.notes.push("message writes or inbox entries did not match one per member".into());
             }
             self.push(row);
+        }
+        Ok(())
+    }
+
+    /// dm and group on 2 and 3 nodes, each row on a fresh cluster:
+    /// buffered durability (the replicated log is what makes a write
+    /// durable there), W = 1 for latency and W = 64 for throughput.
+    async fn cluster(&mut self) -> anyhow::Result<()> {
+        let sizes: Vec<usize> = [2, 3].into_iter().filter(|n| self.system(&format!("cluster{n}"))).collect();
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        let named = self.args.systems.iter().any(|s| s.starts_with("cluster"));
+        let nats = match cluster::nats_binary() {
+            Ok(bin) => bin,
+            Err(e) if !named => {
+                eprintln!("cluster: skipped ({e:#})");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let (pairs, groups) = (self.args.pairs, self.args.groups);
+        for nodes in sizes {
+            eprintln!("cluster{nodes} (dm and group across {nodes} confabd nodes and {nodes} nats-servers)");
+            let opts = ClusterOpts {
+                nats: nats.clone(),
+                daemon: self.opts(Durability::Buffered),
+                nodes,
+                partitions: self.args.cluster_partitions,
+            };
+            for (load, name, count) in [(cluster::Load::Dm, "dm", pairs), (cluster::Load::Group, "group", groups)] {
+                if !self.wants(name) {
+                    continue;
+                }
+                for w in [1, 64] {
+                    let params = self.params(Shape::Closed { window: w });
+                    let row = cluster::row(&opts, load, count, &params)
+                        .await
+                        .with_context(|| format!("cluster{nodes} {name} W={w}"))?;
+                    self.push(row);
+                }
+            }
         }
         Ok(())
     }

@@ -29,6 +29,13 @@ impl Verdict {
             None => "-",
         }
     }
+
+    /// JSON form, for the `--json` document.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "target": self.what, "goal": self.goal, "measured": self.measured, "verdict": self.verdict(),
+        })
+    }
 }
 
 fn find<'a>(rows: &'a [Row], scenario: &str, system: &str, words: &[&str]) -> Option<&'a Row> {

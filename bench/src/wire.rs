@@ -232,8 +232,40 @@ impl Connector {
     /// TCP, TLS (ALPN http/1.1), then the WebSocket upgrade.
     pub async fn ws(&self, addr: SocketAddr) -> anyhow::Result<Wire> {
         let mut wire = self.tls_over_tcp(addr, &self.ws_tls).await?;
-        crate::ws::handshake(&mut wire, &addr.to_string()).await?;
+        wire.out.extend_from_slice(crate::ws::upgrade_request(&addr.to_string()).as_bytes());
+        while !crate::ws::take_upgrade_response(&mut wire.inbuf)? {
+            wire.pump(None).await.context("WebSocket upgrade")?;
+        }
         Ok(wire)
+    }
+
+    /// `GET path` over TLS (ALPN http/1.1); the body of a 200 response
+    /// with a Content-Length (confabd's `/metrics`).
+    pub async fn https_get(&self, addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+        let mut wire = self.tls_over_tcp(addr, &self.ws_tls).await?;
+        wire.out
+            .extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes());
+        loop {
+            if let Some(end) = wire.inbuf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&wire.inbuf[..end]).context("HTTP response head")?;
+                let status = head.split_whitespace().nth(1).unwrap_or_default();
+                if status != "200" {
+                    bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                    })
+                    .ok_or_else(|| anyhow!("GET {path}: no Content-Length"))?;
+                if wire.inbuf.len() >= end + 4 + length {
+                    let body = &wire.inbuf[end + 4..end + 4 + length];
+                    return Ok(String::from_utf8_lossy(body).into_owned());
+                }
+            }
+            wire.pump(None).await.with_context(|| format!("GET {path}"))?;
+        }
     }
 
     async fn tls_over_tcp(&self, addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<Wire> {

@@ -4,10 +4,8 @@
 //! varint prefix), written here so the generator adds no bridge task and
 //! no extra buffers per connection.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-
-use crate::wire::Wire;
 
 /// Opcodes.
 pub const BINARY: u8 = 2;
@@ -97,25 +95,26 @@ pub fn mask_key(counter: &mut u64) -> [u8; 4] {
     ((*counter >> 32) as u32).to_be_bytes()
 }
 
-/// Sends the upgrade request for `/v1/ws` with subprotocol `confab.v1`
-/// and checks the 101 answer. Bytes after the response stay in `inbuf`.
-pub async fn handshake(wire: &mut Wire, host: &str) -> anyhow::Result<()> {
-    let request = format!(
+/// The upgrade request for `/v1/ws` with subprotocol `confab.v1`.
+pub fn upgrade_request(host: &str) -> String {
+    format!(
         "GET /v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Protocol: confab.v1\r\n\r\n"
-    );
-    wire.out.extend_from_slice(request.as_bytes());
-    let end = loop {
-        if let Some(i) = wire.inbuf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if wire.inbuf.len() > 16 * 1024 {
+    )
+}
+
+/// Takes the answer to [`upgrade_request`] off the front of `buf` once its
+/// headers are complete (`Ok(false)`: not yet) and checks that it is a 101
+/// selecting `confab.v1`. Bytes after the response stay in `buf`.
+pub fn take_upgrade_response(buf: &mut BytesMut) -> anyhow::Result<bool> {
+    let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() > 16 * 1024 {
             bail!("WebSocket upgrade: response headers too long");
         }
-        wire.pump(None).await.context("WebSocket upgrade")?;
+        return Ok(false);
     };
-    let head = wire.inbuf.split_to(end);
+    let head = buf.split_to(i + 4);
     let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
     if !text.starts_with("http/1.1 101") {
         bail!("WebSocket upgrade refused: {}", text.lines().next().unwrap_or_default());
@@ -123,7 +122,7 @@ pub async fn handshake(wire: &mut Wire, host: &str) -> anyhow::Result<()> {
     if !text.contains("sec-websocket-protocol: confab.v1") {
         bail!("WebSocket upgrade: the server did not select confab.v1");
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -153,5 +152,23 @@ mod tests {
         assert_eq!(decode(&mut buf, 10).unwrap().unwrap().opcode, PING);
         let mut big = BytesMut::from(&[0x82u8, 126, 0xff, 0xff][..]);
         assert!(decode(&mut big, 1000).is_err());
+    }
+
+    #[test]
+    fn the_upgrade_response_is_taken_whole_and_checked() {
+        assert!(upgrade_request("127.0.0.1:7080").contains("Sec-WebSocket-Protocol: confab.v1\r\n\r\n"));
+        let ok = "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Protocol: confab.v1\r\n\r\n";
+        let mut buf = BytesMut::from(&ok.as_bytes()[..ok.len() - 1]);
+        assert!(!take_upgrade_response(&mut buf).unwrap(), "incomplete headers: not yet");
+        let mut buf = BytesMut::from(ok.as_bytes());
+        buf.extend_from_slice(&[0x82, 0x00]);
+        assert!(take_upgrade_response(&mut buf).unwrap());
+        assert_eq!(&buf[..], &[0x82, 0x00], "bytes after the response stay");
+        let mut refused = BytesMut::from(&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..]);
+        assert!(take_upgrade_response(&mut refused).is_err());
+        let mut other = BytesMut::from(&b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..]);
+        assert!(take_upgrade_response(&mut other).is_err(), "confab.v1 not selected");
+        let mut long = BytesMut::from(&vec![b'x'; 16 * 1024 + 1][..]);
+        assert!(take_upgrade_response(&mut long).is_err());
     }
 }

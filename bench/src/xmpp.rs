@@ -505,16 +505,17 @@ pub async fn dm(server: &Ejabberd, pairs: usize, params: &LoadParams) -> anyhow:
                 send: Some((params.shape, AckMode::Peer(Arc::clone(&progress)))),
                 count: false,
                 feeds: None,
+                remote: vec![],
             },
             sources: vec![],
         });
         cast.push(Cast {
             link: rx,
-            role: Role { id: rid, send: None, count: true, feeds: Some(progress) },
+            role: Role { id: rid, send: None, count: true, feeds: Some(progress), remote: vec![] },
             sources: vec![sid],
         });
     }
-    let (o, r, _) = measured(cast, params, Some(server.pid)).await?;
+    let (o, r, _) = measured(cast, params, &[server.pid]).await?;
     Ok((o, r))
 }
 
@@ -559,11 +560,12 @@ pub async fn group(server: &Ejabberd, groups: usize, params: &LoadParams) -> any
                 send: (i < groups).then_some((params.shape, AckMode::Echo)),
                 count: true,
                 feeds: None,
+                remote: vec![],
             },
             sources: senders.clone(),
         })
         .collect();
-    let (o, r, _) = measured(cast, params, Some(server.pid)).await?;
+    let (o, r, _) = measured(cast, params, &[server.pid]).await?;
     Ok((o, r))
 }
 

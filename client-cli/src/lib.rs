@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod connection;
+pub mod discover;
 mod error;
 mod inbox;
 mod profile;

@@ -1,203 +1,23 @@
 //! `confab`: the Confab command-line client. See `confab --help`.
+//!
+//! Layout: `cli` (the arguments, the context every command runs with, and
+//! how a command fails), `chat` (the interactive terminal UI), and here
+//! `main` and the one-shot commands.
 #![allow(clippy::print_stdout)] // a command-line client: stdout is its output
 
 mod chat;
+mod cli;
 
 use std::io::{BufRead, Read};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use confab_client::tls::{self, Trust};
-use confab_client::{ClientError, ConnectOptions, Connection, Event, InboxTracker, Profile, TransportKind};
+use clap::Parser;
+use confab_client::{ClientError, Connection, Event, InboxTracker, Profile};
 use confab_protocol::pb;
 use serde_json::{Value, json};
 
-/// Command-line client for Confab chat servers.
-///
-/// Exit codes: 0 success; 1 the server refused the request (the message
-/// names its error code); 2 bad usage; 3 connection or local failure.
-#[derive(Debug, Parser)]
-#[command(version, about, long_about)]
-struct Cli {
-    /// Server address, HOST:PORT (default: the profile's server, else
-    /// 127.0.0.1:7443, or 127.0.0.1:7080 for --transport ws/wss).
-    #[arg(long, global = true, value_name = "HOST:PORT")]
-    server: Option<String>,
-    /// Transport: quic (default), tcp (TCP+TLS), ws (WebSocket over plain
-    /// HTTP, e.g. on loopback) or wss (WebSocket over TLS).
-    #[arg(long, global = true, value_enum)]
-    transport: Option<TransportKind>,
-    /// Trust only this certificate (PEM file, e.g. the server's
-    /// DATA_DIR/tls/cert.pem). Without it the fingerprint seen on first
-    /// contact is stored in the profile and required from then on.
-    #[arg(long, global = true, value_name = "PEM")]
-    trust_cert: Option<PathBuf>,
-    /// Profile directory: token, device id, cursor, trusted fingerprints
-    /// (default: the user's config dir, e.g. ~/.config/confab).
-    #[arg(long, global = true, value_name = "DIR")]
-    profile: Option<PathBuf>,
-    /// Print one JSON object per line instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create an account and log this profile in.
-    Signup {
-        /// Username: 3-32 of a-z 0-9 _ . - (lowercased for you).
-        user: String,
-        /// Name for this device.
-        #[arg(long, default_value = "confab-cli")]
-        device: String,
-        /// Read the password from the first line of stdin.
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Log in as a new device of an existing account.
-    Login {
-        /// Username.
-        user: String,
-        /// Name for this device.
-        #[arg(long, default_value = "confab-cli")]
-        device: String,
-        /// Read the password from the first line of stdin.
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Revoke this device's token and forget it.
-    Logout,
-    /// Show who this profile is logged in as.
-    Whoami,
-    /// List this account's devices.
-    Devices,
-    /// Revoke one of this account's devices.
-    Revoke {
-        /// Device id (see `devices`).
-        device_id: u64,
-    },
-    /// Send a message to @USER (a direct conversation) or a conversation id.
-    Send {
-        /// @username or conversation id.
-        to: String,
-        /// The text, or '-' to read it from stdin.
-        text: String,
-    },
-    /// Page a conversation's history (newest page by default).
-    History {
-        /// Conversation id, or @username for the direct conversation.
-        conversation: String,
-        /// Only messages before this seq.
-        #[arg(long)]
-        before: Option<u64>,
-        /// Only messages after this seq.
-        #[arg(long, conflicts_with = "before")]
-        after: Option<u64>,
-        /// Page size (server maximum applies).
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-    /// List conversations with unread counts, most recent first.
-    Conversations,
-    /// Mark a conversation read up to a seq (default: all).
-    Read {
-        /// Conversation id.
-        conversation: u64,
-        /// Up to this seq.
-        seq: Option<u64>,
-    },
-    /// Fetch every event missed since this profile's cursor, and advance it.
-    Sync,
-    /// Group conversations.
-    #[command(subcommand)]
-    Group(GroupCommand),
-    /// Show users' presence (online, away, or offline with last-seen).
-    Presence {
-        /// @usernames.
-        #[arg(required = true)]
-        users: Vec<String>,
-    },
-    /// Print events as they arrive until interrupted (reconnects and
-    /// catches up by itself).
-    Tail,
-    /// Chat interactively in the terminal: conversation list, messages,
-    /// typing and presence, live; /help inside lists the keys and
-    /// commands (docs/CHAT.md describes them).
-    Chat,
-}
-
-#[derive(Debug, Subcommand)]
-enum GroupCommand {
-    /// Create a group (you become its owner).
-    Create {
-        /// The group's title.
-        title: String,
-        /// Initial members.
-        users: Vec<String>,
-    },
-    /// Add members (owner or admin; all or none).
-    Add {
-        /// Conversation id.
-        conversation: u64,
-        /// @usernames.
-        #[arg(required = true)]
-        users: Vec<String>,
-    },
-    /// Remove a member (owner or admin).
-    Remove {
-        /// Conversation id.
-        conversation: u64,
-        /// @username.
-        user: String,
-    },
-    /// Leave a group.
-    Leave {
-        /// Conversation id.
-        conversation: u64,
-    },
-    /// Rename a group (owner or admin).
-    Rename {
-        /// Conversation id.
-        conversation: u64,
-        /// The new title.
-        title: String,
-    },
-    /// List a group's members and roles.
-    Members {
-        /// Conversation id.
-        conversation: u64,
-    },
-    /// Set a member's role (owner only): owner, admin or member.
-    Role {
-        /// Conversation id.
-        conversation: u64,
-        /// @username.
-        user: String,
-        /// owner, admin or member.
-        role: String,
-    },
-}
-
-/// How a command failed, for the exit code.
-enum Failure {
-    Server(ClientError),
-    Local(String),
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        match e {
-            ClientError::Server { .. } => Failure::Server(e),
-            other => Failure::Local(other.to_string()),
-        }
-    }
-}
-
-type Result<T> = std::result::Result<T, Failure>;
+use crate::cli::{Cli, Command, Ctx, Failure, GroupCommand, Result};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -227,96 +47,13 @@ fn main() -> ExitCode {
     }
 }
 
-struct Ctx {
-    cli: Cli,
-    dir: PathBuf,
-    profile: Profile,
-}
-
-impl Ctx {
-    fn server(&self) -> String {
-        self.cli
-            .server
-            .clone()
-            .or_else(|| self.profile.server.clone())
-            .unwrap_or_else(|| format!("127.0.0.1:{}", self.transport().default_port()))
-    }
-
-    fn transport(&self) -> TransportKind {
-        self.cli.transport.or(self.profile.transport).unwrap_or(TransportKind::Quic)
-    }
-
-    fn trust(&self) -> Result<Trust> {
-        if let Some(pem) = &self.cli.trust_cert {
-            let bytes = std::fs::read(pem).map_err(|e| Failure::Local(format!("{}: {e}", pem.display())))?;
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            let cert = CertificateDer::pem_slice_iter(&bytes)
-                .next()
-                .ok_or_else(|| Failure::Local(format!("{}: no certificate", pem.display())))?
-                .map_err(|e| Failure::Local(format!("{}: {e}", pem.display())))?;
-            return Ok(Trust::Fingerprint(tls::fingerprint(&cert)));
-        }
-        Ok(match self.profile.known_servers.get(&self.server()) {
-            Some(fp) => Trust::Fingerprint(tls::normalize_fingerprint(fp)),
-            None => Trust::FirstUse,
-        })
-    }
-
-    fn save(&self) -> Result<()> {
-        self.profile.save(&self.dir).map_err(Failure::from)
-    }
-
-    async fn connect(&mut self) -> Result<Connection> {
-        let server = self.server();
-        let trust = self.trust()?;
-        let mut opts = ConnectOptions::new(server.clone(), trust.clone());
-        opts.transport = self.transport();
-        let conn = Connection::connect(&opts).await?;
-        // Plain ws:// has no certificate to pin.
-        if trust == Trust::FirstUse && !conn.fingerprint().is_empty() {
-            eprintln!(
-                "note: trusting {server}'s certificate sha256:{} (first use; stored in the profile)",
-                conn.fingerprint()
-            );
-            self.profile.known_servers.insert(server, conn.fingerprint().to_string());
-            self.save()?;
-        }
-        Ok(conn)
-    }
-
-    /// Connects and resumes this profile's device.
-    async fn session(&mut self) -> Result<(Connection, pb::AuthOk)> {
-        let Some(token) = self.profile.token.clone() else {
-            return Err(Failure::Local("not logged in: run `confab login USER` (or `confab signup USER`)".into()));
-        };
-        let conn = self.connect().await?;
-        match conn.resume(&token).await {
-            Ok(ok) => Ok((conn, ok)),
-            Err(e) if e.code() == Some(confab_protocol::ErrorCode::INVALID_TOKEN) => {
-                self.profile.clear_login();
-                self.save()?;
-                Err(Failure::Server(e))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn out(&self, value: Value, text: impl FnOnce() -> String) {
-        if self.cli.json {
-            println!("{value}");
-        } else {
-            println!("{}", text());
-        }
-    }
-}
-
 async fn run(cli: Cli) -> Result<()> {
     let dir = match cli.profile.clone().or_else(Profile::default_dir) {
         Some(d) => d,
         None => return Err(Failure::Local("no config directory: pass --profile DIR".into())),
     };
     let profile = Profile::load(&dir)?;
-    let mut ctx = Ctx { cli, dir, profile };
+    let mut ctx = Ctx { cli, dir, profile, connected: None };
     match std::mem::replace(&mut ctx.cli.command, Command::Whoami) {
         Command::Signup { user, device, password_stdin } => auth(&mut ctx, true, &user, &device, password_stdin).await,
         Command::Login { user, device, password_stdin } => auth(&mut ctx, false, &user, &device, password_stdin).await,
@@ -377,7 +114,8 @@ async fn auth(ctx: &mut Ctx, signup: bool, user: &str, device: &str, password_st
     } else {
         conn.login(&user, &password, device).await?
     };
-    ctx.profile.server = Some(ctx.server());
+    ctx.profile.server = Some(ctx.connected.clone().unwrap_or_else(|| ctx.server()));
+    ctx.profile.discover = ctx.cli.discover.clone().or(ctx.profile.discover.take());
     ctx.profile.transport = Some(ctx.transport());
     ctx.profile.username = Some(ok.username.clone());
     ctx.profile.user_id = ok.user_id;
@@ -403,7 +141,7 @@ async fn logout(ctx: &mut Ctx) -> Result<()> {
 
 async fn whoami(ctx: &mut Ctx) -> Result<()> {
     let (_conn, ok) = ctx.session().await?;
-    let server = ctx.server();
+    let server = ctx.connected.clone().unwrap_or_else(|| ctx.server());
     ctx.out(
         json!({"user": ok.username, "user_id": ok.user_id, "device_id": ok.device_id, "server": server, "cursor": ok.cursor, "inbox_head": ok.inbox_head}),
         || format!("{} (user {}, device {}) on {server}; {} events waiting", ok.username, ok.user_id, ok.device_id, ok.inbox_head.saturating_sub(ctx.profile.cursor)),

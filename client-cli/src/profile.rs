@@ -16,6 +16,9 @@ use crate::error::ClientError;
 pub struct Profile {
     /// The server this profile logged in to (`host:port`).
     pub server: Option<String>,
+    /// Where to ask which node to use (`--discover`), if it was given at
+    /// login.
+    pub discover: Option<String>,
     /// The transport last used.
     pub transport: Option<TransportKind>,
     /// Logged-in user.

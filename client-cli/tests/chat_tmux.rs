@@ -4,8 +4,11 @@
 //! typing and then arrives in the other while the sender sees it confirmed,
 //! that presence and groups show, and that a server restart shows as
 //! reconnecting and recovers with nothing lost or doubled: on screen and in
-//! the server's history. Skips (with a note on stderr) without tmux.
+//! the server's history. Skips (with a note on stderr) without tmux, or
+//! fails under `CONFAB_REQUIRE_E2E=1` (as in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -198,11 +201,11 @@ fn bodies(messages: &[Value]) -> Vec<String> {
 
 #[test]
 fn two_terminals_chat_and_survive_a_server_restart() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        // Straight to the stderr handle: libtest captures `eprintln!` of a
-        // passing test, and this note should show in CI logs.
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(b"skipping: tmux not installed\n");
+    let missing: Vec<String> = match Command::new("tmux").arg("-V").output() {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![format!("tmux ({e}; apt-get install tmux)")],
+    };
+    if !common::require_tools_or_skip("tmux chat test (client-cli/tests/chat_tmux.rs)", &missing) {
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();

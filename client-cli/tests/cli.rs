@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use confab_server::config::Config;
 use confab_server::server::Server;
@@ -43,19 +44,17 @@ impl Cli<'_> {
     }
 }
 
+/// A server on 127.0.0.1, port 0 on every transport, data under `dir`.
+fn config(dir: &Path) -> Config {
+    let local = "127.0.0.1:0".parse().unwrap();
+    Config { data_dir: dir.join("data"), quic: Some(local), tcp: Some(local), http: Some(local), ..Config::default() }
+}
+
 #[test]
 fn two_profiles_chat_from_the_command_line() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let local = "127.0.0.1:0".parse().unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        quic: Some(local),
-        tcp: Some(local),
-        http: Some(local),
-        presence_grace_ms: 100,
-        ..Config::default()
-    };
+    let config = Config { presence_grace_ms: 100, ..config(dir.path()) };
     let server = rt.block_on(Server::start(config)).unwrap();
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     // QUIC and TCP listen on different ports here; pick per transport.
@@ -100,10 +99,18 @@ fn two_profiles_chat_from_the_command_line() {
     assert_eq!(members.len(), 2);
     assert_eq!(members[0]["role"], "owner");
     quic.ok(&alice, &["group", "rename", &gid, "The Team"], None);
-    // Bob's last command ended; past the grace period he is offline.
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let presence = quic.json(&alice, &["presence", "@bob"]);
-    assert_eq!(presence[0]["presence"]["state"], "offline");
+    // Bob's last command ended; once the grace period (100 ms) is over he
+    // shows as offline, with when he was last seen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let presence = loop {
+        let presence = quic.json(&alice, &["presence", "@bob"]);
+        if presence[0]["presence"]["state"] == "offline" {
+            break presence;
+        }
+        assert_eq!(presence[0]["presence"]["state"], "online", "{presence:?}");
+        assert!(Instant::now() < deadline, "bob still shows online: {presence:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(presence[0]["presence"]["last_seen_ms"].as_i64().unwrap() > 0);
 
     // Failures: exit 1 with the server's code; exit 3 when unreachable.
@@ -124,5 +131,50 @@ fn two_profiles_chat_from_the_command_line() {
     // Logout forgets the token; the server no longer accepts it.
     quic.ok(&alice, &["logout"], None);
     assert_eq!(quic.run(&alice, &["whoami"], None).status.code(), Some(3));
+    rt.block_on(server.shutdown());
+}
+
+/// `--discover URL` asks the server's /v1/discover where to connect (the
+/// given --server is not even reachable), on signup and on later commands,
+/// which remember it.
+#[test]
+fn discovery_picks_the_node_to_connect_to() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let server = rt.block_on(Server::start(config)).unwrap();
+    let url = format!("http://{}", server.http_addr().unwrap());
+    // Nothing listens on port 9 of 127.0.0.1 (discard): only discovery can
+    // find the server.
+    let nowhere = Cli { server: "127.0.0.1:9".into(), cert: server.cert_path() };
+    let alice = dir.path().join("alice");
+    let out = nowhere.ok(
+        &alice,
+        &["--discover", &url, "--transport", "tcp", "signup", "alice", "--password-stdin"],
+        Some("alice-password\n"),
+    );
+    assert!(out.contains("signed up as alice"), "{out}");
+    let profile: Value = serde_json::from_str(&std::fs::read_to_string(alice.join("profile.json")).unwrap()).unwrap();
+    assert_eq!(profile["server"], server.tcp_addr().unwrap().to_string());
+    assert_eq!(profile["discover"], url.as_str());
+    // A later command without --server asks again (the remembered URL):
+    // even with the stored server made unreachable, it finds the node.
+    let mut stored = profile.clone();
+    stored["server"] = "127.0.0.1:9".into();
+    std::fs::write(alice.join("profile.json"), stored.to_string()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+    cmd.args(["--profile", alice.to_str().unwrap(), "--trust-cert", server.cert_path().to_str().unwrap()]);
+    let out = cmd.args(["--transport", "tcp", "whoami"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&server.tcp_addr().unwrap().to_string()), "{said}");
+    // A URL that is not a discovery endpoint is a clear error.
+    let bad = nowhere.run(&alice, &["--discover", "https://127.0.0.1:1", "--transport", "tcp", "whoami"], None);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("plain HTTP address"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     rt.block_on(server.shutdown());
 }

@@ -10,6 +10,7 @@
 //! earlier run wrote. Every seed is checked to decode back to the script
 //! it was written from. Names start with `seed-` because git ignores the
 //! hex-named files libFuzzer adds (`fuzz/.gitignore`).
+#![allow(clippy::print_stdout)] // a command-line tool: its output is the point
 
 use std::{error::Error, fs, path::Path};
 

@@ -4,6 +4,7 @@
 //! ```text
 //! CONFAB_FUZZ_TRACE=1 cargo run --manifest-path fuzz/Cargo.toml --example replay_e2e -- FILE...
 //! ```
+#![allow(clippy::print_stdout)] // a command-line tool: its output is the point
 
 fn main() {
     for path in std::env::args().skip(1) {

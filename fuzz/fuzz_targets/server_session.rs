@@ -94,6 +94,7 @@ impl Run<'_> {
                     closed_now = true;
                 }
                 ServerEvent::Handshaken { .. } | ServerEvent::Notification(_) => {}
+                ServerEvent::StreamRequest { .. } => panic!("a request-stream event from session-stream input"),
             }
         }
         let mut frames = Vec::new();

@@ -4,7 +4,7 @@
 //!
 //! Per input: a fresh [`World`]; session A (and B when the script names
 //! it) each get a `tokio::io::duplex` pipe whose far end goes through
-//! `StreamLink` into `connection::serve` with the server's `Shared`, just
+//! `StreamLink` into `connection::serve` with the server's `Ingress`, just
 //! as an accepted TCP+TLS connection would, minus TLS. A reader task per
 //! connection feeds the server's bytes to the contract as they arrive. The
 //! script's ops queue and write bytes; at the end everything is written
@@ -26,7 +26,8 @@ use confab_protocol::{
     framing::encode_frame,
     pb::{self, client_frame::Body},
 };
-use confab_server::{connection, hub::Transport, link::StreamLink};
+use confab_server::link::{StreamLink, Transport};
+use confab_server::transport::connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -116,11 +117,11 @@ impl Conn {
         let (sr, sw) = tokio::io::split(server);
         let port = 10_000 + index;
         let served = tokio::spawn(connection::serve(
-            backend.shared(),
+            backend.ingress(),
             StreamLink::new(sr, sw),
             SocketAddr::from((world.peer_ip, port)),
             Transport::Tcp,
-            watch::channel(None).0,
+            None,
             // Never cancelled: the server does not shut down mid-input.
             CancellationToken::new(),
         ));

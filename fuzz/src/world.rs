@@ -9,7 +9,7 @@
 //!
 //! Each input then gets fresh users (A, B, C), a spare device for A, the
 //! direct conversation of A and B with one message in it, and a group A
-//! owns with B and C. They are made through the store writer, as the
+//! owns with B and C. They are made through the store seam, as the
 //! handlers would make them, because a login costs an Argon2 hash (tens of
 //! milliseconds) and because fresh users keep inputs independent: what one
 //! input revokes, renames or leaves cannot change what the next one sees,
@@ -27,13 +27,11 @@ use confab_protocol::{
     pb::{self, client_frame::Body, server_frame::Body as Reply},
 };
 use confab_server::{
-    accounts,
     config::Config,
-    connection,
-    hub::Transport,
-    link::StreamLink,
-    server::{Server, Shared},
-    store::{Durability, UserRef, writer::Deliveries},
+    link::{StreamLink, Transport},
+    server::Server,
+    store::{Durability, NewAccount, Op, UserRef},
+    transport::{Ingress, connection},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -98,9 +96,9 @@ impl Backend {
         backend
     }
 
-    /// The shared state sessions are served with.
-    pub fn shared(&self) -> Arc<Shared> {
-        Arc::clone(self.server.as_ref().expect("the harness keeps a server running").shared())
+    /// What sessions are served with.
+    pub fn ingress(&self) -> Arc<Ingress> {
+        Arc::clone(self.server.as_ref().expect("the harness keeps a server running").ingress())
     }
 
     async fn next_generation(&mut self) {
@@ -120,14 +118,11 @@ impl Backend {
             ..Config::default()
         };
         let server = Server::start(config).await.expect("the fuzz harness starts a server");
-        let shared = Arc::clone(server.shared());
+        let ingress = Arc::clone(server.ingress());
         self.server = Some(server);
-        signup_template(&shared).await;
-        let user = shared
-            .store
-            .read(|s| s.user_by_name(TEMPLATE_USER))
+        signup_template(&ingress).await;
+        let user = harness(ingress.core.store.user_by_name(TEMPLATE_USER.into()))
             .await
-            .expect("the store reads")
             .expect("the template user exists after signup");
         self.password_hash = user.password_hash;
     }
@@ -140,53 +135,45 @@ impl Backend {
         }
         self.inputs += 1;
         let n = self.inputs;
-        let shared = self.shared();
+        let store = Arc::clone(&self.ingress().core.store);
         let prefix = format!("fz{n}");
         let names = [format!("{prefix}a"), format!("{prefix}b"), format!("{prefix}c")];
-        let tokens: Vec<(String, Vec<u8>)> = (0..4).map(|_| accounts::new_token()).collect();
-        let hashes: Vec<Vec<u8>> = tokens.iter().map(|(_, h)| h.clone()).collect();
-        let password_hash = self.password_hash.clone();
-        let max = shared.limits.max_group_members;
-        // One writer command for the whole world: each step is a command of
-        // its own (with every check before its writes), and the group's
-        // overlay lets a step see what the steps before it staged. A step
-        // that fails is a harness bug, and the harness then panics.
-        let made = run(&shared, move |tx| {
-            let mut deliveries = Vec::new();
-            let mut step = |d: Deliveries| deliveries.extend(d.0);
-            let mut users = Vec::new();
-            for (name, hash) in names.iter().zip(&hashes) {
-                let ((user, device), d) = tx.create_user(name, password_hash.clone(), "fuzz", hash.clone(), now())?;
-                step(d);
-                users.push((user.user_id, device.device_id));
-            }
-            let (spare, d) = tx.create_device(users[0].0, "spare", hashes[3].clone(), now())?;
-            step(d);
-            let me = UserRef { user_id: users[0].0, username: names[0].clone() };
-            let (direct, d) = tx.open_direct(&me, &names[1], now())?;
-            step(d);
-            let (_, d) =
-                tx.send(&me, direct.conversation_id, "seed-1", "hello from the harness".into(), now(), None)?;
-            step(d);
-            let (group, d) = tx.create_group(&me, "fuzz group", &names[1..], max, now())?;
-            step(d);
-            let made = (users, spare.device_id, direct.conversation_id, group.conversation_id, names);
-            Ok((made, Deliveries(deliveries)))
-        })
-        .await;
+        // Step by step through the store seam; a step that fails is a
+        // harness bug, and the harness then panics.
+        let mut users = Vec::new();
+        let mut tokens = Vec::new();
+        for name in &names {
+            let account = NewAccount {
+                username: name.clone(),
+                password_hash: self.password_hash.clone(),
+                device_name: "fuzz".into(),
+                now_ms: now(),
+            };
+            let created = harness(store.create_user(account)).await;
+            users.push((created.user.user_id, created.device.device_id));
+            tokens.push(created.token);
+        }
+        let (spare, spare_token) = harness(store.create_device(users[0].0, "spare".into(), now())).await;
+        tokens.push(spare_token);
+        let me = UserRef { user_id: users[0].0, username: names[0].clone() };
+        let direct = harness(store.open_direct(me.clone(), names[1].clone(), now())).await;
+        let hello = "hello from the harness".to_string();
+        harness(store.send(me.clone(), direct.conversation_id, "seed-1".into(), hello, now())).await;
+        let group = harness(store.create_group(me, "fuzz group".into(), names[1..].to_vec(), now())).await;
+        let made = (users, spare.device_id, direct.conversation_id, group.conversation_id, names);
         let (users, spare, direct, group, names) = made;
         let member = |i: usize| Member {
             user_id: users[i].0,
             username: names[i].clone(),
             device_id: users[i].1,
-            token: tokens[i].0.clone(),
+            token: tokens[i].clone(),
         };
         let peer_ip = Ipv4Addr::from(0x7f00_0000 | ((n as u32) & 0x00ff_ffff)).max(Ipv4Addr::new(127, 0, 0, 2));
         World {
             a: member(0),
             b: member(1),
             c: member(2),
-            spare: (spare, tokens[3].0.clone()),
+            spare: (spare, tokens[3].clone()),
             direct,
             group,
             prefix,
@@ -194,17 +181,10 @@ impl Backend {
         }
     }
 }
-/// Runs a writer command the harness needs; its failure is the harness's.
-async fn run<T, F>(shared: &Arc<Shared>, command: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce(
-            &mut confab_server::store::Tx<'_>,
-        ) -> Result<(T, confab_server::store::writer::Deliveries), confab_server::store::CommandError>
-        + Send
-        + 'static,
-{
-    match shared.writer.run(command).await {
+/// Awaits a store operation the harness needs; its failure is the
+/// harness's.
+async fn harness<T>(op: Op<T>) -> T {
+    match op.await {
         Ok(v) => v,
         Err(e) => panic!("the fuzz harness could not set up its world: {e}"),
     }
@@ -236,15 +216,15 @@ fn remove_stale_dirs() {
 
 /// Signs the template user up through a real session: Hello, Signup, and
 /// the Welcome and AuthOk they must get.
-async fn signup_template(shared: &Arc<Shared>) {
+async fn signup_template(ingress: &Arc<Ingress>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (sr, sw) = tokio::io::split(server);
     let task = tokio::spawn(connection::serve(
-        Arc::clone(shared),
+        Arc::clone(ingress),
         StreamLink::new(sr, sw),
         SocketAddr::from(([127, 0, 0, 1], 1)),
         Transport::Tcp,
-        tokio::sync::watch::channel(None).0,
+        None,
         CancellationToken::new(),
     ));
     let (mut cr, mut cw) = tokio::io::split(client);

@@ -32,6 +32,7 @@ pub const SUPPORTED_VERSIONS: &[u32] = &[1];
 
 /// The limits a server enforces and advertises.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize), serde(default, deny_unknown_fields))]
 pub struct Limits {
     /// Largest encoded frame in bytes (length prefix excluded).
     pub max_frame_bytes: u32,

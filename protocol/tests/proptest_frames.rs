@@ -373,6 +373,7 @@ proptest! {
                         }
                         ServerEvent::Closed { .. } => closed += 1,
                         ServerEvent::Handshaken { .. } | ServerEvent::Notification(_) => {}
+                        ServerEvent::StreamRequest { .. } => panic!("no request streams were given"),
                     }
                 }
                 while let Some(out) = s.poll_transmit() {

@@ -1,14 +1,9 @@
-//! Admission control that spans sessions: connections per source address,
-//! and the queue in front of password hashing (Argon2id is deliberately
-//! expensive: unbounded, a flood of logins from many addresses would take
-//! every core from the people already chatting).
+//! Admission control that spans sessions: connections per source address
+//! (IPv6 counted per /64).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-use tokio::sync::Semaphore;
 
 /// The key per-address limits count by: an IPv4 address, or an IPv6
 /// address's /64 (one subscriber gets a whole /64, so counting single
@@ -88,57 +83,6 @@ impl Drop for AddressSlot {
     }
 }
 
-/// The password-check queue: at most `concurrency` Argon2 computations at
-/// once, at most `queue` more waiting; past that, callers are told to come
-/// back later instead of piling up.
-#[derive(Debug)]
-pub struct PasswordGate {
-    permits: Semaphore,
-    /// Callers inside `run`: running or waiting for a permit.
-    inside: AtomicUsize,
-    max_inside: usize,
-}
-
-/// The gate is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Busy;
-
-impl PasswordGate {
-    /// A gate running `concurrency` checks at once with `queue` waiting.
-    pub fn new(concurrency: usize, queue: usize) -> Self {
-        let concurrency = concurrency.max(1);
-        PasswordGate {
-            permits: Semaphore::new(concurrency),
-            inside: AtomicUsize::new(0),
-            max_inside: concurrency + queue,
-        }
-    }
-
-    /// Runs `f` (CPU-heavy) on a blocking thread once a slot is free.
-    pub async fn run<F, R>(&self, f: F) -> Result<R, Busy>
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        if self.inside.fetch_add(1, Ordering::AcqRel) >= self.max_inside {
-            self.inside.fetch_sub(1, Ordering::AcqRel);
-            return Err(Busy);
-        }
-        // Leaves on every path, a cancelled caller included.
-        let _inside = Inside(&self.inside);
-        let _permit = self.permits.acquire().await.map_err(|_| Busy)?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| Busy)
-    }
-}
-
-struct Inside<'a>(&'a AtomicUsize);
-
-impl Drop for Inside<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,34 +111,5 @@ mod tests {
         assert!(limits.admit(other).is_some());
         let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
         assert_eq!(address_key(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
-    }
-
-    #[tokio::test]
-    async fn the_gate_sheds_past_its_queue() {
-        let gate = Arc::new(PasswordGate::new(1, 1));
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let rx = Arc::new(Mutex::new(rx));
-        // One running (blocked), one waiting: the third is shed.
-        let g = Arc::clone(&gate);
-        let r = Arc::clone(&rx);
-        let running = tokio::spawn(async move {
-            g.run(move || {
-                let _ = r.lock().unwrap().recv();
-            })
-            .await
-        });
-        while gate.permits.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
-        let g = Arc::clone(&gate);
-        let waiting = tokio::spawn(async move { g.run(|| 7).await });
-        while gate.inside.load(Ordering::Acquire) < 2 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(gate.run(|| 0).await, Err(Busy));
-        tx.send(()).unwrap();
-        running.await.unwrap().unwrap();
-        assert_eq!(waiting.await.unwrap(), Ok(7));
-        assert_eq!(gate.run(|| 1).await, Ok(1), "room again once drained");
     }
 }

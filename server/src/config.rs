@@ -72,10 +72,31 @@ pub struct Config {
     pub login_failures_per_address: u32,
     /// Signups allowed per source address per hour.
     pub signups_per_address_per_hour: u32,
-    /// Password hashes (signup, login) computed at once.
+    /// Groups one user may create per hour.
+    pub groups_per_user_per_hour: u32,
+    /// Groups created from one source address per hour.
+    pub groups_per_address_per_hour: u32,
+    /// Members one user may add per hour (at creation too).
+    pub members_added_per_user_per_hour: u32,
+    /// Members added from one source address per hour.
+    pub members_added_per_address_per_hour: u32,
+    /// Direct conversations one user may open per hour.
+    pub directs_per_user_per_hour: u32,
+    /// Direct conversations opened from one source address per hour.
+    pub directs_per_address_per_hour: u32,
+    /// Logins allowed per username per minute, whatever their outcome.
+    pub logins_per_user_per_minute: u32,
+    /// Logins allowed per source address per minute, whatever their
+    /// outcome.
+    pub logins_per_address_per_minute: u32,
+    /// Password hashes (signup, login) computed at once: the threads of
+    /// the password pool, each holding 19 MiB of Argon2 memory while busy.
     pub password_check_concurrency: usize,
     /// Password checks waiting beyond those; more get SERVER_BUSY.
     pub password_check_queue: usize,
+    /// Most password checks (running or waiting) from one source address;
+    /// more get SERVER_BUSY, so one address cannot fill the queue.
+    pub password_checks_per_address: usize,
     /// How long a user stays online after their last session ends, in
     /// milliseconds (so quick reconnects do not flap).
     pub presence_grace_ms: u64,
@@ -84,10 +105,14 @@ pub struct Config {
     pub presence_coalesce_ms: u64,
     /// How long receivers show a typing indicator, in milliseconds.
     pub typing_expiry_ms: u32,
-    /// Protocol limits, enforced and advertised in Welcome.
-    pub limits: LimitsConfig,
+    /// Protocol limits, enforced and advertised in Welcome (the `[limits]`
+    /// table; see `spec/PROTOCOL.md` §12).
+    pub limits: Limits,
     /// Push notifications (the `[push]` table).
     pub push: PushConfig,
+    /// Cluster mode (the `[cluster]` table; `--cluster`): `None` runs one
+    /// node on its own fjall.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Push notification settings (see docs/OPERATING.md, "Push
@@ -191,61 +216,6 @@ impl PushConfig {
     }
 }
 
-/// The advertised protocol limits (see `spec/PROTOCOL.md` §12).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct LimitsConfig {
-    pub max_frame_bytes: u32,
-    pub max_message_chars: u32,
-    pub max_group_members: u32,
-    pub max_page_size: u32,
-    pub max_in_flight: u32,
-    pub send_rate_per_sec: u32,
-    pub send_burst: u32,
-    pub request_rate_per_sec: u32,
-    pub request_burst: u32,
-    pub max_presence_subscriptions: u32,
-    pub max_list_items: u32,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        let l = Limits::default();
-        LimitsConfig {
-            max_frame_bytes: l.max_frame_bytes,
-            max_message_chars: l.max_message_chars,
-            max_group_members: l.max_group_members,
-            max_page_size: l.max_page_size,
-            max_in_flight: l.max_in_flight,
-            send_rate_per_sec: l.send_rate_per_sec,
-            send_burst: l.send_burst,
-            request_rate_per_sec: l.request_rate_per_sec,
-            request_burst: l.request_burst,
-            max_presence_subscriptions: l.max_presence_subscriptions,
-            max_list_items: l.max_list_items,
-        }
-    }
-}
-
-impl From<&LimitsConfig> for Limits {
-    fn from(c: &LimitsConfig) -> Self {
-        Limits {
-            max_frame_bytes: c.max_frame_bytes,
-            max_message_chars: c.max_message_chars,
-            max_group_members: c.max_group_members,
-            max_page_size: c.max_page_size,
-            max_in_flight: c.max_in_flight,
-            send_rate_per_sec: c.send_rate_per_sec,
-            send_burst: c.send_burst,
-            request_rate_per_sec: c.request_rate_per_sec,
-            request_burst: c.request_burst,
-            max_presence_subscriptions: c.max_presence_subscriptions,
-            max_list_items: c.max_list_items,
-        }
-    }
-}
-
 /// The default port, for QUIC (UDP) and TCP+TLS alike.
 pub const DEFAULT_PORT: u16 = 7443;
 /// The default HTTP port.
@@ -278,13 +248,23 @@ impl Default for Config {
             login_failures_per_user: 5,
             login_failures_per_address: 30,
             signups_per_address_per_hour: 50,
+            groups_per_user_per_hour: 60,
+            groups_per_address_per_hour: 300,
+            members_added_per_user_per_hour: 2_000,
+            members_added_per_address_per_hour: 10_000,
+            directs_per_user_per_hour: 200,
+            directs_per_address_per_hour: 1_000,
             password_check_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             password_check_queue: 64,
+            password_checks_per_address: 8,
+            logins_per_user_per_minute: 10,
+            logins_per_address_per_minute: 60,
             presence_grace_ms: 5000,
             presence_coalesce_ms: 1000,
             typing_expiry_ms: 6000,
-            limits: LimitsConfig::default(),
+            limits: Limits::default(),
             push: PushConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -336,14 +316,28 @@ impl Config {
         if l.max_group_members < 2 || l.max_page_size == 0 || l.max_in_flight == 0 || l.max_list_items == 0 {
             return bad("limits: max_group_members >= 2 and max_page_size, max_in_flight, max_list_items > 0");
         }
+        let growth = [
+            self.groups_per_user_per_hour,
+            self.groups_per_address_per_hour,
+            self.members_added_per_user_per_hour,
+            self.members_added_per_address_per_hour,
+            self.directs_per_user_per_hour,
+            self.directs_per_address_per_hour,
+        ];
+        if growth.contains(&0) {
+            return bad("groups_*, members_added_* and directs_* per hour must be at least 1");
+        }
         if self.heartbeat_interval_ms < 1000 || self.handshake_timeout_ms < 100 {
             return bad("heartbeat_interval_ms >= 1000 and handshake_timeout_ms >= 100");
         }
         if self.outbound_queue < 16 || self.writer_queue < 16 || self.max_connections == 0 {
             return bad("outbound_queue and writer_queue >= 16, max_connections > 0");
         }
-        if self.max_connections_per_address == 0 || self.password_check_concurrency == 0 {
-            return bad("max_connections_per_address and password_check_concurrency > 0");
+        if self.max_connections_per_address == 0
+            || self.password_check_concurrency == 0
+            || self.password_checks_per_address == 0
+        {
+            return bad("max_connections_per_address, password_check_concurrency, password_checks_per_address > 0");
         }
         if (self.outbound_queue_bytes as u64) < u64::from(l.max_frame_bytes) * 2 {
             return bad("outbound_queue_bytes must hold at least two frames of limits.max_frame_bytes");
@@ -355,6 +349,9 @@ impl Config {
             return bad("cert and key must be given together");
         }
         self.push.validate()?;
+        if let Some(c) = &self.cluster {
+            c.validate().map_err(ConfigError::Invalid)?;
+        }
         Ok(())
     }
 
@@ -403,5 +400,86 @@ mod tests {
         let mut c = Config::default();
         c.limits.max_frame_bytes = 1000;
         assert!(c.validate().is_err());
+    }
+}
+
+/// The settings of a cluster node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URLs, comma-separated (`nats://host:4222,...`).
+    pub nats: String,
+    /// This node's name, unique in the cluster.
+    pub node_id: String,
+    /// Partitions (fixed when the cluster is created).
+    pub partitions: u32,
+    /// Replicas of every stream and bucket (3 for a three-server NATS
+    /// cluster; 1 on a single NATS server).
+    pub replicas: usize,
+    /// How long a partition's lease lasts without renewal, in milliseconds:
+    /// how soon a dead node's partitions move.
+    pub lease_ttl_ms: u64,
+    /// How long a log append may take before its outcome counts as
+    /// unknown (answered UNAVAILABLE), in milliseconds.
+    pub publish_timeout_ms: u64,
+    /// How long startup waits for NATS, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Partitions given to other nodes at most per lease round.
+    pub max_moves: usize,
+    /// The host name (or address) other nodes give clients for this one
+    /// in `/v1/discover` when it listens on a wildcard address.
+    pub advertise_host: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats: String::new(),
+            node_id: String::new(),
+            partitions: 16,
+            replicas: 3,
+            lease_ttl_ms: 10_000,
+            publish_timeout_ms: 5_000,
+            connect_timeout_ms: 10_000,
+            max_moves: 2,
+            advertise_host: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the settings; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nats.trim().is_empty() {
+            return Err("cluster.nats: give the NATS URLs (--cluster nats://host:4222)".into());
+        }
+        if self.node_id.is_empty() || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err("cluster.node_id: 1 or more of [A-Za-z0-9_-] (--node-id), unique in the cluster".into());
+        }
+        if !(1..=4096).contains(&self.partitions) {
+            return Err("cluster.partitions: 1 to 4096".into());
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err("cluster.replicas: 1 to 5".into());
+        }
+        if self.lease_ttl_ms < 1000 || self.publish_timeout_ms < 100 || self.publish_timeout_ms >= self.lease_ttl_ms {
+            return Err("cluster: lease_ttl_ms >= 1000 and 100 <= publish_timeout_ms < lease_ttl_ms".into());
+        }
+        if self.max_moves == 0 {
+            return Err("cluster.max_moves > 0".into());
+        }
+        if let Some(h) = &self.advertise_host
+            && (h.is_empty()
+                || h.len() > 253
+                || h.chars().any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#')))
+        {
+            return Err("cluster.advertise_host: a host name or IP address (--advertise-host)".into());
+        }
+        Ok(())
+    }
+
+    /// The partitioning.
+    pub fn partitioning(&self) -> crate::store::Partitioning {
+        crate::store::Partitioning::new(self.partitions)
     }
 }

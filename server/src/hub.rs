@@ -13,19 +13,9 @@ use bytes::{Bytes, BytesMut};
 use confab_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::Delivery;
+use crate::link::Transport;
 use crate::outbound::{OutboundQueue, Pushed};
-use crate::store::writer::Deliver;
-
-/// Which transport a session uses (for logs and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// QUIC session stream.
-    Quic,
-    /// TCP+TLS.
-    Tcp,
-    /// WebSocket bridge.
-    WebSocket,
-}
 
 /// A way to end a session from outside its task.
 #[derive(Debug, Default)]
@@ -162,40 +152,6 @@ impl Hub {
         }
     }
 
-    /// Ends every live session of a device, except `keep` (the session
-    /// that asked, on logout).
-    pub fn kill_device(&self, user: u64, device: u64, code: ErrorCode, keep: Option<u64>) {
-        if let Some(entries) = self.users().get(&user) {
-            for e in entries.iter().filter(|e| e.device == device && Some(e.session) != keep) {
-                e.kill.kill(code);
-            }
-        }
-    }
-
-    /// Queues a frame for one session of a user (presence updates).
-    pub fn deliver_to_session(&self, user: u64, session: u64, frame: Bytes) {
-        if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session)) {
-            self.push(user, e, frame);
-        }
-    }
-
-    /// Delivers an ephemeral event (typing) to every live session of a
-    /// user: as a QUIC datagram (`datagram`, no length prefix) where the
-    /// session negotiated it and it fits, else as `frame` on its queue.
-    pub fn deliver_ephemeral(&self, user: u64, frame: &Bytes, datagram: &Bytes) {
-        if let Some(entries) = self.users().get(&user) {
-            for e in entries {
-                if let Some(conn) = &e.datagrams
-                    && conn.send_datagram(datagram.clone()).is_ok()
-                {
-                    self.metrics.typing_datagrams_out.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                self.push(user, e, frame.clone());
-            }
-        }
-    }
-
     /// Live sessions of a device.
     pub fn device_online(&self, user: u64, device: u64) -> bool {
         self.users().get(&user).is_some_and(|es| es.iter().any(|e| e.device == device))
@@ -207,11 +163,43 @@ impl Hub {
     }
 }
 
-impl Deliver for Hub {
-    fn deliver(&self, user_id: u64, frame: Bytes) {
-        if let Some(entries) = self.users().get(&user_id) {
-            for e in entries {
-                self.push(user_id, e, frame.clone());
+impl Delivery for Hub {
+    fn deliver(&self, frames: &[(u64, Bytes)]) {
+        let users = self.users();
+        for (user, frame) in frames {
+            if let Some(entries) = users.get(user) {
+                for e in entries {
+                    self.push(*user, e, frame.clone());
+                }
+            }
+        }
+    }
+
+    fn deliver_to_session(&self, user: u64, session: u64, frame: Bytes) {
+        if let Some(e) = self.users().get(&user).and_then(|es| es.iter().find(|e| e.session == session)) {
+            self.push(user, e, frame);
+        }
+    }
+
+    fn deliver_ephemeral(&self, users: &[u64], frame: &Bytes, datagram: &Bytes) {
+        let table = self.users();
+        for user in users {
+            for e in table.get(user).into_iter().flatten() {
+                if let Some(conn) = &e.datagrams
+                    && conn.send_datagram(datagram.clone()).is_ok()
+                {
+                    self.metrics.typing_datagrams_out.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                self.push(*user, e, frame.clone());
+            }
+        }
+    }
+
+    fn end_device_sessions(&self, user: u64, device: u64, code: ErrorCode, keep: Option<u64>) {
+        if let Some(entries) = self.users().get(&user) {
+            for e in entries.iter().filter(|e| e.device == device && Some(e.session) != keep) {
+                e.kill.kill(code);
             }
         }
     }
@@ -231,11 +219,11 @@ mod tests {
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
         let a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp, None);
         let b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic, None);
-        hub.deliver(7, Bytes::from_static(b"x"));
+        hub.deliver(&[(7, Bytes::from_static(b"x"))]);
         assert_eq!(a.try_recv(), Some(Bytes::from_static(b"x")));
         assert_eq!(b.try_recv(), Some(Bytes::from_static(b"x")));
         for _ in 0..3 {
-            hub.deliver(7, Bytes::from_static(b"y"));
+            hub.deliver(&[(7, Bytes::from_static(b"y"))]);
         }
         assert_eq!(k1.killed().await, ErrorCode::RESYNC_REQUIRED);
         hub.unregister(7, a.session);
@@ -248,14 +236,14 @@ mod tests {
         let hub = Hub::new(100, 10, Default::default());
         let k = Arc::new(Kill::default());
         let a = hub.register(7, 1, k.clone(), addr(), Transport::Tcp, None);
-        hub.deliver(7, Bytes::from_static(b"123456"));
+        hub.deliver(&[(7, Bytes::from_static(b"123456"))]);
         // Reading frees the bytes: the same again fits.
         let mut out = BytesMut::new();
         a.recv_into(&mut out, 1 << 20).await;
         assert_eq!(out.len(), 6);
-        hub.deliver(7, Bytes::from_static(b"123456"));
+        hub.deliver(&[(7, Bytes::from_static(b"123456"))]);
         assert!(!k.token.is_cancelled());
-        hub.deliver(7, Bytes::from_static(b"12345"));
+        hub.deliver(&[(7, Bytes::from_static(b"12345"))]);
         assert_eq!(k.killed().await, ErrorCode::RESYNC_REQUIRED);
         assert_eq!(a.try_recv().unwrap().len(), 6, "what fitted is still delivered");
         assert!(a.try_recv().is_none());
@@ -267,7 +255,7 @@ mod tests {
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
         let a = hub.register(1, 5, k1.clone(), addr(), Transport::Tcp, None);
         let _b = hub.register(1, 5, k2.clone(), addr(), Transport::Tcp, None);
-        hub.kill_device(1, 5, ErrorCode::DEVICE_REVOKED, Some(a.session));
+        hub.end_device_sessions(1, 5, ErrorCode::DEVICE_REVOKED, Some(a.session));
         assert_eq!(k2.killed().await, ErrorCode::DEVICE_REVOKED);
         assert!(!k1.token.is_cancelled());
     }

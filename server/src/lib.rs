@@ -6,32 +6,31 @@
 //! every connected device.
 //!
 //! ## Layout
-//! - [`config`]: settings from flags and the TOML file, with defaults.
-//! - [`tls`]: certificates (generated on first start) and rustls configs.
-//! - [`tls_stream`]: server-side TLS on rustls' unbuffered API (no
-//!   buffers held by idle connections).
-//! - [`store`]: fjall behind a domain-shaped interface; one writer thread
-//!   with group commit; all key layouts.
-//! - [`hub`]: the in-memory session table; live delivery to sessions.
-//! - [`outbound`]: one session's bounded queue of frames to write.
-//! - [`metrics`]: Prometheus counters and histograms.
-//! - [`presence`]: online/away/offline with a grace period, to subscribers.
-//! - [`push`]: push notifications for devices that are away (Web Push,
-//!   webhooks) and the outbox worker.
-//! - [`accounts`]: password hashing, tokens, login throttling.
-//! - [`admission`]: connections per address, the password-check queue.
-//! - [`api`]: one handler per request, and the one place that maps
-//!   internal errors to wire codes.
-//! - [`connection`]: the task that owns one session's transport.
-//! - [`link`]: what a transport must do for a session (streams, messages).
-//! - [`listen`]: TCP+TLS and QUIC accept loops.
+//! The crate reads top-down; no module imports one above it (checked by
+//! `tests/layers.rs`; see docs/ARCHITECTURE.md):
+//! - [`server`]: wiring, startup and graceful shutdown.
 //! - [`http`]: the HTTP listener: WebSocket bridge, browser client,
 //!   health, metrics, discovery.
-//! - [`server`]: wiring, startup and graceful shutdown.
+//! - [`transport`]: the TCP+TLS and QUIC accept loops, server-side TLS,
+//!   and the task that owns one session whatever its transport.
+//! - [`api`]: one handler per request, by family, and the one place that
+//!   maps internal errors to wire codes.
+//! - [`state`]: the chat core: the services a request is served with.
+//! - Services: [`presence`] (online/away/offline, to subscribers), [`push`]
+//!   (notifications for devices that are away), [`hub`] (this node's live
+//!   sessions), [`accounts`] (tokens, login and signup throttles),
+//!   [`passwords`] (Argon2id on a fixed pool), [`quota`] (windowed
+//!   budgets), [`config`], [`metrics`].
+//! - Foundations: [`store`] (everything durable, behind a domain-shaped
+//!   seam), [`cluster`] (the same seams over a NATS JetStream cluster),
+//!   [`delivery`] (the seam to live sessions), [`tls`], [`setup`]
+//!   (private files, start errors), [`admission`] (connections per
+//!   address), [`link`] (what a transport must do for a session),
+//!   [`outbound`] (one session's bounded queue of frames).
 //!
 //! ## Example
 //! ```no_run
-//! # async fn run() -> anyhow::Result<()> {
+//! # async fn run() -> Result<(), confab_server::setup::SetupError> {
 //! let mut config = confab_server::config::Config::default();
 //! config.data_dir = "/tmp/confab-example".into();
 //! let server = confab_server::server::Server::start(config).await?;
@@ -40,20 +39,26 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod accounts;
 pub mod admission;
 pub mod api;
+pub mod cluster;
 pub mod config;
-pub mod connection;
+pub mod delivery;
 pub mod http;
 pub mod hub;
 pub mod link;
-pub mod listen;
 pub mod metrics;
 pub mod outbound;
+pub mod passwords;
 pub mod presence;
 pub mod push;
+pub mod quota;
 pub mod server;
+pub mod setup;
+pub mod state;
 pub mod store;
 pub mod tls;
-pub mod tls_stream;
+pub mod transport;

@@ -18,6 +18,17 @@ pub(crate) const LINGER_BYTES: usize = 1 << 20;
 /// What a stream read reserves in an empty read buffer.
 const READ_RESERVE: usize = 1024;
 
+/// Which transport a session uses (for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// QUIC session stream.
+    Quic,
+    /// TCP+TLS.
+    Tcp,
+    /// WebSocket bridge.
+    WebSocket,
+}
+
 /// What one read from the transport produced.
 #[derive(Debug)]
 pub enum Input {

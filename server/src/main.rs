@@ -99,6 +99,16 @@ struct Args {
     /// Signups allowed per source address per hour.
     #[arg(long, value_name = "N")]
     signups_per_address_per_hour: Option<u32>,
+    /// Logins allowed per source address per minute, whatever their outcome.
+    #[arg(long, value_name = "N")]
+    logins_per_address_per_minute: Option<u32>,
+    /// Logins allowed per username per minute, whatever their outcome.
+    #[arg(long, value_name = "N")]
+    logins_per_user_per_minute: Option<u32>,
+    /// Password checks (Argon2id, 19 MiB each) run at once [default: the
+    /// number of cores].
+    #[arg(long, value_name = "N")]
+    password_check_concurrency: Option<usize>,
     /// Largest message, in characters.
     #[arg(long, value_name = "N")]
     max_message_chars: Option<u32>,
@@ -148,6 +158,29 @@ struct Args {
     /// The VAPID contact (mailto: or https: URL) push services may use.
     #[arg(long, value_name = "URL")]
     vapid_subject: Option<String>,
+    /// Cluster mode: the NATS servers (with JetStream) of the cluster,
+    /// comma-separated (nats://host:4222,...). Needs --node-id. See
+    /// docs/CLUSTER.md.
+    #[arg(long, value_name = "URLS", requires = "node_id")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (letters, digits, '-', '_'; unique).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Partitions of a new cluster (fixed when it is created) [default: 16].
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// Replicas of the cluster's streams (3 on a three-server NATS
+    /// cluster, 1 on a single server) [default: 3].
+    #[arg(long, value_name = "N")]
+    replicas: Option<usize>,
+    /// How long a dead node keeps its partitions, in milliseconds
+    /// [default: 10000].
+    #[arg(long, value_name = "MS")]
+    lease_ttl_ms: Option<u64>,
+    /// The host name clients reach this node by, named to them by other
+    /// nodes' /v1/discover (needed when listening on a wildcard address).
+    #[arg(long, value_name = "HOST")]
+    advertise_host: Option<String>,
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
     #[arg(long, value_name = "FILTER", default_value = "info,fjall=warn,lsm_tree=warn")]
     log: String,
@@ -201,6 +234,9 @@ impl Args {
         set(&mut c.outbound_queue_bytes, self.outbound_queue_bytes);
         set(&mut c.auth_timeout_ms, self.auth_timeout_ms);
         set(&mut c.signups_per_address_per_hour, self.signups_per_address_per_hour);
+        set(&mut c.logins_per_address_per_minute, self.logins_per_address_per_minute);
+        set(&mut c.logins_per_user_per_minute, self.logins_per_user_per_minute);
+        set(&mut c.password_check_concurrency, self.password_check_concurrency);
         set(&mut c.heartbeat_interval_ms, self.heartbeat_interval_ms);
         set(&mut c.handshake_timeout_ms, self.handshake_timeout_ms);
         set(&mut c.limits.max_message_chars, self.max_message_chars);
@@ -210,6 +246,23 @@ impl Args {
         set(&mut c.limits.request_rate_per_sec, self.request_rate);
         set(&mut c.limits.send_burst, self.send_burst);
         set(&mut c.limits.request_burst, self.request_burst);
+        if let Some(urls) = self.cluster {
+            let cluster = c.cluster.get_or_insert_with(Default::default);
+            cluster.nats = urls;
+        }
+        if let Some(cluster) = &mut c.cluster {
+            set(&mut cluster.node_id, self.node_id);
+            set(&mut cluster.partitions, self.partitions);
+            set(&mut cluster.replicas, self.replicas);
+            if self.advertise_host.is_some() {
+                cluster.advertise_host = self.advertise_host;
+            }
+            if let Some(ttl) = self.lease_ttl_ms {
+                cluster.lease_ttl_ms = ttl;
+                // An append must give up well within a lease.
+                cluster.publish_timeout_ms = cluster.publish_timeout_ms.min(ttl / 2);
+            }
+        }
         c.push.enabled &= !self.no_push;
         set(&mut c.push.delay_ms, self.push_delay_ms);
         set(&mut c.push.coalesce_ms, self.push_coalesce_ms);
@@ -225,12 +278,34 @@ impl Args {
     }
 }
 
+/// Libraries that log the bytes they carry at debug and trace: WebSocket
+/// frames hold passwords, tokens and message text, which never go to a
+/// log at any level (docs/SECURITY.md). Their events above `info` are
+/// dropped whatever `--log` asks.
+const CARRIERS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
+/// Whether an event may be logged: anything at `info` or quieter, and
+/// more only from targets that do not log what they carry.
+fn not_carried_bytes(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() <= tracing::Level::INFO
+        || !CARRIERS
+            .iter()
+            .any(|c| meta.target().strip_prefix(c).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+}
+
 fn main() -> anyhow::Result<()> {
     let (config, log) = Args::parse().into_config()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log))
         .context("invalid --log filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter.and(tracing_subscriber::filter::filter_fn(not_carried_bytes)));
+    tracing_subscriber::registry().with(layer).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(run(config))
 }
@@ -245,6 +320,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         println!("confabd {} serving", env!("CARGO_PKG_VERSION"));
         println!("data dir: {}", data_dir.display());
         println!("durability: {durability:?}");
+        if let Some(c) = &server.config().cluster {
+            println!("cluster: node {} of {} partitions on {}", c.node_id, c.partitions, c.nats);
+        }
         if let Some(a) = server.quic_addr() {
             println!("quic: {a}");
         }
@@ -252,7 +330,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             println!("tcp: {a}");
         }
         if let Some(a) = server.http_addr() {
-            let scheme = if server.shared().config.http_tls { "https" } else { "http" };
+            let scheme = if server.config().http_tls { "https" } else { "http" };
             println!("http: {a}");
             println!("browser: {scheme}://{a}/");
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use confab_protocol::pb::{client_frame::Body, server_frame::Body as Reply};
 
-use crate::hub::Transport;
+use crate::link::Transport;
 
 /// A histogram with fixed upper bounds.
 pub struct Histogram {
@@ -177,6 +177,8 @@ fn reply_kind(reply: &Reply) -> usize {
 
 /// Every metric the server exports.
 pub struct Metrics {
+    /// The cluster machinery's counters (rendered in cluster mode only).
+    pub cluster: std::sync::Arc<ClusterStats>,
     connections: [AtomicU64; 3],
     connections_total: [AtomicU64; 3],
     frames_in: Vec<AtomicU64>,
@@ -211,6 +213,7 @@ impl Default for Metrics {
         const LATENCY: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
         const BATCH: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
         Metrics {
+            cluster: Default::default(),
             connections: Default::default(),
             connections_total: Default::default(),
             frames_in: REQUEST_KINDS.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -371,6 +374,7 @@ impl Metrics {
         self.commit_latency.render(&mut o, "confab_store_commit_seconds", "Group commit latency (write + sync).");
         self.commit_batch.render(&mut o, "confab_store_commit_batch_size", "Commands per group commit.");
         self.push.render(&mut o);
+        self.cluster.render(&mut o);
         o
     }
 }
@@ -512,4 +516,117 @@ mod tests {
         assert!(text.contains("confab_push_skipped_total{reason=\"read\"} 1"));
         assert!(text.contains("confab_push_latency_seconds_bucket{le=\"5\"} 1"));
     }
+}
+
+/// Counters of the cluster machinery on this node.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Whether this node runs in a cluster (the lines are rendered then).
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Partitions this node owns now.
+    pub partitions_owned: AtomicU64,
+    /// Partitions this node took over.
+    pub takeovers: AtomicU64,
+    /// Partitions this node gave back (rebalancing, shutdown).
+    pub released: AtomicU64,
+    /// Leases this node could not renew (another node took them, or NATS
+    /// did not answer).
+    pub leases_lost: AtomicU64,
+    /// Log appends refused because another node had appended: this node
+    /// was fenced out.
+    pub fenced: AtomicU64,
+    /// Log appends whose outcome was unknown (then resolved from the tail).
+    pub unknown: AtomicU64,
+    /// Store operations forwarded to another node.
+    pub forwarded: AtomicU64,
+    /// Effect batches from other partitions applied here.
+    pub effects_applied: AtomicU64,
+    /// Records replayed from logs during takeovers and resolutions.
+    pub replayed: AtomicU64,
+    /// Live-event messages published to the other nodes (one per commit
+    /// with live frames, typing notice or device ending).
+    pub live_published: AtomicU64,
+    /// Live-event messages dropped because too many were queued for NATS
+    /// (the clients concerned catch up by sync).
+    pub live_dropped: AtomicU64,
+    /// Live frames received from other nodes (each handed to this node's
+    /// sessions of its user, if any).
+    pub live_received: AtomicU64,
+    /// Effect batches queued to this node's writers and not yet applied.
+    pub effects_inflight: AtomicU64,
+    /// Effect batches not yet read, by (source, target) partition: how far
+    /// this node's partitions are behind the others' effects.
+    pub effects_pending: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
+}
+
+impl ClusterStats {
+    /// Appends the Prometheus lines (nothing on a single node).
+    pub fn render(&self, out: &mut String) {
+        if !self.enabled.load(Relaxed) {
+            return;
+        }
+        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+            ("confab_cluster_partitions_owned", "gauge", "Partitions this node owns.", &self.partitions_owned),
+            ("confab_cluster_takeovers_total", "counter", "Partitions taken over.", &self.takeovers),
+            ("confab_cluster_released_total", "counter", "Partitions given back.", &self.released),
+            ("confab_cluster_leases_lost_total", "counter", "Leases that could not be renewed.", &self.leases_lost),
+            ("confab_cluster_fenced_total", "counter", "Log appends refused: another node appended.", &self.fenced),
+            ("confab_cluster_unknown_total", "counter", "Log appends with an unknown outcome.", &self.unknown),
+            ("confab_cluster_forwarded_total", "counter", "Store operations forwarded to owners.", &self.forwarded),
+            ("confab_cluster_effects_applied_total", "counter", "Effect batches applied.", &self.effects_applied),
+            ("confab_cluster_replayed_total", "counter", "Log records replayed.", &self.replayed),
+            (
+                "confab_cluster_live_published_total",
+                "counter",
+                "Live-event messages sent to other nodes.",
+                &self.live_published,
+            ),
+            (
+                "confab_cluster_live_dropped_total",
+                "counter",
+                "Live-event messages dropped (queue to NATS full).",
+                &self.live_dropped,
+            ),
+            (
+                "confab_cluster_live_received_total",
+                "counter",
+                "Live frames received from other nodes.",
+                &self.live_received,
+            ),
+            (
+                "confab_cluster_effects_inflight",
+                "gauge",
+                "Effect batches queued to writers, not yet applied.",
+                &self.effects_inflight,
+            ),
+        ];
+        for (name, kind, help, v) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
+        }
+        let (sum, max) = {
+            let pending = self.effects_pending.lock().unwrap_or_else(|e| e.into_inner());
+            (pending.values().sum::<u64>(), pending.values().copied().max().unwrap_or(0))
+        };
+        let _ = writeln!(
+            out,
+            "# HELP confab_cluster_effects_pending Effect batches from other partitions not yet read by this node's.\n\
+             # TYPE confab_cluster_effects_pending gauge\nconfab_cluster_effects_pending {sum}\n\
+             # HELP confab_cluster_effects_pending_max The most effect batches one source has waiting for one of this node's partitions.\n\
+             # TYPE confab_cluster_effects_pending_max gauge\nconfab_cluster_effects_pending_max {max}"
+        );
+    }
+}
+
+/// CPU time this process has used (user + system), in seconds; `None`
+/// where `/proc/self/stat` cannot be read (not Linux).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at the
+    // state; utime and stime are the 12th and 13th from there.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // USER_HZ: 100 on every Linux ABI.
+    Some((utime + stime) / 100.0)
 }

@@ -7,23 +7,59 @@
 //! coalescing window per subscriber (the latest state wins). Never to
 //! everyone in every group: that is what makes presence expensive
 //! elsewhere.
+//!
+//! In a cluster every node keeps this table for its own sessions and
+//! announces its view of each user (online, away, offline once the grace
+//! period is over) to the others (see `cluster/presence.rs`), which record
+//! it as the user's *remote* sessions: a user is online while any node
+//! holds a live session.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use confab_protocol::framing::frame_bytes;
 use confab_protocol::pb::{self, PresenceState};
 
-use crate::hub::Hub;
+use crate::delivery::Delivery;
 
 /// How often pending offline transitions and coalesced updates are flushed.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// One live session of this node.
+struct Session {
+    away: bool,
+    device: u64,
+}
+
+/// What this node says about one of its users to the other nodes of a
+/// cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    /// Numbered in the order announced, from 1.
+    pub seq: u64,
+    /// Who.
+    pub user: u64,
+    /// Their name.
+    pub username: String,
+    /// Online or away while they have sessions here; offline once the last
+    /// one has been gone for the grace period.
+    pub state: PresenceState,
+    /// When the last session here ended (offline only).
+    pub last_seen_ms: i64,
+    /// The devices with sessions here.
+    pub devices: Vec<u64>,
+}
+
 struct UserState {
     username: String,
-    /// Live sessions and whether each is away.
-    sessions: HashMap<u64, bool>,
+    /// Live sessions on this node.
+    sessions: HashMap<u64, Session>,
+    /// Other nodes with live sessions of the user, and whether the user is
+    /// away there.
+    remote: HashMap<Arc<str>, bool>,
+    /// What this node last announced about the user (cluster mode).
+    announced: PresenceState,
     /// What subscribers were last told (or would be).
     published: PresenceState,
     /// Set when the last session ended: go offline at this instant.
@@ -32,10 +68,36 @@ struct UserState {
 }
 
 impl UserState {
+    fn new(username: &str) -> UserState {
+        UserState {
+            username: username.to_string(),
+            sessions: HashMap::new(),
+            remote: HashMap::new(),
+            announced: PresenceState::Offline,
+            published: PresenceState::Offline,
+            offline_at: None,
+            last_seen_ms: 0,
+        }
+    }
+
+    /// The user's state over every node (the most available one); during
+    /// the grace period with no sessions anywhere, what was published.
     fn live_state(&self) -> PresenceState {
-        if self.sessions.is_empty() {
+        if self.sessions.is_empty() && self.remote.is_empty() {
             self.published
-        } else if self.sessions.values().all(|away| *away) {
+        } else if self.sessions.values().all(|s| s.away) && self.remote.values().all(|away| *away) {
+            PresenceState::Away
+        } else {
+            PresenceState::Online
+        }
+    }
+
+    /// The user's state from this node's sessions alone (offline during
+    /// the grace period is decided by the caller).
+    fn local_state(&self) -> PresenceState {
+        if self.sessions.is_empty() {
+            PresenceState::Offline
+        } else if self.sessions.values().all(|s| s.away) {
             PresenceState::Away
         } else {
             PresenceState::Online
@@ -44,7 +106,7 @@ impl UserState {
 }
 
 struct Watch {
-    /// The subscribing session's user (to address the hub).
+    /// The subscribing session's user (to address its session).
     owner: u64,
     last_sent: Option<Instant>,
     dirty: bool,
@@ -60,14 +122,19 @@ struct State {
     /// Last-seen times (and usernames, for the updates still coalescing
     /// when they go) of users who went offline while this server ran.
     last_seen: HashMap<u64, (String, i64)>,
+    /// Announcements made (cluster mode).
+    announced: u64,
 }
 
 /// The presence table.
 pub struct Presence {
     state: Mutex<State>,
-    hub: Arc<Hub>,
+    delivery: Arc<dyn Delivery>,
     grace: Duration,
     coalesce: Duration,
+    /// Where announcements go (cluster mode): called with the table locked,
+    /// so announcements leave in the order they were numbered.
+    announce: OnceLock<Box<dyn Fn(Announcement) + Send + Sync>>,
 }
 
 /// Too many subscriptions for one session.
@@ -78,9 +145,130 @@ pub struct TooMany {
 }
 
 impl Presence {
-    /// A table delivering through `hub`.
-    pub fn new(hub: Arc<Hub>, grace: Duration, coalesce: Duration) -> Self {
-        Presence { state: Mutex::new(State::default()), hub, grace, coalesce }
+    /// A table delivering through `delivery`.
+    pub fn new(delivery: Arc<dyn Delivery>, grace: Duration, coalesce: Duration) -> Self {
+        Presence { state: Mutex::new(State::default()), delivery, grace, coalesce, announce: OnceLock::new() }
+    }
+
+    /// Announces this node's view of its users through `to` from now on
+    /// (cluster mode; set once).
+    pub fn announce_to(&self, to: Box<dyn Fn(Announcement) + Send + Sync>) {
+        let _ = self.announce.set(to);
+    }
+
+    /// The grace period after a user's last session.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Announces `user`'s local state if it changed (`offline`: the grace
+    /// period is over).
+    fn announce_local(&self, st: &mut State, user: u64, offline: bool) {
+        let Some(announce) = self.announce.get() else { return };
+        let Some(u) = st.users.get_mut(&user) else { return };
+        let state = if offline { PresenceState::Offline } else { u.local_state() };
+        if state == PresenceState::Offline && !offline {
+            // In the grace period: keep what was announced.
+            return;
+        }
+        if state == u.announced {
+            return;
+        }
+        u.announced = state;
+        st.announced += 1;
+        let u = &st.users[&user];
+        announce(Announcement {
+            seq: st.announced,
+            user,
+            username: u.username.clone(),
+            state,
+            last_seen_ms: if state == PresenceState::Offline { u.last_seen_ms } else { 0 },
+            devices: u.sessions.values().map(|s| s.device).collect(),
+        });
+    }
+
+    /// Everything this node would announce now, and the number of the last
+    /// announcement it has made (a snapshot for a node that asks).
+    pub fn local_snapshot(&self) -> (u64, Vec<Announcement>) {
+        let st = self.state();
+        let seq = st.announced;
+        let users = st
+            .users
+            .iter()
+            .filter(|(_, u)| u.announced != PresenceState::Offline)
+            .map(|(id, u)| Announcement {
+                seq,
+                user: *id,
+                username: u.username.clone(),
+                state: u.announced,
+                last_seen_ms: 0,
+                devices: u.sessions.values().map(|s| s.device).collect(),
+            })
+            .collect();
+        (seq, users)
+    }
+
+    /// Another node's view of `user` changed: `state` there (offline:
+    /// the user has no session left on `node`, since `last_seen_ms`).
+    pub fn remote_update(
+        &self,
+        node: &Arc<str>,
+        user: u64,
+        username: &str,
+        state: PresenceState,
+        last_seen_ms: i64,
+        now: Instant,
+    ) {
+        let mut st = self.state();
+        if state == PresenceState::Offline {
+            let Some(u) = st.users.get_mut(&user) else {
+                // Not online anywhere this node knows of: only the time.
+                let newer = st.last_seen.get(&user).is_none_or(|(_, t)| *t < last_seen_ms);
+                if newer {
+                    st.last_seen.insert(user, (username.to_string(), last_seen_ms));
+                }
+                return;
+            };
+            if u.remote.remove(node).is_none() {
+                return;
+            }
+            u.last_seen_ms = u.last_seen_ms.max(last_seen_ms);
+            self.settle(&mut st, user, now);
+        } else {
+            let u = st.users.entry(user).or_insert_with(|| UserState::new(username));
+            u.remote.insert(Arc::clone(node), state == PresenceState::Away);
+            self.publish(&mut st, user, now);
+        }
+    }
+
+    /// `node` is gone (it died, or lost its link to the cluster): its users
+    /// have no sessions there any more, as of `now_ms`. Returns the users
+    /// whose presence it held.
+    pub fn remote_node_gone(&self, node: &str, now: Instant, now_ms: i64) -> usize {
+        let mut st = self.state();
+        let users: Vec<u64> = st.users.iter().filter(|(_, u)| u.remote.contains_key(node)).map(|(id, _)| *id).collect();
+        for user in &users {
+            if let Some(u) = st.users.get_mut(user) {
+                u.remote.remove(node);
+                u.last_seen_ms = u.last_seen_ms.max(now_ms);
+            }
+            self.settle(&mut st, *user, now);
+        }
+        users.len()
+    }
+
+    /// After a remote session went: offline now if the user has sessions
+    /// nowhere (the other node applied the grace period already), else
+    /// the state over what is left.
+    fn settle(&self, st: &mut State, user: u64, now: Instant) {
+        let Some(u) = st.users.get_mut(&user) else { return };
+        if u.sessions.is_empty() && u.remote.is_empty() {
+            if u.offline_at.is_none() {
+                u.offline_at = Some(now);
+            }
+        } else {
+            self.publish(st, user, now);
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -90,17 +278,12 @@ impl Presence {
     }
 
     /// A session of `user` became live.
-    pub fn session_up(&self, user: u64, username: &str, session: u64, now: Instant) {
+    pub fn session_up(&self, user: u64, username: &str, device: u64, session: u64, now: Instant) {
         let mut st = self.state();
-        let entry = st.users.entry(user).or_insert_with(|| UserState {
-            username: username.to_string(),
-            sessions: HashMap::new(),
-            published: PresenceState::Offline,
-            offline_at: None,
-            last_seen_ms: 0,
-        });
-        entry.sessions.insert(session, false);
+        let entry = st.users.entry(user).or_insert_with(|| UserState::new(username));
+        entry.sessions.insert(session, Session { away: false, device });
         entry.offline_at = None;
+        self.announce_local(&mut st, user, false);
         self.publish(&mut st, user, now);
     }
 
@@ -124,6 +307,7 @@ impl Presence {
             entry.offline_at = Some(now + self.grace);
             entry.last_seen_ms = now_ms;
         } else {
+            self.announce_local(&mut st, user, false);
             self.publish(&mut st, user, now);
         }
     }
@@ -131,9 +315,10 @@ impl Presence {
     /// Sets one session's away flag.
     pub fn set_away(&self, user: u64, session: u64, away: bool, now: Instant) {
         let mut st = self.state();
-        if let Some(flag) = st.users.get_mut(&user).and_then(|u| u.sessions.get_mut(&session)) {
-            *flag = away;
+        if let Some(s) = st.users.get_mut(&user).and_then(|u| u.sessions.get_mut(&session)) {
+            s.away = away;
         }
+        self.announce_local(&mut st, user, false);
         self.publish(&mut st, user, now);
     }
 
@@ -179,12 +364,14 @@ impl Presence {
 
     fn current(st: &State, user: u64, username: &str, stored_last_seen: i64) -> pb::Presence {
         match st.users.get(&user) {
-            Some(u) if u.published != PresenceState::Offline || !u.sessions.is_empty() => pb::Presence {
-                user_id: user,
-                username: username.to_string(),
-                state: u.live_state() as i32,
-                last_seen_ms: 0,
-            },
+            Some(u) if u.published != PresenceState::Offline || !u.sessions.is_empty() || !u.remote.is_empty() => {
+                pb::Presence {
+                    user_id: user,
+                    username: username.to_string(),
+                    state: u.live_state() as i32,
+                    last_seen_ms: 0,
+                }
+            }
             _ => pb::Presence {
                 user_id: user,
                 username: username.to_string(),
@@ -214,7 +401,7 @@ impl Presence {
                     _ => {
                         w.last_sent = Some(now);
                         w.dirty = false;
-                        self.hub.deliver_to_session(w.owner, *session, frame.clone());
+                        self.delivery.deliver_to_session(w.owner, *session, frame.clone());
                     }
                 }
             }
@@ -244,6 +431,15 @@ impl Presence {
             .map(|(id, _)| *id)
             .collect();
         for user in expired {
+            self.announce_local(&mut st, user, true);
+            if let Some(u) = st.users.get_mut(&user)
+                && !u.remote.is_empty()
+            {
+                // Still online on another node.
+                u.offline_at = None;
+                self.publish(&mut st, user, now);
+                continue;
+            }
             if let Some(u) = st.users.get_mut(&user) {
                 u.offline_at = None;
                 u.published = PresenceState::Offline;
@@ -284,7 +480,7 @@ impl Presence {
                 w.last_sent = Some(now);
             }
             if let Some(frame) = frame {
-                self.hub.deliver_to_session(owner, session, frame);
+                self.delivery.deliver_to_session(owner, session, frame);
             }
         }
     }

@@ -1,73 +1,39 @@
-//! Wiring: open the store, start the writer, bind the listeners; and the
-//! one shutdown signal (a CancellationToken every task selects on, plus a
-//! TaskTracker to wait for them).
+//! Wiring, and nothing else: open the store, build the core's services,
+//! bind the listeners; and the one shutdown signal (a CancellationToken
+//! every task selects on, plus a TaskTracker to wait for them).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use anyhow::Context;
-use confab_protocol::Limits;
 use confab_protocol::session::ServerConfig;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::{LoginThrottle, SignupThrottle};
-use crate::admission::{AddressLimits, PasswordGate};
+use crate::accounts::{GrowthLimits, GrowthThrottle, LoginLimits, LoginThrottle, SignupThrottle};
+use crate::admission::AddressLimits;
+use crate::cluster::{ClusterNode, NodeParts};
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::passwords::{PasswordPool, PoolSettings};
 use crate::presence::Presence;
 use crate::push::Push;
-use crate::store::{Store, Writer};
-use crate::{http, listen, tls};
-
-/// State shared by every task of the server.
-pub struct Shared {
-    /// The settings in force.
-    pub config: Config,
-    /// Limits enforced (from the config).
-    pub limits: Limits,
-    /// Committed-data reads.
-    pub store: Arc<Store>,
-    /// The single writer.
-    pub writer: Writer,
-    /// Live sessions.
-    pub hub: Arc<Hub>,
-    /// Counters for /metrics.
-    pub metrics: Arc<Metrics>,
-    /// Who is online, and who wants to know.
-    pub presence: Arc<Presence>,
-    /// Failed-login throttle.
-    pub throttle: LoginThrottle,
-    /// Push notifications; `None` when disabled.
-    pub push: Option<Arc<Push>>,
-    /// Signups per address.
-    pub signups: SignupThrottle,
-    /// The queue in front of password hashing.
-    pub password_gate: PasswordGate,
-    /// Connections per source address.
-    pub per_address: Arc<AddressLimits>,
-    /// Session settings for QUIC sessions.
-    pub quic_session_config: Arc<ServerConfig>,
-    /// Session settings for TCP+TLS sessions.
-    pub tcp_session_config: Arc<ServerConfig>,
-    /// Connection permits.
-    pub connections: Arc<Semaphore>,
-    /// Every spawned task, for shutdown.
-    pub tracker: TaskTracker,
-    /// TLS + Hello deadline.
-    pub handshake_timeout: Duration,
-    /// How long shutdown lets requests finish.
-    pub shutdown_grace: Duration,
-}
+use crate::setup::SetupError;
+use crate::state::{Core, Credentials};
+use crate::store::{CommitHook, Db, LocalStore, Partitioning, Store, StoreSettings};
+use crate::transport::{Ingress, quic, tcp};
+use crate::{http, tls};
 
 /// A running server.
 pub struct Server {
-    shared: Arc<Shared>,
+    ingress: Arc<Ingress>,
+    cluster: Option<ClusterNode>,
+    config: Config,
     shutdown: CancellationToken,
-    writer_thread: Option<std::thread::JoinHandle<()>>,
     quic: Option<(quinn::Endpoint, SocketAddr)>,
     tcp: Option<SocketAddr>,
     http: Option<SocketAddr>,
@@ -75,36 +41,119 @@ pub struct Server {
     cert_path: std::path::PathBuf,
 }
 
+/// The address a listener actually bound (port 0 resolved).
+fn bound(addr: std::io::Result<SocketAddr>, what: &'static str) -> Result<SocketAddr, SetupError> {
+    addr.map_err(|source| SetupError::Io { what, source })
+}
+
 impl Server {
     /// Opens everything and starts serving.
-    pub async fn start(config: Config) -> anyhow::Result<Server> {
+    pub async fn start(config: Config) -> Result<Server, SetupError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        // The data dir holds message bodies, password and token hashes and
+        // webhook secrets: a new one is private to this user (0700), and an
+        // existing one that others can enter is named in the log.
+        crate::setup::create_private_dir(&config.data_dir)?;
+        data_dir_warning(&config.data_dir);
         let identity = tls::load_or_generate(&config.data_dir, config.cert.as_deref(), config.key.as_deref())?;
         if identity.generated {
             tracing::info!(path = %identity.cert_path.display(), "generated a self-signed certificate");
         }
         let tls_config = tls::server_config(&identity)?;
+        let http_tls_config = tls::http_config(&identity)?;
         let db_dir = config.data_dir.join("db");
-        let durability = config.durability;
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir, durability))
+        let (dir, durability) = (db_dir.clone(), config.durability);
+        let partitioning = config.cluster.as_ref().map_or(Partitioning::SINGLE, |c| c.partitioning());
+        let db = tokio::task::spawn_blocking(move || Db::open(&dir, durability))
             .await
-            .context("opening the store")?
-            .with_context(|| format!("opening the store in {}", config.data_dir.join("db").display()))?;
-        let store = Arc::new(store);
+            .map_err(|e| SetupError::Io { what: "opening the store", source: std::io::Error::other(e) })?
+            .map_err(|source| SetupError::Store { path: db_dir, source })?
+            .with_partitioning(partitioning);
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(config.outbound_queue, config.outbound_queue_bytes, Arc::clone(&metrics)));
-        let observe = {
-            let m = Arc::clone(&metrics);
-            Arc::new(move |commands: usize, messages: u64, took: Duration| m.committed(commands, messages, took))
+        let push = Push::new(&config.push, &config.data_dir)?.map(Arc::new);
+        let limits = config.limits.clone();
+        let hook = commit_hook(Arc::clone(&metrics), push.clone());
+        let settings = StoreSettings {
+            writer_queue: config.writer_queue,
+            max_group_members: limits.max_group_members,
+            max_reply_bytes: limits.max_frame_bytes as usize,
+            push: push.as_ref().map(|p| p.timing()),
         };
-        let (writer, writer_thread) = Writer::start(Arc::clone(&store), hub.clone(), observe, config.writer_queue)
-            .context("starting the writer")?;
-
-        let push = Push::new(&config.push, &config.data_dir).context("setting up push notifications")?.map(Arc::new);
-        let vapid_public_key = push.as_ref().map(|p| p.vapid_public_key()).unwrap_or_default();
-        let limits = Limits::from(&config.limits);
+        // One node: the store on this machine. A cluster: the same seams
+        // over every node's partitions.
+        // Presence updates go to this node's own subscribers (in a cluster,
+        // other nodes learn of presence through announcements instead).
+        let presence = Arc::new(Presence::new(
+            hub.clone(),
+            Duration::from_millis(config.presence_grace_ms),
+            Duration::from_millis(config.presence_coalesce_ms),
+        ));
+        let (store, delivery, cluster): (Arc<dyn Store>, Arc<dyn Delivery>, _) = match &config.cluster {
+            None => {
+                let store = LocalStore::start(Arc::new(db), hub.clone(), hook, settings)
+                    .map_err(|source| SetupError::Io { what: "starting the writer thread", source })?;
+                (Arc::new(store), hub.clone(), None)
+            }
+            Some(c) => {
+                let stats = Arc::clone(&metrics.cluster);
+                // A partition taken over brings its pending push jobs.
+                let rescan = push.clone();
+                let on_takeover = Arc::new(move || {
+                    if let Some(p) = &rescan {
+                        p.rescan.notify_one();
+                    }
+                });
+                let parts = NodeParts {
+                    db: Arc::new(db),
+                    sessions: hub.clone(),
+                    hook,
+                    settings,
+                    stats,
+                    presence: Arc::clone(&presence),
+                    on_takeover,
+                };
+                let node = ClusterNode::start(c, parts).await?;
+                (Arc::clone(&node.store), Arc::clone(&node.delivery), Some(node))
+            }
+        };
+        let passwords = PasswordPool::start(PoolSettings {
+            concurrency: config.password_check_concurrency,
+            queue: config.password_check_queue,
+            per_address: config.password_checks_per_address,
+        })
+        .map_err(|source| SetupError::Io { what: "starting the password-check threads", source })?;
+        let tracker = TaskTracker::new();
+        let core = Arc::new(Core {
+            limits: limits.clone(),
+            store,
+            delivery,
+            presence,
+            hub,
+            push,
+            credentials: Credentials {
+                logins: LoginThrottle::new(LoginLimits {
+                    failures_per_user: config.login_failures_per_user,
+                    failures_per_address: config.login_failures_per_address,
+                    logins_per_user: config.logins_per_user_per_minute,
+                    logins_per_address: config.logins_per_address_per_minute,
+                }),
+                signups: SignupThrottle::new(config.signups_per_address_per_hour),
+                growth: GrowthThrottle::new(GrowthLimits {
+                    groups_per_user: config.groups_per_user_per_hour,
+                    groups_per_address: config.groups_per_address_per_hour,
+                    members_per_user: config.members_added_per_user_per_hour,
+                    members_per_address: config.members_added_per_address_per_hour,
+                    directs_per_user: config.directs_per_user_per_hour,
+                    directs_per_address: config.directs_per_address_per_hour,
+                }),
+                passwords,
+            },
+            metrics,
+            typing_expiry_ms: config.typing_expiry_ms,
+            tracker: tracker.clone(),
+        });
+        let vapid_public_key = core.push.as_ref().map(|p| p.vapid_public_key()).unwrap_or_default();
         let session = |capabilities: Vec<String>| {
             Arc::new(ServerConfig {
                 limits: limits.clone(),
@@ -117,134 +166,118 @@ impl Server {
                 typing_rate_per_sec: 1,
             })
         };
-        let shutdown = CancellationToken::new();
-        let shared = Arc::new(Shared {
-            limits: limits.clone(),
-            store,
-            writer,
-            metrics,
-            presence: Arc::new(Presence::new(
-                Arc::clone(&hub),
-                Duration::from_millis(config.presence_grace_ms),
-                Duration::from_millis(config.presence_coalesce_ms),
-            )),
-            hub,
-            throttle: LoginThrottle::new(config.login_failures_per_user, config.login_failures_per_address),
-            push,
-            signups: SignupThrottle::new(config.signups_per_address_per_hour),
-            password_gate: PasswordGate::new(config.password_check_concurrency, config.password_check_queue),
+        let ingress = Arc::new(Ingress {
+            core: Arc::clone(&core),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
             per_address: AddressLimits::new(config.max_connections_per_address),
-            quic_session_config: session(vec![
+            quic_session: session(vec![
                 confab_protocol::session::REQUEST_STREAMS.into(),
                 confab_protocol::session::TYPING_DATAGRAM.into(),
             ]),
-            tcp_session_config: session(vec![]),
-            connections: Arc::new(Semaphore::new(config.max_connections)),
-            tracker: TaskTracker::new(),
+            tcp_session: session(vec![]),
             handshake_timeout: config.handshake_timeout(),
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
-            config,
+            tcp_send_buffer_bytes: config.tcp_send_buffer_bytes,
+            tracker,
         });
-
-        {
-            let (presence, stop) = (Arc::clone(&shared.presence), shutdown.clone());
-            shared.tracker.spawn(async move {
-                let mut tick = tokio::time::interval(crate::presence::TICK);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tick.tick() => presence.tick(std::time::Instant::now()),
-                    }
-                }
-            });
-        }
-        if let Some(push) = shared.push.clone() {
-            shared.tracker.spawn(crate::push::worker::run(Arc::clone(&shared), push, shutdown.clone()));
-        }
+        let shutdown = CancellationToken::new();
+        start_background(&core, &shutdown);
         let mut server = Server {
-            shared: Arc::clone(&shared),
+            ingress: Arc::clone(&ingress),
+            cluster,
+            config,
             shutdown: shutdown.clone(),
-            writer_thread: Some(writer_thread),
             quic: None,
             tcp: None,
             http: None,
             fingerprint: identity.fingerprint(),
             cert_path: identity.cert_path.clone(),
         };
-        if let Some(addr) = shared.config.tcp {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding TCP {addr}"))?;
-            let bound = listen::bound(listener.local_addr(), "TCP")?;
-            shared.tracker.spawn(listen::tcp(Arc::clone(&shared), listener, Arc::clone(&tls_config), shutdown.clone()));
-            server.tcp = Some(bound);
+        if let Some(addr) = server.config.tcp {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SetupError::Bind {
+                what: "TCP",
+                addr,
+                source,
+            })?;
+            server.tcp = Some(bound(listener.local_addr(), "reading the bound TCP address")?);
+            let task = tcp::serve(Arc::clone(&ingress), listener, Arc::clone(&tls_config), shutdown.clone());
+            ingress.tracker.spawn(task);
         }
-        if let Some(addr) = shared.config.quic {
-            let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::clone(&tls_config))
-                .context("QUIC TLS settings")?;
-            let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-            let mut transport = quinn::TransportConfig::default();
-            transport
-                .max_concurrent_bidi_streams(32u32.into())
-                .max_concurrent_uni_streams(0u32.into())
-                // Datagrams carry typing notices only (typing-datagram):
-                // a small buffer; what overflows it is dropped, as
-                // datagrams may be.
-                .datagram_receive_buffer_size(Some(64 * 1024))
-                .max_idle_timeout(Some(
-                    quinn::IdleTimeout::try_from(shared.config.heartbeat_interval() * 3).context("idle timeout")?,
-                ));
-            quic_config.transport_config(Arc::new(transport));
-            let endpoint =
-                quinn::Endpoint::server(quic_config, addr).with_context(|| format!("binding QUIC {addr}"))?;
-            let bound = listen::bound(endpoint.local_addr(), "QUIC")?;
-            shared.tracker.spawn(listen::quic(Arc::clone(&shared), endpoint.clone(), shutdown.clone()));
+        if let Some(addr) = server.config.quic {
+            let endpoint = quic_endpoint(&server.config, addr, &tls_config)?;
+            let bound = bound(endpoint.local_addr(), "reading the bound QUIC address")?;
+            ingress.tracker.spawn(quic::serve(Arc::clone(&ingress), endpoint.clone(), shutdown.clone()));
             server.quic = Some((endpoint, bound));
         }
-        if let Some(addr) = shared.config.http {
-            server.http = Some(server.start_http(addr, &tls_config).await?);
+        if let Some(addr) = server.config.http {
+            server.http = Some(server.start_http(addr, &http_tls_config).await?);
+        }
+        if let Some(node) = &server.cluster {
+            // What this node's card tells clients (through /v1/discover on
+            // every node): where it listens and how loaded it is.
+            node.view.nodes.set_listening(crate::cluster::nodes::Listening {
+                quic: server.quic_addr(),
+                tcp: server.tcp,
+                http: server.http,
+                http_tls: server.config.http_tls,
+                fingerprint: server.fingerprint.clone(),
+            });
+            let (ingress, max) = (Arc::clone(&server.ingress), server.config.max_connections as u64);
+            node.view.nodes.set_load(Arc::new(move || crate::cluster::nodes::Load {
+                sessions: ingress.core.hub.sessions() as u64,
+                connections_free: ingress.connections.available_permits() as u64,
+                connections_max: max,
+                cpu: 0.0,
+            }));
         }
         Ok(server)
     }
 
-    async fn start_http(&self, addr: SocketAddr, tls_config: &Arc<rustls::ServerConfig>) -> anyhow::Result<SocketAddr> {
-        let shared = &self.shared;
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding HTTP {addr}"))?;
-        let bound = listen::bound(listener.local_addr(), "HTTP")?;
-        let tls = shared.config.http_tls.then(|| {
-            let mut c = (**tls_config).clone();
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(c)
-        });
+    async fn start_http(
+        &self,
+        addr: SocketAddr,
+        tls_config: &Arc<rustls::ServerConfig>,
+    ) -> Result<SocketAddr, SetupError> {
+        let ingress = &self.ingress;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SetupError::Bind {
+            what: "HTTP",
+            addr,
+            source,
+        })?;
+        let bound = bound(listener.local_addr(), "reading the bound HTTP address")?;
+        let tls = self.config.http_tls.then(|| Arc::clone(tls_config));
         if tls.is_none() && !bound.ip().is_loopback() {
             tracing::warn!(%bound, "plain HTTP beyond loopback: put a TLS proxy in front or use --http-tls");
         }
-        let assets = match &shared.config.web_dir {
+        let assets = match &self.config.web_dir {
             Some(d) => http::assets::Assets::Dir(d.clone()),
             None => http::assets::Assets::Embedded,
         };
         let app = Arc::new(http::App {
-            shared: Arc::clone(shared),
+            ingress: Arc::clone(ingress),
             shutdown: self.shutdown.clone(),
-            origins: http::Origins::from_config(&shared.config.allowed_origins),
+            origins: http::Origins::from_config(&self.config.allowed_origins),
             assets,
+            cluster: self.cluster.as_ref().map(|n| Arc::clone(&n.view)),
             endpoints: http::Endpoints {
                 quic: self.quic_addr(),
                 tcp: self.tcp,
                 http: Some(bound),
-                http_tls: shared.config.http_tls,
+                http_tls: self.config.http_tls,
                 fingerprint: self.fingerprint.clone(),
             },
         });
         // Silence longer than a client that heartbeats may keep ends an
         // HTTP connection (WebSocket sessions included).
         let deadlines = http::listener::Deadlines {
-            first_request: shared.handshake_timeout,
-            idle: (shared.config.heartbeat_interval() * 3).max(Duration::from_secs(60)),
+            first_request: ingress.handshake_timeout,
+            idle: (self.config.heartbeat_interval() * 3).max(Duration::from_secs(60)),
         };
-        let incoming = http::listener::start(Arc::clone(shared), listener, tls, deadlines, self.shutdown.clone())
-            .context("starting the HTTP listener")?;
+        let incoming = http::listener::start(Arc::clone(ingress), listener, tls, deadlines, self.shutdown.clone())
+            .map_err(|source| SetupError::Io { what: "starting the HTTP listener", source })?;
         let service = http::router(app).into_make_service_with_connect_info::<http::listener::PeerAddr>();
         let stop = self.shutdown.clone();
-        shared.tracker.spawn(async move {
+        ingress.tracker.spawn(async move {
             let served = axum::serve(incoming, service).with_graceful_shutdown(stop.cancelled_owned()).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server failed");
@@ -278,9 +311,20 @@ impl Server {
         &self.cert_path
     }
 
-    /// Shared state (for tests and tools).
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The chat core (for tests and tools).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.ingress.core
+    }
+
+    /// What serving connections needs (for tests and tools that serve
+    /// sessions over their own links).
+    pub fn ingress(&self) -> &Arc<Ingress> {
+        &self.ingress
     }
 
     /// Resolves when shutdown has been requested.
@@ -291,22 +335,104 @@ impl Server {
     /// Graceful shutdown: stop accepting, GoAway to every session, let
     /// requests in flight finish (up to the grace period), then flush and
     /// close the store.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         tracing::info!("shutting down");
+        if let Some(node) = &self.cluster {
+            // Other nodes stop sending clients here before this node's
+            // sessions are told to go.
+            node.drain().await;
+        }
         self.shutdown.cancel();
-        self.shared.tracker.close();
-        let grace = self.shared.shutdown_grace + Duration::from_secs(2);
-        if tokio::time::timeout(grace, self.shared.tracker.wait()).await.is_err() {
+        let tracker = &self.ingress.tracker;
+        tracker.close();
+        let grace = self.ingress.shutdown_grace + Duration::from_secs(2);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!("some tasks did not finish within the grace period");
         }
         if let Some((endpoint, _)) = &self.quic {
             endpoint.close(quinn::VarInt::from_u32(confab_protocol::ErrorCode::SHUTTING_DOWN.0), b"shutting down");
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
-        self.shared.writer.stop().await;
-        if let Some(thread) = self.writer_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Some(node) = self.cluster {
+            node.shutdown().await;
+        }
+        if let Err(e) = self.ingress.core.store.close().await {
+            tracing::error!(error = %e, "closing the store failed");
         }
         tracing::info!("stopped");
     }
+}
+
+/// Logs a warning when other users can enter the data directory.
+fn data_dir_warning(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %dir.display(), "the data directory is open to other users; chmod 700 it");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// After each commit: the writer's metrics, and a wake-up for the push
+/// worker when notification jobs were queued.
+fn commit_hook(metrics: Arc<Metrics>, push: Option<Arc<Push>>) -> CommitHook {
+    Arc::new(move |c| {
+        metrics.committed(c.commands, c.messages, c.took);
+        if let Some(push) = &push
+            && c.pushes_queued > 0
+        {
+            metrics.push.queued.fetch_add(u64::from(c.pushes_queued), Relaxed);
+            push.wake.notify_one();
+        }
+    })
+}
+
+/// The presence ticker and the push worker.
+fn start_background(core: &Arc<Core>, shutdown: &CancellationToken) {
+    let (presence, stop) = (Arc::clone(&core.presence), shutdown.clone());
+    core.tracker.spawn(async move {
+        let mut tick = tokio::time::interval(crate::presence::TICK);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => presence.tick(std::time::Instant::now()),
+            }
+        }
+    });
+    if let Some(push) = core.push.clone() {
+        let handles = crate::push::worker::Handles {
+            outbox: core.store.clone(),
+            metrics: Arc::clone(&core.metrics),
+            tracker: core.tracker.clone(),
+        };
+        core.tracker.spawn(crate::push::worker::run(handles, push, shutdown.clone()));
+    }
+}
+
+/// The QUIC endpoint: its transport settings and the TLS config.
+fn quic_endpoint(
+    config: &Config,
+    addr: SocketAddr,
+    tls_config: &Arc<rustls::ServerConfig>,
+) -> Result<quinn::Endpoint, SetupError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::clone(tls_config))
+        .map_err(|e| SetupError::Invalid(format!("QUIC TLS settings: {e}")))?;
+    let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(config.heartbeat_interval() * 3)
+        .map_err(|e| SetupError::Invalid(format!("QUIC idle timeout: {e}")))?;
+    transport
+        .max_concurrent_bidi_streams(quic::MAX_BIDI_STREAMS.into())
+        .max_concurrent_uni_streams(0u32.into())
+        // Datagrams carry typing notices only (typing-datagram): a small
+        // buffer; what overflows it is dropped, as datagrams may be.
+        .datagram_receive_buffer_size(Some(64 * 1024))
+        .max_idle_timeout(Some(idle));
+    quic_config.transport_config(Arc::new(transport));
+    quinn::Endpoint::server(quic_config, addr).map_err(|source| SetupError::Bind { what: "QUIC", addr, source })
 }

@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
+
+use crate::setup::{SetupError, warn_if_readable_by_others, write_private};
 
 /// ALPN protocol id for every TLS-based transport.
 pub const ALPN: &[u8] = b"confab/1";
@@ -41,7 +42,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// Loads `cert`/`key`, or the generated pair in `data_dir/tls`, generating
 /// it on first start.
-pub fn load_or_generate(data_dir: &Path, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<Identity> {
+pub fn load_or_generate(data_dir: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<Identity, SetupError> {
     if let (Some(cert), Some(key)) = (cert, key) {
         return load(cert, key, false);
     }
@@ -50,39 +51,30 @@ pub fn load_or_generate(data_dir: &Path, cert: Option<&Path>, key: Option<&Path>
     if cert_path.exists() && key_path.exists() {
         return load(&cert_path, &key_path, false);
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(SetupError::file("creating", &dir))?;
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| SetupError::Invalid(format!("generating a self-signed certificate: {e}")))?;
     write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, generated.cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
+    std::fs::write(&cert_path, generated.cert.pem()).map_err(SetupError::file("writing", &cert_path))?;
     let mut id = load(&cert_path, &key_path, true)?;
     id.generated = true;
     Ok(id)
 }
 
-fn load(cert: &Path, key: &Path, generated: bool) -> anyhow::Result<Identity> {
-    let pem = std::fs::read(cert).with_context(|| format!("reading certificate {}", cert.display()))?;
+fn load(cert: &Path, key: &Path, generated: bool) -> Result<Identity, SetupError> {
+    let pem = std::fs::read(cert).map_err(SetupError::file("reading certificate", cert))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing certificate {}", cert.display()))?;
+        .map_err(|e| SetupError::Invalid(format!("parsing certificate {}: {e}", cert.display())))?;
     if chain.is_empty() {
-        bail!("no certificate found in {}", cert.display());
+        return Err(SetupError::Invalid(format!("no certificate found in {}", cert.display())));
     }
-    let key_pem = std::fs::read(key).with_context(|| format!("reading key {}", key.display()))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&key_pem).with_context(|| format!("parsing private key {}", key.display()))?;
-    Ok(Identity { chain, key, cert_path: cert.to_path_buf(), generated })
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let key_pem = std::fs::read(key).map_err(SetupError::file("reading key", key))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| SetupError::Invalid(format!("parsing private key {}: {e}", key.display())))?;
+    warn_if_readable_by_others(key, "the TLS private key");
+    Ok(Identity { chain, key: key_der, cert_path: cert.to_path_buf(), generated })
 }
 
 /// The ring crypto provider: the only one in the dependency tree.
@@ -90,18 +82,48 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// TLS 1.3 server settings with ALPN `confab/1`.
-pub fn server_config(id: &Identity) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("TLS 1.3 with ring")?
-        .with_no_client_auth()
-        .with_single_cert(id.chain.clone(), id.key.clone_key())
-        .context("certificate and key do not match")?;
+/// TLS 1.3 server settings for the protocol (QUIC and TCP): ALPN
+/// `confab/1`, which a client must offer (§2.2): a ClientHello without it
+/// is refused in the handshake, as one offering only other protocols is.
+pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, SetupError> {
+    let mut config = base_config(id)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    config.cert_resolver = Arc::new(RequireAlpn(Arc::clone(&config.cert_resolver)));
     // QUIC needs 0-RTT off or bounded; we never accept early data.
     config.max_early_data_size = 0;
     Ok(Arc::new(config))
+}
+
+/// TLS 1.3 server settings for HTTP (`--http-tls`): ALPN `http/1.1`, and
+/// clients that offer none are served too.
+pub fn http_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, SetupError> {
+    let mut config = base_config(id)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+fn base_config(id: &Identity) -> Result<rustls::ServerConfig, SetupError> {
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| SetupError::Invalid(format!("TLS 1.3 with ring: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .map_err(|e| SetupError::Invalid(format!("certificate and key do not match: {e}")))
+}
+
+/// Serves the certificate only to a ClientHello that offers `confab/1`
+/// (rustls goes on when a client offers no ALPN, or none it knows);
+/// without a certificate the handshake fails with an `access_denied`
+/// alert.
+#[derive(Debug)]
+struct RequireAlpn(Arc<dyn rustls::server::ResolvesServerCert>);
+
+impl rustls::server::ResolvesServerCert for RequireAlpn {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let offered = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ALPN));
+        if offered { self.0.resolve(hello) } else { None }
+    }
 }
 
 #[cfg(test)]

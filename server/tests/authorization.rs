@@ -45,6 +45,18 @@ fn conversation_requests(conv: u64) -> Vec<(&'static str, Body)> {
     ]
 }
 
+/// The next typing event, failing after 5 s.
+async fn next_typing(conn: &mut Connection) -> pb::TypingEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, conn.next_event()).await.expect("no typing event within 5 s") {
+            Some(Event::Typing(t)) => return t,
+            Some(_) => continue,
+            None => panic!("event stream ended"),
+        }
+    }
+}
+
 async fn refused(conn: &Connection, body: Body) -> ErrorCode {
     code(conn.request(body).await)
 }
@@ -87,32 +99,32 @@ async fn outsiders_get_not_found_for_every_conversation_request() {
     assert_eq!(members.len(), 2);
     assert_eq!(alice.get_conversation(group).await.unwrap().title, "private");
     assert_eq!(alice.history(dm, 0, 0, 10).await.unwrap().messages.len(), 1);
-    // Typing into someone else's conversation reaches nobody, while a
-    // member's notice sent right after does arrive (so the check can fail).
+    // Typing into someone else's conversation reaches nobody. Once the
+    // server has mallory's notices (QUIC datagrams, counted as they
+    // arrive), the members' own notices must be the first typing each sees.
     mallory.typing(dm).unwrap();
     mallory.typing(group).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("mallory's typing datagrams reach the server", Duration::from_secs(5), || async {
+        (metric(&server, "confab_typing_datagrams_in_total").await >= 2.0).then_some(())
+    })
+    .await;
     alice.typing(dm).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match tokio::time::timeout_at(deadline, bob.next_event()).await.expect("alice's typing arrives") {
-            Some(Event::Typing(t)) => {
-                assert_eq!(t.username, "alice", "a typing notice from an outsider was delivered: {t:?}");
-                break;
-            }
-            Some(_) => continue,
-            None => panic!("event stream ended"),
-        }
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
-    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, alice.next_event()).await {
-        assert!(!matches!(ev, Event::Typing(_)), "a typing notice from an outsider was delivered: {ev:?}");
+    bob.typing(dm).unwrap();
+    for (who, conn, from) in [("bob", &mut bob, "alice"), ("alice", &mut alice, "bob")] {
+        let t = next_typing(conn).await;
+        assert_eq!((t.conversation_id, t.username.as_str()), (dm, from), "{who} got a typing notice from an outsider");
     }
     // mallory's own inbox holds nothing of theirs.
     let page = mallory.sync(0, 100).await.unwrap();
     assert!(page.events.is_empty(), "{:?}", page.events);
     // And the cursor cannot be pushed past mallory's own inbox.
     assert_eq!(code(mallory.ack_cursor(page.inbox_head + 5).await), ErrorCode::INVALID_ARGUMENT);
+    // Nor did one of mallory's notices come late.
+    for conn in [&mut alice, &mut bob] {
+        while let Some(ev) = conn.try_next_event() {
+            assert!(!matches!(&ev, Event::Typing(t) if t.username == "mallory"), "{ev:?}");
+        }
+    }
     server.stop().await;
 }
 

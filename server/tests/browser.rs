@@ -5,10 +5,13 @@
 //!
 //! Needs Debian's `chromium` (/usr/bin/chromium), Node.js and
 //! `web/node_modules/playwright-core` (`cd web && npm ci`). Without them the
-//! test says so on stderr and passes. Screenshots and the browser console go
+//! test says so on stderr and is skipped, or fails under
+//! `CONFAB_REQUIRE_E2E=1` (as in CI). Screenshots and the browser console go
 //! to `target/browser-artifacts/`.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,14 +72,7 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_dm_offline_catch_up() {
     let root = repo_root();
-    let missing = missing_tools(&root);
-    if !missing.is_empty() {
-        // Straight to stderr: libtest would capture eprintln! of a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED browser e2e test (server/tests/browser.rs): missing {}",
-            missing.join(", ")
-        );
+    if !common::e2e::require_tools_or_skip("browser e2e test (server/tests/browser.rs)", &missing_tools(&root)) {
         return;
     }
 

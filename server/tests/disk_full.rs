@@ -6,8 +6,9 @@
 //! shows that everything acknowledged — before, during and after the full
 //! disk — survived.
 //!
-//! Needs permission to mount a tmpfs (root, as in CI); elsewhere it says
-//! so and passes without running.
+//! Needs `mount` and permission to mount a tmpfs (root, as in CI);
+//! elsewhere it says so and is skipped, or fails under
+//! `CONFAB_REQUIRE_E2E=1` (as in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -25,14 +26,23 @@ use confab_protocol::{ErrorCode, pb};
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    fn mount(path: &Path, size_mib: u32) -> Option<Tmpfs> {
+    /// Mounts a tmpfs of `size_mib` at `path`, or says what is missing to
+    /// do so (with how to get it).
+    fn mount(path: &Path, size_mib: u32) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(path).unwrap();
-        let ok = Command::new("mount")
+        let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
             .arg(path)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(path.to_path_buf()))
+            .output()
+            .map_err(|e| format!("the mount command ({e}; apt-get install mount)"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "permission to mount a tmpfs (`mount -t tmpfs` said: {}; run the tests as root, or in a \
+                 container with CAP_SYS_ADMIN)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(path.to_path_buf()))
     }
 }
 
@@ -59,9 +69,13 @@ fn fill(dir: &Path) -> std::path::PathBuf {
 async fn a_full_disk_refuses_writes_cleanly_and_recovers_by_itself() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let Some(_mount) = Tmpfs::mount(&data, 64) else {
-        eprintln!("skipping disk_full: cannot mount a tmpfs here (needs root); CI runs it");
-        return;
+    let _mount = match Tmpfs::mount(&data, 64) {
+        Ok(m) => m,
+        Err(missing) => {
+            // Fails the test under CONFAB_REQUIRE_E2E=1, else skips it.
+            common::e2e::require_tools_or_skip("disk-full test (server/tests/disk_full.rs)", &[missing]);
+            return;
+        }
     };
     let flags = ["--durability", "fsync", "--send-rate", "100000", "--request-rate", "100000"];
     let mut daemon = Daemon::start(&data, &flags).await;
@@ -112,6 +126,26 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_by_itself() {
         }
         assert!(i < 5000, "the disk never filled up");
     }
+    // A marker: one more send, refused like the others. The writer answers
+    // in order, and answers travel in order on the connection, so once the
+    // marker's refusal is here every earlier send but the held group has
+    // its answer too: collect those (they are ready; the held ones wait
+    // for the recovery).
+    let marker = alice_conn.send(dm, "full-marker", &body).await;
+    assert_eq!(marker.unwrap_err().code(), Some(ErrorCode::UNAVAILABLE));
+    while let Ok(Some(done)) = tokio::time::timeout(Duration::from_millis(200), pending.join_next()).await {
+        let (id, r) = done.unwrap();
+        match r {
+            Ok(sent) => {
+                acked.insert(id, sent.message.unwrap().seq);
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::UNAVAILABLE), "{id}: {e}");
+                refused.push(id);
+            }
+        }
+    }
+    refused.push("full-marker".into());
     let held = pending.len();
     eprintln!(
         "disk full: {} acknowledged, {} refused with UNAVAILABLE, {held} waiting for the store to recover",

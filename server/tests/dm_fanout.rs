@@ -1,6 +1,6 @@
 //! Two users with two devices each (QUIC and TCP): a DM reaches all four
 //! sessions once, in order, with the (conversation, seq) the sender's ack
-//! carries.
+//! carries, and nothing else comes before the next message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -43,6 +43,10 @@ async fn dm_reaches_every_device_once_in_order() {
         acks.push(sent.message.unwrap());
     }
     assert_eq!(acks.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    // A later message from bob: after the five, it is the next thing every
+    // session gets (a duplicate or a stray event would come before it).
+    let marker = b2.send(dm.conversation_id, "marker", "and a reply").await.unwrap().message.unwrap();
+    assert_eq!(marker.seq, 6);
 
     for conn in [&mut a1, &mut a2, &mut b1, &mut b2] {
         let mut last_inbox = 0;
@@ -55,7 +59,9 @@ async fn dm_reaches_every_device_once_in_order() {
             assert_eq!(text(m), text(ack));
             assert_eq!(m.sender_username, "alice");
         }
-        no_inbox(conn, 200).await;
+        let next = next_inbox(conn).await;
+        assert_eq!(next.inbox_seq, last_inbox + 1, "nothing between the five and the next message: {next:?}");
+        assert_eq!((message(&next).seq, message(&next).sender_username.as_str()), (6, "bob"), "{next:?}");
     }
     server.stop().await;
 }

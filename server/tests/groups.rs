@@ -58,8 +58,13 @@ async fn hundred_members_each_get_it_once() {
         assert_eq!((message(&e).conversation_id, message(&e).seq), (conv, 2));
         assert_eq!(text(message(&e)), "hello, hundred");
     }
+    // A second message is the next thing each member gets: no copy of the
+    // first (nor anything else) came before it.
+    let marker = members[42].send(conv, "marker", "and again").await.unwrap().message.unwrap();
+    assert_eq!(marker.seq, 3);
     for m in members.iter_mut() {
-        no_inbox(m, 20).await;
+        let e = next_inbox(m).await;
+        assert_eq!((message(&e).conversation_id, message(&e).seq), (conv, 3), "{e:?}");
     }
     server.stop().await;
 }

@@ -14,125 +14,15 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::daemon::Daemon;
 use confab_client::TransportKind;
-use confab_client::tls::Trust;
-use confab_protocol::framing::{decode_server_frame, frame_bytes};
+use confab_protocol::ErrorCode;
+use confab_protocol::framing::frame_bytes;
 use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
-use confab_protocol::{ErrorCode, FrameDecoder};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// A raw session over TCP+TLS (from a chosen source address) speaking
-/// frames, for sending what a well-behaved client never would.
-struct Raw {
-    reader: tokio::io::ReadHalf<Box<dyn Stream>>,
-    writer: Option<tokio::io::WriteHalf<Box<dyn Stream>>>,
-    buf: BytesMut,
-}
-
-async fn tls_from(daemon: &Daemon, src: IpAddr) -> std::io::Result<Box<dyn Stream>> {
-    let addr: SocketAddr = daemon.tcp.parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(src, 0))?;
-    let tcp = socket.connect(addr).await?;
-    let config = confab_client::tls::rustls_config(Trust::Fingerprint(daemon.fingerprint.clone())).unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
-    Ok(Box::new(tls))
-}
-
-impl Raw {
-    async fn connect(daemon: &Daemon) -> Raw {
-        Raw::connect_from(daemon, [127, 0, 0, 1].into()).await.unwrap()
-    }
-
-    async fn connect_from(daemon: &Daemon, src: IpAddr) -> std::io::Result<Raw> {
-        let (reader, writer) = tokio::io::split(tls_from(daemon, src).await?);
-        Ok(Raw { reader, writer: Some(writer), buf: BytesMut::new() })
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let w = self.writer.as_mut().expect("the write half is busy in the background");
-        w.write_all(bytes).await?;
-        w.flush().await
-    }
-
-    /// Writes `bytes` from another task (so a large burst never deadlocks
-    /// against the server's answers) while this side keeps reading.
-    fn write_in_background(
-        &mut self,
-        bytes: BytesMut,
-    ) -> tokio::task::JoinHandle<tokio::io::WriteHalf<Box<dyn Stream>>> {
-        let mut w = self.writer.take().expect("one background write at a time");
-        tokio::spawn(async move {
-            let _ = w.write_all(&bytes).await;
-            let _ = w.flush().await;
-            w
-        })
-    }
-
-    async fn send(&mut self, request_id: u64, body: Body) {
-        let frame = frame_bytes(&pb::ClientFrame { request_id, body: Some(body) });
-        self.write(&frame).await.unwrap();
-    }
-
-    /// The next frame, or `None` once the server closed the connection.
-    async fn next(&mut self, within: Duration) -> Option<pb::ServerFrame> {
-        let decoder = FrameDecoder::new(u32::MAX);
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(f) = decoder.next_frame(&mut self.buf).unwrap() {
-                return Some(decode_server_frame(&f).unwrap());
-            }
-            match tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.buf)).await {
-                Err(_) => panic!("nothing from the server within {within:?}"),
-                Ok(Ok(0) | Err(_)) => return None,
-                Ok(Ok(_)) => {}
-            }
-        }
-    }
-
-    async fn hello(&mut self) {
-        self.send(1, Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })).await;
-        let f = self.next(Duration::from_secs(5)).await.unwrap();
-        assert!(matches!(f.body, Some(Reply::Welcome(_))), "{f:?}");
-    }
-
-    async fn signup(&mut self, name: &str) {
-        self.hello().await;
-        let body = Body::Signup(pb::SignupRequest {
-            username: name.into(),
-            password: format!("{name}-password"),
-            device_name: "raw".into(),
-        });
-        self.send(2, body).await;
-        let f = self.next(Duration::from_secs(10)).await.unwrap();
-        assert!(matches!(f.body, Some(Reply::AuthOk(_))), "{f:?}");
-    }
-
-    /// Reads until the session's fatal Error and the close; returns its code.
-    async fn fatal(&mut self, within: Duration) -> ErrorCode {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left).await {
-                Some(pb::ServerFrame { body: Some(Reply::Error(e)), .. }) if e.fatal => {
-                    assert!(self.next(Duration::from_secs(5)).await.is_none(), "nothing follows the fatal Error");
-                    return ErrorCode(e.code);
-                }
-                Some(_) => continue,
-                None => panic!("closed without a fatal Error"),
-            }
-        }
-    }
-}
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A well-behaved client on a fresh QUIC connection: the median ping round
 /// trip over 20 pings.
@@ -213,7 +103,7 @@ async fn slowloris_silent_and_unauthenticated_connections_are_closed() {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..150u32 {
-        let mut raw = Raw::connect(&daemon).await;
+        let mut raw = daemon.raw().await;
         let hello = hello.clone();
         tasks.spawn(async move {
             match i % 3 {
@@ -222,7 +112,7 @@ async fn slowloris_silent_and_unauthenticated_connections_are_closed() {
                 // Slowloris: the Hello a byte at a time, too slowly.
                 1 => {
                     for b in hello.iter() {
-                        if raw.write(&[*b]).await.is_err() {
+                        if raw.try_send_bytes(&[*b]).await.is_err() {
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -231,14 +121,14 @@ async fn slowloris_silent_and_unauthenticated_connections_are_closed() {
                 // Handshakes, then never authenticates (pings keep it
                 // "alive" for heartbeats, not for authentication).
                 _ => {
-                    raw.hello().await;
+                    raw.handshake().await;
                     for n in 0..10 {
                         raw.send(10 + n, Body::Ping(pb::PingRequest { nonce: n })).await;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
             }
-            let code = raw.fatal(Duration::from_secs(10)).await;
+            let code = raw.until_fatal(Duration::from_secs(10)).await;
             (i % 3, code, started.elapsed())
         });
     }
@@ -263,13 +153,13 @@ async fn a_connection_flood_past_the_per_address_limit_is_refused() {
     let daemon = Daemon::start(dir.path(), &["--max-connections-per-address", "20"]).await;
     // The well-behaved client comes from another address than the flood.
     let good_src: IpAddr = [127, 0, 0, 2].into();
-    let mut good = Raw::connect_from(&daemon, good_src).await.unwrap();
+    let mut good = daemon.raw_from(good_src).await.unwrap();
     good.signup("goodguy").await;
     let flood_src: IpAddr = [127, 0, 0, 1].into();
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..200 {
-        match Raw::connect_from(&daemon, flood_src).await {
+        match daemon.raw_from(flood_src).await {
             Ok(mut raw) => {
                 // A refused TCP connection fails the TLS handshake or reads
                 // EOF at once.
@@ -277,11 +167,11 @@ async fn a_connection_flood_past_the_per_address_limit_is_refused() {
                     request_id: 1,
                     body: Some(Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })),
                 };
-                if raw.write(&frame_bytes(&hello)).await.is_err() {
+                if raw.try_send_bytes(&frame_bytes(&hello)).await.is_err() {
                     refused += 1;
                     continue;
                 }
-                match raw.next(Duration::from_secs(5)).await {
+                match raw.recv_within(Duration::from_secs(5)).await {
                     Some(f) if matches!(f.body, Some(Reply::Welcome(_))) => held.push(raw),
                     _ => refused += 1,
                 }
@@ -293,10 +183,10 @@ async fn a_connection_flood_past_the_per_address_limit_is_refused() {
     assert_eq!(held.len(), 20, "exactly the per-address limit is admitted");
     let t = Instant::now();
     good.send(9, Body::Ping(pb::PingRequest { nonce: 9 })).await;
-    assert!(matches!(good.next(Duration::from_secs(5)).await.unwrap().body, Some(Reply::Pong(_))));
+    assert!(matches!(good.recv().await.body, Some(Reply::Pong(_))));
     eprintln!("connection flood: well-behaved ping from 127.0.0.2 during the flood {:?}", t.elapsed());
-    let mut other = Raw::connect_from(&daemon, good_src).await.unwrap();
-    other.hello().await;
+    let mut other = daemon.raw_from(good_src).await.unwrap();
+    other.handshake().await;
     // The refusals are counted (the HTTP listener is limited per address
     // too: ask from the other one).
     let metrics = http_get(&daemon, good_src, "/metrics").await;
@@ -313,15 +203,15 @@ async fn a_connection_flood_past_the_per_address_limit_is_refused() {
     loop {
         // Until the server has seen the flood's connections close, a new
         // one is still refused (the TLS handshake or the first read fails).
-        if let Ok(mut raw) = Raw::connect_from(&daemon, flood_src).await
+        if let Ok(mut raw) = daemon.raw_from(flood_src).await
             && raw
-                .write(&frame_bytes(&pb::ClientFrame {
+                .try_send_bytes(&frame_bytes(&pb::ClientFrame {
                     request_id: 1,
                     body: Some(Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })),
                 }))
                 .await
                 .is_ok()
-            && let Some(f) = raw.next(Duration::from_secs(5)).await
+            && let Some(f) = raw.recv_within(Duration::from_secs(5)).await
         {
             assert!(matches!(f.body, Some(Reply::Welcome(_))));
             break;
@@ -347,7 +237,7 @@ async fn a_frame_flood_is_rate_limited_then_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &["--request-rate", "100", "--request-burst", "200"]).await;
     let attack = Attack::prepare(&daemon).await;
-    let mut raw = Raw::connect(&daemon).await;
+    let mut raw = daemon.raw().await;
     raw.signup("flooder").await;
     // 20,000 pings in one burst, without reading.
     let mut burst = BytesMut::new();
@@ -361,7 +251,7 @@ async fn a_frame_flood_is_rate_limited_then_cut_off() {
     attack.during("frame flood").await;
     let (mut pongs, mut limited, mut retry_after) = (0, 0, 0);
     let code = loop {
-        match raw.next(Duration::from_secs(10)).await {
+        match raw.recv_within(Duration::from_secs(10)).await {
             Some(pb::ServerFrame { body: Some(Reply::Pong(_)), .. }) => pongs += 1,
             Some(pb::ServerFrame { body: Some(Reply::Error(e)), .. }) if e.fatal => break ErrorCode(e.code),
             Some(pb::ServerFrame { body: Some(Reply::Error(e)), .. }) => {
@@ -378,7 +268,7 @@ async fn a_frame_flood_is_rate_limited_then_cut_off() {
     assert_eq!(code, ErrorCode::RATE_LIMITED, "a persistent flooder is disconnected");
     assert!((200..400).contains(&pongs), "the burst is admitted, then the rate: {pongs}");
     assert!(retry_after > 0);
-    assert!(raw.next(Duration::from_secs(5)).await.is_none());
+    assert!(raw.try_recv().await.is_none());
     attack.after("frame flood").await;
 }
 
@@ -387,7 +277,7 @@ async fn ten_thousand_requests_in_flight_each_get_one_answer() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &["--request-rate", "1000000", "--request-burst", "1000000"]).await;
     let attack = Attack::prepare(&daemon).await;
-    let mut raw = Raw::connect(&daemon).await;
+    let mut raw = daemon.raw().await;
     raw.signup("pipeliner").await;
     let mut burst = BytesMut::new();
     for id in 0..10_000u64 {
@@ -401,7 +291,7 @@ async fn ten_thousand_requests_in_flight_each_get_one_answer() {
     let mut answers: HashMap<u64, u32> = HashMap::new();
     let (mut ok, mut too_many) = (0, 0);
     while answers.len() < 10_000 {
-        let f = raw.next(Duration::from_secs(20)).await.expect("the session stays open");
+        let f = raw.recv_within(Duration::from_secs(20)).await.expect("the session stays open");
         *answers.entry(f.request_id).or_default() += 1;
         match f.body {
             Some(Reply::ConversationList(_)) => ok += 1,
@@ -424,7 +314,7 @@ async fn garbage_and_oversized_frames_end_only_their_own_session() {
     let attack = Attack::prepare(&daemon).await;
 
     // Garbage after a valid handshake and login.
-    let mut raw = Raw::connect(&daemon).await;
+    let mut raw = daemon.raw().await;
     raw.signup("garbler").await;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let garbage: BytesMut = (0..64 * 1024)
@@ -438,74 +328,48 @@ async fn garbage_and_oversized_frames_end_only_their_own_session() {
         })
         .collect();
     let _writing = raw.write_in_background(garbage);
-    let code = raw.fatal(Duration::from_secs(10)).await;
+    let code = raw.until_fatal(Duration::from_secs(10)).await;
     assert_eq!(code, ErrorCode::PROTOCOL_VIOLATION, "eight malformed frames in a row end the session");
 
     // A length prefix one byte over the limit: refused before reading it.
-    let mut raw = Raw::connect(&daemon).await;
-    raw.hello().await;
+    let mut raw = daemon.raw().await;
+    raw.handshake().await;
     let mut prefix = BytesMut::new();
     prost::encoding::encode_varint(u64::from(confab_protocol::limits::DEFAULT_MAX_FRAME_BYTES) + 1, &mut prefix);
-    raw.write(&prefix).await.unwrap();
-    assert_eq!(raw.fatal(Duration::from_secs(5)).await, ErrorCode::FRAME_TOO_LARGE);
+    raw.send_bytes(&prefix).await;
+    assert_eq!(raw.until_fatal(Duration::from_secs(5)).await, ErrorCode::FRAME_TOO_LARGE);
     // A varint of 2^63: the same, no allocation attempted.
-    let mut raw = Raw::connect(&daemon).await;
-    raw.hello().await;
-    raw.write(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).await.unwrap();
-    assert_eq!(raw.fatal(Duration::from_secs(5)).await, ErrorCode::FRAME_TOO_LARGE);
+    let mut raw = daemon.raw().await;
+    raw.handshake().await;
+    raw.send_bytes(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).await;
+    assert_eq!(raw.until_fatal(Duration::from_secs(5)).await, ErrorCode::FRAME_TOO_LARGE);
 
     // The same on QUIC: the session stream, and a request stream.
-    let quic = quic_connect(&daemon).await;
-    let (mut send, mut recv) = quic.open_bi().await.unwrap();
-    send.write_all(&frame_bytes(&pb::ClientFrame {
-        request_id: 1,
-        body: Some(Body::Hello(pb::Hello {
-            versions: vec![1],
-            capabilities: vec!["request-streams".into()],
-            ..Default::default()
-        })),
-    }))
-    .await
-    .unwrap();
-    let mut buf = BytesMut::new();
-    let welcome = read_frame(&mut recv, &mut buf).await.unwrap();
-    assert!(matches!(welcome.body, Some(Reply::Welcome(_))));
-    let (mut s2, mut r2) = quic.open_bi().await.unwrap();
+    let mut session = daemon.raw_quic().await;
+    session
+        .send(
+            1,
+            Body::Hello(pb::Hello {
+                versions: vec![1],
+                capabilities: vec!["request-streams".into()],
+                ..Default::default()
+            }),
+        )
+        .await;
+    assert!(matches!(session.recv().await.body, Some(Reply::Welcome(_))));
+    let mut stream = session.open_request_stream().await;
     let mut big = BytesMut::new();
     prost::encoding::encode_varint(u64::from(confab_protocol::limits::DEFAULT_MAX_FRAME_BYTES) + 1, &mut big);
     big.extend_from_slice(&vec![0u8; 600 * 1024]);
-    let _ = s2.write_all(&big).await;
-    let _ = s2.finish();
-    let mut b2 = BytesMut::new();
-    let f = read_frame(&mut r2, &mut b2).await.unwrap();
+    let _ = stream.try_send_bytes(&big).await;
+    let _ = stream.finish().await;
+    let f = stream.recv().await;
     assert!(
         matches!(&f.body, Some(Reply::Error(e)) if e.code == ErrorCode::FRAME_TOO_LARGE.0 && !e.fatal),
         "a request stream's error is stream-level: {f:?}"
     );
-    send.write_all(&prefix).await.unwrap();
-    let f = read_frame(&mut recv, &mut buf).await.unwrap();
+    session.send_bytes(&prefix).await;
+    let f = session.recv().await;
     assert!(matches!(&f.body, Some(Reply::Error(e)) if e.code == ErrorCode::FRAME_TOO_LARGE.0 && e.fatal), "{f:?}");
     attack.after("garbage and oversized frames").await;
-}
-
-async fn quic_connect(daemon: &Daemon) -> quinn::Connection {
-    let tls = confab_client::tls::rustls_config(Trust::Fingerprint(daemon.fingerprint.clone())).unwrap();
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint.connect(daemon.quic.parse().unwrap(), "localhost").unwrap().await.unwrap()
-}
-
-async fn read_frame(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Option<pb::ServerFrame> {
-    let decoder = FrameDecoder::new(u32::MAX);
-    loop {
-        if let Some(f) = decoder.next_frame(buf).unwrap() {
-            return Some(decode_server_frame(&f).unwrap());
-        }
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout(Duration::from_secs(5), recv.read(&mut chunk)).await.expect("no frame within 5 s") {
-            Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
-            _ => return None,
-        }
-    }
 }

@@ -121,6 +121,17 @@ async fn web_push_is_vapid_signed_encrypted_and_content_free() {
     assert!(!String::from_utf8_lossy(&plaintext).contains("mill"), "no message text by default");
     // Padded, so the length says little: a 128-byte multiple plus framing.
     assert_eq!((r.body.len() - 86 - 16) % 128, 0);
-    push_service.nothing_for(500).await;
+
+    // Exactly one for m1: once its delivery is done, a second message
+    // queues a new job whose notification is the next request the push
+    // service gets.
+    assert_eq!(server.metrics().queued.load(std::sync::atomic::Ordering::Relaxed), 1);
+    eventually(Duration::from_secs(5), || async { (server.metrics().sent_total() == 1).then_some(()) }).await;
+    alice.send(dm.conversation_id, "m2", "or at one").await.unwrap();
+    assert_eq!(server.metrics().queued.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let r = push_service.next(Duration::from_secs(5)).await;
+    let plaintext = web_push_native::decrypt(r.body.to_vec(), &ua, web_push_native::Auth::from_slice(&auth)).unwrap();
+    let p: serde_json::Value = serde_json::from_slice(&plaintext).unwrap();
+    assert_eq!(p["seq"], "2", "the next request is m2's: {p}");
     server.stop().await;
 }

@@ -17,7 +17,8 @@ use confab_protocol::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_own_device_ends_with_device_revoked() {
-    let server = TestServer::start().await;
+    // A login per round: more than one account's logins per minute.
+    let server = TestServer::start_with(|c| c.logins_per_user_per_minute = 1000).await;
     let alice = server.connect(Tcp).await;
     let auth = alice.signup("alice", "alice-password", "laptop").await.unwrap();
     drop(alice);

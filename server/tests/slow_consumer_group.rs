@@ -50,13 +50,8 @@ async fn stalled_session(server: &TestServer) -> Raw {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4 * 1024).unwrap();
     let tcp = socket.connect(s.tcp_addr().unwrap()).await.unwrap();
-    let config =
-        confab_client::tls::rustls_config(confab_client::tls::Trust::Fingerprint(s.fingerprint().to_string())).unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
-    let mut raw = Raw { stream, buf: bytes::BytesMut::new() };
-    raw.send(1, Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })).await;
-    assert!(matches!(raw.recv().await.body, Some(pb::server_frame::Body::Welcome(_))));
+    let mut raw = Raw::tls_over(tcp, s.fingerprint()).await.unwrap();
+    raw.handshake().await;
     raw
 }
 
@@ -146,7 +141,7 @@ async fn a_stalled_member_is_cut_off_and_the_room_keeps_its_pace() {
             // The stalled session was cut off: its stream ends (with
             // RESYNC_REQUIRED when the socket had room for it).
             let overflows =
-                server.server().shared().metrics.overflow_disconnects.load(std::sync::atomic::Ordering::Relaxed);
+                server.server().core().metrics.overflow_disconnects.load(std::sync::atomic::Ordering::Relaxed);
             assert_eq!(overflows, 1, "the stalled session's queue overflowed");
             let mut resync = false;
             while let Some(f) = tokio::time::timeout(Duration::from_secs(20), raw.try_recv()).await.expect("closed") {

@@ -63,7 +63,7 @@ async fn a_key_update_mid_session_is_answered_and_the_session_goes_on() {
     for round in 0..3u64 {
         // KeyUpdate with update_requested: the server must answer with its
         // own before its next record, or the client cannot read it.
-        raw.stream.get_mut().1.refresh_traffic_keys().unwrap();
+        raw.tls().get_mut().1.refresh_traffic_keys().unwrap();
         let nonce = 100 + round;
         raw.send(10 + round, pb::client_frame::Body::Ping(pb::PingRequest { nonce })).await;
         let f = raw.recv().await;
@@ -78,11 +78,11 @@ async fn close_notify_from_the_client_ends_the_session() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start().await;
     let mut raw = Raw::hello(&server).await;
-    raw.stream.shutdown().await.unwrap();
+    raw.tls().shutdown().await.unwrap();
     // The server closes its side in turn: the read ends (EOF or an error
     // once the server is gone), well within the linger bound.
     let mut rest = Vec::new();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), raw.stream.read_to_end(&mut rest)).await;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), raw.tls().read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the server did not close within 5 s");
     server.stop().await;
 }

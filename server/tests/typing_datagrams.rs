@@ -37,7 +37,7 @@ async fn typing_travels_as_datagrams_between_quic_clients() {
     carol.signup("carol", "carol-password", "c").await.unwrap();
     let group = alice.create_group("typists", &["bob", "carol"]).await.unwrap().conversation_id;
 
-    let metrics = &server.server().shared().metrics;
+    let metrics = &server.server().core().metrics;
     // Datagrams may be lost; a few notices (within the typing rate) make
     // the test independent of one loss on loopback.
     let mut got = None;

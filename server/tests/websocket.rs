@@ -10,9 +10,7 @@ use std::time::Duration;
 use common::*;
 use confab_client::TransportKind::{Quic, Tcp, Ws};
 use confab_protocol::{ErrorCode, pb};
-use futures_util::{SinkExt, StreamExt};
-use prost::Message as _;
-use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest, http::HeaderValue};
+use tokio_tungstenite::tungstenite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_and_quic_clients_chat_in_a_dm_and_a_group() {
@@ -42,16 +40,14 @@ async fn websocket_and_quic_clients_chat_in_a_dm_and_a_group() {
     }
 
     let group = quic.create_group("three transports", &["wanda", "tess"]).await.unwrap();
-    // Membership events first, then messages, on the WebSocket side too.
-    let mut joined = 0;
-    while joined < 1 {
-        if let Some(pb::inbox_event::Event::Joined(_)) = next_inbox(&mut web).await.event {
-            joined += 1;
-        }
+    // Membership events first, then messages, on the WebSocket side too:
+    // what the group's creation produced, before the messages exchanged.
+    for c in [&mut web, &mut quic] {
+        let e = next_inbox(c).await;
+        assert!(matches!(e.event, Some(pb::inbox_event::Event::Joined(_))), "{e:?}");
+        let e = next_inbox(c).await;
+        assert_eq!((message(&e).conversation_id, message(&e).seq), (group.conversation_id, 1), "CREATED");
     }
-    // Drain what the group's creation produced, then exchange messages.
-    drain(&mut quic).await;
-    drain(&mut web).await;
     let big: String = "é".repeat(100_000);
     web.send(group.conversation_id, "w-2", &big).await.unwrap();
     let e = next_inbox(&mut quic).await;
@@ -69,73 +65,18 @@ async fn websocket_and_quic_clients_chat_in_a_dm_and_a_group() {
     server.stop().await;
 }
 
-/// Consumes events until none arrives for 200 ms.
-async fn drain(conn: &mut confab_client::Connection) {
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), conn.next_event()).await {}
-}
-
-/// A raw WebSocket, for sending what a well-behaved client never would.
-type RawWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-async fn raw_ws(
-    server: &TestServer,
-    protocol: Option<&str>,
-    origin: Option<&str>,
-) -> Result<RawWs, tungstenite::Error> {
-    let addr = server.server().http_addr().unwrap();
-    let mut req = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
-    if let Some(p) = protocol {
-        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
-    }
-    if let Some(o) = origin {
-        req.headers_mut().insert("Origin", HeaderValue::from_str(o).unwrap());
-    }
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws)
-}
-
-fn frame(request_id: u64, body: pb::client_frame::Body) -> Message {
-    Message::Binary(pb::ClientFrame { request_id, body: Some(body) }.encode_to_vec().into())
-}
-
-async fn hello(ws: &mut RawWs) {
-    ws.send(frame(1, pb::client_frame::Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })))
-        .await
-        .unwrap();
-    let f = next_frame(ws).await.expect("welcome");
-    assert!(matches!(f.body, Some(pb::server_frame::Body::Welcome(_))), "{f:?}");
-}
-
-/// The next Confab frame, or `None` at the close (whose status is returned
-/// through `closed`).
-async fn next_frame(ws: &mut RawWs) -> Option<pb::ServerFrame> {
-    next_or_close(ws).await.ok()
-}
-
-async fn next_or_close(ws: &mut RawWs) -> Result<pb::ServerFrame, Option<(u16, String)>> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("nothing within 5 s") {
-            Some(Ok(Message::Binary(b))) => return Ok(pb::ServerFrame::decode(b).unwrap()),
-            Some(Ok(Message::Close(c))) => return Err(c.map(|c| (u16::from(c.code), c.reason.to_string()))),
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Err(None),
-        }
-    }
+/// A raw WebSocket peer to the test server.
+async fn raw_ws(server: &TestServer, protocol: Option<&str>, origin: Option<&str>) -> Result<Raw, tungstenite::Error> {
+    Raw::ws(server.server().http_addr().unwrap(), protocol, origin).await
 }
 
 /// The session's last frame is a fatal Error with `code`, then a close
 /// with `status` and the error's name.
-async fn expect_fatal(ws: &mut RawWs, code: ErrorCode, status: u16) {
-    let f = next_frame(ws).await.expect("an Error frame");
-    match f.body {
-        Some(pb::server_frame::Body::Error(e)) => {
-            assert_eq!(e.code, code.0, "{e:?}");
-            assert!(e.fatal);
-        }
-        other => panic!("expected {code}, got {other:?}"),
-    }
-    let close = next_or_close(ws).await.expect_err("the close follows the fatal Error");
-    assert_eq!(close, Some((status, code.name().unwrap().to_string())));
+async fn expect_fatal(ws: &mut Raw, code: ErrorCode, status: u16) {
+    let (_, e) = ws.expect_error(code).await;
+    assert!(e.fatal, "{e:?}");
+    assert!(ws.try_recv().await.is_none(), "the close follows the fatal Error");
+    assert_eq!(ws.close_status(), Some((status, code.name().unwrap().to_string())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,38 +98,38 @@ async fn bad_websocket_input_gets_clear_errors_and_the_server_keeps_serving() {
     // The same origin is fine.
     let addr = server.server().http_addr().unwrap();
     let mut ws = raw_ws(&server, Some("confab.v1"), Some(&format!("http://{addr}"))).await.unwrap();
-    hello(&mut ws).await;
+    ws.handshake().await;
 
     // A text message: PROTOCOL_VIOLATION, close 1008.
-    ws.send(Message::Text("{\"hello\":1}".into())).await.unwrap();
+    ws.send_text("{\"hello\":1}").await;
     expect_fatal(&mut ws, ErrorCode::PROTOCOL_VIOLATION, 1008).await;
 
     // Over the frame limit: FRAME_TOO_LARGE, close 1009, without the
     // server buffering the whole message first.
     let mut ws = raw_ws(&server, Some("confab.v1"), None).await.unwrap();
-    hello(&mut ws).await;
-    let _ = ws.send(Message::Binary(vec![0u8; (1 << 20) + 1].into())).await;
+    ws.handshake().await;
+    let _ = ws.try_send_bytes(&vec![0u8; (1 << 20) + 1]).await;
     expect_fatal(&mut ws, ErrorCode::FRAME_TOO_LARGE, 1009).await;
 
     // Garbage that is not a ClientFrame: MALFORMED_FRAME, not fatal at once.
     let mut ws = raw_ws(&server, Some("confab.v1"), None).await.unwrap();
-    hello(&mut ws).await;
-    ws.send(Message::Binary(vec![0xff, 0xff, 0xff, 0xff].into())).await.unwrap();
-    let f = next_frame(&mut ws).await.unwrap();
+    ws.handshake().await;
+    ws.send_bytes(&[0xff, 0xff, 0xff, 0xff]).await;
+    let f = ws.recv().await;
     assert!(
         matches!(&f.body, Some(pb::server_frame::Body::Error(e)) if e.code == ErrorCode::MALFORMED_FRAME.0),
         "{f:?}"
     );
     // The session still answers.
-    ws.send(frame(7, pb::client_frame::Body::Ping(pb::PingRequest { nonce: 42 }))).await.unwrap();
-    let f = next_frame(&mut ws).await.unwrap();
+    ws.send(7, pb::client_frame::Body::Ping(pb::PingRequest { nonce: 42 })).await;
+    let f = ws.recv().await;
     assert_eq!(f.request_id, 7);
     assert!(matches!(f.body, Some(pb::server_frame::Body::Pong(pb::Pong { nonce: 42, .. }))), "{f:?}");
 
     // A request before Hello: the handshake is required on WebSocket too.
     let mut ws = raw_ws(&server, Some("confab.v1"), None).await.unwrap();
-    ws.send(frame(1, pb::client_frame::Body::Ping(pb::PingRequest { nonce: 1 }))).await.unwrap();
-    let f = next_frame(&mut ws).await.unwrap();
+    ws.send(1, pb::client_frame::Body::Ping(pb::PingRequest { nonce: 1 })).await;
+    let f = ws.recv().await;
     assert!(
         matches!(&f.body, Some(pb::server_frame::Body::Error(e)) if e.fatal && e.code == ErrorCode::HANDSHAKE_REQUIRED.0),
         "{f:?}"
@@ -206,10 +147,10 @@ async fn bad_websocket_input_gets_clear_errors_and_the_server_keeps_serving() {
 async fn shutdown_sends_go_away_over_websocket() {
     let mut server = TestServer::start().await;
     let mut ws = raw_ws(&server, Some("confab.v1"), None).await.unwrap();
-    hello(&mut ws).await;
+    ws.handshake().await;
     let s = server.server.take().unwrap();
     let stopping = tokio::spawn(s.shutdown());
-    let f = next_frame(&mut ws).await.unwrap();
+    let f = ws.recv().await;
     assert!(matches!(f.body, Some(pb::server_frame::Body::GoAway(_))), "{f:?}");
     expect_fatal(&mut ws, ErrorCode::SHUTTING_DOWN, 1001).await;
     stopping.await.unwrap();

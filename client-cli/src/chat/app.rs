@@ -20,7 +20,7 @@ use super::net::{self, NetCommand, NetEvent};
 use super::terminal::{self, Tui};
 use super::text::format_seen;
 use super::view::{self, ViewState};
-use crate::{Ctx, Failure};
+use crate::cli::{Ctx, Failure};
 
 /// Typing notices at most this often per conversation (spec §9.4).
 const TYPING_EVERY: Duration = Duration::from_secs(3);
@@ -31,7 +31,7 @@ const QUIT_GRACE: Duration = Duration::from_secs(1);
 
 /// `confab chat`: connects (printing errors the usual way), then runs the
 /// terminal UI until the user quits.
-pub async fn run(ctx: &mut Ctx) -> crate::Result<()> {
+pub async fn run(ctx: &mut Ctx) -> crate::cli::Result<()> {
     let (conn, auth) = ctx.session().await?;
     let mut tui = terminal::enter().map_err(|e| Failure::Local(format!("cannot use the terminal: {e}")))?;
     let (key_tx, mut keys) = mpsc::unbounded_channel();

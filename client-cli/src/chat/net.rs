@@ -17,7 +17,7 @@ use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply}
 use tokio::sync::mpsc;
 
 use super::model::{Link, SendRequest};
-use crate::{Ctx, Failure};
+use crate::cli::{Ctx, Failure};
 
 /// A request from the UI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,7 +314,7 @@ async fn session(
         _ => tracker.insert(InboxTracker::new(auth.inbox_head)),
     };
     catch_up(&conn, tracker, events).await?;
-    let server = ctx.server();
+    let server = ctx.connected.clone().unwrap_or_else(|| ctx.server());
     let transport = ctx.transport();
     let _ = events.send(NetEvent::Link(Link::Connected { server, transport }));
 

@@ -18,7 +18,7 @@ mod server;
 
 pub use bucket::TokenBucket;
 pub use client::{ClientConfig, ClientEvent, ClientSession};
-pub use server::{Phase, ServerConfig, ServerEvent, ServerSession};
+pub use server::{Phase, ServerConfig, ServerEvent, ServerSession, StreamOutcome};
 
 /// The capability that lets typing notices and events travel as QUIC
 /// datagrams (spec §2.1, §11).

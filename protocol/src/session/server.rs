@@ -93,6 +93,17 @@ pub enum ServerEvent {
         /// The request.
         body: Body,
     },
+    /// A request admitted from a QUIC request stream (spec §2.1). Answer
+    /// it exactly once with [`ServerSession::respond_stream`] or
+    /// [`ServerSession::fail_stream`], whose bytes go to that stream.
+    StreamRequest {
+        /// The stream, as the driver named it.
+        stream: u64,
+        /// The request's id (independent of the session stream's).
+        request_id: u64,
+        /// The request.
+        body: Body,
+    },
     /// A notification (typing): no response is expected.
     Notification(Body),
     /// The session ended. Write what `poll_transmit` still returns, then
@@ -140,6 +151,35 @@ pub struct ServerSession {
     last_now: Now,
     /// `typing-datagram` was negotiated (QUIC, spec §2.1).
     datagrams: bool,
+    /// `request-streams` was negotiated (QUIC, spec §2.1).
+    request_streams: bool,
+    /// Request-stream requests admitted and not yet answered, by stream.
+    streams_in_flight: HashMap<u64, u64>,
+}
+
+/// What became of a request stream's bytes (spec §2.1).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamOutcome {
+    /// Answered at once: write these bytes (one frame) to the stream and
+    /// finish it.
+    Answer(Bytes),
+    /// Admitted: a [`ServerEvent::StreamRequest`] is queued.
+    Admitted,
+}
+
+/// The bodies a request stream may carry (spec §2.1).
+fn allowed_on_request_stream(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::History(_)
+            | Body::Sync(_)
+            | Body::ListConversations(_)
+            | Body::GetConversation(_)
+            | Body::ListMembers(_)
+            | Body::ListDevices(_)
+            | Body::ReadReceipts(_)
+            | Body::Ping(_)
+    )
 }
 
 impl ServerSession {
@@ -164,6 +204,8 @@ impl ServerSession {
             held: VecDeque::new(),
             last_now: Now { instant: now, unix_ms: 0 },
             datagrams: false,
+            request_streams: false,
+            streams_in_flight: HashMap::new(),
             config,
         }
     }
@@ -175,9 +217,9 @@ impl ServerSession {
         self.phase
     }
 
-    /// Requests admitted and not yet answered.
+    /// Requests admitted and not yet answered (request streams included).
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.streams_in_flight.len()
     }
 
     /// The limits in force.
@@ -312,7 +354,7 @@ impl ServerSession {
             _ => Pending::Other,
         };
         self.refused_streak = 0;
-        if self.in_flight.len() >= self.config.limits.max_in_flight as usize {
+        if self.in_flight() >= self.config.limits.max_in_flight as usize {
             return self.send_error(id, ErrorCode::TOO_MANY_IN_FLIGHT, "too many requests in flight", 0);
         }
         if let Err(wait) = self.admit_rate(&body, now.instant) {
@@ -367,6 +409,7 @@ impl ServerSession {
         let capabilities: Vec<String> =
             hello.capabilities.iter().filter(|c| self.config.capabilities.contains(c)).cloned().collect();
         self.datagrams = capabilities.iter().any(|c| c == super::TYPING_DATAGRAM);
+        self.request_streams = capabilities.iter().any(|c| c == super::REQUEST_STREAMS);
         let welcome = pb::Welcome {
             version,
             capabilities: capabilities.clone(),
@@ -385,6 +428,108 @@ impl ServerSession {
     /// Whether typing may travel as datagrams on this session.
     pub fn datagrams(&self) -> bool {
         self.datagrams
+    }
+
+    /// Whether the handshake negotiated QUIC request streams. Before the
+    /// Welcome it is `false`: the driver reads nothing from a request
+    /// stream until then, and rejects every one (application error 109)
+    /// when this stays `false` (spec §2.1).
+    pub fn request_streams(&self) -> bool {
+        self.request_streams
+    }
+
+    /// Handles a QUIC request stream read to its FIN: `bytes` is what it
+    /// carried, or `None` when it carried more than a frame of
+    /// `max_frame_bytes` can be. Applies the checks of spec §2.1 in order;
+    /// a request that passes them all counts against the session's
+    /// in-flight limit and request rate like one on the session stream,
+    /// and any stream counts as a sign of life (§4.6). Errors are
+    /// stream-level (`fatal = false`): the session continues.
+    pub fn handle_request_stream(&mut self, stream: u64, bytes: Option<&[u8]>, now: Now) -> StreamOutcome {
+        self.last_now = now;
+        if !self.is_closed() {
+            self.last_heard = now.instant;
+        }
+        match self.admit_stream_request(bytes, now) {
+            Ok((request_id, Body::Ping(p))) => {
+                let pong = pb::Pong { nonce: p.nonce, server_time_ms: now.unix_ms };
+                StreamOutcome::Answer(stream_frame(request_id, Reply::Pong(pong)))
+            }
+            Ok((request_id, body)) => {
+                self.streams_in_flight.insert(stream, request_id);
+                self.events.push_back(ServerEvent::StreamRequest { stream, request_id, body });
+                StreamOutcome::Admitted
+            }
+            Err((request_id, code, message, retry_after_ms)) => {
+                let err = pb::Error { code: code.0, message, retry_after_ms, fatal: false };
+                StreamOutcome::Answer(stream_frame(request_id, Reply::Error(err)))
+            }
+        }
+    }
+
+    /// The checks of spec §2.1, in order: `Err((request_id, code,
+    /// message, retry_after_ms))` for the first that fails.
+    fn admit_stream_request(
+        &mut self,
+        bytes: Option<&[u8]>,
+        now: Now,
+    ) -> Result<(u64, Body), (u64, ErrorCode, String, u64)> {
+        let refuse = |id: u64, code: ErrorCode, why: &str| Err((id, code, why.to_string(), 0));
+        let Some(bytes) = bytes else {
+            return refuse(0, ErrorCode::FRAME_TOO_LARGE, "frame exceeds max_frame_bytes");
+        };
+        let mut buf = BytesMut::from(bytes);
+        let payload = match self.decoder.next_frame(&mut buf) {
+            Ok(Some(p)) if buf.is_empty() => p,
+            Ok(Some(_)) => return refuse(0, ErrorCode::PROTOCOL_VIOLATION, "bytes after the request's frame"),
+            Ok(None) => return refuse(0, ErrorCode::PROTOCOL_VIOLATION, "the stream ended inside its frame"),
+            Err(e) => return refuse(0, e.code(), &e.to_string()),
+        };
+        let frame = decode_client_frame(&payload).map_err(|e| (e.request_id.unwrap_or(0), e.code(), e.detail, 0))?;
+        let id = frame.request_id;
+        let Some(body) = frame.body else {
+            return refuse(id, ErrorCode::UNKNOWN_REQUEST, "empty or unknown request body");
+        };
+        if !allowed_on_request_stream(&body) {
+            return refuse(id, ErrorCode::PROTOCOL_VIOLATION, "this request is not allowed on a request stream");
+        }
+        if id == 0 {
+            return refuse(0, ErrorCode::INVALID_REQUEST_ID, "request_id must be non-zero");
+        }
+        if !matches!(self.phase, Phase::Authenticated { .. }) {
+            return refuse(id, ErrorCode::UNAUTHENTICATED, "authenticate on the session stream first");
+        }
+        if self.in_flight() >= self.config.limits.max_in_flight as usize {
+            return refuse(id, ErrorCode::TOO_MANY_IN_FLIGHT, "too many requests in flight");
+        }
+        if let Err(wait) = self.admit_rate(&body, now.instant) {
+            let ms = wait.as_millis().max(1) as u64;
+            return Err((id, ErrorCode::RATE_LIMITED, "rate limit exceeded".into(), ms));
+        }
+        if let Err(v) = validate::validate_request(&body, &self.config.limits) {
+            return Err((id, v.code(), v.to_string(), 0));
+        }
+        Ok((id, body))
+    }
+
+    /// Answers a request admitted from request stream `stream`: the bytes
+    /// to write to it (then finish it). `None` when the stream has no
+    /// request in flight.
+    pub fn respond_stream(&mut self, stream: u64, reply: Reply) -> Option<Bytes> {
+        let request_id = self.streams_in_flight.remove(&stream)?;
+        Some(stream_frame(request_id, reply))
+    }
+
+    /// Answers a request admitted from request stream `stream` with an
+    /// error (`fatal = false`).
+    pub fn fail_stream(&mut self, stream: u64, code: ErrorCode, message: &str, retry_after_ms: u64) -> Option<Bytes> {
+        let err = pb::Error { code: code.0, message: message.to_string(), retry_after_ms, fatal: false };
+        self.respond_stream(stream, Reply::Error(err))
+    }
+
+    /// Forgets the request of a stream that went away unanswered.
+    pub fn drop_stream(&mut self, stream: u64) {
+        self.streams_in_flight.remove(&stream);
     }
 
     /// Handles a received datagram (a frame without length prefix). Only a
@@ -472,6 +617,7 @@ impl ServerSession {
         self.barrier = None;
         self.phase = Phase::Closed;
         self.in_flight.clear();
+        self.streams_in_flight.clear();
         self.events.push_back(ServerEvent::Closed { code });
     }
 
@@ -559,4 +705,9 @@ impl ServerSession {
             _ => {}
         }
     }
+}
+
+/// One response frame for a request stream.
+fn stream_frame(request_id: u64, reply: Reply) -> Bytes {
+    crate::framing::frame_bytes(&pb::ServerFrame { request_id, body: Some(reply) })
 }

@@ -29,8 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::listen;
-use crate::server::Shared;
+use crate::transport::{Ingress, tcp, tls_stream};
 
 /// A byte stream of either kind.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -39,7 +38,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// An accepted connection, the permit it holds, and its deadlines.
 pub struct Conn {
     io: Box<dyn Io>,
-    _admission: listen::Admission,
+    _admission: tcp::Admission,
     /// Set by the router when the first request arrived.
     served: Arc<AtomicBool>,
     first_request_by: Instant,
@@ -49,7 +48,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(io: Box<dyn Io>, admission: listen::Admission, served: Arc<AtomicBool>, limits: Deadlines) -> Conn {
+    fn new(io: Box<dyn Io>, admission: tcp::Admission, served: Arc<AtomicBool>, limits: Deadlines) -> Conn {
         let now = Instant::now();
         let first_request_by = now + limits.first_request;
         Conn {
@@ -195,7 +194,7 @@ impl axum::serve::Listener for HttpListener {
 /// Starts accepting on `listener` (TLS when `tls` is given) and returns
 /// what axum serves from.
 pub fn start(
-    shared: Arc<Shared>,
+    ingress: Arc<Ingress>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     deadlines: Deadlines,
@@ -203,19 +202,19 @@ pub fn start(
 ) -> io::Result<HttpListener> {
     let local = listener.local_addr()?;
     let (tx, ready) = mpsc::channel(64);
-    shared.tracker.spawn(accept_loop(Arc::clone(&shared), listener, tls, deadlines, tx, shutdown));
+    ingress.tracker.spawn(accept_loop(Arc::clone(&ingress), listener, tls, deadlines, tx, shutdown));
     Ok(HttpListener { ready, local })
 }
 
 async fn accept_loop(
-    shared: Arc<Shared>,
+    ingress: Arc<Ingress>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     deadlines: Deadlines,
     ready: mpsc::Sender<(Conn, PeerAddr)>,
     shutdown: CancellationToken,
 ) {
-    while let Some((socket, peer, admission)) = listen::accept_tcp(&shared, &listener, &shutdown, "HTTP").await {
+    while let Some((socket, peer, admission)) = tcp::accept_tcp(&ingress, &listener, &shutdown, "HTTP").await {
         match &tls {
             None => {
                 let served = Arc::new(AtomicBool::new(false));
@@ -225,9 +224,9 @@ async fn accept_loop(
                 }
             }
             Some(tls) => {
-                let (tls, ready, deadline) = (Arc::clone(tls), ready.clone(), shared.handshake_timeout);
-                shared.tracker.spawn(async move {
-                    let stream = match tokio::time::timeout(deadline, crate::tls_stream::accept(socket, tls)).await {
+                let (tls, ready, deadline) = (Arc::clone(tls), ready.clone(), ingress.handshake_timeout);
+                ingress.tracker.spawn(async move {
+                    let stream = match tokio::time::timeout(deadline, tls_stream::accept(socket, tls)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "HTTPS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "HTTPS handshake timed out"),

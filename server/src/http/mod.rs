@@ -24,13 +24,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Shared;
+use crate::transport::Ingress;
 use assets::Assets;
 
 /// What the HTTP handlers share.
 pub struct App {
-    /// The server's shared state.
-    pub shared: Arc<Shared>,
+    /// What serving connections needs (the core included).
+    pub ingress: Arc<Ingress>,
     /// Stops everything.
     pub shutdown: CancellationToken,
     /// Which `Origin`s may open WebSockets.
@@ -39,6 +39,9 @@ pub struct App {
     pub assets: Assets,
     /// What `/v1/discover` names.
     pub endpoints: Endpoints,
+    /// In cluster mode: the other nodes, for `/v1/discover` and
+    /// `/v1/cluster`.
+    pub cluster: Option<Arc<crate::cluster::ClusterView>>,
 }
 
 /// The addresses this node serves, as bound.
@@ -107,6 +110,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/discover", get(discover))
+        .route("/v1/cluster", get(cluster_status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -135,17 +139,15 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     // A real read: the store is open and answers.
-    let store = Arc::clone(&app.shared.store);
-    match tokio::task::spawn_blocking(move || store.inbox_head(0)).await {
-        Ok(Ok(_)) => "ready\n".into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store check failed\n").into_response(),
+    match app.ingress.core.store.check().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
     }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let sh = &app.shared;
-    let body = sh.metrics.render(sh.hub.sessions(), sh.hub.users_online());
+    let core = &app.ingress.core;
+    let body = core.metrics.render(core.hub.sessions(), core.hub.users_online());
     let mut resp = body.into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -153,36 +155,79 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /v1/discover`: where a client should connect. One node names
-/// itself; a cluster lists its nodes, least loaded first.
+/// itself; a cluster lists its live nodes that are not draining, least
+/// loaded first (spec §2.5).
 async fn discover(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let e = &app.endpoints;
     // A wildcard bind is reachable under whatever name the client used.
     let host_asked = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| host_of(h).to_string());
-    let name = |a: SocketAddr| -> String {
-        if a.ip().is_unspecified()
-            && let Some(h) = &host_asked
-        {
-            return format!("{h}:{}", a.port());
+    let nodes: Vec<serde_json::Value> = match &app.cluster {
+        Some(view) => {
+            let me = view.nodes.me();
+            view.discover()
+                .iter()
+                .map(|c| node_json(c, (c.node == me).then_some(host_asked.as_deref()).flatten()))
+                .collect()
         }
-        a.to_string()
+        None => {
+            let e = &app.endpoints;
+            let ingress = &app.ingress;
+            let card = crate::cluster::nodes::Card {
+                node: "local".into(),
+                quic: e.quic.map(|a| a.to_string()),
+                tcp: e.tcp.map(|a| a.to_string()),
+                http: e.http.map(|a| a.to_string()),
+                http_tls: e.http_tls,
+                fingerprint: e.fingerprint.clone(),
+                load: crate::cluster::nodes::Load {
+                    sessions: ingress.core.hub.sessions() as u64,
+                    connections_free: ingress.connections.available_permits() as u64,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            vec![node_json(&card, host_asked.as_deref())]
+        }
     };
-    let ws = e.http.map(|a| format!("{}://{}/v1/ws", if e.http_tls { "wss" } else { "ws" }, name(a)));
-    let sh = &app.shared;
-    let body = serde_json::json!({
-        "protocol": ws::SUBPROTOCOL,
-        "nodes": [{
-            "node": "local",
-            "quic": e.quic.map(name),
-            "tcp": e.tcp.map(name),
-            "ws": ws,
-            "fingerprint": format!("sha256:{}", e.fingerprint),
-            "load": {
-                "sessions": sh.hub.sessions(),
-                "connections_free": sh.connections.available_permits(),
-            },
-        }],
-    });
+    let body = serde_json::json!({ "protocol": ws::SUBPROTOCOL, "nodes": nodes });
     let mut resp = axum::Json(body).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// One node of `/v1/discover`. `host_asked` names a wildcard address (the
+/// answering node's own: the host the client used to reach it).
+fn node_json(card: &crate::cluster::nodes::Card, host_asked: Option<&str>) -> serde_json::Value {
+    let name = |a: &String| -> String {
+        match (a.parse::<SocketAddr>(), host_asked) {
+            (Ok(s), Some(h)) if s.ip().is_unspecified() => format!("{h}:{}", s.port()),
+            _ => a.clone(),
+        }
+    };
+    let ws = card.http.as_ref().map(|a| format!("{}://{}/v1/ws", if card.http_tls { "wss" } else { "ws" }, name(a)));
+    let mut load = serde_json::json!({
+        "sessions": card.load.sessions,
+        "connections_free": card.load.connections_free,
+    });
+    if card.node != "local" {
+        load["cpu"] = serde_json::json!((card.load.cpu * 100.0).round() / 100.0);
+    }
+    serde_json::json!({
+        "node": card.node,
+        "quic": card.quic.as_ref().map(name),
+        "tcp": card.tcp.as_ref().map(name),
+        "ws": ws,
+        "fingerprint": format!("sha256:{}", card.fingerprint),
+        "load": load,
+    })
+}
+
+/// `GET /v1/cluster`: the cluster as an operator sees it (nodes, owners,
+/// streams), read from NATS; 404 on a single node.
+async fn cluster_status(State(app): State<Arc<App>>) -> Response {
+    let Some(view) = &app.cluster else {
+        return (StatusCode::NOT_FOUND, "not a cluster node (see docs/CLUSTER.md)\n").into_response();
+    };
+    let mut resp = axum::Json(view.status().await).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }

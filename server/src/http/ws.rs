@@ -19,9 +19,8 @@ use tokio_tungstenite::tungstenite;
 
 use super::App;
 use super::listener::PeerAddr;
-use crate::connection;
-use crate::hub::Transport;
-use crate::link::{Input, Link};
+use crate::link::{Input, Link, Transport};
+use crate::transport::connection;
 
 /// The one subprotocol v1 speaks.
 pub const SUBPROTOCOL: &str = "confab.v1";
@@ -55,11 +54,11 @@ pub async fn upgrade(
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "shutting down\n").into_response();
     }
-    let shared = Arc::clone(&app.shared);
+    let ingress = Arc::clone(&app.ingress);
     let shutdown = app.shutdown.clone();
     // The limit is enforced while the message arrives: tungstenite stops
     // buffering as soon as a message or frame exceeds it.
-    let max = shared.limits.max_frame_bytes as usize;
+    let max = ingress.core.limits.max_frame_bytes as usize;
     ws.protocols([SUBPROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
@@ -68,11 +67,10 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             // Counted by the tracker, so shutdown waits for this session's
             // GoAway and drain like any other.
-            let token = shared.tracker.token();
+            let token = ingress.tracker.token();
             async move {
                 let link = WsLink { socket };
-                let no_watch = None::<connection::AuthWatch>;
-                let code = connection::serve(shared, link, peer, Transport::WebSocket, no_watch, shutdown).await;
+                let code = connection::serve(ingress, link, peer, Transport::WebSocket, None, shutdown).await;
                 tracing::debug!(%peer, %code, "WebSocket session ended");
                 drop(token);
             }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderMap, RETRY_AFTER};
@@ -29,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::PushConfig;
+use crate::setup::SetupError;
 
 /// Most response body bytes read (so the connection can be reused).
 const MAX_RESPONSE_BODY: usize = 16 * 1024;
@@ -87,22 +87,25 @@ pub struct PushHttp {
 
 impl PushHttp {
     /// A client with the operator's settings.
-    pub fn new(config: &PushConfig) -> anyhow::Result<PushHttp> {
+    pub fn new(config: &PushConfig) -> Result<PushHttp, SetupError> {
         let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         if let Some(path) = &config.ca_file {
+            let invalid = |what: &str, e: &dyn std::fmt::Display| {
+                SetupError::Invalid(format!("{what} push.ca_file {}: {e}", path.display()))
+            };
             let mut added = 0;
-            for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("reading {}", path.display()))? {
-                let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
-                roots.add(cert).with_context(|| format!("adding a root from {}", path.display()))?;
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| invalid("reading", &e))? {
+                let cert = cert.map_err(|e| invalid("parsing", &e))?;
+                roots.add(cert).map_err(|e| invalid("adding a root from", &e))?;
                 added += 1;
             }
             if added == 0 {
-                anyhow::bail!("no certificate in push.ca_file {}", path.display());
+                return Err(SetupError::Invalid(format!("no certificate in push.ca_file {}", path.display())));
             }
         }
         let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
-            .context("TLS versions with ring")?
+            .map_err(|e| SetupError::Invalid(format!("TLS versions with ring: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -180,9 +183,18 @@ pub fn is_public(ip: IpAddr) -> bool {
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_public(IpAddr::V4(v4)),
+            // 6to4 (2002::/16) carries an IPv4 address: judged by it.
+            None if v6.segments()[0] == 0x2002 => {
+                let [_, _, a, b, c, d, ..] = v6.octets();
+                is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
+            }
             None => {
                 let first = v6.segments()[0];
-                !(v6.is_loopback()
+                // ::/96, the deprecated IPv4-compatible addresses
+                // (`::7f00:1` is 127.0.0.1 to some stacks): never public.
+                let compatible = v6.segments()[..6].iter().all(|s| *s == 0);
+                !(compatible
+                    || v6.is_loopback()
                     || v6.is_unspecified()
                     || v6.is_multicast()
                     || v6.is_unique_local()
@@ -345,10 +357,12 @@ mod tests {
         for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0"] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "::"] {
+        for ip in
+            ["::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "::", "::7f00:1", "::a00:1", "::808:808", "2002:7f00:1::1"]
+        {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -44,8 +44,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Notify;
 
 use crate::config::PushConfig;
-use crate::store::push::PushTiming;
-use crate::store::records::{PushTargetRecord, WebhookTargetRecord, push_target_record};
+use crate::store::{PushEndpoint, PushTarget, PushTiming, WebhookEndpoint};
 
 /// Why a RegisterPush was refused (mapped to wire codes in `api`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +65,9 @@ pub struct Push {
     http: http::PushHttp,
     rng: SystemRandom,
     /// Poked when the message path queued a job.
-    wake: Notify,
+    pub(crate) wake: Notify,
+    /// Poked when jobs may be due at once (a partition taken over).
+    pub(crate) rescan: Notify,
 }
 
 impl std::fmt::Debug for Push {
@@ -78,7 +79,7 @@ impl std::fmt::Debug for Push {
 impl Push {
     /// Sets up push from the settings (loading or generating the VAPID key
     /// in `data_dir`), or `None` when push is disabled.
-    pub fn new(config: &PushConfig, data_dir: &Path) -> anyhow::Result<Option<Push>> {
+    pub fn new(config: &PushConfig, data_dir: &Path) -> Result<Option<Push>, crate::setup::SetupError> {
         if !config.enabled || !(config.web_push || config.webhook) {
             return Ok(None);
         }
@@ -93,7 +94,7 @@ impl Push {
             tracing::info!("push.vapid_subject is not set; some push services (Apple's) require a contact");
         }
         let http = http::PushHttp::new(config)?;
-        Ok(Some(Push { config: config.clone(), vapid, http, rng, wake: Notify::new() }))
+        Ok(Some(Push { config: config.clone(), vapid, http, rng, wake: Notify::new(), rescan: Notify::new() }))
     }
 
     /// The settings in force.
@@ -111,18 +112,9 @@ impl Push {
         self.vapid.as_ref().map(|v| v.public_key().to_string()).unwrap_or_default()
     }
 
-    /// The message path queued `n` new jobs: count them, let the worker
-    /// know.
-    pub fn queued(&self, n: u32, metrics: &crate::metrics::PushMetrics) {
-        if n > 0 {
-            metrics.queued.fetch_add(u64::from(n), std::sync::atomic::Ordering::Relaxed);
-            self.wake.notify_one();
-        }
-    }
-
     /// Checks a RegisterPush target against what this server offers and
     /// builds its record (a webhook gets a new secret).
-    pub fn target(&self, request: pb::RegisterPushRequest, now_ms: i64) -> Result<PushTargetRecord, PushRefusal> {
+    pub fn target(&self, request: pb::RegisterPushRequest, now_ms: i64) -> Result<PushTarget, PushRefusal> {
         use pb::register_push_request::Target;
         let target = match request.target {
             Some(Target::WebPush(w)) => {
@@ -139,7 +131,7 @@ impl Push {
                 }
                 webpush::check_subscription_key(&w.p256dh, &self.rng)
                     .map_err(|_| PushRefusal::Invalid("p256dh is not a P-256 public key"))?;
-                push_target_record::Target::WebPush(w)
+                PushEndpoint::WebPush(w)
             }
             Some(Target::Webhook(h)) => {
                 if !self.config.webhook {
@@ -149,7 +141,9 @@ impl Push {
                 match uri.scheme_str() {
                     Some("https") => {}
                     Some("http") if self.config.allow_http => {}
-                    Some("http") => return Err(PushRefusal::Invalid("this server accepts only https webhook URLs")),
+                    Some("http") => {
+                        return Err(PushRefusal::Invalid("this server accepts only https webhook URLs"));
+                    }
                     _ => return Err(PushRefusal::Invalid("url must be an https URL")),
                 }
                 if uri.host().is_none() {
@@ -157,10 +151,10 @@ impl Push {
                 }
                 let mut secret = [0u8; 32];
                 self.rng.fill(&mut secret).map_err(|_| PushRefusal::Unavailable("no randomness for a secret"))?;
-                push_target_record::Target::Webhook(WebhookTargetRecord { url: h.url, secret: secret.to_vec().into() })
+                PushEndpoint::Webhook(WebhookEndpoint { url: h.url, secret: secret.to_vec().into() })
             }
             None => return Err(PushRefusal::Invalid("target must be set")),
         };
-        Ok(PushTargetRecord { target: Some(target), registered_at_ms: now_ms })
+        Ok(PushTarget { target: Some(target), registered_at_ms: now_ms })
     }
 }

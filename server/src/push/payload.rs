@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::store::push::PushNotice;
+use crate::store::PushNotice;
 
 /// The payload format version.
 pub const VERSION: u32 = 1;
@@ -70,7 +70,7 @@ fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::records::PushTargetRecord;
+    use crate::store::PushTarget as PushTargetRecord;
 
     fn notice(text: Option<&str>) -> PushNotice {
         PushNotice {

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -11,6 +10,8 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use ring::{aead, agreement, hkdf};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
+
+use crate::setup::{SetupError, create_private_dir, warn_if_readable_by_others, write_private};
 
 /// The record size the server announces (one record always suffices).
 const RECORD_SIZE: u32 = 4096;
@@ -132,25 +133,26 @@ impl Vapid {
     /// Loads the PKCS#8 PEM key pair at `path`, generating it (mode 0600)
     /// if the file does not exist. `subject` is the `sub` claim (empty:
     /// none).
-    pub fn load_or_generate(path: &Path, subject: &str, rng: &SystemRandom) -> anyhow::Result<Vapid> {
+    pub fn load_or_generate(path: &Path, subject: &str, rng: &SystemRandom) -> Result<Vapid, SetupError> {
         if !path.exists() {
             if let Some(dir) = path.parent() {
                 create_private_dir(dir)?;
             }
             let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, rng)
-                .map_err(|_| anyhow::anyhow!("generating the VAPID key pair failed"))?;
+                .map_err(|_| SetupError::Invalid("generating the VAPID key pair failed".into()))?;
             write_private(path, pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())?;
             tracing::info!(path = %path.display(), "generated a VAPID key pair");
         }
-        warn_if_readable_by_others(path);
-        let pem = std::fs::read(path).with_context(|| format!("reading the VAPID key {}", path.display()))?;
+        warn_if_readable_by_others(path, "the VAPID private key");
+        let pem = std::fs::read(path).map_err(SetupError::file("reading the VAPID key", path))?;
+        let invalid = |why: String| SetupError::Invalid(format!("{}: {why}", path.display()));
         let der = match PrivateKeyDer::from_pem_slice(&pem) {
             Ok(PrivateKeyDer::Pkcs8(der)) => der,
-            Ok(_) => bail!("{}: the VAPID key must be PKCS#8 (BEGIN PRIVATE KEY)", path.display()),
-            Err(e) => bail!("{}: not a PEM private key: {e}", path.display()),
+            Ok(_) => return Err(invalid("the VAPID key must be PKCS#8 (BEGIN PRIVATE KEY)".into())),
+            Err(e) => return Err(invalid(format!("not a PEM private key: {e}"))),
         };
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_pkcs8_der(), rng)
-            .map_err(|e| anyhow::anyhow!("{}: not a P-256 key pair: {e}", path.display()))?;
+            .map_err(|e| invalid(format!("not a P-256 key pair: {e}")))?;
         let public_b64 = URL_SAFE_NO_PAD.encode(key.public_key().as_ref());
         Ok(Vapid { key, public_b64, subject: subject.to_string(), path: path.to_path_buf() })
     }
@@ -187,46 +189,6 @@ fn pem(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    if dir.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
-    Ok(())
-}
-
-fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(path = %path.display(), "the VAPID private key is readable by other users; chmod 600 it");
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
 }
 
 #[cfg(test)]

@@ -18,12 +18,13 @@ use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, Heade
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{Push, http, payload, webhook, webpush};
-use crate::server::Shared;
-use crate::store::push::{DueJob, PushNotice, PushPlan, PushSettle, SkipReason};
-use crate::store::records::push_target_record::Target;
-use crate::store::{CommandError, StoreError};
+use crate::metrics::Metrics;
+use crate::store::{
+    CommandError, DueJob, PushEndpoint as Target, PushNotice, PushOutbox, PushPlan, PushSettle, SkipReason, StoreError,
+};
 
 /// Most due jobs taken per scan.
 const SCAN_BATCH: usize = 256;
@@ -36,20 +37,31 @@ fn unix_ms() -> i64 {
     confab_protocol::Now::system().unix_ms
 }
 
+/// What the worker works with.
+#[derive(Clone)]
+pub struct Handles {
+    /// The durable outbox.
+    pub outbox: Arc<dyn PushOutbox>,
+    /// Counters for /metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where delivery tasks are tracked (shutdown waits for them).
+    pub tracker: TaskTracker,
+}
+
 /// Runs the worker until `stop` is cancelled.
-pub async fn run(sh: Arc<Shared>, push: Arc<Push>, stop: CancellationToken) {
+pub async fn run(sh: Handles, push: Arc<Push>, stop: CancellationToken) {
     let busy: Arc<Mutex<HashSet<(u64, u64)>>> = Arc::default();
     let permits = Arc::new(Semaphore::new(push.config.concurrency));
     let finished = Arc::new(Notify::new());
     let delay = Duration::from_millis(push.config.delay_ms);
-    match sh.store.read(|s| s.push_target_count()).await {
+    match sh.outbox.push_target_count().await {
         Ok(n) => tracing::info!(targets = n, "push worker started"),
         Err(e) => tracing::warn!(error = %e, "push worker started; cannot count targets"),
     }
     loop {
         let now = unix_ms();
         let snapshot = lock(&busy).clone();
-        let (due, next) = match sh.store.read(move |s| s.push_due(now, SCAN_BATCH, &snapshot)).await {
+        let (due, next) = match sh.outbox.push_due(now, SCAN_BATCH, snapshot).await {
             Ok(scan) => scan,
             Err(e) => {
                 tracing::warn!(error = %e, "push outbox scan failed");
@@ -66,7 +78,7 @@ pub async fn run(sh: Arc<Shared>, push: Arc<Push>, stop: CancellationToken) {
             };
             lock(&busy).insert((job.device, job.conversation));
             let (sh, push, busy, finished, stop) =
-                (Arc::clone(&sh), Arc::clone(&push), Arc::clone(&busy), Arc::clone(&finished), stop.clone());
+                (sh.clone(), Arc::clone(&push), Arc::clone(&busy), Arc::clone(&finished), stop.clone());
             let tracker = sh.tracker.clone();
             tracker.spawn(async move {
                 attempt(&sh, &push, job, &stop).await;
@@ -88,6 +100,8 @@ pub async fn run(sh: Arc<Shared>, push: Arc<Push>, stop: CancellationToken) {
                 _ = push.wake.notified() => deadline = deadline.min(Instant::now() + delay),
                 // An attempt's outcome may have made something due.
                 _ = finished.notified() => break,
+                // Jobs appeared that may be due now (a partition taken over).
+                _ = push.rescan.notified() => break,
             }
         }
     }
@@ -100,11 +114,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Looks at one due job, delivers it if it should go out, records the
 /// outcome.
-async fn attempt(sh: &Arc<Shared>, push: &Push, job: DueJob, stop: &CancellationToken) {
+async fn attempt(sh: &Handles, push: &Push, job: DueJob, stop: &CancellationToken) {
     let cfg = &push.config;
     let now = unix_ms();
     let (delay_ms, with_text) = (cfg.delay_ms as i64, cfg.preview);
-    let plan = sh.store.read(move |s| s.push_plan(job, now, delay_ms, with_text)).await;
+    let plan = sh.outbox.push_plan(job, now, delay_ms, with_text).await;
     let (settle, attempted) = match plan {
         Err(e) => {
             tracing::warn!(error = %e, device = job.device, "reading a push job failed");
@@ -136,11 +150,11 @@ async fn attempt(sh: &Arc<Shared>, push: &Push, job: DueJob, stop: &Cancellation
 
 /// Records an outcome; a full writer queue is retried briefly (the job
 /// would otherwise be looked at again, and maybe sent twice).
-async fn settle_with_retries(sh: &Shared, job: DueJob, attempted: u64, settle: PushSettle) {
+async fn settle_with_retries(sh: &Handles, job: DueJob, attempted: u64, settle: PushSettle) {
     let mut wait = Duration::from_millis(20);
     for _ in 0..8 {
         let now = unix_ms();
-        match sh.writer.run(move |tx| tx.settle_push(job, attempted, settle, now)).await {
+        match sh.outbox.settle_push(job, attempted, settle, now).await {
             Ok(()) => return,
             Err(CommandError::Busy) => {
                 tokio::time::sleep(wait).await;
@@ -230,7 +244,7 @@ fn host_of(uri: &Uri) -> &str {
     uri.host().unwrap_or("?")
 }
 
-async fn deliver(sh: &Shared, push: &Push, n: &PushNotice) -> PushSettle {
+async fn deliver(sh: &Handles, push: &Push, n: &PushNotice) -> PushSettle {
     let cfg = &push.config;
     let coalesce_ms = cfg.coalesce_ms as i64;
     let out = match build(push, n) {
@@ -281,7 +295,7 @@ async fn deliver(sh: &Shared, push: &Push, n: &PushNotice) -> PushSettle {
 }
 
 fn retry(
-    sh: &Shared,
+    sh: &Handles,
     push: &Push,
     n: &PushNotice,
     now: i64,

@@ -2,41 +2,19 @@
 //! does all of its checks before its first write, so a refusal leaves
 //! nothing staged in the group.
 
-use bytes::Bytes;
 use confab_protocol::{framing, pb};
 use prost::Message as _;
 
+use super::effects::UserEffect;
+use super::keys::{ConversationId, DeviceId, Seq, UserId};
 use super::records::{
     ConversationRecord, DeviceRecord, InboxRecord, MemberRecord, MessageRef, UserConversationRecord, UserRecord,
     inbox_record,
 };
 use super::tx::Tx;
-use super::writer::{CommandError, Deliveries};
+use super::writer::Deliveries;
+use super::{CommandError, Refusal};
 use super::{Ks, keys};
-
-/// A request refused by a domain rule. Mapped to wire codes in `api`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    #[error("username is taken")]
-    UsernameTaken,
-    #[error("no such user: {0}")]
-    UserNotFound(String),
-    #[error("no such conversation, or not a member")]
-    ConversationNotFound,
-    #[error("no such device")]
-    DeviceNotFound,
-    #[error("cannot open a conversation with yourself")]
-    CannotMessageSelf,
-    #[error("not a group")]
-    NotAGroup,
-    #[error("{0}")]
-    PermissionDenied(&'static str),
-    #[error("the group would have {would_have} members; the limit is {max}")]
-    GroupFull { would_have: usize, max: u32 },
-    #[error("{0}")]
-    Invalid(&'static str),
-}
 
 /// The result of a send.
 #[derive(Debug, Clone)]
@@ -45,21 +23,12 @@ pub struct SendOutcome {
     pub message: pb::Message,
     /// The client_msg_id had been used before; nothing new was stored.
     pub duplicate: bool,
-    /// New push notification jobs queued with the message.
-    pub pushes_queued: u32,
 }
 
 pub(super) type Result<T> = std::result::Result<(T, Deliveries), CommandError>;
 
 pub(super) fn refuse<T>(r: Refusal) -> std::result::Result<T, CommandError> {
     Err(CommandError::Refused(r))
-}
-
-fn event_frame(inbox_seq: u64, event: pb::inbox_event::Event) -> Bytes {
-    framing::frame_bytes(&pb::ServerFrame {
-        request_id: 0,
-        body: Some(pb::server_frame::Body::Event(pb::InboxEvent { inbox_seq, event: Some(event) })),
-    })
 }
 
 // ----- accounts ---------------------------------------------------------------
@@ -85,8 +54,8 @@ impl Tx<'_> {
             created_at_ms: now_ms,
             last_seen_ms: now_ms,
         };
-        self.put_record(Ks::Users, &keys::id(user_id), &user);
-        self.put(Ks::Usernames, username.as_bytes(), keys::id(user_id).to_vec());
+        self.put_record(Ks::Users, &keys::user(UserId(user_id)), &user);
+        self.put(Ks::Usernames, username.as_bytes(), keys::id_value(user_id));
         let (device, _) = self.create_device(user_id, device_name, token_hash, now_ms)?;
         Ok(((user, device), Deliveries::default()))
     }
@@ -112,23 +81,23 @@ impl Tx<'_> {
             cursor,
             push_dropped: None,
         };
-        self.put_record(Ks::Devices, &keys::id(device_id), &device);
-        self.put(Ks::UserDevices, &keys::pair(user_id, device_id), Vec::new());
-        self.put(Ks::Tokens, &token_hash, keys::id(device_id).to_vec());
+        self.put_record(Ks::Devices, &keys::device(DeviceId(device_id)), &device);
+        self.put(Ks::UserDevices, &keys::user_device(UserId(user_id), DeviceId(device_id)), Vec::new());
+        self.put(Ks::Tokens, &token_hash, keys::id_value(device_id));
         Ok((device, Deliveries::default()))
     }
 
     /// Deletes a device and its token. Its live sessions are ended by the
     /// caller.
     pub fn revoke_device(&mut self, user_id: u64, device_id: u64) -> Result<()> {
-        let Some(device) = self.get_record::<DeviceRecord>(Ks::Devices, &keys::id(device_id))? else {
+        let Some(device) = self.get_record::<DeviceRecord>(Ks::Devices, &keys::device(DeviceId(device_id)))? else {
             return refuse(Refusal::DeviceNotFound);
         };
         if device.user_id != user_id {
             return refuse(Refusal::DeviceNotFound);
         }
-        self.delete(Ks::Devices, &keys::id(device_id));
-        self.delete(Ks::UserDevices, &keys::pair(user_id, device_id));
+        self.delete(Ks::Devices, &keys::device(DeviceId(device_id)));
+        self.delete(Ks::UserDevices, &keys::user_device(UserId(user_id), DeviceId(device_id)));
         self.delete(Ks::Tokens, &device.token_hash);
         self.remove_push_state(user_id, device_id)?;
         Ok(((), Deliveries::default()))
@@ -136,10 +105,10 @@ impl Tx<'_> {
 
     /// Records when a device (and its user) was last online.
     pub fn touch_device(&mut self, device_id: u64, now_ms: i64) -> Result<()> {
-        if let Some(mut device) = self.get_record::<DeviceRecord>(Ks::Devices, &keys::id(device_id))? {
+        if let Some(mut device) = self.get_record::<DeviceRecord>(Ks::Devices, &keys::device(DeviceId(device_id)))? {
             device.last_seen_ms = now_ms;
-            let user_key = keys::id(device.user_id);
-            self.put_record(Ks::Devices, &keys::id(device_id), &device);
+            let user_key = keys::user(UserId(device.user_id));
+            self.put_record(Ks::Devices, &keys::device(DeviceId(device_id)), &device);
             if let Some(mut user) = self.get_record::<UserRecord>(Ks::Users, &user_key)? {
                 user.last_seen_ms = now_ms;
                 self.put_record(Ks::Users, &user_key, &user);
@@ -152,14 +121,14 @@ impl Tx<'_> {
     pub fn ack_cursor(&mut self, user_id: u64, device_id: u64, inbox_seq: u64) -> Result<()> {
         let head = self.inbox_head(user_id)?;
         if inbox_seq > head {
-            return refuse(Refusal::Invalid("inbox_seq is beyond the inbox head"));
+            return refuse(Refusal::Invalid("inbox_seq is beyond the inbox head".into()));
         }
-        let Some(mut device) = self.get_record::<DeviceRecord>(Ks::Devices, &keys::id(device_id))? else {
+        let Some(mut device) = self.get_record::<DeviceRecord>(Ks::Devices, &keys::device(DeviceId(device_id)))? else {
             return refuse(Refusal::DeviceNotFound);
         };
         if inbox_seq > device.cursor {
             device.cursor = inbox_seq;
-            self.put_record(Ks::Devices, &keys::id(device_id), &device);
+            self.put_record(Ks::Devices, &keys::device(DeviceId(device_id)), &device);
         }
         Ok(((), Deliveries::default()))
     }
@@ -170,7 +139,9 @@ impl Tx<'_> {
 /// What a command needs to know about a user it names.
 #[derive(Debug, Clone)]
 pub struct UserRef {
+    /// The user's id.
     pub user_id: u64,
+    /// The user's username.
     pub username: String,
 }
 
@@ -181,7 +152,8 @@ impl From<&UserRef> for pb::UserRef {
 }
 
 impl Tx<'_> {
-    pub(super) fn user_by_name(&self, username: &str) -> std::result::Result<UserRef, CommandError> {
+    /// The user with this username (in this partition's usernames).
+    pub fn user_by_name(&self, username: &str) -> std::result::Result<UserRef, CommandError> {
         let Some(id) = self.get(Ks::Usernames, username.as_bytes())? else {
             return refuse(Refusal::UserNotFound(username.to_string()));
         };
@@ -190,53 +162,40 @@ impl Tx<'_> {
         Ok(UserRef { user_id, username: username.to_string() })
     }
 
-    /// The user's membership, when current.
-    pub(super) fn current_membership(
+    /// The user's member record, when a current member (from the
+    /// conversation's own partition).
+    pub(super) fn current_member(
         &self,
         user: u64,
         conversation: u64,
-    ) -> std::result::Result<UserConversationRecord, CommandError> {
-        match self.get_record::<UserConversationRecord>(Ks::UserConversations, &keys::pair(user, conversation))? {
-            Some(m) if m.left_seq == 0 => Ok(m),
-            _ => refuse(Refusal::ConversationNotFound),
+    ) -> std::result::Result<MemberRecord, CommandError> {
+        match self.get_record::<MemberRecord>(Ks::Members, &keys::member(ConversationId(conversation), UserId(user)))? {
+            Some(m) => Ok(m),
+            None => refuse(Refusal::ConversationNotFound),
         }
     }
 
     pub(super) fn members(&self, conversation: u64) -> std::result::Result<Vec<(u64, MemberRecord)>, CommandError> {
         let mut out = Vec::new();
-        for (k, v) in self.scan_prefix(Ks::Members, &keys::id(conversation))? {
-            let user = keys::pair_second(&k)
+        for (k, v) in self.scan_prefix(Ks::Members, &keys::of_conversation(ConversationId(conversation)))? {
+            let user = keys::second(&k)
                 .ok_or(super::StoreError::Corrupt { keyspace: keys::MEMBERS, detail: "short key".into() })?;
             out.push((user, super::decode(Ks::Members, &v)?));
         }
         Ok(out)
     }
 
-    /// Writes an inbox event for `user` and queues its live delivery.
-    pub(super) fn inbox_event(
-        &mut self,
-        user: u64,
-        record: InboxRecord,
-        live: pb::inbox_event::Event,
-        out: &mut Deliveries,
-    ) -> std::result::Result<u64, CommandError> {
-        let inbox_seq = self.next_inbox_seq(user)?;
-        self.put_unread(Ks::Inbox, &keys::pair(user, inbox_seq), record.encode_to_vec());
-        out.push(user, event_frame(inbox_seq, live));
-        Ok(inbox_seq)
-    }
-
-    /// Opens (or finds) the direct conversation of `me` and `peer_name`.
-    pub fn open_direct(&mut self, me: &UserRef, peer_name: &str, now_ms: i64) -> Result<pb::Conversation> {
-        let peer = self.user_by_name(peer_name)?;
+    /// Opens (or finds) the direct conversation of `me` and `peer`, in
+    /// the partition of their pair; returns its id.
+    pub fn open_direct(&mut self, me: &UserRef, peer: &UserRef, now_ms: i64) -> Result<u64> {
         if peer.user_id == me.user_id {
             return refuse(Refusal::CannotMessageSelf);
         }
-        let pair_key = keys::direct_pair(me.user_id, peer.user_id);
+        let pair_key = keys::direct_pair(UserId(me.user_id), UserId(peer.user_id));
         if let Some(id) = self.get(Ks::DirectPairs, &pair_key)? {
             let conversation = keys::read_u64(&id, 0)
                 .ok_or(super::StoreError::Corrupt { keyspace: keys::DIRECT_PAIRS, detail: "short id".into() })?;
-            return Ok((self.direct_view(conversation, me, &peer)?, Deliveries::default()));
+            return Ok((conversation, Deliveries::default()));
         }
         let conversation = self.next_id(keys::NEXT_CONVERSATION_ID)?;
         let record = ConversationRecord {
@@ -245,63 +204,40 @@ impl Tx<'_> {
             title: String::new(),
             created_at_ms: now_ms,
         };
-        self.put(Ks::DirectPairs, &pair_key, keys::id(conversation).to_vec());
-        self.put_record(Ks::Conversations, &keys::id(conversation), &record);
-        let member = MemberRecord { role: pb::MemberRole::Member as i32, joined_at_ms: now_ms, joined_seq: 0 };
+        self.put(Ks::DirectPairs, &pair_key, keys::id_value(conversation));
+        self.put_record(Ks::Conversations, &keys::conversation(ConversationId(conversation)), &record);
         let mut out = Deliveries::default();
-        for (user, other) in [(me, &peer), (&peer, me)] {
-            self.put_record(Ks::Members, &keys::pair(conversation, user.user_id), &member);
-            self.put_record(
-                Ks::UserConversations,
-                &keys::pair(user.user_id, conversation),
-                &UserConversationRecord::default(),
-            );
-            let view = self.direct_view(conversation, user, other)?;
-            let record = InboxRecord { event: Some(inbox_record::Event::Joined(view.clone())) };
-            self.inbox_event(user.user_id, record, pb::inbox_event::Event::Joined(view), &mut out)?;
+        for user in [me, peer] {
+            let member = MemberRecord {
+                role: pb::MemberRole::Member as i32,
+                joined_at_ms: now_ms,
+                joined_seq: 0,
+                username: user.username.clone(),
+                read_seq: 0,
+            };
+            self.put_record(Ks::Members, &keys::member(ConversationId(conversation), UserId(user.user_id)), &member);
         }
-        Ok((self.direct_view(conversation, me, &peer)?, out))
+        for (user, other) in [(me, peer), (peer, me)] {
+            let view = pb::Conversation {
+                conversation_id: conversation,
+                kind: record.kind,
+                peer_user_id: other.user_id,
+                peer_username: other.username.clone(),
+                created_at_ms: now_ms,
+                activity_ms: now_ms,
+                member_count: 2,
+                role: pb::MemberRole::Member as i32,
+                ..Default::default()
+            };
+            self.give_user(user.user_id, UserEffect::Joined(Box::new(view)), &mut out)?;
+        }
+        Ok((conversation, out))
     }
 
-    fn direct_view(
-        &mut self,
-        conversation: u64,
-        me: &UserRef,
-        peer: &UserRef,
-    ) -> std::result::Result<pb::Conversation, CommandError> {
-        let record = self.get_record::<ConversationRecord>(Ks::Conversations, &keys::id(conversation))?.ok_or(
-            super::StoreError::Corrupt {
-                keyspace: keys::CONVERSATIONS,
-                detail: "direct pair without conversation".into(),
-            },
-        )?;
-        let membership = self.current_membership(me.user_id, conversation)?;
-        let last_seq = self.last_seq(conversation)?;
-        let last_message = if last_seq > 0 {
-            self.get_record::<pb::Message>(Ks::Messages, &keys::pair(conversation, last_seq))?
-        } else {
-            None
-        };
-        Ok(pb::Conversation {
-            conversation_id: conversation,
-            kind: record.kind,
-            peer_user_id: peer.user_id,
-            peer_username: peer.username.clone(),
-            created_at_ms: record.created_at_ms,
-            last_seq,
-            read_seq: membership.read_seq,
-            unread_count: last_seq.saturating_sub(membership.read_seq),
-            activity_ms: last_message.as_ref().map_or(record.created_at_ms, |m| m.sent_at_ms),
-            last_message,
-            member_count: 2,
-            role: pb::MemberRole::Member as i32,
-            ..Default::default()
-        })
-    }
-
-    /// Stores a message (text or membership change) with the next seq, its
-    /// inbox entries for `recipients`, moves the sender's read marker, and
-    /// queues the live deliveries. No checks: callers have done them.
+    /// Stores a message (text or membership change) with the next seq and
+    /// gives it to every recipient (their inbox entries, the sender's read
+    /// marker, push jobs when `push`), in this partition or as effects for
+    /// theirs. No checks: callers have done them.
     #[allow(clippy::too_many_arguments)] // every argument is a distinct part of the message
     pub(super) fn append(
         &mut self,
@@ -311,6 +247,7 @@ impl Tx<'_> {
         content: pb::message::Content,
         recipients: &[u64],
         now_ms: i64,
+        push: bool,
         out: &mut Deliveries,
     ) -> std::result::Result<pb::Message, CommandError> {
         let seq = self.next_seq(conversation)?;
@@ -326,27 +263,16 @@ impl Tx<'_> {
         };
         // Encoded once: stored as is and framed per recipient around it.
         let encoded = message.encode_to_vec();
-        self.put(Ks::Messages, &keys::pair(conversation, seq), encoded.clone());
-        let record = InboxRecord {
-            event: Some(inbox_record::Event::Message(MessageRef { conversation_id: conversation, seq })),
-        };
-        let record = record.encode_to_vec();
+        self.put(Ks::Messages, &keys::message(ConversationId(conversation), Seq(seq)), encoded.clone());
         for &user in recipients {
-            let inbox_seq = self.next_inbox_seq(user)?;
-            self.put_unread(Ks::Inbox, &keys::pair(user, inbox_seq), record.clone());
-            out.push(user, framing::message_event_frame(inbox_seq, &encoded));
-        }
-        let key = keys::pair(sender.user_id, conversation);
-        if let Some(mut m) = self.get_record::<UserConversationRecord>(Ks::UserConversations, &key)? {
-            m.read_seq = m.read_seq.max(seq);
-            self.put_record(Ks::UserConversations, &key, &m);
+            self.give_user(user, UserEffect::Message { message: &message, encoded: &encoded, push }, out)?;
         }
         Ok(message)
     }
 
     /// Sends a text message, deduplicated on (sender, client_msg_id), and
-    /// queues push notifications for the recipients' devices when `push`
-    /// is given.
+    /// queues push notifications for the recipients' devices when push is
+    /// on.
     pub fn send(
         &mut self,
         sender: &UserRef,
@@ -354,11 +280,13 @@ impl Tx<'_> {
         client_msg_id: &str,
         text: String,
         now_ms: i64,
-        push: Option<super::push::PushTiming>,
     ) -> Result<SendOutcome> {
-        let dedupe_key = keys::dedupe(sender.user_id, client_msg_id);
+        let dedupe_key = keys::dedupe(UserId(sender.user_id), client_msg_id);
         if let Some(r) = self.get_record::<MessageRef>(Ks::Dedupe, &dedupe_key)? {
-            let Some(message) = self.get_record::<pb::Message>(Ks::Messages, &keys::pair(r.conversation_id, r.seq))?
+            let Some(message) = self.get_record::<pb::Message>(
+                Ks::Messages,
+                &keys::message(ConversationId(r.conversation_id), Seq(r.seq)),
+            )?
             else {
                 return Err(super::StoreError::Corrupt {
                     keyspace: keys::DEDUPE,
@@ -366,43 +294,38 @@ impl Tx<'_> {
                 }
                 .into());
             };
-            return Ok((SendOutcome { message, duplicate: true, pushes_queued: 0 }, Deliveries::default()));
+            return Ok((SendOutcome { message, duplicate: true }, Deliveries::default()));
         }
-        self.current_membership(sender.user_id, conversation)?;
+        self.current_member(sender.user_id, conversation)?;
         let recipients = self.member_ids(conversation)?;
         let mut out = Deliveries::default();
-        let message = self.append(
-            conversation,
-            sender,
-            client_msg_id,
-            pb::message::Content::Text(text),
-            &recipients,
-            now_ms,
-            &mut out,
-        )?;
+        let content = pb::message::Content::Text(text);
+        let message = self.append(conversation, sender, client_msg_id, content, &recipients, now_ms, true, &mut out)?;
         self.put_record(Ks::Dedupe, &dedupe_key, &MessageRef { conversation_id: conversation, seq: message.seq });
-        let pushes_queued = match push {
-            Some(timing) => self.queue_pushes(sender.user_id, &recipients, conversation, message.seq, now_ms, timing),
-            None => 0,
-        };
-        Ok((SendOutcome { message, duplicate: false, pushes_queued }, out))
+        Ok((SendOutcome { message, duplicate: false }, out))
     }
 
-    /// Moves a read marker forward; returns the resulting state.
+    /// Moves a read marker forward; returns the resulting state. Runs in
+    /// the user's partition.
     pub fn mark_read(&mut self, user: &UserRef, conversation: u64, seq: u64) -> Result<pb::ReadState> {
-        let mut membership = self.current_membership(user.user_id, conversation)?;
-        let last_seq = self.last_seq(conversation)?;
+        let key = keys::user_conversation(UserId(user.user_id), ConversationId(conversation));
+        let mut membership = match self.get_record::<UserConversationRecord>(Ks::UserConversations, &key)? {
+            Some(m) if m.left_seq == 0 => m,
+            _ => return refuse(Refusal::ConversationNotFound),
+        };
+        let local = self.is_local(conversation);
+        let last_seq = if local { self.last_seq(conversation)? } else { membership.last_seq };
         let target = seq.min(last_seq);
         let mut out = Deliveries::default();
         if target > membership.read_seq {
             membership.read_seq = target;
-            self.put_record(Ks::UserConversations, &keys::pair(user.user_id, conversation), &membership);
+            self.put_record(Ks::UserConversations, &key, &membership);
             let state = read_state(conversation, target, last_seq);
             let record = InboxRecord { event: Some(inbox_record::Event::Read(state)) };
             self.inbox_event(user.user_id, record, pb::inbox_event::Event::Read(state), &mut out)?;
-            let kind =
-                self.get_record::<ConversationRecord>(Ks::Conversations, &keys::id(conversation))?.map(|c| c.kind);
-            if kind == Some(pb::ConversationKind::Direct as i32) {
+            self.read_marker(conversation, user.user_id, target);
+            let peer = if local { self.direct_peer(conversation, user.user_id)? } else { direct(&membership) };
+            if let Some(peer) = peer {
                 let receipt = pb::ReadReceipt {
                     conversation_id: conversation,
                     user_id: user.user_id,
@@ -413,15 +336,27 @@ impl Tx<'_> {
                     request_id: 0,
                     body: Some(pb::server_frame::Body::ReadReceipt(receipt)),
                 });
-                for (peer, _) in self.members(conversation)? {
-                    if peer != user.user_id {
-                        out.push(peer, frame.clone());
-                    }
-                }
+                out.push(peer, frame);
             }
         }
         Ok((read_state(conversation, membership.read_seq, last_seq), out))
     }
+
+    /// The other member of a direct conversation in this partition.
+    fn direct_peer(&self, conversation: u64, me: u64) -> std::result::Result<Option<u64>, CommandError> {
+        let record = self
+            .get_record::<ConversationRecord>(Ks::Conversations, &keys::conversation(ConversationId(conversation)))?;
+        if record.is_none_or(|c| c.kind != pb::ConversationKind::Direct as i32) {
+            return Ok(None);
+        }
+        Ok(self.members(conversation)?.into_iter().map(|(u, _)| u).find(|u| *u != me))
+    }
+}
+
+/// The peer of a direct conversation in another partition, as the user's
+/// partition remembers it.
+fn direct(m: &UserConversationRecord) -> Option<u64> {
+    (m.kind == pb::ConversationKind::Direct as i32 && m.peer_user_id != 0).then_some(m.peer_user_id)
 }
 
 fn read_state(conversation: u64, read_seq: u64, last_seq: u64) -> pb::ReadState {

@@ -4,10 +4,13 @@
 
 use confab_protocol::pb::{self, MemberRole, MembershipAction};
 
-use super::commands::{Refusal, Result, UserRef, refuse};
-use super::records::{ConversationRecord, InboxRecord, MemberRecord, UserConversationRecord, inbox_record};
+use super::commands::{Result, UserRef, refuse};
+use super::effects::UserEffect;
+use super::keys::{ConversationId, UserId};
+use super::records::{ConversationRecord, MemberRecord};
 use super::tx::Tx;
-use super::writer::{CommandError, Deliveries};
+use super::writer::Deliveries;
+use super::{CommandError, Refusal};
 use super::{Ks, keys};
 
 fn change(action: MembershipAction, users: &[UserRef]) -> pb::MembershipChange {
@@ -31,9 +34,9 @@ struct Group {
 
 impl Tx<'_> {
     fn group(&self, actor: u64, conversation: u64) -> std::result::Result<Group, CommandError> {
-        self.current_membership(actor, conversation)?;
+        self.current_member(actor, conversation)?;
         let record = self
-            .get_record::<ConversationRecord>(Ks::Conversations, &keys::id(conversation))?
+            .get_record::<ConversationRecord>(Ks::Conversations, &keys::conversation(ConversationId(conversation)))?
             .ok_or(CommandError::Refused(Refusal::ConversationNotFound))?;
         if record.kind != pb::ConversationKind::Group as i32 {
             return refuse(Refusal::NotAGroup);
@@ -43,15 +46,10 @@ impl Tx<'_> {
         Ok(Group { members, actor_role })
     }
 
-    fn resolve(&self, names: &[String], skip: u64) -> std::result::Result<Vec<UserRef>, CommandError> {
-        let mut out: Vec<UserRef> = Vec::new();
-        for name in names {
-            let user = self.user_by_name(name)?;
-            if user.user_id != skip && !out.iter().any(|u| u.user_id == user.user_id) {
-                out.push(user);
-            }
-        }
-        Ok(out)
+    /// The users with these names, in order (refusing the first unknown
+    /// one); from this partition's usernames.
+    pub fn resolve(&self, names: &[String]) -> std::result::Result<Vec<UserRef>, CommandError> {
+        names.iter().map(|name| self.user_by_name(name)).collect()
     }
 
     /// Makes `users` members as of `seq` (the change that adds them) and
@@ -67,13 +65,17 @@ impl Tx<'_> {
         out: &mut Deliveries,
     ) -> std::result::Result<(), CommandError> {
         for (user, role) in users {
-            let member = MemberRecord { role: *role as i32, joined_at_ms: now_ms, joined_seq: seq };
-            self.put_record(Ks::Members, &keys::pair(conversation, user.user_id), &member);
-            let mine = UserConversationRecord { read_seq: seq, left_seq: 0, joined_seq: seq };
-            self.put_record(Ks::UserConversations, &keys::pair(user.user_id, conversation), &mine);
+            let member = MemberRecord {
+                role: *role as i32,
+                joined_at_ms: now_ms,
+                joined_seq: seq,
+                username: user.username.clone(),
+                read_seq: seq,
+            };
+            self.put_record(Ks::Members, &keys::member(ConversationId(conversation), UserId(user.user_id)), &member);
+            self.delete(Ks::FormerMembers, &keys::former_member(ConversationId(conversation), UserId(user.user_id)));
             let view = pb::Conversation { read_seq: seq, role: *role as i32, ..view.clone() };
-            let record = InboxRecord { event: Some(inbox_record::Event::Joined(view.clone())) };
-            self.inbox_event(user.user_id, record, pb::inbox_event::Event::Joined(view), out)?;
+            self.give_user(user.user_id, UserEffect::Joined(Box::new(view)), out)?;
         }
         Ok(())
     }
@@ -86,16 +88,24 @@ impl Tx<'_> {
         seq: u64,
         out: &mut Deliveries,
     ) -> std::result::Result<(), CommandError> {
-        self.delete(Ks::Members, &keys::pair(conversation, user));
-        let key = keys::pair(user, conversation);
-        let mut mine = self.get_record::<UserConversationRecord>(Ks::UserConversations, &key)?.unwrap_or_default();
-        mine.left_seq = seq;
-        mine.read_seq = mine.read_seq.max(seq);
-        self.put_record(Ks::UserConversations, &key, &mine);
+        self.delete(Ks::Members, &keys::member(ConversationId(conversation), UserId(user)));
+        let former = keys::former_member(ConversationId(conversation), UserId(user));
+        self.put(Ks::FormerMembers, &former, seq.to_be_bytes().to_vec());
         let left = pb::ConversationLeft { conversation_id: conversation, seq };
-        let record = InboxRecord { event: Some(inbox_record::Event::Left(left)) };
-        self.inbox_event(user, record, pb::inbox_event::Event::Left(left), out)?;
+        self.give_user(user, UserEffect::Left(left), out)?;
         Ok(())
+    }
+
+    /// A member's username: from their member record, or (records written
+    /// before usernames were kept there) from this partition's users.
+    fn member_name(&self, user: u64, member: &MemberRecord) -> std::result::Result<String, CommandError> {
+        if !member.username.is_empty() {
+            return Ok(member.username.clone());
+        }
+        Ok(self
+            .get_record::<super::records::UserRecord>(Ks::Users, &keys::user(UserId(user)))?
+            .map(|u| u.username)
+            .unwrap_or_default())
     }
 
     /// Creates a group owned by `creator` with the named initial members.
@@ -103,11 +113,16 @@ impl Tx<'_> {
         &mut self,
         creator: &UserRef,
         title: &str,
-        usernames: &[String],
+        named: &[UserRef],
         max_members: u32,
         now_ms: i64,
     ) -> Result<pb::Conversation> {
-        let others = self.resolve(usernames, creator.user_id)?;
+        let mut others: Vec<UserRef> = Vec::new();
+        for user in named {
+            if user.user_id != creator.user_id && !others.iter().any(|u| u.user_id == user.user_id) {
+                others.push(user.clone());
+            }
+        }
         if 1 + others.len() > max_members as usize {
             return refuse(Refusal::GroupFull { would_have: 1 + others.len(), max: max_members });
         }
@@ -118,7 +133,7 @@ impl Tx<'_> {
             title: title.to_string(),
             created_at_ms: now_ms,
         };
-        self.put_record(Ks::Conversations, &keys::id(conversation), &record);
+        self.put_record(Ks::Conversations, &keys::conversation(ConversationId(conversation)), &record);
         let mut users = vec![(creator.clone(), MemberRole::Owner)];
         users.extend(others.into_iter().map(|u| (u, MemberRole::Member)));
         let view = pb::Conversation {
@@ -136,7 +151,7 @@ impl Tx<'_> {
         let all: Vec<UserRef> = users.iter().map(|(u, _)| u.clone()).collect();
         let ids: Vec<u64> = all.iter().map(|u| u.user_id).collect();
         let content = pb::message::Content::Membership(change(MembershipAction::Created, &all));
-        let message = self.append(conversation, creator, "", content, &ids, now_ms, &mut out)?;
+        let message = self.append(conversation, creator, "", content, &ids, now_ms, false, &mut out)?;
         let mine =
             pb::Conversation { read_seq: 1, role: MemberRole::Owner as i32, last_message: Some(message), ..view };
         Ok((mine, out))
@@ -147,17 +162,21 @@ impl Tx<'_> {
         &mut self,
         actor: &UserRef,
         conversation: u64,
-        usernames: &[String],
+        named: &[UserRef],
         max_members: u32,
         now_ms: i64,
     ) -> Result<()> {
         let group = self.group(actor.user_id, conversation)?;
         if !matches!(group.actor_role, MemberRole::Owner | MemberRole::Admin) {
-            return refuse(Refusal::PermissionDenied("only owners and admins add members"));
+            return refuse(Refusal::PermissionDenied("only owners and admins add members".into()));
         }
-        let named = self.resolve(usernames, 0)?;
-        let new: Vec<UserRef> =
-            named.into_iter().filter(|u| !group.members.iter().any(|(m, _)| *m == u.user_id)).collect();
+        let mut new: Vec<UserRef> = Vec::new();
+        for user in named {
+            if !group.members.iter().any(|(m, _)| *m == user.user_id) && !new.iter().any(|u| u.user_id == user.user_id)
+            {
+                new.push(user.clone());
+            }
+        }
         if new.is_empty() {
             return Ok(((), Deliveries::default()));
         }
@@ -167,8 +186,9 @@ impl Tx<'_> {
         }
         // The ADDED change takes the next seq: the new members' view starts there.
         let seq = self.last_seq(conversation)? + 1;
-        let record =
-            self.get_record::<ConversationRecord>(Ks::Conversations, &keys::id(conversation))?.unwrap_or_default();
+        let record = self
+            .get_record::<ConversationRecord>(Ks::Conversations, &keys::conversation(ConversationId(conversation)))?
+            .unwrap_or_default();
         let view = pb::Conversation {
             conversation_id: conversation,
             kind: record.kind,
@@ -185,36 +205,34 @@ impl Tx<'_> {
         let mut recipients: Vec<u64> = group.members.iter().map(|(u, _)| *u).collect();
         recipients.extend(new.iter().map(|u| u.user_id));
         let content = pb::message::Content::Membership(change(MembershipAction::Added, &new));
-        self.append(conversation, actor, "", content, &recipients, now_ms, &mut out)?;
+        self.append(conversation, actor, "", content, &recipients, now_ms, false, &mut out)?;
         Ok(((), out))
     }
 
     /// Removes one member (not oneself; owners cannot be removed; admins
     /// remove only plain members).
-    pub fn remove_member(&mut self, actor: &UserRef, conversation: u64, username: &str, now_ms: i64) -> Result<()> {
+    pub fn remove_member(&mut self, actor: &UserRef, conversation: u64, target: &UserRef, now_ms: i64) -> Result<()> {
         let group = self.group(actor.user_id, conversation)?;
         if !matches!(group.actor_role, MemberRole::Owner | MemberRole::Admin) {
-            return refuse(Refusal::PermissionDenied("only owners and admins remove members"));
+            return refuse(Refusal::PermissionDenied("only owners and admins remove members".into()));
         }
-        let target = self.user_by_name(username)?;
         if target.user_id == actor.user_id {
-            return refuse(Refusal::Invalid("use LeaveGroupRequest to leave"));
+            return refuse(Refusal::Invalid("use LeaveGroupRequest to leave".into()));
         }
         let Some((_, member)) = group.members.iter().find(|(u, _)| *u == target.user_id) else {
             return Ok(((), Deliveries::default()));
         };
         match (role_of(member), group.actor_role) {
-            (MemberRole::Owner, _) => return refuse(Refusal::PermissionDenied("owners cannot be removed")),
+            (MemberRole::Owner, _) => return refuse(Refusal::PermissionDenied("owners cannot be removed".into())),
             (MemberRole::Admin, MemberRole::Admin) => {
-                return refuse(Refusal::PermissionDenied("admins remove only members"));
+                return refuse(Refusal::PermissionDenied("admins remove only members".into()));
             }
             _ => {}
         }
         let recipients: Vec<u64> = group.members.iter().map(|(u, _)| *u).collect();
         let mut out = Deliveries::default();
-        let content =
-            pb::message::Content::Membership(change(MembershipAction::Removed, std::slice::from_ref(&target)));
-        let message = self.append(conversation, actor, "", content, &recipients, now_ms, &mut out)?;
+        let content = pb::message::Content::Membership(change(MembershipAction::Removed, std::slice::from_ref(target)));
+        let message = self.append(conversation, actor, "", content, &recipients, now_ms, false, &mut out)?;
         self.release(conversation, target.user_id, message.seq, &mut out)?;
         Ok(((), out))
     }
@@ -233,12 +251,10 @@ impl Tx<'_> {
                 .filter(|(u, _)| *u != actor.user_id)
                 .min_by_key(|(u, m)| (rank(role_of(m)), m.joined_at_ms, *u));
             if let Some((user_id, member)) = successor {
-                let user = self
-                    .get_record::<super::records::UserRecord>(Ks::Users, &keys::id(*user_id))?
-                    .map(|u| UserRef { user_id: u.user_id, username: u.username })
-                    .unwrap_or(UserRef { user_id: *user_id, username: String::new() });
-                let promoted = MemberRecord { role: MemberRole::Owner as i32, ..*member };
-                self.put_record(Ks::Members, &keys::pair(conversation, *user_id), &promoted);
+                let username = self.member_name(*user_id, member)?;
+                let user = UserRef { user_id: *user_id, username };
+                let promoted = MemberRecord { role: MemberRole::Owner as i32, ..member.clone() };
+                self.put_record(Ks::Members, &keys::member(ConversationId(conversation), UserId(*user_id)), &promoted);
                 let mut c = change(MembershipAction::RoleChanged, std::slice::from_ref(&user));
                 c.role = MemberRole::Owner as i32;
                 self.append(
@@ -248,12 +264,13 @@ impl Tx<'_> {
                     pb::message::Content::Membership(c),
                     &recipients,
                     now_ms,
+                    false,
                     &mut out,
                 )?;
             }
         }
         let content = pb::message::Content::Membership(change(MembershipAction::Left, std::slice::from_ref(actor)));
-        let message = self.append(conversation, actor, "", content, &recipients, now_ms, &mut out)?;
+        let message = self.append(conversation, actor, "", content, &recipients, now_ms, false, &mut out)?;
         self.release(conversation, actor.user_id, message.seq, &mut out)?;
         Ok(((), out))
     }
@@ -262,9 +279,9 @@ impl Tx<'_> {
     pub fn rename_group(&mut self, actor: &UserRef, conversation: u64, title: &str, now_ms: i64) -> Result<()> {
         let group = self.group(actor.user_id, conversation)?;
         if !matches!(group.actor_role, MemberRole::Owner | MemberRole::Admin) {
-            return refuse(Refusal::PermissionDenied("only owners and admins rename"));
+            return refuse(Refusal::PermissionDenied("only owners and admins rename".into()));
         }
-        let key = keys::id(conversation);
+        let key = keys::conversation(ConversationId(conversation));
         let mut record = self.get_record::<ConversationRecord>(Ks::Conversations, &key)?.unwrap_or_default();
         if record.title == title {
             return Ok(((), Deliveries::default()));
@@ -278,7 +295,16 @@ impl Tx<'_> {
             title: title.to_string(),
             ..Default::default()
         };
-        self.append(conversation, actor, "", pb::message::Content::Membership(c), &recipients, now_ms, &mut out)?;
+        self.append(
+            conversation,
+            actor,
+            "",
+            pb::message::Content::Membership(c),
+            &recipients,
+            now_ms,
+            false,
+            &mut out,
+        )?;
         Ok(((), out))
     }
 
@@ -287,32 +313,40 @@ impl Tx<'_> {
         &mut self,
         actor: &UserRef,
         conversation: u64,
-        username: &str,
+        target: &UserRef,
         role: MemberRole,
         now_ms: i64,
     ) -> Result<()> {
         let group = self.group(actor.user_id, conversation)?;
         if group.actor_role != MemberRole::Owner {
-            return refuse(Refusal::PermissionDenied("only owners change roles"));
+            return refuse(Refusal::PermissionDenied("only owners change roles".into()));
         }
-        let target = self.user_by_name(username)?;
         let Some((_, member)) = group.members.iter().find(|(u, _)| *u == target.user_id) else {
-            return refuse(Refusal::UserNotFound(format!("{username} is not a member")));
+            return refuse(Refusal::UserNotFound(format!("{} is not a member", target.username)));
         };
         if role_of(member) == role {
             return Ok(((), Deliveries::default()));
         }
         let owners = group.members.iter().filter(|(_, m)| role_of(m) == MemberRole::Owner).count();
         if role_of(member) == MemberRole::Owner && owners == 1 {
-            return refuse(Refusal::PermissionDenied("a group keeps at least one owner"));
+            return refuse(Refusal::PermissionDenied("a group keeps at least one owner".into()));
         }
-        let updated = MemberRecord { role: role as i32, ..*member };
-        self.put_record(Ks::Members, &keys::pair(conversation, target.user_id), &updated);
+        let updated = MemberRecord { role: role as i32, ..member.clone() };
+        self.put_record(Ks::Members, &keys::member(ConversationId(conversation), UserId(target.user_id)), &updated);
         let recipients: Vec<u64> = group.members.iter().map(|(u, _)| *u).collect();
         let mut out = Deliveries::default();
-        let mut c = change(MembershipAction::RoleChanged, std::slice::from_ref(&target));
+        let mut c = change(MembershipAction::RoleChanged, std::slice::from_ref(target));
         c.role = role as i32;
-        self.append(conversation, actor, "", pb::message::Content::Membership(c), &recipients, now_ms, &mut out)?;
+        self.append(
+            conversation,
+            actor,
+            "",
+            pb::message::Content::Membership(c),
+            &recipients,
+            now_ms,
+            false,
+            &mut out,
+        )?;
         Ok(((), out))
     }
 }

@@ -1,44 +1,262 @@
-//! The store: one fjall database with a keyspace per record family, behind
-//! a narrow, domain-shaped interface. Only this module knows key layouts
-//! (`keys`) and record encodings (`records`, protobuf).
+//! The store: everything durable, behind a narrow, domain-shaped seam.
 //!
-//! Reads ([`Store`] methods) are blocking calls on committed data: run them
-//! with [`Store::read`], which moves them off the async workers. Every write
-//! goes through the single writer thread ([`writer::Writer`]), which applies
-//! commands in arrival order and group-commits them: one atomic batch and one
-//! fsync for everything that arrived while the previous commit was syncing.
-//! fjall journals and syncs a batch before applying it to its memtables, so
-//! nothing is readable before it is durable.
+//! The rest of the server talks to storage only through the traits here
+//! ([`Accounts`], [`Conversations`], [`Messages`], [`PushOutbox`], together
+//! [`Store`]): "append a message with its inbox entries", "read a page of
+//! history", never keys or records. Domain rules that decide what a reader
+//! may see (current membership, history visibility after leaving) live
+//! behind the seam too. [`LocalStore`] is the single-node implementation:
+//! one fjall database on this machine. A cluster implementation stands
+//! behind the same traits.
+//!
+//! ## Layout
+//! - `db`: the fjall database and its keyspaces; `reads`: reads on
+//!   committed data. Only this module knows key layouts (`keys`, typed
+//!   constructors per keyspace) and record encodings (`records`, protobuf).
+//! - `writer`: the single writer thread and its group commit; `tx`: one
+//!   group's staged writes; `commands`, `groups`, `push`: the write
+//!   commands, each doing every check before its first write.
+//! - `error`: [`StoreError`], [`Refusal`], [`CommandError`].
+//! - `local`: [`LocalStore`], the seam over all of the above.
+//!
+//! Reads are blocking calls on committed data, run off the async workers.
+//! Every write goes through the single writer thread, which applies
+//! commands in arrival order and group-commits them: one atomic batch and
+//! one fsync for everything that arrived while the previous commit was
+//! syncing. fjall journals and syncs a batch before applying it to its
+//! memtables, so nothing is readable before it is durable; live events go
+//! out through the [`Delivery`](crate::delivery::Delivery) seam only after
+//! the commit.
 //!
 //! The push outbox (`push`) lives here too: notification jobs are written in
 //! the same batch as the message that causes them, so they are exactly as
 //! durable as the message.
 
 mod commands;
+mod db;
+mod effects;
+mod error;
 mod groups;
-pub mod keys;
-pub mod push;
+mod keys;
+mod local;
+mod partition;
+mod push;
 mod reads;
+#[cfg(test)]
+mod tests;
+pub mod tokens;
 mod tx;
-pub mod writer;
+mod writer;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use confab_protocol::pb;
+use fjall::PersistMode;
 
-pub use commands::{Refusal, SendOutcome, UserRef};
-pub use tx::Tx;
-pub use writer::{CommandError, Writer};
+pub use commands::{SendOutcome, UserRef};
+pub use db::{Db, FORMAT_VERSION};
+use db::{Ks, decode};
+pub use error::{CommandError, Refusal, StoreError};
+pub use local::{LocalStore, StoreSettings};
+pub use partition::Partitioning;
+pub use push::{DueJob, PushNotice, PushPlan, PushSettle, SkipReason};
+pub use reads::{conversation_page, with_read_seq};
+pub use records::push_target_record::Target as PushEndpoint;
+pub use records::{
+    DeviceRecord as Device, PushTargetRecord as PushTarget, UserRecord as User, WebhookTargetRecord as WebhookEndpoint,
+};
+pub use tx::Scope;
+use writer::Writer;
+pub use writer::{CommitHook, CommitStats};
+pub use writer::{Log, LogError};
 
-/// The storage records (values), generated from `proto/store.proto`.
-#[allow(missing_docs, clippy::all)]
-pub mod records {
-    include!(concat!(env!("OUT_DIR"), "/confab.store.v1.rs"));
+/// A store operation in progress. A write is queued when its method is
+/// called, so the writes one caller makes are stored in the order it made
+/// them; awaiting gives its outcome once it is durable. A read runs when
+/// awaited.
+pub type Op<T> = Pin<Box<dyn Future<Output = Result<T, CommandError>> + Send + 'static>>;
+
+/// How the message path schedules notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushTiming {
+    /// How long a device has to ack a message before it is notified; also
+    /// gathers a burst into one notification.
+    pub delay_ms: i64,
+    /// Least time between two notifications of one device about one
+    /// conversation.
+    pub coalesce_ms: i64,
 }
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// A new account and its first device.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// The username (already validated).
+    pub username: String,
+    /// The Argon2id hash of the password (PHC string).
+    pub password_hash: String,
+    /// The first device's name.
+    pub device_name: String,
+    /// Now, in unix ms.
+    pub now_ms: i64,
+}
+
+/// A new account, its first device and that device's token.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The account.
+    pub user: User,
+    /// Its first device.
+    pub device: Device,
+    /// The device's token (only its hash is stored).
+    pub token: String,
+}
+
+/// What a resumed token is.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    /// The token's user.
+    pub user: User,
+    /// The token's device.
+    pub device: Device,
+    /// The user's inbox head now.
+    pub inbox_head: u64,
+}
+
+/// Which part of a conversation's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRange {
+    /// Only messages with seq below this (0: no bound).
+    pub before_seq: u64,
+    /// Only messages with seq above this (0: no bound).
+    pub after_seq: u64,
+    /// Oldest first (else newest first).
+    pub oldest_first: bool,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Accounts, devices and their cursors.
+pub trait Accounts: Send + Sync + 'static {
+    /// Creates an account and its first device (with a new token);
+    /// refuses a taken username.
+    fn create_user(&self, account: NewAccount) -> Op<Created>;
+    /// The account with this username.
+    fn user_by_name(&self, username: String) -> Op<Option<User>>;
+    /// The accounts with these usernames, in order; refuses the first
+    /// unknown one ([`Refusal::UserNotFound`]).
+    fn users_by_name(&self, usernames: Vec<String>) -> Op<Vec<User>>;
+    /// A new device for a user (a login), and its new token.
+    fn create_device(&self, user_id: u64, device_name: String, now_ms: i64) -> Op<(Device, String)>;
+    /// The device of `token`, its user and inbox head; `None` for an
+    /// unknown or revoked token.
+    fn resume(&self, token: String) -> Op<Option<Resumed>>;
+    /// A user's devices.
+    fn devices(&self, user_id: u64) -> Op<Vec<Device>>;
+    /// Revokes one of a user's devices (its token, push target, jobs).
+    fn revoke_device(&self, user_id: u64, device_id: u64) -> Op<()>;
+    /// Records a device's last-seen time.
+    fn touch_device(&self, device_id: u64, now_ms: i64) -> Op<()>;
+    /// Moves a device's inbox cursor forward (never back, never past the
+    /// head).
+    fn ack_cursor(&self, user_id: u64, device_id: u64, inbox_seq: u64) -> Op<()>;
+}
+
+/// Conversations, groups and their members, as a member sees them.
+pub trait Conversations: Send + Sync + 'static {
+    /// Opens (or returns) the direct conversation with `peer`.
+    fn open_direct(&self, me: UserRef, peer: String, now_ms: i64) -> Op<pb::Conversation>;
+    /// A page of the user's conversations, most recently active first,
+    /// starting after `before` (active_ms, conversation).
+    fn conversations(&self, user_id: u64, limit: usize, before: Option<(i64, u64)>) -> Op<pb::ConversationList>;
+    /// One conversation as the user sees it; refuses when the user was
+    /// never a member.
+    fn conversation(&self, user_id: u64, conversation: u64) -> Op<pb::Conversation>;
+    /// The members, for a current member; refuses anyone else.
+    fn members(&self, user_id: u64, conversation: u64) -> Op<pb::MemberList>;
+    /// Every member's read marker, for a current member.
+    fn read_receipts(&self, user_id: u64, conversation: u64) -> Op<pb::ReadReceiptList>;
+    /// Who else should see `user_id` typing in `conversation`: the other
+    /// current members, or nobody when the user is not one.
+    fn typing_audience(&self, user_id: u64, conversation: u64) -> Op<Vec<u64>>;
+    /// Creates a group with its creator as owner.
+    fn create_group(&self, actor: UserRef, title: String, usernames: Vec<String>, now_ms: i64) -> Op<pb::Conversation>;
+    /// Adds members (admins and owners).
+    fn add_members(&self, actor: UserRef, conversation: u64, usernames: Vec<String>, now_ms: i64) -> Op<()>;
+    /// Removes a member (admins and owners, by rank).
+    fn remove_member(&self, actor: UserRef, conversation: u64, username: String, now_ms: i64) -> Op<()>;
+    /// Leaves a group.
+    fn leave_group(&self, actor: UserRef, conversation: u64, now_ms: i64) -> Op<()>;
+    /// Renames a group.
+    fn rename_group(&self, actor: UserRef, conversation: u64, title: String, now_ms: i64) -> Op<()>;
+    /// Changes a member's role (owners).
+    fn set_role(
+        &self,
+        actor: UserRef,
+        conversation: u64,
+        username: String,
+        role: pb::MemberRole,
+        now_ms: i64,
+    ) -> Op<()>;
+}
+
+/// Messages, history, read state and the inbox.
+pub trait Messages: Send + Sync + 'static {
+    /// Appends a message with every member's inbox entry (and push jobs),
+    /// or returns the original for a `client_msg_id` used before.
+    fn send(
+        &self,
+        sender: UserRef,
+        conversation: u64,
+        client_msg_id: String,
+        text: String,
+        now_ms: i64,
+    ) -> Op<SendOutcome>;
+    /// A page of history, as far as the user may see it (up to where they
+    /// left); refuses when the user was never a member.
+    fn history(&self, user_id: u64, conversation: u64, range: HistoryRange) -> Op<pb::HistoryPage>;
+    /// Moves the user's read marker forward.
+    fn mark_read(&self, user: UserRef, conversation: u64, seq: u64) -> Op<pb::ReadState>;
+    /// A page of the user's inbox after `after`, with the head as of
+    /// after the page was read.
+    fn sync(&self, user_id: u64, after: u64, limit: usize) -> Op<pb::SyncPage>;
+}
+
+/// Push targets and the durable outbox of notifications.
+pub trait PushOutbox: Send + Sync + 'static {
+    /// Sets (or replaces) a device's push target.
+    fn register_push(&self, user_id: u64, device_id: u64, target: PushTarget) -> Op<()>;
+    /// Removes a device's push target and its pending notifications.
+    fn unregister_push(&self, user_id: u64, device_id: u64) -> Op<()>;
+    /// Devices with a push target.
+    fn push_target_count(&self) -> Op<usize>;
+    /// Up to `limit` jobs due at `now_ms`, earliest first, except `busy`
+    /// (device, conversation) pairs; and when the next one is due.
+    fn push_due(&self, now_ms: i64, limit: usize, busy: HashSet<(u64, u64)>) -> Op<(Vec<DueJob>, Option<i64>)>;
+    /// What to do with a due job, decided from committed data.
+    fn push_plan(&self, job: DueJob, now_ms: i64, delay_ms: i64, with_text: bool) -> Op<PushPlan>;
+    /// Records how an attempt at a due job ended.
+    fn settle_push(&self, job: DueJob, attempted: u64, settle: PushSettle, now_ms: i64) -> Op<()>;
+}
+
+/// Everything durable.
+pub trait Store: Accounts + Conversations + Messages + PushOutbox {
+    /// A cheap read that shows the store is open and answers (readiness).
+    fn check(&self) -> Op<()>;
+
+    /// Syncs everything to disk and stops taking writes (shutdown); what
+    /// was queued before is written first.
+    fn close(&self) -> Op<()>;
+}
+
+/// The storage records (values), the cluster log's records and its RPC
+/// messages, generated from `proto/store.proto` (generated code: not every
+/// message has a use on every build).
+#[allow(missing_docs, clippy::all, dead_code)]
+pub(crate) mod records {
+    include!(concat!(env!("OUT_DIR"), "/confab.store.v1.rs"));
+}
 
 /// How durable an acknowledged write is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
@@ -57,280 +275,4 @@ impl Durability {
             Durability::Buffered => PersistMode::Buffer,
         }
     }
-}
-
-/// Store failures (not domain refusals such as "user not found").
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// fjall reported an I/O or internal error.
-    #[error("storage error: {0}")]
-    Fjall(#[from] fjall::Error),
-    /// A stored value did not decode.
-    #[error("corrupt record in {keyspace}: {detail}")]
-    Corrupt {
-        /// Where.
-        keyspace: &'static str,
-        /// What.
-        detail: String,
-    },
-    /// The data directory was written by an incompatible version.
-    #[error("store format version {found} is not supported by this build (it reads version {expected})")]
-    UnsupportedFormat {
-        /// On disk.
-        found: u32,
-        /// This build.
-        expected: u32,
-    },
-    /// A group commit failed (disk full, I/O error): none of its writes
-    /// were stored.
-    #[error("write failed: {0}")]
-    WriteFailed(String),
-    /// The writer thread is gone (shutting down).
-    #[error("the store is shutting down")]
-    Closed,
-    /// The store is being reopened after write failures; try again soon.
-    #[error("the store is reopening after write failures")]
-    Reopening,
-}
-
-/// Keyspaces, by record family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Ks {
-    Meta,
-    Users,
-    Usernames,
-    Devices,
-    UserDevices,
-    Tokens,
-    Conversations,
-    DirectPairs,
-    Members,
-    UserConversations,
-    Messages,
-    Inbox,
-    Dedupe,
-    PushTargets,
-    PushJobs,
-    PushDue,
-}
-
-impl Ks {
-    const ALL: [Ks; 16] = [
-        Ks::Meta,
-        Ks::Users,
-        Ks::Usernames,
-        Ks::Devices,
-        Ks::UserDevices,
-        Ks::Tokens,
-        Ks::Conversations,
-        Ks::DirectPairs,
-        Ks::Members,
-        Ks::UserConversations,
-        Ks::Messages,
-        Ks::Inbox,
-        Ks::Dedupe,
-        Ks::PushTargets,
-        Ks::PushJobs,
-        Ks::PushDue,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Ks::Meta => keys::META,
-            Ks::Users => keys::USERS,
-            Ks::Usernames => keys::USERNAMES,
-            Ks::Devices => keys::DEVICES,
-            Ks::UserDevices => keys::USER_DEVICES,
-            Ks::Tokens => keys::TOKENS,
-            Ks::Conversations => keys::CONVERSATIONS,
-            Ks::DirectPairs => keys::DIRECT_PAIRS,
-            Ks::Members => keys::MEMBERS,
-            Ks::UserConversations => keys::USER_CONVERSATIONS,
-            Ks::Messages => keys::MESSAGES,
-            Ks::Inbox => keys::INBOX,
-            Ks::Dedupe => keys::DEDUPE,
-            Ks::PushTargets => keys::PUSH_TARGETS,
-            Ks::PushJobs => keys::PUSH_JOBS,
-            Ks::PushDue => keys::PUSH_DUE,
-        }
-    }
-}
-
-/// The open database.
-///
-/// fjall poisons a database whose journal write or sync failed (a full
-/// disk, an I/O error): every later write fails. The handles can therefore
-/// be replaced by a fresh open of the same directory ([`Store::reopen`]),
-/// which recovers from the journal exactly what was committed.
-pub struct Store {
-    dir: PathBuf,
-    /// `None` only while `reopen` runs: readers then get
-    /// [`StoreError::Reopening`] at once, so they let go of the old
-    /// database's lock file instead of waiting for the new one.
-    handles: RwLock<Option<Arc<Handles>>>,
-    durability: Durability,
-}
-
-pub(crate) struct Handles {
-    pub(crate) db: Database,
-    keyspaces: Vec<Keyspace>,
-}
-
-impl Handles {
-    pub(crate) fn ks(&self, ks: Ks) -> &Keyspace {
-        // Ks::ALL and `keyspaces` are built in the same order.
-        &self.keyspaces[ks as usize]
-    }
-}
-
-impl Handles {
-    fn open(dir: &Path, durability: Durability) -> Result<Handles, StoreError> {
-        let db = Database::builder(dir).manual_journal_persist(durability == Durability::Fsync).open()?;
-        let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
-        for ks in Ks::ALL {
-            keyspaces.push(db.keyspace(ks.name(), KeyspaceCreateOptions::default)?);
-        }
-        Ok(Handles { db, keyspaces })
-    }
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("durability", &self.durability).finish_non_exhaustive()
-    }
-}
-
-impl Store {
-    /// Opens (or creates) the database in `dir`, checking its format
-    /// version.
-    pub fn open(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
-        let handles = Handles::open(dir, durability)?;
-        let store = Store { dir: dir.to_path_buf(), handles: RwLock::new(Some(Arc::new(handles))), durability };
-        let meta = store.ks(Ks::Meta)?;
-        match meta.get(keys::FORMAT_VERSION)? {
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(&v[..]).map(u32::from_be_bytes).map_err(|_| StoreError::Corrupt {
-                    keyspace: keys::META,
-                    detail: "format_version is not 4 bytes".into(),
-                })?;
-                if found != FORMAT_VERSION {
-                    return Err(StoreError::UnsupportedFormat { found, expected: FORMAT_VERSION });
-                }
-            }
-            None => {
-                if !store.ks(Ks::Users)?.is_empty()? {
-                    return Err(StoreError::Corrupt { keyspace: keys::META, detail: "format_version missing".into() });
-                }
-                meta.insert(keys::FORMAT_VERSION, FORMAT_VERSION.to_be_bytes())?;
-                store.db()?.persist(PersistMode::SyncAll)?;
-            }
-        }
-        Ok(store)
-    }
-
-    /// The durability acks are given at.
-    pub fn durability(&self) -> Durability {
-        self.durability
-    }
-
-    pub(crate) fn handles(&self) -> Result<Arc<Handles>, StoreError> {
-        // Each critical section clones or swaps one Arc: a poisoned lock
-        // still holds a consistent value.
-        let guard = self.handles.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map(Arc::clone).ok_or(StoreError::Reopening)
-    }
-
-    pub(crate) fn ks(&self, ks: Ks) -> Result<Keyspace, StoreError> {
-        Ok(self.handles()?.ks(ks).clone())
-    }
-
-    pub(crate) fn db(&self) -> Result<Database, StoreError> {
-        Ok(self.handles()?.db.clone())
-    }
-
-    /// Syncs everything to disk (shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db()?.persist(PersistMode::SyncAll)?;
-        Ok(())
-    }
-
-    /// The number of the last group commit that reached the store (see
-    /// the writer: it tells whether a commit that reported failure was
-    /// written after all).
-    pub(crate) fn commit_seq(&self) -> Result<u64, StoreError> {
-        match self.ks(Ks::Meta)?.get(keys::COMMIT_SEQ)? {
-            None => Ok(0),
-            Some(v) => <[u8; 8]>::try_from(&v[..])
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt { keyspace: keys::META, detail: "commit_seq is not 8 bytes".into() }),
-        }
-    }
-
-    /// Whether the directory can take writes again: a probe file of
-    /// `bytes` is written and synced (and removed).
-    pub fn has_space(&self, bytes: usize) -> bool {
-        use std::io::Write;
-        let probe = self.dir.join(".space-probe");
-        let ok = std::fs::File::create(&probe)
-            .and_then(|mut f| {
-                f.write_all(&vec![0u8; bytes])?;
-                f.sync_data()
-            })
-            .is_ok();
-        let _ = std::fs::remove_file(&probe);
-        ok
-    }
-
-    /// Replaces poisoned handles with a fresh open of the same directory.
-    /// Meanwhile reads fail fast with [`StoreError::Reopening`]. The old
-    /// database must be gone first (fjall holds a lock file per directory,
-    /// also through the keyspace handles of reads still running), so the
-    /// open is retried for a short while. If no handles can be put back the
-    /// process ends: nothing could be served anyway, and everything
-    /// acknowledged is on disk for the next start.
-    pub fn reopen(&self) -> Result<(), StoreError> {
-        // Taken out under the lock, dropped outside it: dropping flushes
-        // fjall's journal, and readers must not wait on that.
-        let old = self.handles.write().unwrap_or_else(|p| p.into_inner()).take();
-        drop(old);
-        let mut last = None;
-        for _ in 0..50 {
-            match Handles::open(&self.dir, self.durability) {
-                Ok(h) => {
-                    *self.handles.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(h));
-                    return Ok(());
-                }
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let e = last.map_or_else(|| "unknown".to_string(), |e| e.to_string());
-        tracing::error!(error = %e, dir = %self.dir.display(), "cannot reopen the store; exiting");
-        std::process::exit(70);
-    }
-
-    /// Runs a blocking read off the async executor's workers.
-    pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::Corrupt { keyspace: "-", detail: format!("read task failed: {e}") }),
-        }
-    }
-
-    pub(crate) fn get_record<M: prost::Message + Default>(&self, ks: Ks, key: &[u8]) -> Result<Option<M>, StoreError> {
-        match self.ks(ks)?.get(key)? {
-            Some(v) => decode(ks, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-}
-
-pub(crate) fn decode<M: prost::Message + Default>(ks: Ks, bytes: &[u8]) -> Result<M, StoreError> {
-    M::decode(bytes).map_err(|e| StoreError::Corrupt { keyspace: ks.name(), detail: e.to_string() })
 }

@@ -14,29 +14,20 @@
 //! exactly as durable as the messages that caused them and survive
 //! restarts. Everything else (is the device away, has it acked, did the
 //! user read the conversation elsewhere) is decided by the worker when a
-//! job is due, from committed data ([`Store::push_plan`]), and recorded
+//! job is due, from committed data ([`Db::push_plan`]), and recorded
 //! through the writer ([`Tx::settle_push`]).
 
 use std::collections::HashSet;
 
 use confab_protocol::pb;
 
-use super::commands::{Refusal, refuse};
+use super::commands::refuse;
+use super::keys::{ConversationId, DeviceId, UserId};
 use super::records::{DeviceRecord, PushJobRecord, PushTargetRecord};
 use super::tx::Tx;
 use super::writer::Deliveries;
-use super::{Ks, Store, StoreError, decode, keys};
-
-/// How the message path schedules notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PushTiming {
-    /// How long a device has to ack a message before it is notified; also
-    /// gathers a burst into one notification.
-    pub delay_ms: i64,
-    /// Least time between two notifications of one device about one
-    /// conversation.
-    pub coalesce_ms: i64,
-}
+use super::{Db, Ks, StoreError, decode, keys};
+use super::{PushTiming, Refusal};
 
 /// One entry of the due index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -194,7 +185,7 @@ impl Tx<'_> {
         let inbox_seq = self.inbox_head(user)?;
         let mut queued = 0;
         for device in devices {
-            let key = keys::pair(device, conversation);
+            let key = keys::push_job(DeviceId(device), ConversationId(conversation));
             let (old_due, due_ms) = match self.get_record::<PushJobRecord>(Ks::PushJobs, &key)? {
                 Some(mut job) if job.pending => {
                     // Coalesce: the pending notification now covers this one.
@@ -228,26 +219,30 @@ impl Tx<'_> {
     /// Writes a job and keeps its index entry in step with its due time.
     fn put_job(&mut self, device: u64, conversation: u64, old_due: Option<i64>, job: &PushJobRecord) {
         if let Some(old) = old_due.filter(|d| *d != job.due_ms) {
-            self.delete(Ks::PushDue, &keys::push_due(old, device, conversation));
+            self.delete(Ks::PushDue, &keys::push_due(old, DeviceId(device), ConversationId(conversation)));
         }
         if old_due != Some(job.due_ms) {
-            self.put(Ks::PushDue, &keys::push_due(job.due_ms, device, conversation), Vec::new());
+            self.put(
+                Ks::PushDue,
+                &keys::push_due(job.due_ms, DeviceId(device), ConversationId(conversation)),
+                Vec::new(),
+            );
         }
-        self.put_record(Ks::PushJobs, &keys::pair(device, conversation), job);
+        self.put_record(Ks::PushJobs, &keys::push_job(DeviceId(device), ConversationId(conversation)), job);
     }
 
     fn delete_job(&mut self, device: u64, conversation: u64, job: &PushJobRecord) {
-        self.delete(Ks::PushDue, &keys::push_due(job.due_ms, device, conversation));
-        self.delete(Ks::PushJobs, &keys::pair(device, conversation));
+        self.delete(Ks::PushDue, &keys::push_due(job.due_ms, DeviceId(device), ConversationId(conversation)));
+        self.delete(Ks::PushJobs, &keys::push_job(DeviceId(device), ConversationId(conversation)));
     }
 
     /// Removes a device's target and every job for it (unregister, logout,
     /// revoke, a target the push service says is gone).
     pub(super) fn remove_push_state(&mut self, user: u64, device: u64) -> Result<(), StoreError> {
-        self.delete(Ks::PushTargets, &keys::pair(user, device));
-        for (k, v) in self.scan_prefix(Ks::PushJobs, &keys::id(device))? {
+        self.delete(Ks::PushTargets, &keys::push_target(UserId(user), DeviceId(device)));
+        for (k, v) in self.scan_prefix(Ks::PushJobs, &keys::of_device(DeviceId(device)))? {
             let job: PushJobRecord = decode(Ks::PushJobs, &v)?;
-            let conversation = keys::pair_second(&k)
+            let conversation = keys::second(&k)
                 .ok_or(StoreError::Corrupt { keyspace: keys::PUSH_JOBS, detail: "short key".into() })?;
             self.delete_job(device, conversation, &job);
         }
@@ -256,11 +251,11 @@ impl Tx<'_> {
     }
 
     fn set_push_dropped(&mut self, device_id: u64, dropped: Option<pb::PushTargetDropped>) -> Result<(), StoreError> {
-        if let Some(mut device) = self.get_record::<DeviceRecord>(Ks::Devices, &keys::id(device_id))?
+        if let Some(mut device) = self.get_record::<DeviceRecord>(Ks::Devices, &keys::device(DeviceId(device_id)))?
             && device.push_dropped != dropped
         {
             device.push_dropped = dropped;
-            self.put_record(Ks::Devices, &keys::id(device_id), &device);
+            self.put_record(Ks::Devices, &keys::device(DeviceId(device_id)), &device);
         }
         Ok(())
     }
@@ -270,12 +265,12 @@ impl Tx<'_> {
     /// Sets (or replaces) the device's push target. Pending jobs stay: they
     /// go to the new target.
     pub fn register_push(&mut self, user: u64, device: u64, target: PushTargetRecord) -> super::commands::Result<()> {
-        match self.get_record::<DeviceRecord>(Ks::Devices, &keys::id(device))? {
+        match self.get_record::<DeviceRecord>(Ks::Devices, &keys::device(DeviceId(device)))? {
             Some(d) if d.user_id == user => {}
             _ => return refuse(Refusal::DeviceNotFound),
         }
         let mut target = target;
-        let key = keys::pair(user, device);
+        let key = keys::push_target(UserId(user), DeviceId(device));
         if let Some(old) = self.get_record::<PushTargetRecord>(Ks::PushTargets, &key)? {
             // registered_at_ms tells registrations apart: keep it increasing.
             target.registered_at_ms = target.registered_at_ms.max(old.registered_at_ms + 1);
@@ -306,9 +301,12 @@ impl Tx<'_> {
         now_ms: i64,
     ) -> super::commands::Result<()> {
         let (device, conversation) = (due.device, due.conversation);
-        let job = self.get_record::<PushJobRecord>(Ks::PushJobs, &keys::pair(device, conversation))?;
+        let job = self.get_record::<PushJobRecord>(
+            Ks::PushJobs,
+            &keys::push_job(DeviceId(device), ConversationId(conversation)),
+        )?;
         let Some(mut job) = job else {
-            self.delete(Ks::PushDue, &keys::push_due(due.due_ms, device, conversation));
+            self.delete(Ks::PushDue, &keys::push_due(due.due_ms, DeviceId(device), ConversationId(conversation)));
             return Ok(((), Deliveries::default()));
         };
         let old_due = Some(job.due_ms);
@@ -316,7 +314,10 @@ impl Tx<'_> {
         match settle {
             PushSettle::Stale => {
                 if job.due_ms != due.due_ms {
-                    self.delete(Ks::PushDue, &keys::push_due(due.due_ms, device, conversation));
+                    self.delete(
+                        Ks::PushDue,
+                        &keys::push_due(due.due_ms, DeviceId(device), ConversationId(conversation)),
+                    );
                 }
             }
             PushSettle::CooledDown => {
@@ -357,7 +358,10 @@ impl Tx<'_> {
                 self.put_job(device, conversation, old_due, &job);
             }
             PushSettle::TargetGone { user_id, registered_at_ms, http_status } => {
-                let current = self.get_record::<PushTargetRecord>(Ks::PushTargets, &keys::pair(user_id, device))?;
+                let current = self.get_record::<PushTargetRecord>(
+                    Ks::PushTargets,
+                    &keys::push_target(UserId(user_id), DeviceId(device)),
+                )?;
                 if current.is_some_and(|t| t.registered_at_ms == registered_at_ms) {
                     self.remove_push_state(user_id, device)?;
                     let dropped = pb::PushTargetDropped { dropped_at_ms: now_ms, http_status };
@@ -375,7 +379,7 @@ impl Tx<'_> {
 
 // ----- the worker's reads ------------------------------------------------------------
 
-impl Store {
+impl Db {
     /// Up to `limit` jobs due at `now_ms`, earliest first, leaving out those
     /// in `busy` (being delivered); and the due time of the first job after
     /// them, if any (`now_ms` when more are due than were returned).
@@ -384,6 +388,7 @@ impl Store {
         now_ms: i64,
         limit: usize,
         busy: &HashSet<(u64, u64)>,
+        mine: impl Fn(u64) -> bool,
     ) -> Result<(Vec<DueJob>, Option<i64>), StoreError> {
         let mut out = Vec::new();
         for kv in self.ks(Ks::PushDue)?.iter() {
@@ -393,7 +398,9 @@ impl Store {
             if due_ms > now_ms {
                 return Ok((out, Some(due_ms)));
             }
-            if busy.contains(&(device, conversation)) {
+            // Jobs of a partition this node no longer owns stay in its
+            // copy; the new owner has them too.
+            if busy.contains(&(device, conversation)) || !mine(device) {
                 continue;
             }
             if out.len() == limit {
@@ -410,7 +417,11 @@ impl Store {
     /// is notified after the delay), unless nothing is unread any more.
     pub fn push_plan(&self, due: DueJob, now_ms: i64, delay_ms: i64, with_text: bool) -> Result<PushPlan, StoreError> {
         let (device_id, conversation) = (due.device, due.conversation);
-        let Some(job) = self.get_record::<PushJobRecord>(Ks::PushJobs, &keys::pair(device_id, conversation))? else {
+        let Some(job) = self.get_record::<PushJobRecord>(
+            Ks::PushJobs,
+            &keys::push_job(DeviceId(device_id), ConversationId(conversation)),
+        )?
+        else {
             return Ok(PushPlan::Stale);
         };
         if job.due_ms != due.due_ms {
@@ -420,7 +431,10 @@ impl Store {
             return Ok(PushPlan::CooledDown);
         }
         let Some(device) = self.device(device_id)? else { return Ok(PushPlan::Discard("device revoked")) };
-        let Some(target) = self.get_record::<PushTargetRecord>(Ks::PushTargets, &keys::pair(job.user_id, device_id))?
+        let Some(target) = self.get_record::<PushTargetRecord>(
+            Ks::PushTargets,
+            &keys::push_target(UserId(job.user_id), DeviceId(device_id)),
+        )?
         else {
             return Ok(PushPlan::Discard("no push target"));
         };
@@ -431,7 +445,10 @@ impl Store {
         if device.cursor >= job.last_inbox_seq {
             return Ok(PushPlan::Skip { reason: SkipReason::Acked, last_inbox_seq: job.last_inbox_seq });
         }
-        let last_seq = self.last_seq(conversation)?;
+        // The conversation's own partition knows its last seq; one elsewhere
+        // is known here through the effects that reached the user.
+        let local = self.same_partition(job.user_id, conversation);
+        let last_seq = if local { self.last_seq(conversation)? } else { membership.last_seq };
         let unread_count = last_seq.saturating_sub(membership.read_seq);
         if unread_count == 0 {
             return Ok(PushPlan::Skip { reason: SkipReason::Read, last_inbox_seq: job.last_inbox_seq });
@@ -443,7 +460,12 @@ impl Store {
         if now_ms < deadline {
             return Ok(PushPlan::Later(deadline));
         }
-        let Some(message) = self.message(conversation, job.last_seq)? else {
+        let message = if local {
+            self.message(conversation, job.last_seq)?
+        } else {
+            self.inbox_copy(job.user_id, job.last_inbox_seq)?
+        };
+        let Some(message) = message else {
             return Ok(PushPlan::Discard("message missing"));
         };
         let text = match (&message.content, with_text) {
@@ -465,6 +487,17 @@ impl Store {
             first_at_ms: job.first_at_ms,
             last_inbox_seq: job.last_inbox_seq,
         })))
+    }
+
+    /// The copy of a message in a user's inbox (a conversation of another
+    /// partition).
+    fn inbox_copy(&self, user: u64, inbox_seq: u64) -> Result<Option<pb::Message>, StoreError> {
+        let record: Option<super::records::InboxRecord> =
+            self.get_record(Ks::Inbox, &keys::inbox(UserId(user), super::keys::InboxSeq(inbox_seq)))?;
+        Ok(match record.and_then(|r| r.event) {
+            Some(super::records::inbox_record::Event::MessageCopy(m)) => Some(m),
+            _ => None,
+        })
     }
 
     /// How many devices have a push target (for the startup log).

@@ -1,32 +1,34 @@
-//! Reads of committed data. Blocking: call through [`Store::read`].
+//! Reads of committed data. Blocking: call through [`Db::read`].
 
 use confab_protocol::pb;
 use prost::Message as _;
 
+use super::keys::{ConversationId, DeviceId, InboxSeq, Seq, UserId};
 use super::records::{
     ConversationRecord, DeviceRecord, InboxRecord, MemberRecord, UserConversationRecord, UserRecord, inbox_record,
 };
-use super::{Ks, Store, StoreError, decode, keys};
+use super::{Db, Ks, StoreError, decode, keys};
 
 /// Room kept in a page for the envelope around its items.
 const PAGE_OVERHEAD: usize = 1024;
 
-impl Store {
+impl Db {
     /// Highest seq stored in a conversation (0: none).
     pub fn last_seq(&self, conversation: u64) -> Result<u64, StoreError> {
-        self.last_key_second(Ks::Messages, conversation)
+        self.last_key_second(Ks::Messages, keys::of_conversation(ConversationId(conversation)))
     }
 
     /// Newest inbox_seq of a user (0: none).
     pub fn inbox_head(&self, user: u64) -> Result<u64, StoreError> {
-        self.last_key_second(Ks::Inbox, user)
+        self.last_key_second(Ks::Inbox, keys::of_user(UserId(user)))
     }
 
-    fn last_key_second(&self, ks: Ks, first: u64) -> Result<u64, StoreError> {
-        match self.ks(ks)?.prefix(keys::id(first)).next_back() {
+    /// The second id of the last key under `prefix`.
+    fn last_key_second(&self, ks: Ks, prefix: [u8; 8]) -> Result<u64, StoreError> {
+        match self.ks(ks)?.prefix(prefix).next_back() {
             Some(kv) => {
                 let key = kv.key()?;
-                keys::pair_second(&key).ok_or(StoreError::Corrupt { keyspace: ks.name(), detail: "short key".into() })
+                keys::second(&key).ok_or(StoreError::Corrupt { keyspace: ks.name(), detail: "short key".into() })
             }
             None => Ok(0),
         }
@@ -34,7 +36,7 @@ impl Store {
 
     /// A user by id.
     pub fn user(&self, user: u64) -> Result<Option<UserRecord>, StoreError> {
-        self.get_record(Ks::Users, &keys::id(user))
+        self.get_record(Ks::Users, &keys::user(UserId(user)))
     }
 
     /// A user by username.
@@ -50,7 +52,7 @@ impl Store {
 
     /// A device by id.
     pub fn device(&self, device: u64) -> Result<Option<DeviceRecord>, StoreError> {
-        self.get_record(Ks::Devices, &keys::id(device))
+        self.get_record(Ks::Devices, &keys::device(DeviceId(device)))
     }
 
     /// The device a token (by its SHA-256) belongs to.
@@ -67,9 +69,9 @@ impl Store {
     /// A user's devices, oldest first.
     pub fn devices_of(&self, user: u64) -> Result<Vec<DeviceRecord>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.ks(Ks::UserDevices)?.prefix(keys::id(user)) {
+        for kv in self.ks(Ks::UserDevices)?.prefix(keys::of_user(UserId(user))) {
             let key = kv.key()?;
-            if let Some(device) = keys::pair_second(&key).map(|d| self.device(d)).transpose()?.flatten() {
+            if let Some(device) = keys::second(&key).map(|d| self.device(d)).transpose()?.flatten() {
                 out.push(device);
             }
         }
@@ -78,21 +80,21 @@ impl Store {
 
     /// The user's record of a conversation (kept after leaving).
     pub fn membership(&self, user: u64, conversation: u64) -> Result<Option<UserConversationRecord>, StoreError> {
-        self.get_record(Ks::UserConversations, &keys::pair(user, conversation))
+        self.get_record(Ks::UserConversations, &keys::user_conversation(UserId(user), ConversationId(conversation)))
     }
 
     /// A conversation's record.
     pub fn conversation(&self, conversation: u64) -> Result<Option<ConversationRecord>, StoreError> {
-        self.get_record(Ks::Conversations, &keys::id(conversation))
+        self.get_record(Ks::Conversations, &keys::conversation(ConversationId(conversation)))
     }
 
     /// Current members, in user id order.
     pub fn members(&self, conversation: u64) -> Result<Vec<(u64, MemberRecord)>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.ks(Ks::Members)?.prefix(keys::id(conversation)) {
+        for kv in self.ks(Ks::Members)?.prefix(keys::of_conversation(ConversationId(conversation))) {
             let (k, v) = kv.into_inner()?;
-            let user = keys::pair_second(&k)
-                .ok_or(StoreError::Corrupt { keyspace: keys::MEMBERS, detail: "short key".into() })?;
+            let user =
+                keys::second(&k).ok_or(StoreError::Corrupt { keyspace: keys::MEMBERS, detail: "short key".into() })?;
             out.push((user, decode(Ks::Members, &v)?));
         }
         Ok(out)
@@ -100,7 +102,7 @@ impl Store {
 
     /// One message.
     pub fn message(&self, conversation: u64, seq: u64) -> Result<Option<pb::Message>, StoreError> {
-        self.get_record(Ks::Messages, &keys::pair(conversation, seq))
+        self.get_record(Ks::Messages, &keys::message(ConversationId(conversation), Seq(seq)))
     }
 
     /// A conversation as `user` sees it, or `None` when the user is not a
@@ -118,6 +120,13 @@ impl Store {
         conversation: u64,
         membership: &UserConversationRecord,
     ) -> Result<Option<pb::Conversation>, StoreError> {
+        Ok(self.summary_view(user, conversation)?.map(|v| with_read_seq(v, membership.read_seq)))
+    }
+
+    /// What the conversation's partition knows of it, for `user` (role, and
+    /// the peer of a direct conversation): everything of the view but the
+    /// user's read marker. `None` when it does not exist.
+    pub fn summary_view(&self, user: u64, conversation: u64) -> Result<Option<pb::Conversation>, StoreError> {
         let Some(conv) = self.conversation(conversation)? else { return Ok(None) };
         let members = self.members(conversation)?;
         let last_seq = self.last_seq(conversation)?;
@@ -128,8 +137,6 @@ impl Store {
             title: conv.title,
             created_at_ms: conv.created_at_ms,
             last_seq,
-            read_seq: membership.read_seq.min(last_seq),
-            unread_count: last_seq.saturating_sub(membership.read_seq),
             activity_ms: last_message.as_ref().map_or(conv.created_at_ms, |m| m.sent_at_ms),
             last_message,
             member_count: members.len() as u32,
@@ -137,12 +144,36 @@ impl Store {
             ..Default::default()
         };
         if conv.kind == pb::ConversationKind::Direct as i32
-            && let Some((peer, _)) = members.iter().find(|(u, _)| *u != user)
+            && let Some((peer, m)) = members.iter().find(|(u, _)| *u != user)
         {
             view.peer_user_id = *peer;
-            view.peer_username = self.user(*peer)?.map(|u| u.username).unwrap_or_default();
+            view.peer_username = self.member_name(*peer, m)?;
         }
         Ok(Some(view))
+    }
+
+    /// A member's username: kept in their member record, or (records from
+    /// before) in the users keyspace.
+    fn member_name(&self, user: u64, member: &MemberRecord) -> Result<String, StoreError> {
+        if !member.username.is_empty() {
+            return Ok(member.username.clone());
+        }
+        Ok(self.user(user)?.map(|u| u.username).unwrap_or_default())
+    }
+
+    /// The user's current memberships (conversation, their record), in
+    /// conversation order.
+    pub fn memberships_of(&self, user: u64) -> Result<Vec<(u64, UserConversationRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.ks(Ks::UserConversations)?.prefix(keys::of_user(UserId(user))) {
+            let (k, v) = kv.into_inner()?;
+            let Some(conversation) = keys::second(&k) else { continue };
+            let membership: UserConversationRecord = decode(Ks::UserConversations, &v)?;
+            if membership.left_seq == 0 {
+                out.push((conversation, membership));
+            }
+        }
+        Ok(out)
     }
 
     /// The user's current conversations, most recently active first, after
@@ -156,22 +187,12 @@ impl Store {
         max_bytes: usize,
     ) -> Result<(Vec<pb::Conversation>, bool), StoreError> {
         let mut all = Vec::new();
-        for kv in self.ks(Ks::UserConversations)?.prefix(keys::id(user)) {
-            let (k, v) = kv.into_inner()?;
-            let Some(conversation) = keys::pair_second(&k) else { continue };
-            let membership: UserConversationRecord = decode(Ks::UserConversations, &v)?;
-            if membership.left_seq != 0 {
-                continue;
-            }
+        for (conversation, membership) in self.memberships_of(user)? {
             if let Some(view) = self.build_view(user, conversation, &membership)? {
                 all.push(view);
             }
         }
-        all.sort_by_key(|c| std::cmp::Reverse((c.activity_ms, c.conversation_id)));
-        if let Some(pos) = before {
-            all.retain(|c| (c.activity_ms, c.conversation_id) < pos);
-        }
-        Ok(cut_page(all, limit, max_bytes))
+        Ok(conversation_page(all, limit, before, max_bytes))
     }
 
     /// A page of history. `before`/`after` are exclusive bounds (at most one
@@ -196,7 +217,8 @@ impl Store {
         if after != 0 || (before == 0 && oldest_first) {
             // Oldest first, from after+1 upward (after = u64::MAX: nothing).
             let from = after.saturating_add(1);
-            let range = keys::pair(conversation, from)..keys::pair(conversation, upper.max(from));
+            let c = ConversationId(conversation);
+            let range = keys::message(c, Seq(from))..keys::message(c, Seq(upper.max(from)));
             for kv in ks.range(range) {
                 let v = kv.value()?;
                 if out.len() == limit || (bytes + v.len() + 8 > max_bytes && !out.is_empty()) {
@@ -208,7 +230,8 @@ impl Store {
             }
         } else {
             // Newest first below `upper`, then reversed.
-            let range = keys::pair(conversation, 1)..keys::pair(conversation, upper.max(1));
+            let c = ConversationId(conversation);
+            let range = keys::message(c, Seq(1))..keys::message(c, Seq(upper.max(1)));
             for kv in ks.range(range).rev() {
                 let v = kv.value()?;
                 if out.len() == limit || (bytes + v.len() + 8 > max_bytes && !out.is_empty()) {
@@ -232,7 +255,8 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<pb::InboxEvent>, bool), StoreError> {
-        let range = keys::pair(user, after.saturating_add(1))..=keys::pair(user, u64::MAX);
+        let u = UserId(user);
+        let range = keys::inbox(u, InboxSeq(after.saturating_add(1)))..=keys::inbox(u, InboxSeq(u64::MAX));
         let mut out = Vec::new();
         let mut bytes = PAGE_OVERHEAD;
         let mut has_more = false;
@@ -242,8 +266,8 @@ impl Store {
                 has_more = true;
                 break;
             }
-            let inbox_seq = keys::pair_second(&k)
-                .ok_or(StoreError::Corrupt { keyspace: keys::INBOX, detail: "short key".into() })?;
+            let inbox_seq =
+                keys::second(&k).ok_or(StoreError::Corrupt { keyspace: keys::INBOX, detail: "short key".into() })?;
             let record: InboxRecord = decode(Ks::Inbox, &v)?;
             let event = match record.event {
                 Some(inbox_record::Event::Message(r)) => match self.message(r.conversation_id, r.seq)? {
@@ -255,6 +279,7 @@ impl Store {
                         });
                     }
                 },
+                Some(inbox_record::Event::MessageCopy(m)) => pb::inbox_event::Event::Message(m),
                 Some(inbox_record::Event::Read(r)) => pb::inbox_event::Event::Read(r),
                 Some(inbox_record::Event::Joined(c)) => pb::inbox_event::Event::Joined(c),
                 Some(inbox_record::Event::Left(l)) => pb::inbox_event::Event::Left(l),
@@ -273,8 +298,138 @@ impl Store {
     }
 }
 
+// ----- reads with the domain's visibility rules ---------------------------------
+
+impl Db {
+    /// The user's member record, when a current member (the
+    /// conversation's partition decides).
+    fn current_member(&self, user: u64, conversation: u64) -> Result<Option<MemberRecord>, StoreError> {
+        self.get_record(Ks::Members, &keys::member(ConversationId(conversation), UserId(user)))
+    }
+
+    /// The accounts with these usernames, in order; the first unknown
+    /// name is returned as `Err`.
+    pub fn users_by_name(&self, usernames: &[String]) -> Result<Result<Vec<UserRecord>, String>, StoreError> {
+        let mut out = Vec::with_capacity(usernames.len());
+        for name in usernames {
+            match self.user_by_name(name)? {
+                Some(u) => out.push(u),
+                None => return Ok(Err(name.clone())),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// What a token (by its SHA-256) resumes: its device, the device's
+    /// user, and the user's inbox head.
+    pub fn resume(&self, token_hash: &[u8]) -> Result<Option<(UserRecord, DeviceRecord, u64)>, StoreError> {
+        let Some(device) = self.device_by_token_hash(token_hash)? else { return Ok(None) };
+        let Some(user) = self.user(device.user_id)? else { return Ok(None) };
+        let head = self.inbox_head(user.user_id)?;
+        Ok(Some((user, device, head)))
+    }
+
+    /// The members of a conversation with their usernames, oldest member
+    /// first, for a current member; `None` for anyone else.
+    pub fn member_list(&self, user: u64, conversation: u64) -> Result<Option<Vec<pb::Member>>, StoreError> {
+        if self.current_member(user, conversation)?.is_none() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for (user_id, m) in self.members(conversation)? {
+            let username = self.member_name(user_id, &m)?;
+            out.push(pb::Member { user_id, username, role: m.role, joined_at_ms: m.joined_at_ms });
+        }
+        out.sort_by_key(|m| (m.joined_at_ms, m.user_id));
+        Ok(Some(out))
+    }
+
+    /// Every current member's read marker, for a current member; `None`
+    /// for anyone else.
+    pub fn read_receipts(&self, user: u64, conversation: u64) -> Result<Option<Vec<pb::ReadReceipt>>, StoreError> {
+        if self.current_member(user, conversation)?.is_none() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for (user_id, m) in self.members(conversation)? {
+            // A member of this partition has the authoritative marker here;
+            // one elsewhere, the copy their read-marker effects keep.
+            let read_seq = if self.same_partition(user_id, conversation) {
+                self.membership(user_id, conversation)?.map_or(0, |m| m.read_seq)
+            } else {
+                m.read_seq
+            };
+            let username = self.member_name(user_id, &m)?;
+            out.push(pb::ReadReceipt { conversation_id: conversation, user_id, username, read_seq });
+        }
+        Ok(Some(out))
+    }
+
+    /// The other current members, when `user` is one; else nobody.
+    pub fn typing_audience(&self, user: u64, conversation: u64) -> Result<Vec<u64>, StoreError> {
+        if self.current_member(user, conversation)?.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self.members(conversation)?.into_iter().map(|(u, _)| u).filter(|u| *u != user).collect())
+    }
+
+    /// A page of history as `user` may see it: everything while a member,
+    /// up to where they left after leaving; `None` when they never were
+    /// one.
+    pub fn history_for(
+        &self,
+        user: u64,
+        conversation: u64,
+        range: super::HistoryRange,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<pb::Message>, bool)>, StoreError> {
+        let visible_to = if self.current_member(user, conversation)?.is_some() {
+            u64::MAX
+        } else if let Some(v) =
+            self.ks(Ks::FormerMembers)?.get(keys::former_member(ConversationId(conversation), UserId(user)))?
+        {
+            keys::read_u64(&v, 0)
+                .ok_or(StoreError::Corrupt { keyspace: keys::FORMER_MEMBERS, detail: "not 8 bytes".into() })?
+        } else if self.same_partition(user, conversation)
+            && let Some(m) = self.membership(user, conversation)?
+            && m.left_seq != 0
+        {
+            // Left before former members were recorded.
+            m.left_seq
+        } else {
+            return Ok(None);
+        };
+        let (before, after, oldest_first, limit) = (range.before_seq, range.after_seq, range.oldest_first, range.limit);
+        self.history(conversation, before, after, oldest_first, limit, visible_to, max_bytes).map(Some)
+    }
+}
+
 /// Cuts a list to `limit` items and `max_bytes` of encoded size (always
 /// keeping at least one); says whether anything was cut.
+/// A user's view of a conversation: the partition's summary with their
+/// read marker.
+pub fn with_read_seq(mut view: pb::Conversation, read_seq: u64) -> pb::Conversation {
+    view.read_seq = read_seq.min(view.last_seq);
+    view.unread_count = view.last_seq.saturating_sub(read_seq);
+    view
+}
+
+/// The page of a conversation list: most recently active first, after the
+/// paging position `before` = (activity_ms, conversation_id) when given,
+/// cut to `limit` and `max_bytes`.
+pub fn conversation_page(
+    mut all: Vec<pb::Conversation>,
+    limit: usize,
+    before: Option<(i64, u64)>,
+    max_bytes: usize,
+) -> (Vec<pb::Conversation>, bool) {
+    all.sort_by_key(|c| std::cmp::Reverse((c.activity_ms, c.conversation_id)));
+    if let Some(pos) = before {
+        all.retain(|c| (c.activity_ms, c.conversation_id) < pos);
+    }
+    cut_page(all, limit, max_bytes)
+}
+
 fn cut_page<M: prost::Message>(mut items: Vec<M>, limit: usize, max_bytes: usize) -> (Vec<M>, bool) {
     let mut bytes = PAGE_OVERHEAD;
     let mut keep = 0;

@@ -6,7 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use fjall::OwnedWriteBatch;
 
-use super::{Ks, Store, StoreError, decode, keys};
+use super::PushTiming;
+use super::keys::{ConversationId, UserId};
+use super::partition::Partitioning;
+use super::records::{EffectRecord, LogWrite, effect_record};
+use super::{Db, Ks, StoreError, decode, keys};
 
 /// Counters the writer keeps in memory so it does not re-scan for them:
 /// committed values plus everything staged in the current group. Cleared
@@ -37,22 +41,129 @@ pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
 /// One group's staged writes and the overlay that makes them readable to
 /// later commands of the same group.
 pub struct Tx<'a> {
-    store: &'a Store,
+    store: &'a Db,
     /// The database this group writes to, fixed for the whole group.
-    handles: std::sync::Arc<super::Handles>,
+    handles: std::sync::Arc<super::db::Handles>,
     counters: &'a mut Counters,
     batch: OwnedWriteBatch,
     /// Staged writes per keyspace (indexed by `Ks as usize`), so a lookup
     /// borrows the key instead of building an owned `(Ks, Vec<u8>)`.
     overlay: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     appended: u64,
+    /// How sends schedule push notifications (`None`: push is off).
+    push: Option<PushTiming>,
+    pushes_queued: u32,
+    /// Which partition this group writes, and how ids map to partitions.
+    scope: Scope,
+    /// Effects for other partitions, by partition, in the order made.
+    effects: BTreeMap<u32, Vec<EffectRecord>>,
+    /// Every write, in order, when the group becomes a log record
+    /// (cluster mode); `None` on one node.
+    captured: Option<Vec<LogWrite>>,
+}
+
+/// The partition a writer writes, and the partitioning it is part of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    /// How ids map onto partitions.
+    pub partitioning: Partitioning,
+    /// The writer's own partition.
+    pub partition: u32,
+    /// Record every write for the log (cluster mode).
+    pub capture: bool,
+}
+
+impl Scope {
+    /// One node: one partition, nothing captured.
+    pub const SINGLE: Scope = Scope { partitioning: Partitioning::SINGLE, partition: 0, capture: false };
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn new(store: &'a Store, counters: &'a mut Counters) -> Result<Self, StoreError> {
+    pub(crate) fn new(
+        store: &'a Db,
+        counters: &'a mut Counters,
+        push: Option<PushTiming>,
+        scope: Scope,
+    ) -> Result<Self, StoreError> {
         let overlay = Ks::ALL.iter().map(|_| BTreeMap::new()).collect();
         let handles = store.handles()?;
-        Ok(Tx { batch: handles.db.batch(), handles, store, counters, overlay, appended: 0 })
+        Ok(Tx {
+            batch: handles.db.batch(),
+            handles,
+            store,
+            counters,
+            overlay,
+            appended: 0,
+            push,
+            pushes_queued: 0,
+            scope,
+            effects: BTreeMap::new(),
+            captured: scope.capture.then(Vec::new),
+        })
+    }
+
+    /// Whether `id` (a user, device or conversation) lives in this group's
+    /// partition.
+    pub(crate) fn is_local(&self, id: u64) -> bool {
+        self.scope.partitioning.of_id(id) == self.scope.partition
+    }
+
+    /// The partition this group writes.
+    pub(crate) fn scope_partition(&self) -> u32 {
+        self.scope.partition
+    }
+
+    /// The partition of `id`.
+    pub(crate) fn partition_of(&self, id: u64) -> u32 {
+        self.scope.partitioning.of_id(id)
+    }
+
+    /// Queues an effect for another partition (merged into the last one
+    /// for that partition when it is the same message).
+    pub(crate) fn send_effect(&mut self, partition: u32, effect: EffectRecord) {
+        let queue = self.effects.entry(partition).or_default();
+        if let (Some(last), Some(effect_record::Effect::Message(m))) = (queue.last_mut(), &effect.effect)
+            && let Some(effect_record::Effect::Message(prev)) = &last.effect
+            && prev.push == m.push
+            && prev.message.as_ref().map(|p| (p.conversation_id, p.seq))
+                == m.message.as_ref().map(|p| (p.conversation_id, p.seq))
+        {
+            last.target_ids.extend(effect.target_ids);
+            return;
+        }
+        queue.push(effect);
+    }
+
+    /// The effects for other partitions and the captured writes, once the
+    /// group is done (cluster mode).
+    pub(crate) fn take_outputs(&mut self) -> (BTreeMap<u32, Vec<EffectRecord>>, Vec<LogWrite>) {
+        (std::mem::take(&mut self.effects), self.captured.take().unwrap_or_default())
+    }
+
+    fn capture(&mut self, ks: Ks, key: &[u8], value: Option<&[u8]>) {
+        if let Some(c) = &mut self.captured {
+            c.push(LogWrite { keyspace: ks as u32, key: key.to_vec().into(), value: value.map(|v| v.to_vec().into()) });
+        }
+    }
+
+    /// How sends schedule push notifications (`None`: push is off).
+    pub(crate) fn push_timing(&self) -> Option<PushTiming> {
+        self.push
+    }
+
+    /// New push notification jobs staged by this group.
+    pub(crate) fn pushes_queued(&self) -> u32 {
+        self.pushes_queued
+    }
+
+    pub(crate) fn count_pushes(&mut self, n: u32) {
+        self.pushes_queued += n;
+    }
+
+    /// Records, in the same batch, how far this node has applied the
+    /// partition's log (not part of the log record itself).
+    pub(crate) fn set_applied(&mut self, partition: u32, position: u64) {
+        self.batch.insert(self.handles.ks(Ks::Meta), keys::applied(partition), position.to_be_bytes().to_vec());
     }
 
     /// Records this group's number in the store, in the same batch.
@@ -114,6 +225,7 @@ impl<'a> Tx<'a> {
     // ----- writes ------------------------------------------------------------
 
     pub(crate) fn put(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
+        self.capture(ks, key, Some(&value));
         self.batch.insert(self.handles.ks(ks), key, value.clone());
         self.touched(ks, key);
         self.overlay[ks as usize].insert(key.to_vec(), Some(value));
@@ -125,6 +237,7 @@ impl<'a> Tx<'a> {
     /// Readers use the committed store, and the inbox head is a counter.
     pub(crate) fn put_unread(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
         debug_assert!(ks == Ks::Inbox, "only inbox entries are never read back in a group");
+        self.capture(ks, key, Some(&value));
         self.batch.insert(self.handles.ks(ks), key, value);
     }
 
@@ -133,6 +246,7 @@ impl<'a> Tx<'a> {
     }
 
     pub(crate) fn delete(&mut self, ks: Ks, key: &[u8]) {
+        self.capture(ks, key, None);
         self.batch.remove(self.handles.ks(ks), key);
         self.touched(ks, key);
         self.overlay[ks as usize].insert(key.to_vec(), None);
@@ -154,10 +268,9 @@ impl<'a> Tx<'a> {
             return Ok(std::sync::Arc::clone(ids));
         }
         let mut ids = Vec::new();
-        for (k, _) in self.scan_prefix(Ks::Members, &keys::id(conversation))? {
+        for (k, _) in self.scan_prefix(Ks::Members, &keys::of_conversation(ConversationId(conversation)))? {
             ids.push(
-                keys::pair_second(&k)
-                    .ok_or(StoreError::Corrupt { keyspace: keys::MEMBERS, detail: "short key".into() })?,
+                keys::second(&k).ok_or(StoreError::Corrupt { keyspace: keys::MEMBERS, detail: "short key".into() })?,
             );
         }
         let ids: std::sync::Arc<[u64]> = ids.into();
@@ -208,9 +321,9 @@ impl<'a> Tx<'a> {
             return Ok(d.clone());
         }
         let mut devices = Vec::new();
-        for (k, _) in self.scan_prefix(Ks::PushTargets, &keys::id(user))? {
+        for (k, _) in self.scan_prefix(Ks::PushTargets, &keys::of_user(UserId(user)))? {
             devices.push(
-                keys::pair_second(&k)
+                keys::second(&k)
                     .ok_or(StoreError::Corrupt { keyspace: keys::PUSH_TARGETS, detail: "short key".into() })?,
             );
         }
@@ -224,18 +337,20 @@ impl<'a> Tx<'a> {
     }
 
     /// Allocates the next id from a meta counter (user, device,
-    /// conversation ids start at 1).
+    /// conversation ids start at 1), in this group's partition: the
+    /// partition's own counter, so ids carry their partition.
     pub(crate) fn next_id(&mut self, counter: &'static [u8]) -> Result<u64, StoreError> {
+        let key = keys::counter(counter, self.scope.partition);
         let next = match self.counters.next_ids.get(counter) {
             Some(&n) => n,
-            None => match self.get(Ks::Meta, counter)? {
+            None => match self.get(Ks::Meta, &key)? {
                 Some(v) => keys::read_u64(&v, 0)
                     .ok_or(StoreError::Corrupt { keyspace: keys::META, detail: "id counter is not 8 bytes".into() })?,
                 None => 1,
             },
         };
         self.counters.next_ids.insert(counter, next + 1);
-        self.put(Ks::Meta, counter, (next + 1).to_be_bytes().to_vec());
-        Ok(next)
+        self.put(Ks::Meta, &key, (next + 1).to_be_bytes().to_vec());
+        Ok(self.scope.partitioning.id(next, self.scope.partition))
     }
 }

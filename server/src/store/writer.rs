@@ -15,23 +15,74 @@ use std::thread;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::tx::{Counters, Tx};
-use super::{Refusal, Store, StoreError};
+use super::PushTiming;
+use std::collections::BTreeMap;
+
+use super::records::{EffectRecord, LogWrite};
+use super::tx::{Counters, Scope, Tx};
+use super::{CommandError, Db, StoreError};
+use crate::delivery::Delivery;
 
 /// Most commands in one group commit.
 const MAX_GROUP: usize = 1024;
 
-/// Where live events go once their writes are durable: the session table,
-/// or in a cluster, a router to other nodes' sessions.
-pub trait Deliver: Send + Sync + 'static {
-    /// Queue `frame` (an encoded, length-prefixed ServerFrame) for every
-    /// live session of `user_id`.
-    fn deliver(&self, user_id: u64, frame: Bytes);
+/// What one group commit did, for the commit hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Commands in the group.
+    pub commands: usize,
+    /// Messages stored.
+    pub messages: u64,
+    /// New push notification jobs queued.
+    pub pushes_queued: u32,
+    /// Time spent writing and syncing.
+    pub took: std::time::Duration,
 }
 
-/// Called after each group commit with (commands, messages stored, time
-/// spent writing and syncing).
-pub type CommitObserver = Arc<dyn Fn(usize, u64, std::time::Duration) + Send + Sync>;
+/// Called after each successful group commit (metrics; waking the push
+/// worker when jobs were queued).
+pub type CommitHook = Arc<dyn Fn(&CommitStats) + Send + Sync>;
+
+/// Where a group's writes become durable before fjall applies them, in
+/// cluster mode: the partition's replicated log. On one node there is none
+/// and the fjall commit is the durable step.
+pub trait Log: Send + Sync + 'static {
+    /// Appends one group (its writes, and its effects for other
+    /// partitions) and returns its position in the log once a quorum has
+    /// it. Blocks the writer thread meanwhile.
+    fn append(&self, writes: Vec<LogWrite>, effects: BTreeMap<u32, Vec<EffectRecord>>) -> Result<u64, LogError>;
+
+    /// After [`LogError::Unknown`]: reads the log's tail and applies to
+    /// `db` whatever landed (the uncertain group included, if it did), so
+    /// the view is the log again. Blocks until done.
+    fn resolve(&self, db: &Db) -> Result<(), LogError>;
+}
+
+/// Why a group did not reach the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// Someone else appended first: this node no longer owns the
+    /// partition. Nothing was written; nothing more will be.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The log did not answer (NATS unreachable, a timeout): the group may
+    /// or may not be in it.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// How a writer writes.
+#[derive(Clone)]
+pub struct WriterSettings {
+    /// Commands queued before writes are shed with [`CommandError::Busy`].
+    pub queue: usize,
+    /// How sends schedule push notifications (`None`: push is off).
+    pub push: Option<PushTiming>,
+    /// The partition written, and the partitioning.
+    pub scope: Scope,
+    /// The replicated log groups go to first (cluster mode).
+    pub log: Option<Arc<dyn Log>>,
+}
 
 /// Live events a command produces, delivered after its commit.
 #[derive(Debug, Default)]
@@ -44,21 +95,7 @@ impl Deliveries {
     }
 }
 
-/// Why a command did not take effect.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// The request was refused (domain rule); nothing was written.
-    #[error("{0}")]
-    Refused(#[from] Refusal),
-    /// The store failed; nothing of this command's group was written.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The writer's queue is full; nothing was done.
-    #[error("the store is overloaded")]
-    Busy,
-}
-
-type Completion = Box<dyn FnOnce(Result<(), &StoreError>, &dyn Deliver) + Send>;
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>, &dyn Delivery) + Send>;
 type Job = Box<dyn FnOnce(&mut Tx<'_>) -> Completion + Send>;
 
 enum Msg {
@@ -77,25 +114,18 @@ impl Writer {
     /// Starts the writer thread. It stops when every `Writer` is dropped,
     /// after finishing the queued commands.
     pub fn start(
-        store: Arc<Store>,
-        deliver: Arc<dyn Deliver>,
-        observe: CommitObserver,
-        queue: usize,
+        store: Arc<Db>,
+        delivery: Arc<dyn Delivery>,
+        hook: CommitHook,
+        settings: WriterSettings,
     ) -> std::io::Result<(Writer, thread::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel::<Msg>(queue);
-        let handle =
-            thread::Builder::new().name("confab-writer".into()).spawn(move || run(&store, &*deliver, &*observe, rx))?;
+        let (tx, rx) = mpsc::channel::<Msg>(settings.queue);
+        let name = match settings.log {
+            Some(_) => format!("confab-writer-p{}", settings.scope.partition),
+            None => "confab-writer".into(),
+        };
+        let handle = thread::Builder::new().name(name).spawn(move || run(&store, &*delivery, &*hook, &settings, rx))?;
         Ok((Writer { jobs: tx }, handle))
-    }
-
-    /// Runs `command` on the writer thread and waits until its writes are
-    /// durable and its deliveries queued. See [`Writer::submit`].
-    pub async fn run<T, F>(&self, command: F) -> Result<T, CommandError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Tx<'_>) -> Result<(T, Deliveries), CommandError> + Send + 'static,
-    {
-        self.submit(command)?.await
     }
 
     /// Queues `command` now (so commands submitted one after another run in
@@ -114,15 +144,15 @@ impl Writer {
     {
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move |tx| match command(tx) {
-            Ok((value, deliveries)) => Box::new(move |commit, deliver| match commit {
+            Ok((value, deliveries)) => Box::new(move |commit, delivery| match commit {
                 Ok(()) => {
-                    for (user, frame) in deliveries.0 {
-                        deliver.deliver(user, frame);
+                    if !deliveries.0.is_empty() {
+                        delivery.deliver(&deliveries.0);
                     }
                     let _ = reply.send(Ok(value));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(CommandError::Store(StoreError::WriteFailed(e.to_string()))));
+                    let _ = reply.send(Err(CommandError::Store(e.for_each_command())));
                 }
             }),
             Err(e) => Box::new(move |_, _| {
@@ -198,7 +228,7 @@ impl Failing {
     /// Reopens a failing store once it has space again; then answers the
     /// held group by what the store says. Returns the stored commit number
     /// after a reopen.
-    fn maybe_reopen(&mut self, store: &Store, deliver: &dyn Deliver) -> Option<u64> {
+    fn maybe_reopen(&mut self, store: &Db, deliver: &dyn Delivery) -> Option<u64> {
         if self.since.is_none() || self.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
             return None;
         }
@@ -216,7 +246,7 @@ impl Failing {
             let outcome = match &stored {
                 Ok(n) if *n >= seq => Ok(()),
                 Ok(_) => Err(StoreError::WriteFailed("the disk was full; nothing was stored".into())),
-                Err(e) => Err(StoreError::WriteFailed(format!("outcome unknown: {e}"))),
+                Err(e) => Err(StoreError::OutcomeUnknown(e.to_string())),
             };
             if outcome.is_ok() {
                 tracing::info!(commands = completions.len(), "the failed group was stored after all");
@@ -229,9 +259,9 @@ impl Failing {
     }
 
     /// Answers a held group at shutdown: its outcome is unknown.
-    fn abandon(&mut self, deliver: &dyn Deliver) {
+    fn abandon(&mut self, deliver: &dyn Delivery) {
         if let Some((_, completions)) = self.held.take() {
-            let e = StoreError::WriteFailed("the server stopped before the store recovered; outcome unknown".into());
+            let e = StoreError::OutcomeUnknown("the server stopped before the store recovered".into());
             for done in completions {
                 done(Err(&e), deliver);
             }
@@ -240,11 +270,16 @@ impl Failing {
 }
 
 fn run(
-    store: &Store,
-    deliver: &dyn Deliver,
-    observe: &(dyn Fn(usize, u64, std::time::Duration) + Send + Sync),
+    store: &Db,
+    deliver: &dyn Delivery,
+    hook: &(dyn Fn(&CommitStats) + Send + Sync),
+    settings: &WriterSettings,
     mut rx: mpsc::Receiver<Msg>,
 ) {
+    if let Some(log) = &settings.log {
+        return run_logged(store, deliver, hook, settings, &**log, rx);
+    }
+    let push = settings.push;
     let mut counters = Counters::default();
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stopping = false;
@@ -292,7 +327,7 @@ fn run(
             commit_seq = stored;
             counters.clear();
         }
-        let mut tx = match Tx::new(store, &mut counters) {
+        let mut tx = match Tx::new(store, &mut counters, push, settings.scope) {
             Ok(tx) => tx,
             Err(e) => {
                 // Only while a reopen runs on this very thread, i.e. never
@@ -305,12 +340,12 @@ fn run(
         let seq = commit_seq + 1;
         tx.set_commit_seq(seq);
         let completions: Vec<Completion> = group.drain(..).map(|job| job(&mut tx)).collect();
-        let appended = tx.appended();
+        let (messages, pushes_queued) = (tx.appended(), tx.pushes_queued());
         let started = std::time::Instant::now();
         match tx.commit() {
             Ok(()) => {
                 commit_seq = seq;
-                observe(completions.len(), appended, started.elapsed());
+                hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
                 failing.recovered();
                 for done in completions {
                     done(Ok(()), deliver);
@@ -328,4 +363,153 @@ fn run(
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "final store flush failed");
     }
+}
+
+/// The writer of a partition in cluster mode: each group goes to the
+/// partition's log first, and only once a quorum has it to fjall (with
+/// the log position, in the same batch). A group the log refused
+/// (fenced) or may not have (unknown) is answered `UNAVAILABLE`, never
+/// acknowledged; after a fence the writer refuses everything until it is
+/// stopped, after an unknown outcome it writes nothing until the log's
+/// tail is applied.
+fn run_logged(
+    store: &Db,
+    deliver: &dyn Delivery,
+    hook: &(dyn Fn(&CommitStats) + Send + Sync),
+    settings: &WriterSettings,
+    log: &dyn Log,
+    mut rx: mpsc::Receiver<Msg>,
+) {
+    let mut counters = Counters::default();
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut fenced = false;
+    let mut stopping = false;
+    let refused = |why: &str| StoreError::WriteFailed(format!("not written: {why}"));
+    while !stopping {
+        match rx.blocking_recv() {
+            Some(Msg::Job(job)) => group.push(job),
+            Some(Msg::Stop) | None => break,
+        }
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => group.push(job),
+                // Stop after this group.
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut tx = match Tx::new(store, &mut counters, settings.push, settings.scope) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!(error = %e, "no store to write to");
+                group.clear();
+                continue;
+            }
+        };
+        let completions: Vec<Completion> = group.drain(..).map(|job| job(&mut tx)).collect();
+        if fenced {
+            let e = refused("this node no longer owns the partition");
+            completions.into_iter().for_each(|done| done(Err(&e), deliver));
+            continue;
+        }
+        let (messages, pushes_queued) = (tx.appended(), tx.pushes_queued());
+        let (effects, writes) = tx.take_outputs();
+        if writes.is_empty() && effects.is_empty() {
+            // Refusals and reads only: nothing to append.
+            drop(tx);
+            completions.into_iter().for_each(|done| done(Ok(()), deliver));
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match log.append(writes, effects) {
+            Ok(position) => {
+                tx.set_applied(settings.scope.partition, position);
+                if let Err(e) = tx.commit() {
+                    // The group is in the log (a quorum has it) but not in
+                    // this view: only a replay can repair it. The process
+                    // ends and the partition moves (or comes back here
+                    // and replays the tail).
+                    tracing::error!(error = %e, partition = settings.scope.partition, "applying a logged group failed; exiting");
+                    std::process::exit(70);
+                }
+                hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
+                completions.into_iter().for_each(|done| done(Ok(()), deliver));
+            }
+            Err(LogError::Fenced(why)) => {
+                tracing::warn!(partition = settings.scope.partition, %why, "fenced: another node owns the partition");
+                fenced = true;
+                counters.clear();
+                let e = refused("this node no longer owns the partition");
+                completions.into_iter().for_each(|done| done(Err(&e), deliver));
+            }
+            Err(LogError::Unknown(why)) => {
+                drop(tx);
+                counters.clear();
+                tracing::warn!(partition = settings.scope.partition, %why, "log append outcome unknown; resolving");
+                let e = StoreError::OutcomeUnknown(why.clone());
+                completions.into_iter().for_each(|done| done(Err(&e), deliver));
+                let mut wait = std::time::Duration::from_millis(100);
+                loop {
+                    match log.resolve(store) {
+                        Ok(()) => break,
+                        Err(LogError::Fenced(why)) => {
+                            tracing::warn!(partition = settings.scope.partition, %why, "fenced while resolving");
+                            fenced = true;
+                            break;
+                        }
+                        Err(LogError::Unknown(why)) => {
+                            tracing::debug!(%why, "the log is still unreachable");
+                            // What was queued meanwhile is refused now
+                            // (none of it is written), so clients hear a
+                            // retryable error instead of waiting for the
+                            // log to come back.
+                            let e = refused("the partition's log is unreachable");
+                            if refuse_queued(store, &mut counters, settings, &mut rx, deliver, &e) {
+                                stopping = true;
+                                break;
+                            }
+                            thread::sleep(wait);
+                            wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers every job queued now with `e`, writing nothing; true if a stop
+/// was among them.
+fn refuse_queued(
+    store: &Db,
+    counters: &mut Counters,
+    settings: &WriterSettings,
+    rx: &mut mpsc::Receiver<Msg>,
+    deliver: &dyn Delivery,
+    e: &StoreError,
+) -> bool {
+    let mut jobs = Vec::new();
+    let mut stop = false;
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Msg::Job(job) => jobs.push(job),
+            Msg::Stop => {
+                stop = true;
+                break;
+            }
+        }
+    }
+    if !jobs.is_empty()
+        && let Ok(mut tx) = Tx::new(store, counters, settings.push, settings.scope)
+    {
+        let completions: Vec<Completion> = jobs.into_iter().map(|job| job(&mut tx)).collect();
+        drop(tx);
+        completions.into_iter().for_each(|done| done(Err(e), deliver));
+    }
+    // The jobs ran against a transaction that is never committed.
+    counters.clear();
+    stop
 }

@@ -20,14 +20,59 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `confabd` on `dir` with `extra` flags, waiting for its banner.
     pub async fn start(dir: &std::path::Path, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_confabd"))
+        Daemon::spawn(&[], "127.0.0.1", dir, extra, None).await
+    }
+
+    /// Like [`Daemon::start`], logging at `filter` into `stderr` (for
+    /// tests that read what it logs).
+    pub async fn start_logging(dir: &std::path::Path, extra: &[&str], filter: &str, stderr: std::fs::File) -> Daemon {
+        Daemon::spawn(&[], "127.0.0.1", dir, extra, Some((filter, stderr))).await
+    }
+
+    /// Starts `confabd` inside network namespace `ns` (as root), listening
+    /// on every address there; clients reach it at `address`.
+    pub async fn start_in_netns(ns: &str, address: &str, dir: &std::path::Path, extra: &[&str]) -> Daemon {
+        let mut d = Daemon::spawn(&["ip", "netns", "exec", ns], "0.0.0.0", dir, extra, None).await;
+        for a in [&mut d.tcp, &mut d.quic, &mut d.http] {
+            *a = a.replacen("0.0.0.0", address, 1);
+        }
+        d
+    }
+
+    /// Starts `confabd` (behind the command `prefix`, if any) bound to
+    /// `bind` port 0 everywhere; its log goes to `logs` (filter, file), else
+    /// to this process's stderr at `CONFAB_TEST_LOG` (default `warn`).
+    async fn spawn(
+        prefix: &[&str],
+        bind: &str,
+        dir: &std::path::Path,
+        extra: &[&str],
+        logs: Option<(&str, std::fs::File)>,
+    ) -> Daemon {
+        let binary = env!("CARGO_BIN_EXE_confabd");
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let any = format!("{bind}:0");
+        let (log, stderr) = match logs {
+            Some((filter, file)) => (filter.to_string(), Stdio::from(file)),
+            None => (std::env::var("CONFAB_TEST_LOG").unwrap_or_else(|_| "warn".into()), Stdio::inherit()),
+        };
+        let mut child = command
             .args(["--data-dir", dir.to_str().unwrap()])
-            .args(["--quic", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log", "warn"])
+            // CONFAB_TEST_LOG=info (any filter) shows the nodes' logs.
+            .args(["--quic", &any, "--tcp", &any, "--http", &any, "--log", &log])
             // Every test client comes from 127.0.0.1.
             .args(["--signups-per-address-per-hour", "100000"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .env_remove("RUST_LOG")
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -73,6 +118,21 @@ impl Daemon {
         let c = self.connect(transport).await;
         c.resume(token).await.unwrap();
         c
+    }
+
+    /// A raw TCP+TLS peer from 127.0.0.1.
+    pub async fn raw(&self) -> super::Raw {
+        self.raw_from([127, 0, 0, 1].into()).await.unwrap()
+    }
+
+    /// A raw TCP+TLS peer from the source address `src`.
+    pub async fn raw_from(&self, src: std::net::IpAddr) -> std::io::Result<super::Raw> {
+        super::Raw::tcp_from(self.tcp.parse().unwrap(), &self.fingerprint, src).await
+    }
+
+    /// A raw peer on a QUIC session stream.
+    pub async fn raw_quic(&self) -> super::Raw {
+        super::Raw::quic(self.quic.parse().unwrap(), &self.fingerprint).await
     }
 
     /// The server's resident memory, in KiB (from /proc).

@@ -1,5 +1,7 @@
 //! Test support: a real server on 127.0.0.1 (port 0) over a real fjall
-//! store in a temp dir, and connected clients.
+//! store in a temp dir, and connected clients; `daemon` runs `confabd` as a
+//! child process, `raw` is a peer that speaks frames byte by byte (TCP+TLS,
+//! QUIC, WebSocket), `e2e` decides about tests whose tool is missing.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -90,16 +92,36 @@ pub async fn next_inbox(conn: &mut Connection) -> pb::InboxEvent {
     }
 }
 
-/// Asserts that no inbox event arrives within `ms`.
-pub async fn no_inbox(conn: &mut Connection, ms: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+/// Polls `check` every 10 ms until it returns `Some`, failing (naming
+/// `what`) after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        match tokio::time::timeout_at(deadline, conn.next_event()).await {
-            Ok(Some(Event::Inbox(e))) => panic!("unexpected inbox event {e:?}"),
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => return,
+        if let Some(v) = check().await {
+            return v;
         }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// One unlabelled figure from the server's `/metrics` (on its HTTP
+/// listener), e.g. `confab_users_online`.
+pub async fn metric(server: &TestServer, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.server().http_addr().expect("the server has no HTTP listener");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await.unwrap().unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{body}"))
 }
 
 pub fn text(m: &pb::Message) -> &str {
@@ -116,78 +138,14 @@ pub fn message(e: &pb::InboxEvent) -> &pb::Message {
     }
 }
 
-/// A raw TCP+TLS connection speaking frames byte by byte, for tests that
-/// send what a well-behaved client never would.
-pub struct Raw {
-    pub stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    pub buf: bytes::BytesMut,
-}
-
-impl Raw {
-    pub async fn connect(server: &TestServer) -> Raw {
-        let s = server.server();
-        let config = confab_client::tls::rustls_config(Trust::Fingerprint(s.fingerprint().to_string())).unwrap();
-        let tcp = tokio::net::TcpStream::connect(s.tcp_addr().unwrap()).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
-        Raw { stream, buf: bytes::BytesMut::new() }
-    }
-
-    /// Connects and completes the handshake.
-    pub async fn hello(server: &TestServer) -> Raw {
-        let mut raw = Raw::connect(server).await;
-        let hello = pb::client_frame::Body::Hello(pb::Hello { versions: vec![1], ..Default::default() });
-        raw.send(1, hello).await;
-        assert!(matches!(raw.recv().await.body, Some(pb::server_frame::Body::Welcome(_))));
-        raw
-    }
-
-    pub async fn send_bytes(&mut self, bytes: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        self.stream.write_all(bytes).await.unwrap();
-        self.stream.flush().await.unwrap();
-    }
-
-    pub async fn send(&mut self, request_id: u64, body: pb::client_frame::Body) {
-        let frame = confab_protocol::framing::frame_bytes(&pb::ClientFrame { request_id, body: Some(body) });
-        self.send_bytes(&frame).await;
-    }
-
-    /// The next frame, failing after 5 s.
-    pub async fn recv(&mut self) -> pb::ServerFrame {
-        self.try_recv().await.expect("connection closed")
-    }
-
-    /// The next frame, or `None` once the server closed the connection.
-    pub async fn try_recv(&mut self) -> Option<pb::ServerFrame> {
-        use tokio::io::AsyncReadExt;
-        let decoder = confab_protocol::FrameDecoder::new(confab_protocol::limits::DEFAULT_MAX_FRAME_BYTES);
-        loop {
-            if let Some(f) = decoder.next_frame(&mut self.buf).unwrap() {
-                return Some(confab_protocol::framing::decode_server_frame(&f).unwrap());
-            }
-            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("no frame within 5 s");
-            match n {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// The next frame must be an Error with this code; returns it.
-    pub async fn expect_error(&mut self, code: confab_protocol::ErrorCode) -> (u64, pb::Error) {
-        let f = self.recv().await;
-        match f.body {
-            Some(pb::server_frame::Body::Error(e)) if e.code == code.0 => (f.request_id, e),
-            other => panic!("expected {code}, got {other:?}"),
-        }
-    }
-}
-
 /// The error code of a failed client call.
 pub fn code<T: std::fmt::Debug>(r: Result<T, confab_client::ClientError>) -> confab_protocol::ErrorCode {
     r.expect_err("expected an error").code().expect("expected a server error")
 }
+pub mod chaos;
+pub mod cluster;
 pub mod daemon;
+pub mod e2e;
+mod raw;
+
+pub use raw::Raw;

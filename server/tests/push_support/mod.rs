@@ -158,13 +158,6 @@ impl Receiver {
     pub fn try_next(&mut self) -> Option<Received> {
         self.rx.try_recv().ok()
     }
-
-    /// Asserts that no request arrives within `ms`.
-    pub async fn nothing_for(&mut self, ms: u64) {
-        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(ms), self.rx.recv()).await {
-            panic!("unexpected push request to {}: {}", r.path, String::from_utf8_lossy(&r.body));
-        }
-    }
 }
 
 async fn handle(
@@ -237,7 +230,7 @@ impl PushServer {
     }
 
     pub fn metrics(&self) -> &confab_server::metrics::PushMetrics {
-        &self.server().shared().metrics.push
+        &self.server().core().metrics.push
     }
 
     pub async fn connect(&self) -> Connection {

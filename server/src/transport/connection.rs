@@ -3,7 +3,9 @@
 //! responses and live events (batched: everything ready goes out in one
 //! write), and applies deadlines, kills and shutdown. The same code serves
 //! the QUIC session stream, TCP+TLS and WebSocket; only the [`Link`]
-//! differs.
+//! differs. A QUIC session's request streams come in here too
+//! ([`Streams`]): the session machine checks and admits them, and their
+//! answers go back to their streams.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,19 +15,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
 use confab_protocol::pb::server_frame::Body as Reply;
-use confab_protocol::session::{Phase, ServerEvent, ServerSession};
+use confab_protocol::session::{Phase, ServerEvent, ServerSession, StreamOutcome};
 use confab_protocol::{ErrorCode, Now};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiError, Auth, SessionCtx};
-use crate::hub::{Kill, Registration, Transport};
-use crate::link::{Input, Link};
-use crate::server::Shared;
+use super::Ingress;
+use crate::api::{self, ApiError, SessionCtx};
+use crate::hub::{Kill, Registration};
+use crate::link::{Input, Link, Transport};
+use crate::state::{Auth, Core, SessionLink};
 use crate::store::UserRef;
 
 /// Most bytes of queued events gathered into one write.
@@ -35,37 +40,53 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the final frames of a closed session (its fatal Error) may take.
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where a session publishes its identity for its QUIC request streams.
-pub type AuthWatch = watch::Sender<Option<SessionCtx>>;
+/// One QUIC request stream's bytes (read to its FIN; `None` when longer
+/// than a frame can be) and where its one answer goes.
+pub struct StreamRequest {
+    /// What the stream carried.
+    pub bytes: Option<Vec<u8>>,
+    /// Where the answer frame goes.
+    pub answer: oneshot::Sender<Bytes>,
+}
+
+/// A QUIC session's request streams, as its connection task sees them.
+pub struct Streams {
+    /// Set once the Welcome is out: whether `request-streams` was
+    /// negotiated (nothing is read from a request stream before).
+    pub accepting: watch::Sender<Option<bool>>,
+    /// Requests read from streams, in arrival order.
+    pub incoming: mpsc::Receiver<StreamRequest>,
+}
 
 /// Serves one session until it ends. Returns the code it ended with
-/// (`ErrorCode(0)` when the peer simply went away). `auth_watch` is a
-/// sender (QUIC, whose request streams need the identity) or `None`.
+/// (`ErrorCode(0)` when the peer simply went away). `streams` carries a
+/// QUIC session's request streams.
 pub async fn serve<L: Link>(
-    shared: Arc<Shared>,
+    ingress: Arc<Ingress>,
     mut link: L,
     peer: SocketAddr,
     transport: Transport,
-    auth_watch: impl Into<Option<AuthWatch>>,
+    streams: Option<Streams>,
     shutdown: CancellationToken,
 ) -> ErrorCode {
-    let auth_watch = auth_watch.into();
     let config = match transport {
-        Transport::Quic => Arc::clone(&shared.quic_session_config),
-        Transport::Tcp | Transport::WebSocket => Arc::clone(&shared.tcp_session_config),
+        Transport::Quic => Arc::clone(&ingress.quic_session),
+        Transport::Tcp | Transport::WebSocket => Arc::clone(&ingress.tcp_session),
     };
     let mut c = Conn {
-        shared,
+        core: Arc::clone(&ingress.core),
         session: ServerSession::new(config, Instant::now()),
         ctx: SessionCtx { peer, session: 0, auth: None },
         kill: Arc::new(Kill::default()),
         registration: None,
         handlers: FuturesUnordered::new(),
         transport,
-        auth_watch,
+        streams,
+        answers: HashMap::new(),
+        next_stream: 0,
         datagrams: link.datagrams(),
     };
-    c.shared.metrics.connection_opened(transport);
+    c.core.metrics.connection_opened(transport);
     // Allocated by the link when input arrives, given back once every
     // frame in it was taken, so an idle session holds no read buffer.
     let mut inbuf = BytesMut::new();
@@ -77,13 +98,17 @@ pub async fn serve<L: Link>(
     loop {
         while let Some(event) = c.session.poll_event() {
             match event {
-                ServerEvent::Request { request_id, body } => c.start(request_id, body),
+                ServerEvent::Request { request_id, body } => c.start(Target::Session(request_id), body),
+                ServerEvent::StreamRequest { stream, body, .. } => c.start(Target::Stream(stream), body),
                 ServerEvent::Notification(body) => {
-                    c.shared.metrics.frame_in(&body);
-                    api::notify(&c.shared, &c.ctx, body)
+                    c.core.metrics.frame_in(&body);
+                    api::notify(&c.core, &c.ctx, body)
                 }
                 ServerEvent::Handshaken { version, client_name, .. } => {
                     tracing::debug!(%peer, version, client = %client_name, "handshake");
+                    if let Some(s) = &c.streams {
+                        s.accepting.send_replace(Some(c.session.request_streams()));
+                    }
                 }
                 ServerEvent::Closed { code } => close_code = code,
             }
@@ -132,7 +157,7 @@ pub async fn serve<L: Link>(
         tokio::select! {
             _ = shutdown.cancelled(), if !draining => {
                 draining = true;
-                drain_deadline = tokio::time::Instant::now() + c.shared.shutdown_grace;
+                drain_deadline = tokio::time::Instant::now() + ingress.shutdown_grace;
                 c.session.go_away(ErrorCode::SHUTTING_DOWN, "the server is shutting down", 1000);
             }
             code = c.kill.killed() => {
@@ -143,8 +168,8 @@ pub async fn serve<L: Link>(
                 };
                 c.session.close(code, why);
             }
-            Some((id, result)) = c.handlers.next(), if !c.handlers.is_empty() => {
-                c.on_response(id, result);
+            Some((target, result)) = c.handlers.next(), if !c.handlers.is_empty() => {
+                c.on_response(target, result);
                 if c.session.wants_input() && !inbuf.is_empty() {
                     c.session.handle_input(&mut inbuf, Now::system());
                     release_if_empty(&mut inbuf);
@@ -152,6 +177,7 @@ pub async fn serve<L: Link>(
             }
             // Everything queued goes into one write (up to the cap).
             () = next_events(c.registration.as_ref(), &mut out) => {}
+            Some(request) = next_stream(c.streams.as_mut()), if !draining => c.on_stream(request),
             input = link.read(&mut inbuf), if c.session.wants_input() && !draining => match input {
                 Input::Bytes => {
                     c.session.handle_input(&mut inbuf, Now::system());
@@ -159,7 +185,7 @@ pub async fn serve<L: Link>(
                 }
                 Input::Message(frame) => c.session.handle_message(&frame, Now::system()),
                 Input::Datagram(d) => {
-                    c.shared.metrics.typing_datagrams_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.core.metrics.typing_datagrams_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     c.session.handle_datagram(&d, Now::system())
                 }
                 Input::Violation(code, why) => c.session.close(code, why),
@@ -171,10 +197,10 @@ pub async fn serve<L: Link>(
             }
         }
     }
-    c.finish();
-    c.shared.metrics.connection_closed(transport);
+    c.leave_hub();
+    c.core.metrics.connection_closed(transport);
     if close_code.0 != 0 {
-        c.shared.metrics.error(close_code.0);
+        c.core.metrics.error(close_code.0);
     }
     link.close(close_code).await;
     close_code
@@ -200,6 +226,22 @@ async fn next_events(registration: Option<&Registration>, out: &mut BytesMut) {
     }
 }
 
+async fn next_stream(streams: Option<&mut Streams>) -> Option<StreamRequest> {
+    match streams {
+        Some(s) => s.incoming.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where a request came from, and so where its answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The session stream, with the request's id.
+    Session(u64),
+    /// A QUIC request stream, by the name this task gave it.
+    Stream(u64),
+}
+
 /// A request's handler, tagged with its request id.
 ///
 /// Handlers run inside the connection task rather than each in a spawned
@@ -211,21 +253,21 @@ async fn next_events(registration: Option<&Registration>, out: &mut BytesMut) {
 /// before the handler is returned, so a session that ends with requests
 /// in flight still gets them stored (it just never sees the answers).
 struct Handler {
-    request_id: u64,
+    target: Target,
     pending: api::Pending,
 }
 
 impl Future for Handler {
-    type Output = (u64, Result<Reply, ApiError>);
+    type Output = (Target, Result<Reply, ApiError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let id = self.request_id;
-        self.pending.as_mut().poll(cx).map(|r| (id, r))
+        let target = self.target;
+        self.pending.as_mut().poll(cx).map(|r| (target, r))
     }
 }
 
 struct Conn {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
     session: ServerSession,
     ctx: SessionCtx,
     kill: Arc<Kill>,
@@ -234,30 +276,68 @@ struct Conn {
     /// at most `max_in_flight` requests.
     handlers: FuturesUnordered<Handler>,
     transport: Transport,
-    /// Where the session's identity is published for its QUIC request
-    /// streams; `None` on transports without them (a watch channel costs
-    /// an idle connection ~0.4 KiB).
-    auth_watch: Option<AuthWatch>,
+    /// A QUIC session's request streams; `None` on other transports.
+    streams: Option<Streams>,
+    /// Where the answers of admitted request-stream requests go.
+    answers: HashMap<u64, oneshot::Sender<Bytes>>,
+    /// The name of the next request stream.
+    next_stream: u64,
     /// Where typing events may go as datagrams (QUIC only).
     datagrams: Option<quinn::Connection>,
 }
 
 impl Conn {
-    fn start(&mut self, request_id: u64, body: confab_protocol::pb::client_frame::Body) {
-        self.shared.metrics.frame_in(&body);
-        let pending = api::dispatch(&self.shared, &self.ctx, body);
-        self.handlers.push(Handler { request_id, pending });
+    fn start(&mut self, target: Target, body: confab_protocol::pb::client_frame::Body) {
+        self.core.metrics.frame_in(&body);
+        let pending = api::dispatch(&self.core, &self.ctx, body);
+        self.handlers.push(Handler { target, pending });
     }
 
-    fn on_response(&mut self, id: u64, result: Result<Reply, ApiError>) {
+    /// A request stream's bytes: the session machine checks them; what it
+    /// answers at once goes straight back.
+    fn on_stream(&mut self, request: StreamRequest) {
+        let stream = self.next_stream;
+        self.next_stream += 1;
+        match self.session.handle_request_stream(stream, request.bytes.as_deref(), Now::system()) {
+            StreamOutcome::Answer(bytes) => {
+                let _ = request.answer.send(bytes);
+            }
+            StreamOutcome::Admitted => {
+                self.answers.insert(stream, request.answer);
+            }
+        }
+    }
+
+    fn on_response(&mut self, target: Target, result: Result<Reply, ApiError>) {
+        match target {
+            Target::Session(id) => self.on_session_response(id, result),
+            Target::Stream(stream) => {
+                let bytes = match result {
+                    Ok(reply) => {
+                        self.core.metrics.frame_out(&reply);
+                        self.session.respond_stream(stream, reply)
+                    }
+                    Err(e) => {
+                        self.core.metrics.error(e.code.0);
+                        self.session.fail_stream(stream, e.code, &e.message, e.retry_after_ms)
+                    }
+                };
+                if let (Some(bytes), Some(answer)) = (bytes, self.answers.remove(&stream)) {
+                    let _ = answer.send(bytes);
+                }
+            }
+        }
+    }
+
+    fn on_session_response(&mut self, id: u64, result: Result<Reply, ApiError>) {
         let reply = match result {
             Ok(reply) => reply,
             Err(e) => {
-                self.shared.metrics.error(e.code.0);
+                self.core.metrics.error(e.code.0);
                 return self.session.fail(id, e.code, &e.message, e.retry_after_ms);
             }
         };
-        self.shared.metrics.frame_out(&reply);
+        self.core.metrics.frame_out(&reply);
         let auth_ok = match &reply {
             Reply::AuthOk(ok) => Some(ok.clone()),
             _ => None,
@@ -266,24 +346,18 @@ impl Conn {
         self.session.respond(id, reply);
         match (self.session.phase(), auth_ok) {
             (Phase::Authenticated { .. }, Some(ok)) if !was_authenticated => {
-                let reg = self.shared.hub.register(
-                    ok.user_id,
-                    ok.device_id,
-                    Arc::clone(&self.kill),
-                    self.ctx.peer,
-                    self.transport,
-                    self.datagrams.clone().filter(|_| self.session.datagrams()),
-                );
+                let auth =
+                    Auth { user: UserRef { user_id: ok.user_id, username: ok.username }, device_id: ok.device_id };
+                let link = SessionLink {
+                    peer: self.ctx.peer,
+                    transport: self.transport,
+                    kill: Arc::clone(&self.kill),
+                    datagrams: self.datagrams.clone().filter(|_| self.session.datagrams()),
+                };
+                let reg = self.core.session_started(&auth, link);
                 self.ctx.session = reg.session;
-                self.shared.presence.session_up(ok.user_id, &ok.username, reg.session, Instant::now());
-                self.ctx.auth = Some(Auth {
-                    user: UserRef { user_id: ok.user_id, username: ok.username },
-                    device_id: ok.device_id,
-                });
+                self.ctx.auth = Some(auth);
                 self.registration = Some(reg);
-                if let Some(w) = &self.auth_watch {
-                    w.send_replace(Some(self.ctx.clone()));
-                }
             }
             (Phase::Unauthenticated, _) if was_authenticated => self.leave_hub(),
             _ => {}
@@ -292,24 +366,8 @@ impl Conn {
 
     fn leave_hub(&mut self) {
         if let (Some(auth), Some(reg)) = (self.ctx.auth.take(), self.registration.take()) {
-            self.shared.hub.unregister(auth.user.user_id, reg.session);
-            let device = auth.device_id;
-            let now = Now::system().unix_ms;
-            self.shared.presence.session_down(auth.user.user_id, reg.session, Instant::now(), now);
-            // Last-seen is best effort: a full writer queue skips it.
-            if let Ok(done) = self.shared.writer.submit(move |tx| tx.touch_device(device, now)) {
-                self.shared.tracker.spawn(async move {
-                    let _ = done.await;
-                });
-            }
+            self.core.session_ended(&auth, reg.session);
         }
         self.ctx.session = 0;
-        if let Some(w) = &self.auth_watch {
-            w.send_replace(None);
-        }
-    }
-
-    fn finish(&mut self) {
-        self.leave_hub();
     }
 }

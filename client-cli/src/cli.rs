@@ -1,0 +1,316 @@
+//! The command line (`Cli`) and what every command runs with: the
+//! context (`Ctx`: the arguments, the profile and how to reach the server)
+//! and how a command fails (`Failure`, which decides the exit code). Shared
+//! by `main.rs` and the interactive `chat` module, so that neither imports
+//! the other's items.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use confab_client::tls::{self, Trust};
+use confab_client::{ClientError, ConnectOptions, Connection, Profile, TransportKind};
+use confab_protocol::pb;
+use serde_json::Value;
+
+/// Command-line client for Confab chat servers.
+///
+/// Exit codes: 0 success; 1 the server refused the request (the message
+/// names its error code); 2 bad usage; 3 connection or local failure.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+pub struct Cli {
+    /// Server address, HOST:PORT (default: the profile's server, else
+    /// 127.0.0.1:7443, or 127.0.0.1:7080 for --transport ws/wss).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Transport: quic (default), tcp (TCP+TLS), ws (WebSocket over plain
+    /// HTTP, e.g. on loopback) or wss (WebSocket over TLS).
+    #[arg(long, global = true, value_enum)]
+    pub transport: Option<TransportKind>,
+    /// Trust only this certificate (PEM file, e.g. the server's
+    /// DATA_DIR/tls/cert.pem). Without it the fingerprint seen on first
+    /// contact is stored in the profile and required from then on.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub trust_cert: Option<PathBuf>,
+    /// Ask this server's /v1/discover (its plain HTTP address, e.g.
+    /// http://127.0.0.1:7080) where to connect, on every connect and
+    /// reconnect: the first node that serves the transport wins (a cluster
+    /// lists its least loaded node first). Overrides --server; remembered
+    /// in the profile at signup and login.
+    #[arg(long, global = true, value_name = "URL")]
+    pub discover: Option<String>,
+    /// Profile directory: token, device id, cursor, trusted fingerprints
+    /// (default: the user's config dir, e.g. ~/.config/confab).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub profile: Option<PathBuf>,
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an account and log this profile in.
+    Signup {
+        /// Username: 3-32 of a-z 0-9 _ . - (lowercased for you).
+        user: String,
+        /// Name for this device.
+        #[arg(long, default_value = "confab-cli")]
+        device: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log in as a new device of an existing account.
+    Login {
+        /// Username.
+        user: String,
+        /// Name for this device.
+        #[arg(long, default_value = "confab-cli")]
+        device: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Revoke this device's token and forget it.
+    Logout,
+    /// Show who this profile is logged in as.
+    Whoami,
+    /// List this account's devices.
+    Devices,
+    /// Revoke one of this account's devices.
+    Revoke {
+        /// Device id (see `devices`).
+        device_id: u64,
+    },
+    /// Send a message to @USER (a direct conversation) or a conversation id.
+    Send {
+        /// @username or conversation id.
+        to: String,
+        /// The text, or '-' to read it from stdin.
+        text: String,
+    },
+    /// Page a conversation's history (newest page by default).
+    History {
+        /// Conversation id, or @username for the direct conversation.
+        conversation: String,
+        /// Only messages before this seq.
+        #[arg(long)]
+        before: Option<u64>,
+        /// Only messages after this seq.
+        #[arg(long, conflicts_with = "before")]
+        after: Option<u64>,
+        /// Page size (server maximum applies).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// List conversations with unread counts, most recent first.
+    Conversations,
+    /// Mark a conversation read up to a seq (default: all).
+    Read {
+        /// Conversation id.
+        conversation: u64,
+        /// Up to this seq.
+        seq: Option<u64>,
+    },
+    /// Fetch every event missed since this profile's cursor, and advance it.
+    Sync,
+    /// Group conversations.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Show users' presence (online, away, or offline with last-seen).
+    Presence {
+        /// @usernames.
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Print events as they arrive until interrupted (reconnects and
+    /// catches up by itself).
+    Tail,
+    /// Chat interactively in the terminal: conversation list, messages,
+    /// typing and presence, live; /help inside lists the keys and
+    /// commands (docs/CHAT.md describes them).
+    Chat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group (you become its owner).
+    Create {
+        /// The group's title.
+        title: String,
+        /// Initial members.
+        users: Vec<String>,
+    },
+    /// Add members (owner or admin; all or none).
+    Add {
+        /// Conversation id.
+        conversation: u64,
+        /// @usernames.
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove a member (owner or admin).
+    Remove {
+        /// Conversation id.
+        conversation: u64,
+        /// @username.
+        user: String,
+    },
+    /// Leave a group.
+    Leave {
+        /// Conversation id.
+        conversation: u64,
+    },
+    /// Rename a group (owner or admin).
+    Rename {
+        /// Conversation id.
+        conversation: u64,
+        /// The new title.
+        title: String,
+    },
+    /// List a group's members and roles.
+    Members {
+        /// Conversation id.
+        conversation: u64,
+    },
+    /// Set a member's role (owner only): owner, admin or member.
+    Role {
+        /// Conversation id.
+        conversation: u64,
+        /// @username.
+        user: String,
+        /// owner, admin or member.
+        role: String,
+    },
+}
+
+/// How a command failed, for the exit code.
+pub enum Failure {
+    /// The server refused the request (exit code 1).
+    Server(ClientError),
+    /// A connection or local failure (exit code 3).
+    Local(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Server { .. } => Failure::Server(e),
+            other => Failure::Local(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Failure>;
+
+/// What a command runs with: the parsed arguments, the profile directory
+/// and the profile loaded from it.
+pub struct Ctx {
+    pub cli: Cli,
+    pub dir: PathBuf,
+    pub profile: Profile,
+    /// The server of the last connection (discovery may pick another each
+    /// time).
+    pub connected: Option<String>,
+}
+
+impl Ctx {
+    pub fn server(&self) -> String {
+        self.cli
+            .server
+            .clone()
+            .or_else(|| self.profile.server.clone())
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.transport().default_port()))
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.cli.transport.or(self.profile.transport).unwrap_or(TransportKind::Quic)
+    }
+
+    /// How to trust `server`: `--trust-cert`, else the fingerprint stored
+    /// for it, else one that discovery named and the profile already trusts
+    /// for another address (a cluster's nodes share a certificate), else
+    /// first use.
+    fn trust_for(&self, server: &str, named: Option<&str>) -> Result<Trust> {
+        if let Some(pem) = &self.cli.trust_cert {
+            let bytes = std::fs::read(pem).map_err(|e| Failure::Local(format!("{}: {e}", pem.display())))?;
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let cert = CertificateDer::pem_slice_iter(&bytes)
+                .next()
+                .ok_or_else(|| Failure::Local(format!("{}: no certificate", pem.display())))?
+                .map_err(|e| Failure::Local(format!("{}: {e}", pem.display())))?;
+            return Ok(Trust::Fingerprint(tls::fingerprint(&cert)));
+        }
+        if let Some(fp) = self.profile.known_servers.get(server) {
+            return Ok(Trust::Fingerprint(tls::normalize_fingerprint(fp)));
+        }
+        let trusted = |fp: &str| {
+            let fp = tls::normalize_fingerprint(fp);
+            self.profile.known_servers.values().any(|k| tls::normalize_fingerprint(k) == fp)
+        };
+        Ok(match named {
+            Some(fp) if trusted(fp) => Trust::Fingerprint(tls::normalize_fingerprint(fp)),
+            _ => Trust::FirstUse,
+        })
+    }
+
+    pub fn save(&self) -> Result<()> {
+        self.profile.save(&self.dir).map_err(Failure::from)
+    }
+
+    pub async fn connect(&mut self) -> Result<Connection> {
+        // --discover, else the remembered one unless --server names a node.
+        let remembered = self.profile.discover.clone().filter(|_| self.cli.server.is_none());
+        let discover = self.cli.discover.clone().or(remembered);
+        let (server, named) = match &discover {
+            Some(url) => {
+                let node = confab_client::discover::pick(url, self.transport()).await.map_err(Failure::Local)?;
+                (node.address, node.fingerprint)
+            }
+            None => (self.server(), None),
+        };
+        let trust = self.trust_for(&server, named.as_deref())?;
+        self.connected = Some(server.clone());
+        let mut opts = ConnectOptions::new(server.clone(), trust.clone());
+        opts.transport = self.transport();
+        let conn = Connection::connect(&opts).await?;
+        // Plain ws:// has no certificate to pin.
+        if trust == Trust::FirstUse && !conn.fingerprint().is_empty() {
+            eprintln!(
+                "note: trusting {server}'s certificate sha256:{} (first use; stored in the profile)",
+                conn.fingerprint()
+            );
+            self.profile.known_servers.insert(server, conn.fingerprint().to_string());
+            self.save()?;
+        }
+        Ok(conn)
+    }
+
+    /// Connects and resumes this profile's device.
+    pub async fn session(&mut self) -> Result<(Connection, pb::AuthOk)> {
+        let Some(token) = self.profile.token.clone() else {
+            return Err(Failure::Local("not logged in: run `confab login USER` (or `confab signup USER`)".into()));
+        };
+        let conn = self.connect().await?;
+        match conn.resume(&token).await {
+            Ok(ok) => Ok((conn, ok)),
+            Err(e) if e.code() == Some(confab_protocol::ErrorCode::INVALID_TOKEN) => {
+                self.profile.clear_login();
+                self.save()?;
+                Err(Failure::Server(e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn out(&self, value: Value, text: impl FnOnce() -> String) {
+        if self.cli.json {
+            println!("{value}");
+        } else {
+            println!("{}", text());
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The fjall database: one keyspace per record family, opened, checked for
+//! its format version, and reopened after write failures. Reads on
+//! committed data are methods of [`Db`] (in `reads.rs`, `push.rs`), run off
+//! the async workers with [`Db::read`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::{Durability, StoreError, keys};
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Keyspaces, by record family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Ks {
+    Meta,
+    Users,
+    Usernames,
+    Devices,
+    UserDevices,
+    Tokens,
+    Conversations,
+    DirectPairs,
+    Members,
+    UserConversations,
+    Messages,
+    Inbox,
+    Dedupe,
+    PushTargets,
+    PushJobs,
+    PushDue,
+    FormerMembers,
+}
+
+impl Ks {
+    pub(crate) const ALL: [Ks; 17] = [
+        Ks::Meta,
+        Ks::Users,
+        Ks::Usernames,
+        Ks::Devices,
+        Ks::UserDevices,
+        Ks::Tokens,
+        Ks::Conversations,
+        Ks::DirectPairs,
+        Ks::Members,
+        Ks::UserConversations,
+        Ks::Messages,
+        Ks::Inbox,
+        Ks::Dedupe,
+        Ks::PushTargets,
+        Ks::PushJobs,
+        Ks::PushDue,
+        Ks::FormerMembers,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Ks::Meta => keys::META,
+            Ks::Users => keys::USERS,
+            Ks::Usernames => keys::USERNAMES,
+            Ks::Devices => keys::DEVICES,
+            Ks::UserDevices => keys::USER_DEVICES,
+            Ks::Tokens => keys::TOKENS,
+            Ks::Conversations => keys::CONVERSATIONS,
+            Ks::DirectPairs => keys::DIRECT_PAIRS,
+            Ks::Members => keys::MEMBERS,
+            Ks::UserConversations => keys::USER_CONVERSATIONS,
+            Ks::Messages => keys::MESSAGES,
+            Ks::Inbox => keys::INBOX,
+            Ks::Dedupe => keys::DEDUPE,
+            Ks::PushTargets => keys::PUSH_TARGETS,
+            Ks::PushJobs => keys::PUSH_JOBS,
+            Ks::PushDue => keys::PUSH_DUE,
+            Ks::FormerMembers => keys::FORMER_MEMBERS,
+        }
+    }
+}
+
+/// The open database.
+///
+/// fjall poisons a database whose journal write or sync failed (a full
+/// disk, an I/O error): every later write fails. The handles can therefore
+/// be replaced by a fresh open of the same directory ([`Db::reopen`]),
+/// which recovers from the journal exactly what was committed.
+pub struct Db {
+    dir: PathBuf,
+    /// `None` only while `reopen` runs: readers then get
+    /// [`StoreError::Reopening`] at once, so they let go of the old
+    /// database's lock file instead of waiting for the new one.
+    handles: RwLock<Option<Arc<Handles>>>,
+    pub(crate) durability: Durability,
+    /// How ids map to partitions (one on a single node): reads use it to
+    /// know whether a record is authoritative here or a copy kept by
+    /// effects.
+    pub(crate) partitioning: super::Partitioning,
+}
+
+pub(crate) struct Handles {
+    pub(crate) db: Database,
+    keyspaces: Vec<Keyspace>,
+}
+
+impl Handles {
+    pub(crate) fn ks(&self, ks: Ks) -> &Keyspace {
+        // Ks::ALL and `keyspaces` are built in the same order.
+        &self.keyspaces[ks as usize]
+    }
+}
+
+impl Handles {
+    fn open(dir: &Path, durability: Durability) -> Result<Handles, StoreError> {
+        let db = Database::builder(dir).manual_journal_persist(durability == Durability::Fsync).open()?;
+        let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
+        for ks in Ks::ALL {
+            keyspaces.push(db.keyspace(ks.name(), KeyspaceCreateOptions::default)?);
+        }
+        Ok(Handles { db, keyspaces })
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("durability", &self.durability).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir`, checking its format
+    /// version.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Db, StoreError> {
+        let handles = Handles::open(dir, durability)?;
+        let store = Db {
+            dir: dir.to_path_buf(),
+            handles: RwLock::new(Some(Arc::new(handles))),
+            durability,
+            partitioning: super::Partitioning::SINGLE,
+        };
+        let meta = store.ks(Ks::Meta)?;
+        match meta.get(keys::FORMAT_VERSION)? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(&v[..]).map(u32::from_be_bytes).map_err(|_| StoreError::Corrupt {
+                    keyspace: keys::META,
+                    detail: "format_version is not 4 bytes".into(),
+                })?;
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::UnsupportedFormat { found, expected: FORMAT_VERSION });
+                }
+            }
+            None => {
+                if !store.ks(Ks::Users)?.is_empty()? {
+                    return Err(StoreError::Corrupt { keyspace: keys::META, detail: "format_version missing".into() });
+                }
+                meta.insert(keys::FORMAT_VERSION, FORMAT_VERSION.to_be_bytes())?;
+                store.db()?.persist(PersistMode::SyncAll)?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The same database, read as one node of a cluster with this
+    /// partitioning.
+    pub fn with_partitioning(mut self, partitioning: super::Partitioning) -> Db {
+        self.partitioning = partitioning;
+        self
+    }
+
+    /// Whether two ids are in the same partition.
+    pub(crate) fn same_partition(&self, a: u64, b: u64) -> bool {
+        self.partitioning.of_id(a) == self.partitioning.of_id(b)
+    }
+
+    /// The durability acks are given at.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub(crate) fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        // Each critical section clones or swaps one Arc: a poisoned lock
+        // still holds a consistent value.
+        let guard = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(Arc::clone).ok_or(StoreError::Reopening)
+    }
+
+    pub(crate) fn ks(&self, ks: Ks) -> Result<Keyspace, StoreError> {
+        Ok(self.handles()?.ks(ks).clone())
+    }
+
+    pub(crate) fn db(&self) -> Result<Database, StoreError> {
+        Ok(self.handles()?.db.clone())
+    }
+
+    /// Applies replayed log records of `partition` (ascending positions)
+    /// in one batch, with the applied position of the last one; records at
+    /// or below what is applied are skipped.
+    pub fn apply_log_records(&self, partition: u32, records: &[(u64, bytes::Bytes)]) -> Result<(), StoreError> {
+        use prost::Message as _;
+        let applied = self.applied(partition)?;
+        let Some(last) = records.iter().map(|(p, _)| *p).filter(|p| *p > applied).max() else { return Ok(()) };
+        let handles = self.handles()?;
+        let mut batch = handles.db.batch();
+        for (position, record) in records.iter().filter(|(p, _)| *p > applied) {
+            let record = super::records::LogRecord::decode(record.clone())
+                .map_err(|e| StoreError::Corrupt { keyspace: "log", detail: format!("record at {position}: {e}") })?;
+            for w in record.writes {
+                let ks = Ks::ALL.get(w.keyspace as usize).copied().ok_or(StoreError::Corrupt {
+                    keyspace: "log",
+                    detail: format!("record at {position}: keyspace {}", w.keyspace),
+                })?;
+                match w.value {
+                    Some(v) => batch.insert(handles.ks(ks), w.key.to_vec(), v.to_vec()),
+                    None => batch.remove(handles.ks(ks), w.key.to_vec()),
+                }
+            }
+        }
+        batch.insert(handles.ks(Ks::Meta), keys::applied(partition), last.to_be_bytes().to_vec());
+        batch.durability(Some(self.durability.persist_mode())).commit()?;
+        Ok(())
+    }
+
+    /// Records that this view has applied partition `partition`'s log up
+    /// to `position` (past records that wrote nothing here).
+    pub fn set_applied(&self, partition: u32, position: u64) -> Result<(), StoreError> {
+        if position <= self.applied(partition)? {
+            return Ok(());
+        }
+        self.ks(Ks::Meta)?.insert(keys::applied(partition), position.to_be_bytes())?;
+        self.db()?.persist(self.durability.persist_mode())?;
+        Ok(())
+    }
+
+    /// How far this view has applied partition `partition`'s log.
+    pub fn applied(&self, partition: u32) -> Result<u64, StoreError> {
+        Ok(self.ks(Ks::Meta)?.get(keys::applied(partition))?.and_then(|v| keys::read_u64(&v, 0)).unwrap_or(0))
+    }
+
+    /// How far partition `target` has applied the effects it received
+    /// from `source` (the source stream's sequence).
+    pub fn effects_applied(&self, target: u32, source: u32) -> Result<u64, StoreError> {
+        let key = keys::effects_from(target, source);
+        Ok(self.ks(Ks::Meta)?.get(key)?.and_then(|v| keys::read_u64(&v, 0)).unwrap_or(0))
+    }
+
+    /// Syncs everything to disk (shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db()?.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// The number of the last group commit that reached the store (see
+    /// the writer: it tells whether a commit that reported failure was
+    /// written after all).
+    pub(crate) fn commit_seq(&self) -> Result<u64, StoreError> {
+        match self.ks(Ks::Meta)?.get(keys::COMMIT_SEQ)? {
+            None => Ok(0),
+            Some(v) => <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt { keyspace: keys::META, detail: "commit_seq is not 8 bytes".into() }),
+        }
+    }
+
+    /// Whether the directory can take writes again: a probe file of
+    /// `bytes` is written and synced (and removed).
+    pub fn has_space(&self, bytes: usize) -> bool {
+        use std::io::Write;
+        let probe = self.dir.join(".space-probe");
+        let ok = std::fs::File::create(&probe)
+            .and_then(|mut f| {
+                f.write_all(&vec![0u8; bytes])?;
+                f.sync_data()
+            })
+            .is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    }
+
+    /// Replaces poisoned handles with a fresh open of the same directory.
+    /// Meanwhile reads fail fast with [`StoreError::Reopening`]. The old
+    /// database must be gone first (fjall holds a lock file per directory,
+    /// also through the keyspace handles of reads still running), so the
+    /// open is retried for a short while. If no handles can be put back the
+    /// process ends: nothing could be served anyway, and everything
+    /// acknowledged is on disk for the next start.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        // Taken out under the lock, dropped outside it: dropping flushes
+        // fjall's journal, and readers must not wait on that.
+        let old = self.handles.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(old);
+        let mut last = None;
+        for _ in 0..50 {
+            match Handles::open(&self.dir, self.durability) {
+                Ok(h) => {
+                    *self.handles.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(h));
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let e = last.map_or_else(|| "unknown".to_string(), |e| e.to_string());
+        tracing::error!(error = %e, dir = %self.dir.display(), "cannot reopen the store; exiting");
+        std::process::exit(70);
+    }
+
+    /// Runs a blocking read off the async executor's workers.
+    pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Corrupt { keyspace: "-", detail: format!("read task failed: {e}") }),
+        }
+    }
+
+    pub(crate) fn get_record<M: prost::Message + Default>(&self, ks: Ks, key: &[u8]) -> Result<Option<M>, StoreError> {
+        match self.ks(ks)?.get(key)? {
+            Some(v) => decode(ks, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+pub(crate) fn decode<M: prost::Message + Default>(ks: Ks, bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|e| StoreError::Corrupt { keyspace: ks.name(), detail: e.to_string() })
+}

@@ -1,0 +1,216 @@
+//! The QUIC accept loop: a connection permit before each accept, the
+//! Retry policy (address validation only where spoofed Initials could
+//! hurt), the handshake deadline, the session stream, and request streams
+//! (spec §2.1), which are read here and answered through the session they
+//! belong to.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use confab_protocol::{ErrorCode, framing};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::Ingress;
+use super::connection::{self, StreamRequest, Streams};
+use super::tcp::refuse_per_address;
+use crate::link::{QuicLink, Transport};
+
+/// Accepts QUIC connections: the first bidirectional stream is the session
+/// stream; later ones are request streams.
+pub async fn serve(ingress: Arc<Ingress>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = Arc::clone(&ingress.connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let mut incoming = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            i = endpoint.accept() => match i { Some(i) => i, None => return },
+        };
+        let peer = incoming.remote_address();
+        // An Initial's source address may be spoofed: once spoofed Initials
+        // could do harm (take many permits through their handshakes, or half
+        // of a victim address's slots), the peer proves its address first
+        // with a Retry round trip.
+        let retry = wants_retry(
+            handshakes.load(Ordering::Relaxed),
+            ingress.per_address.open(peer.ip()),
+            ingress.per_address.max(),
+        );
+        if retry && !incoming.remote_address_validated() && incoming.may_retry() {
+            match incoming.retry() {
+                Ok(()) => continue,
+                Err(e) => incoming = e.into_incoming(),
+            }
+        }
+        let Some(slot) = ingress.per_address.admit(peer.ip()) else {
+            refuse_per_address(&ingress, peer);
+            incoming.refuse();
+            continue;
+        };
+        let (ingress, shutdown) = (Arc::clone(&ingress), shutdown.clone());
+        let in_handshake = Handshaking::new(&handshakes);
+        ingress.tracker.clone().spawn(async move {
+            let _permit = (permit, slot);
+            let deadline = ingress.handshake_timeout;
+            let handshake = tokio::time::timeout(deadline, async { incoming.accept()?.await }).await;
+            drop(in_handshake);
+            let conn = match handshake {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "QUIC handshake timed out"),
+            };
+            let (send, recv) = match tokio::time::timeout(deadline, conn.accept_bi()).await {
+                Ok(Ok(s)) => s,
+                _ => return conn.close(quinn::VarInt::from_u32(ErrorCode::HANDSHAKE_TIMEOUT.0), b"no session stream"),
+            };
+            let (accepting, welcome) = watch::channel(None);
+            let (requests, incoming) = mpsc::channel(MAX_BIDI_STREAMS as usize);
+            let limits = StreamLimits { max_bytes: max_stream_bytes(&ingress), deadline };
+            let streams = ingress.tracker.spawn(request_streams(conn.clone(), welcome, requests, limits));
+            let link = QuicLink::new(recv, send, conn.clone());
+            let streams_in = Streams { accepting, incoming };
+            let code =
+                connection::serve(Arc::clone(&ingress), link, peer, Transport::Quic, Some(streams_in), shutdown).await;
+            streams.abort();
+            let reason = code.name().unwrap_or("closed");
+            // Give the final frames a moment to be acknowledged, then close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.close(quinn::VarInt::from_u32(code.0), reason.as_bytes());
+            tracing::debug!(%peer, %code, "QUIC session ended");
+        });
+    }
+}
+
+/// QUIC handshakes in progress from which on every new connection from an
+/// address not yet validated gets a Retry first.
+const RETRY_FROM_HANDSHAKES: usize = 128;
+
+/// Whether a new QUIC connection from an unvalidated address must prove
+/// its address (Retry) first: with `handshakes` in progress server-wide,
+/// and `open` of its address's `max` slots taken. Asking always would
+/// cost every connection a round trip. It would also slow connects down
+/// badly under load: confab-bench's QUIC connects fell from ~600 to ~25
+/// per second at 3,000 held sessions. So the Retry comes only where
+/// spoofed Initials could hurt: many handshakes at once (each one holds a
+/// permit until its deadline), or an address whose slots are half taken
+/// (spoofing its address must not lock its owner out).
+fn wants_retry(handshakes: usize, open: usize, max: usize) -> bool {
+    handshakes >= RETRY_FROM_HANDSHAKES || open.saturating_mul(2) >= max
+}
+
+/// Counts one QUIC handshake in progress while it lives.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Handshaking {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Handshaking(Arc::clone(count))
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Bidirectional streams a client may have open at once: the session
+/// stream plus request streams.
+pub const MAX_BIDI_STREAMS: u32 = 32;
+
+/// The most a request stream may carry: one frame of `max_frame_bytes`
+/// and its length prefix.
+fn max_stream_bytes(ingress: &Ingress) -> usize {
+    ingress.core.limits.max_frame_bytes as usize + framing::MAX_VARINT_LEN
+}
+
+/// How much a request stream may carry, and how long it may take.
+#[derive(Debug, Clone, Copy)]
+struct StreamLimits {
+    max_bytes: usize,
+    deadline: Duration,
+}
+
+/// The application error code that rejects a request stream.
+fn stream_refused() -> quinn::VarInt {
+    quinn::VarInt::from_u32(ErrorCode::PROTOCOL_VIOLATION.0)
+}
+
+/// Accepts the connection's further bidirectional streams. Nothing is read
+/// from one before the session's Welcome (`welcome` turns `Some`); when
+/// the handshake did not negotiate `request-streams`, every one is
+/// rejected with STOP_SENDING and RESET_STREAM (code 109). Otherwise each
+/// is read to its FIN (within the handshake deadline, else it is reset
+/// with 109) and handed to the session, whose answer is written back.
+async fn request_streams(
+    conn: quinn::Connection,
+    mut welcome: watch::Receiver<Option<bool>>,
+    requests: mpsc::Sender<StreamRequest>,
+    limits: StreamLimits,
+) {
+    let allowed = match welcome.wait_for(Option::is_some).await {
+        Ok(v) => v.unwrap_or(false),
+        Err(_) => return,
+    };
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        if !allowed {
+            let _ = recv.stop(stream_refused());
+            let _ = send.reset(stream_refused());
+            continue;
+        }
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let bytes = match tokio::time::timeout(limits.deadline, recv.read_to_end(limits.max_bytes)).await {
+                Ok(Ok(b)) => Some(b),
+                Ok(Err(quinn::ReadToEndError::TooLong)) => None,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "request stream read failed"),
+                Err(_) => {
+                    let _ = recv.stop(stream_refused());
+                    let _ = send.reset(stream_refused());
+                    return tracing::debug!("request stream not complete within the deadline");
+                }
+            };
+            let (answer, answered) = oneshot::channel::<Bytes>();
+            if requests.send(StreamRequest { bytes, answer }).await.is_err() {
+                return;
+            }
+            // No answer: the session ended first.
+            let Ok(frame) = answered.await else { return };
+            if send.write_all(&frame).await.is_ok() {
+                let _ = send.finish();
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_only_where_spoofed_initials_could_hurt() {
+        assert!(!wants_retry(0, 0, 16), "a quiet server with a fresh address: no round trip");
+        assert!(!wants_retry(RETRY_FROM_HANDSHAKES - 1, 7, 16));
+        assert!(wants_retry(RETRY_FROM_HANDSHAKES, 0, 16), "many handshakes at once");
+        assert!(wants_retry(0, 8, 16), "half of the address's slots taken");
+        assert!(wants_retry(0, 1, 1), "a one-slot address that has it taken");
+        assert!(wants_retry(0, 0, 0), "no slots at all: validate before refusing");
+    }
+
+    #[test]
+    fn handshakes_are_counted_while_they_last() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let a = Handshaking::new(&count);
+        let b = Handshaking::new(&count);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        drop(a);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        drop(b);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
+}
