@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message as _;
@@ -80,9 +81,22 @@ impl PartitionLog {
         let mut stream =
             self.nats.js.get_stream(stream_name(self.partition)).await.map_err(|e| unknown("stream", &e))?;
         let end = stream.info().await.map_err(|e| unknown("stream info", &e))?.state.last_sequence;
+        // The last record up to `end`, as the stream's leader knows it. The
+        // replay's consumer is an R1 consumer that JetStream places on any
+        // of the stream's replicas, and a replica may lag behind the leader:
+        // the consumer's pending count (counted there) can fall short of
+        // what the leader acknowledged, so the replay runs until this
+        // record is applied instead. Read after `end`, so every record at
+        // or before `end` is at or before it.
+        let last_record = match stream.get_last_raw_message_by_subject(&log_subject(self.partition)).await {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(e) => return Err(unknown("the log's last record", &e)),
+        };
+        let replay_to = last_record.min(end);
         let applied = db.applied(self.partition).map_err(|e| unknown("reading the applied position", &e))?;
         let mut replayed = 0u64;
-        if applied < end {
+        if applied < replay_to {
             // One ordered consumer streams the records (not a request per
             // record), and they are applied many to a batch (one sync per
             // batch, the applied position in each).
@@ -92,12 +106,11 @@ impl PartitionLog {
                 ..Default::default()
             };
             let consumer = stream.create_consumer(config).await.map_err(|e| unknown("replay consumer", &e))?;
-            let pending = consumer.cached_info().num_pending;
             let mut messages = consumer.messages().await.map_err(|e| unknown("replaying", &e))?;
             let mut batch: Vec<(u64, Bytes)> = Vec::new();
             let mut batch_bytes = 0usize;
             let wait = self.timeout.max(Duration::from_secs(5));
-            for _ in 0..pending {
+            loop {
                 let msg = match tokio::time::timeout(wait, messages.next()).await {
                     Ok(Some(Ok(m))) => m,
                     Ok(Some(Err(e))) => return Err(unknown("reading the log", &e)),
@@ -105,8 +118,11 @@ impl PartitionLog {
                     Err(_) => return Err(unknown("reading the log", &"no record within the timeout")),
                 };
                 let sequence = msg.info().map_err(|e| unknown("a record's position", &e))?.stream_sequence;
-                if sequence > end {
-                    break;
+                if sequence > replay_to {
+                    // Not a record the leader had when `end` was read
+                    // (its record at `replay_to` was deleted?): the view
+                    // cannot be shown complete.
+                    return Err(unknown("reading the log", &format!("record {replay_to} was skipped")));
                 }
                 let took_over_at = *self.took_over_at.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(mine) = took_over_at
@@ -123,6 +139,9 @@ impl PartitionLog {
                 if batch.len() >= REPLAY_BATCH || batch_bytes >= REPLAY_BATCH_BYTES {
                     replayed += self.apply_replayed(db, &mut batch)?;
                     batch_bytes = 0;
+                }
+                if sequence == replay_to {
+                    break;
                 }
             }
             replayed += self.apply_replayed(db, &mut batch)?;

@@ -211,7 +211,16 @@ pub async fn check_history(conn: &Connection, conversation: u64, ledger: &Ledger
         if *c != conversation {
             continue;
         }
-        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} (seq {seq}) is not in history at its seq");
+        if by_id.get(id.as_str()) != Some(seq) {
+            let there = all.get((*seq as usize).wrapping_sub(1)).map(|m| m.client_msg_id.as_str());
+            panic!(
+                "acknowledged {id} (seq {seq}, through node {:?}) is not in history at its seq: history holds it at {:?}, \
+                 seq {seq} holds {there:?}, history has {} messages",
+                ledger.via.get(id),
+                by_id.get(id.as_str()),
+                all.len()
+            );
+        }
     }
     all
 }
