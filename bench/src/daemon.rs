@@ -162,6 +162,14 @@ impl Daemon {
         let _ = self.child.wait().await;
     }
 
+    /// Kills it (SIGKILL, nothing flushed) and hands back the data dir, to
+    /// start it again on what a crash leaves.
+    pub async fn kill_keep(mut self) -> anyhow::Result<tempfile::TempDir> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.dir.take().ok_or_else(|| anyhow!("no data dir"))
+    }
+
     /// Stops it gracefully (SIGTERM: it flushes the store) and hands back
     /// the data dir, to start it again on the same data.
     pub async fn stop_keep(mut self) -> anyhow::Result<tempfile::TempDir> {

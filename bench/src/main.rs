@@ -27,6 +27,7 @@ mod nats;
 mod pipe;
 mod relay;
 mod report;
+mod restart;
 mod suite;
 mod targets;
 mod wire;
@@ -86,6 +87,20 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         connections: usize,
     },
+    /// Restart time: write at each rate for a while, stop confabd
+    /// (SIGKILL, then SIGTERM in a second round), start it again on the
+    /// same data, and time spawn → listening → first answered request.
+    Restart {
+        /// Write rates in messages per second (0: as fast as acks come).
+        #[arg(long, value_delimiter = ',', default_values_t = [1000u64, 5000, 0])]
+        rates: Vec<u64>,
+        /// Seconds of writes before each stop.
+        #[arg(long, value_delimiter = ',', default_values_t = [10.0f64, 30.0])]
+        seconds: Vec<f64>,
+        /// When confabd acknowledges a write.
+        #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+        durability: Durability,
+    },
     /// Serve the bare relay (used by the bench itself, as a child).
     #[command(hide = true)]
     Relay {
@@ -140,6 +155,24 @@ fn main() -> anyhow::Result<()> {
             let target = pipe::Target { tcp: Some(*server), quic: Some(*server), http: Some(*server), fingerprint };
             let rows = runtime.block_on(idle::hold(&target, *pid, *transport, *connections))?;
             print!("{}", report::table(&rows));
+            return Ok(());
+        }
+        Command::Restart { rates, seconds, durability } => {
+            let opts = daemon::DaemonOpts {
+                confabd: daemon::locate(cli.confabd.as_deref())?,
+                durability: *durability,
+                pin: cli.pin,
+                max_connections: 1000,
+                extra_args: Vec::new(),
+            };
+            let rows = runtime.block_on(restart::run(&opts, rates, seconds))?;
+            println!();
+            print!("{}", report::table(&rows));
+            if let Some(path) = &cli.json {
+                let doc = report::json(&rows, Vec::new());
+                std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+                    .with_context(|| format!("{}", path.display()))?;
+            }
             return Ok(());
         }
         Command::Relay { .. } => unreachable_relay()?,

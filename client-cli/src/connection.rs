@@ -426,7 +426,7 @@ async fn drive(
                     unflushed = true;
                 }
                 Ok(None) => unflushed = false,
-                Err(e) => break ClientError::Disconnected(format!("write failed: {e}")),
+                Err(e) => break ClientError::Disconnected(format!("write failed: {}", with_causes(&e))),
             },
             cmd = commands.recv() => match cmd {
                 None => break ClientError::Disconnected("closed by the client".into()),
@@ -451,7 +451,7 @@ async fn drive(
             },
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => break ClientError::Disconnected("the server closed the connection".into()),
-                Err(e) => break ClientError::Disconnected(e.to_string()),
+                Err(e) => break ClientError::Disconnected(with_causes(&e)),
                 Ok(_) => session.handle_input(&mut buf, Instant::now()),
             },
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
@@ -681,4 +681,19 @@ impl Connection {
     pub async fn ping(&self, nonce: u64) -> Result<pb::Pong, ClientError> {
         expect!(self.request(Body::Ping(pb::PingRequest { nonce })).await?, Reply::Pong)
     }
+}
+
+/// An I/O error with the errors it wraps ("connection lost: reset by
+/// peer" for a QUIC stateless reset, not only "connection lost").
+fn with_causes(e: &std::io::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.get_ref().and_then(|inner| inner.source());
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out = format!("{out}: {text}");
+        }
+        cause = c.source();
+    }
+    out
 }

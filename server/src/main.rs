@@ -86,7 +86,13 @@ struct Args {
     /// Bytes queued per session before it is cut off to resync.
     #[arg(long, value_name = "BYTES")]
     outbound_queue_bytes: Option<usize>,
-    /// Heartbeat interval advertised to clients, in milliseconds.
+    /// Heartbeat interval advertised to clients, in milliseconds (at least
+    /// 1000; default 20000). Clients ping after half an interval of quiet
+    /// and give up on a silent server 2.5 intervals after a ping; the
+    /// server ends sessions silent for 2.5 intervals (spec §4.6). Smaller
+    /// finds dead links sooner at the cost of more pings. QUIC clients of
+    /// a killed server learn it from the stateless reset its restart
+    /// sends, whatever the interval (spec §2.1).
     #[arg(long, value_name = "MS")]
     heartbeat_interval_ms: Option<u64>,
     /// Deadline for TLS plus a complete Hello, in milliseconds.

@@ -24,7 +24,7 @@ use crate::presence::Presence;
 use crate::push::Push;
 use crate::setup::SetupError;
 use crate::state::{Core, Credentials};
-use crate::store::{CommitHook, Db, LocalStore, Partitioning, Store, StoreSettings};
+use crate::store::{CommitHook, Db, Durability, LocalStore, Partitioning, Store, StoreSettings};
 use crate::transport::{Ingress, quic, tcp};
 use crate::{http, tls};
 
@@ -39,6 +39,8 @@ pub struct Server {
     http: Option<SocketAddr>,
     fingerprint: String,
     cert_path: std::path::PathBuf,
+    /// The store, flushed last at shutdown.
+    db: Arc<Db>,
 }
 
 /// The address a listener actually bound (port 0 resolved).
@@ -62,13 +64,10 @@ impl Server {
         let tls_config = tls::server_config(&identity)?;
         let http_tls_config = tls::http_config(&identity)?;
         let db_dir = config.data_dir.join("db");
-        let (dir, durability) = (db_dir.clone(), config.durability);
+        let durability = config.durability;
         let partitioning = config.cluster.as_ref().map_or(Partitioning::SINGLE, |c| c.partitioning());
-        let db = tokio::task::spawn_blocking(move || Db::open(&dir, durability))
-            .await
-            .map_err(|e| SetupError::Io { what: "opening the store", source: std::io::Error::other(e) })?
-            .map_err(|source| SetupError::Store { path: db_dir, source })?
-            .with_partitioning(partitioning);
+        let db = open_store(&config.data_dir, db_dir, durability).await?.with_partitioning(partitioning);
+        let db = Arc::new(db);
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(config.outbound_queue, config.outbound_queue_bytes, Arc::clone(&metrics)));
         let push = Push::new(&config.push, &config.data_dir)?.map(Arc::new);
@@ -91,7 +90,7 @@ impl Server {
         ));
         let (store, delivery, cluster): (Arc<dyn Store>, Arc<dyn Delivery>, _) = match &config.cluster {
             None => {
-                let store = LocalStore::start(Arc::new(db), hub.clone(), hook, settings)
+                let store = LocalStore::start(Arc::clone(&db), hub.clone(), hook, settings)
                     .map_err(|source| SetupError::Io { what: "starting the writer thread", source })?;
                 (Arc::new(store), hub.clone(), None)
             }
@@ -105,7 +104,7 @@ impl Server {
                     }
                 });
                 let parts = NodeParts {
-                    db: Arc::new(db),
+                    db: Arc::clone(&db),
                     sessions: hub.clone(),
                     hook,
                     settings,
@@ -192,6 +191,7 @@ impl Server {
             http: None,
             fingerprint: identity.fingerprint(),
             cert_path: identity.cert_path.clone(),
+            db,
         };
         if let Some(addr) = server.config.tcp {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SetupError::Bind {
@@ -359,8 +359,63 @@ impl Server {
         if let Err(e) = self.ingress.core.store.close().await {
             tracing::error!(error = %e, "closing the store failed");
         }
+        // Every memtable written out, so the next start replays nothing;
+        // then the mark that says so.
+        let (db, data_dir) = (Arc::clone(&self.db), self.config.data_dir.clone());
+        let started = std::time::Instant::now();
+        let flushed = tokio::task::spawn_blocking(move || db.flush()).await;
+        match flushed {
+            Ok(Ok(())) => {
+                tracing::info!(took_ms = started.elapsed().as_millis() as u64, "store flushed");
+                if let Err(e) = std::fs::write(data_dir.join(CLEAN_STOP), b"") {
+                    tracing::warn!(error = %e, "cannot mark the stop as clean");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "flushing the store failed; the next start replays its journal"),
+            Err(e) => tracing::error!(error = %e, "flushing the store failed; the next start replays its journal"),
+        }
         tracing::info!("stopped");
     }
+}
+
+/// A file in the data dir: the last stop flushed the store. Removed when
+/// the store is opened, so its absence at a start means a crash or a kill.
+const CLEAN_STOP: &str = "clean-stop";
+
+/// Opens the store, and logs how long recovery took and why.
+async fn open_store(
+    data_dir: &std::path::Path,
+    db_dir: std::path::PathBuf,
+    durability: Durability,
+) -> Result<Db, SetupError> {
+    let marker = data_dir.join(CLEAN_STOP);
+    let clean = marker.exists();
+    let existed = db_dir.exists();
+    let journal = Db::journal_bytes(&db_dir);
+    let started = std::time::Instant::now();
+    let dir = db_dir.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&dir, durability))
+        .await
+        .map_err(|e| SetupError::Io { what: "opening the store", source: std::io::Error::other(e) })?
+        .map_err(|source| SetupError::Store { path: db_dir, source })?;
+    let took_ms = started.elapsed().as_millis() as u64;
+    // The journal on disk, and what of it was not yet in tables (replayed
+    // into memory): the replay is what takes time.
+    let journal_kib = journal >> 10;
+    let replayed_kib = db.unflushed_bytes() >> 10;
+    if !existed {
+        tracing::info!(took_ms, "created the store");
+    } else if clean {
+        tracing::info!(took_ms, journal_kib, replayed_kib, "opened the store after a clean stop");
+    } else {
+        // No mark: the last run was killed or crashed (or is older than
+        // the mark): what its journal held beyond the tables was replayed.
+        tracing::info!(took_ms, journal_kib, replayed_kib, "recovered the store after an unclean stop");
+    }
+    if clean && let Err(e) = std::fs::remove_file(&marker) {
+        tracing::warn!(error = %e, "cannot remove the clean-stop mark");
+    }
+    Ok(db)
 }
 
 /// Logs a warning when other users can enter the data directory.
@@ -434,5 +489,8 @@ fn quic_endpoint(
         .datagram_receive_buffer_size(Some(64 * 1024))
         .max_idle_timeout(Some(idle));
     quic_config.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(quic_config, addr).map_err(|source| SetupError::Bind { what: "QUIC", addr, source })
+    let endpoint_config = quic::endpoint_config(&config.data_dir)?;
+    let socket = std::net::UdpSocket::bind(addr).map_err(|source| SetupError::Bind { what: "QUIC", addr, source })?;
+    quinn::Endpoint::new(endpoint_config, Some(quic_config), socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|source| SetupError::Bind { what: "QUIC", addr, source })
 }

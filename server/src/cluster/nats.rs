@@ -139,13 +139,16 @@ async fn check_partitions(js: &jetstream::Context, partitions: u32, replicas: us
     let mine = partitions.to_string();
     match facts.create("partitions", mine.clone().into()).await {
         Ok(_) => Ok(()),
-        Err(_) => {
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            // A get may be answered by a replica that has not seen the
+            // value yet: only a value read counts, and none is a reason to
+            // try again, not a different layout.
             let theirs = facts
                 .get("partitions")
                 .await
                 .map_err(|e| ClusterError::Nats(format!("reading the partition count: {e}")))?
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default();
+                .ok_or_else(|| ClusterError::Nats("the partition count is not readable yet".into()))?;
             if theirs == mine {
                 Ok(())
             } else {
@@ -154,6 +157,9 @@ async fn check_partitions(js: &jetstream::Context, partitions: u32, replicas: us
                 )))
             }
         }
+        // A timeout or no stream leader yet: whether it was written is
+        // found out by trying again.
+        Err(e) => Err(ClusterError::Nats(format!("recording the partition count: {e}"))),
     }
 }
 

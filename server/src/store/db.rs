@@ -79,6 +79,13 @@ impl Ks {
     }
 }
 
+/// Memtable bytes (all keyspaces) after which they are flushed: what a
+/// crash can leave to replay. fjall's own defaults (64 MiB per keyspace,
+/// 512 MiB of journal) let a restart after a kill under load take seconds;
+/// replay runs at roughly 50-100 MB/s here, so 16 MiB keeps it well
+/// under a second (bench: `confab-bench restart`).
+pub const UNFLUSHED_LIMIT: u64 = 16 << 20;
+
 /// The open database.
 ///
 /// fjall poisons a database whose journal write or sync failed (a full
@@ -112,7 +119,11 @@ impl Handles {
 
 impl Handles {
     fn open(dir: &Path, durability: Durability) -> Result<Handles, StoreError> {
-        let db = Database::builder(dir).manual_journal_persist(durability == Durability::Fsync).open()?;
+        let db = Database::builder(dir)
+            .manual_journal_persist(durability == Durability::Fsync)
+            // A backstop for UNFLUSHED_LIMIT (the smallest fjall takes).
+            .max_journaling_size(64 << 20)
+            .open()?;
         let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
         for ks in Ks::ALL {
             keyspaces.push(db.keyspace(ks.name(), KeyspaceCreateOptions::default)?);
@@ -217,6 +228,7 @@ impl Db {
         }
         batch.insert(handles.ks(Ks::Meta), keys::applied(partition), last.to_be_bytes().to_vec());
         batch.durability(Some(self.durability.persist_mode())).commit()?;
+        self.bound_unflushed();
         Ok(())
     }
 
@@ -243,10 +255,67 @@ impl Db {
         Ok(self.ks(Ks::Meta)?.get(key)?.and_then(|v| keys::read_u64(&v, 0)).unwrap_or(0))
     }
 
-    /// Syncs everything to disk (shutdown).
+    /// Writes every memtable out to tables and syncs (shutdown): the
+    /// journal then holds nothing to replay, and the next start is quick.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db()?.persist(PersistMode::SyncAll)?;
+        let handles = self.handles()?;
+        handles.db.persist(PersistMode::SyncAll)?;
+        for ks in &handles.keyspaces {
+            // fjall 3 exposes no public flush; `rotate_memtable_and_wait`
+            // seals the active memtable and waits until it is a table. If
+            // it fails, the journal still has everything (it was synced
+            // above): the next start replays it.
+            ks.rotate_memtable_and_wait()?;
+        }
+        // fjall deletes a journal file once everything in it is in tables,
+        // when a flush finishes; the last flushes above can finish out of
+        // order and leave one behind. One more small flush, after all of
+        // them, lets it go.
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let meta = handles.ks(Ks::Meta);
+        meta.insert(keys::FLUSHED_AT, now_ms.to_be_bytes())?;
+        meta.rotate_memtable_and_wait()?;
+        handles.db.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// Bounds what a crash leaves to replay: once the memtables hold
+    /// [`UNFLUSHED_LIMIT`] bytes and no flush is running, every keyspace's
+    /// memtable is sealed and flushed in the background, and the journal
+    /// files behind them are deleted once flushed. Called by writers after
+    /// each commit; cheap when under the limit.
+    pub(crate) fn bound_unflushed(&self) {
+        let Ok(handles) = self.handles() else { return };
+        if handles.db.write_buffer_size() < UNFLUSHED_LIMIT || handles.db.outstanding_flushes() > 0 {
+            return;
+        }
+        for ks in &handles.keyspaces {
+            // Sealing an empty memtable does nothing; a failure leaves the
+            // data in the journal (fjall's own limits still apply).
+            if let Err(e) = ks.rotate_memtable() {
+                tracing::warn!(error = %e, "sealing a memtable failed");
+            }
+        }
+    }
+
+    /// Bytes held in memtables, not yet in tables: right after an open,
+    /// what recovery replayed from the journal.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.handles().map_or(0, |h| h.db.write_buffer_size())
+    }
+
+    /// Bytes of journal written in the store's directory now (what a start
+    /// would replay, at most). fjall sizes each journal file to 64 MiB up
+    /// front (sparse), so the blocks written count, not the length.
+    pub fn journal_bytes(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| written_bytes(&m))
+            .sum()
     }
 
     /// The number of the last group commit that reached the store (see
@@ -327,4 +396,15 @@ impl Db {
 
 pub(crate) fn decode<M: prost::Message + Default>(ks: Ks, bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(|e| StoreError::Corrupt { keyspace: ks.name(), detail: e.to_string() })
+}
+
+/// Bytes a file has on disk (its length where blocks are not known).
+fn written_bytes(m: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (m.blocks() * 512).min(m.len())
+    }
+    #[cfg(not(unix))]
+    m.len()
 }

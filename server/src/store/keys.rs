@@ -30,6 +30,10 @@ pub const FORMER_MEMBERS: &str = "former_members";
 pub const FORMAT_VERSION: &[u8] = b"format_version";
 /// Meta: the number of the last group commit (u64 big-endian).
 pub const COMMIT_SEQ: &[u8] = b"commit_seq";
+/// Meta: when the store was last flushed whole (shutdown), ms since the
+/// epoch (i64 big-endian). Written last, so its own flush leaves every
+/// older journal file deletable.
+pub const FLUSHED_AT: &[u8] = b"flushed_at_ms";
 pub const NEXT_USER_ID: &[u8] = b"next_user_id";
 pub const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
 pub const NEXT_CONVERSATION_ID: &[u8] = b"next_conversation_id";

@@ -345,6 +345,7 @@ fn run(
         match tx.commit() {
             Ok(()) => {
                 commit_seq = seq;
+                store.bound_unflushed();
                 hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
                 failing.recovered();
                 for done in completions {
@@ -435,6 +436,7 @@ fn run_logged(
                     tracing::error!(error = %e, partition = settings.scope.partition, "applying a logged group failed; exiting");
                     std::process::exit(70);
                 }
+                store.bound_unflushed();
                 hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
                 completions.into_iter().for_each(|done| done(Ok(()), deliver));
             }

@@ -188,6 +188,51 @@ async fn request_streams(
     }
 }
 
+/// The file in the data dir holding the endpoint's stateless-reset key
+/// and connection-ID key.
+pub const RESET_KEY_FILE: &str = "quic-reset.key";
+/// 32 bytes of HMAC key for reset tokens, then 8 of connection-ID key.
+const RESET_KEY_LEN: usize = 40;
+
+/// The endpoint's keys, kept in the data dir so they survive restarts: a
+/// restarted server recognises the connection IDs it handed out before
+/// (the ID generator's key) and answers their packets with a stateless
+/// reset whose token the client already holds (the reset key), so a QUIC
+/// client of a server that died learns it within one round trip of the
+/// restart instead of waiting out its idle timeout (spec §2.1).
+pub fn endpoint_config(data_dir: &std::path::Path) -> Result<quinn::EndpointConfig, crate::setup::SetupError> {
+    use crate::setup::SetupError;
+    let path = data_dir.join(RESET_KEY_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut fresh = [0u8; RESET_KEY_LEN];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+                .map_err(|_| SetupError::Invalid("no randomness for the QUIC reset key".into()))?;
+            crate::setup::write_private(&path, &fresh)?;
+            fresh.to_vec()
+        }
+        Err(e) => return Err(SetupError::file("reading", &path)(e)),
+    };
+    crate::setup::warn_if_readable_by_others(&path, "the QUIC reset key");
+    let Ok(keys) = <[u8; RESET_KEY_LEN]>::try_from(bytes.as_slice()) else {
+        return Err(SetupError::Invalid(format!(
+            "{} holds {} bytes, not {RESET_KEY_LEN}: remove it and a new one is made (clients of the last run then \
+             wait for their idle timeout once)",
+            path.display(),
+            bytes.len()
+        )));
+    };
+    let (reset, cid) = keys.split_at(32);
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset);
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(cid);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,7 +66,9 @@ impl Daemon {
         let mut child = command
             .args(["--data-dir", dir.to_str().unwrap()])
             // CONFAB_TEST_LOG=info (any filter) shows the nodes' logs.
-            .args(["--quic", &any, "--tcp", &any, "--http", &any, "--log", &log])
+            .args(["--tcp", &any, "--http", &any, "--log", &log])
+            // A test may name its QUIC address (to restart on the same one).
+            .args(if extra.contains(&"--quic") { vec![] } else { vec!["--quic", &any] })
             // Every test client comes from 127.0.0.1.
             .args(["--signups-per-address-per-hour", "100000"])
             .args(extra)
