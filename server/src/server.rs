@@ -63,6 +63,20 @@ impl Server {
         }
         let tls_config = tls::server_config(&identity)?;
         let http_tls_config = tls::http_config(&identity)?;
+        // The HTTP port answers from the start: `/readyz` says "not ready"
+        // (503) while the store opens, instead of refusing connections.
+        let starting = match config.http {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SetupError::Bind {
+                    what: "HTTP",
+                    addr,
+                    source,
+                })?;
+                let tls = config.http_tls.then(|| Arc::clone(&http_tls_config));
+                Some(http::starting::Starting::start(listener, tls))
+            }
+            None => None,
+        };
         let db_dir = config.data_dir.join("db");
         let durability = config.durability;
         let partitioning = config.cluster.as_ref().map_or(Partitioning::SINGLE, |c| c.partitioning());
@@ -209,8 +223,12 @@ impl Server {
             ingress.tracker.spawn(quic::serve(Arc::clone(&ingress), endpoint.clone(), shutdown.clone()));
             server.quic = Some((endpoint, bound));
         }
-        if let Some(addr) = server.config.http {
-            server.http = Some(server.start_http(addr, &http_tls_config).await?);
+        if let Some(starting) = starting {
+            let listener = starting
+                .finish()
+                .await
+                .map_err(|source| SetupError::Io { what: "taking over the HTTP listener", source })?;
+            server.http = Some(server.start_http(listener, &http_tls_config).await?);
         }
         if let Some(node) = &server.cluster {
             // What this node's card tells clients (through /v1/discover on
@@ -235,15 +253,10 @@ impl Server {
 
     async fn start_http(
         &self,
-        addr: SocketAddr,
+        listener: tokio::net::TcpListener,
         tls_config: &Arc<rustls::ServerConfig>,
     ) -> Result<SocketAddr, SetupError> {
         let ingress = &self.ingress;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SetupError::Bind {
-            what: "HTTP",
-            addr,
-            source,
-        })?;
         let bound = bound(listener.local_addr(), "reading the bound HTTP address")?;
         let tls = self.config.http_tls.then(|| Arc::clone(tls_config));
         if tls.is_none() && !bound.ip().is_loopback() {

@@ -92,3 +92,37 @@ async fn a_node_with_another_partition_count_is_refused_at_once() {
     assert!(err.contains("this cluster has 8 partitions"), "{err}");
     assert!(err.contains("--partitions 4"), "{err}");
 }
+
+/// While a node starts (here: waiting for NATS), its HTTP port already
+/// answers: alive (`/healthz` 200) but not ready (`/readyz` 503), so a
+/// readiness probe sees "not ready" rather than a refused connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_node_answers_healthz_but_not_readyz() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[cluster]\nconnect_timeout_ms = 20000\n").unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_confabd"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["--quic", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", &http])
+        .args(["--config", config.to_str().unwrap(), "--cluster", &url, "--node-id", "a"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The port is bound once the data dir and certificate are ready.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(&http).await.is_err() {
+        assert!(Instant::now() < deadline, "the HTTP port never opened while the node started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = common::cluster::http_get(&http, "/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "starting\n"));
+    let (status, body) = common::cluster::http_get(&http, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, _) = common::cluster::http_get(&http, "/v1/discover").await;
+    assert_eq!(status, 503, "a starting node sent clients to itself");
+}

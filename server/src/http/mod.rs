@@ -12,6 +12,7 @@
 
 pub mod assets;
 pub mod listener;
+pub mod starting;
 pub mod ws;
 
 use std::net::SocketAddr;
