@@ -119,7 +119,8 @@ impl Daemon {
             .args(["--data-dir", &data_dir, "--quic", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
             .args(["--http", "127.0.0.1:0", "--http-tls"])
             .args(["--durability", opts.durability.as_str()])
-            .args(["--log", "warn"])
+            // CONFAB_BENCH_LOG=info shows what the server logs (its start).
+            .args(["--log", &std::env::var("CONFAB_BENCH_LOG").unwrap_or_else(|_| "warn".into())])
             .args(&opts.extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -80,10 +80,11 @@ impl Ks {
 }
 
 /// Memtable bytes (all keyspaces) after which they are flushed: what a
-/// crash can leave to replay. fjall's own defaults (64 MiB per keyspace,
-/// 512 MiB of journal) let a restart after a kill under load take seconds;
-/// replay runs at roughly 50-100 MB/s here, so 16 MiB keeps it well
-/// under a second (bench: `confab-bench restart`).
+/// crash can leave to replay into memory. fjall's own defaults (64 MiB per
+/// keyspace, 512 MiB of journal) let a restart after a kill under load
+/// take 4-9 s. An open also reads the current journal file whole (fjall
+/// starts a new one past 64 MB), at about 18 ms per MB on the reference
+/// box: bench/README.md, "Restart time".
 pub const UNFLUSHED_LIMIT: u64 = 16 << 20;
 
 /// The open database.
