@@ -120,7 +120,15 @@ struct InvalidFile<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     after: Vec<String>,
     expect: Expect<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    also_accepted: Vec<Expect<'a>>,
 }
+
+/// Answers other than `expect` that PROTOCOL.md equally allows for a
+/// vector: (vector, stage, code). A known field sent with the wrong wire
+/// type is malformed to a strict parser (prost), while stock protobuf
+/// libraries keep it as an unknown field, so the body is absent (§3 (b)).
+const ALSO_ACCEPTED: &[(&str, Stage, ErrorCode)] = &[("wrong_wire_type", Stage::Session, ErrorCode::UNKNOWN_REQUEST)];
 
 #[derive(Serialize)]
 struct Expect<'a> {
@@ -254,6 +262,14 @@ fn write_invalid(dir: &Path, v: &Invalid) -> Result<()> {
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         after: v.after.iter().map(hex::encode).collect(),
         expect: Expect { stage: v.stage, code: v.code.0, name, request_id: v.request_id.to_string(), fatal: v.fatal },
+        also_accepted: ALSO_ACCEPTED
+            .iter()
+            .filter(|(vector, _, _)| *vector == v.name)
+            .map(|&(_, stage, code)| {
+                let name = code.name().ok_or_else(|| format!("{}: code {} is not in errors.md", v.name, code.0))?;
+                Ok(Expect { stage, code: code.0, name, request_id: v.request_id.to_string(), fatal: v.fatal })
+            })
+            .collect::<Result<_>>()?,
     };
     write_json(&dir.join(format!("{}.json", v.name)), &file)
 }

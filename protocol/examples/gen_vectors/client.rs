@@ -16,7 +16,9 @@ pub fn hello() -> pb::ClientFrame {
         1,
         Body::Hello(pb::Hello {
             versions: vec![1],
-            capabilities: vec!["typing".into(), "receipts".into()],
+            // Two v1 capabilities (§11) and one this version does not
+            // define, which a server ignores.
+            capabilities: vec!["request-streams".into(), "typing-datagram".into(), "x-example".into()],
             client_name: "confab-cli/0.1.0".into(),
         }),
     )
@@ -48,7 +50,7 @@ pub fn p256dh() -> Vec<u8> {
 
 pub fn vectors() -> Vec<Valid> {
     let mut v = vec![
-        Valid::of("hello", "Hello offering version 1 and two capabilities: the first frame of every session", &hello()),
+        Valid::of("hello", "Hello offering version 1 and three capabilities (two of §11 and one unknown, which servers ignore): the first frame of every session", &hello()),
         Valid::of(
             "signup",
             "SignupRequest creating account alice from a laptop",

@@ -15,13 +15,14 @@ const ALICE: u64 = 1001;
 const BOB: u64 = 1002;
 const CAROL: u64 = 1003;
 
-/// The Welcome a default server sends to `client::hello()`.
+/// The Welcome a default server sends to `client::hello()` on QUIC: of
+/// what the Hello offers, the capabilities it supports there.
 pub fn welcome() -> pb::ServerFrame {
     server(
         1,
         Body::Welcome(pb::Welcome {
             version: 1,
-            capabilities: vec!["typing".into()],
+            capabilities: vec!["request-streams".into()],
             limits: Some((&Limits::default()).into()),
             heartbeat_interval_ms: 20_000,
             server_time_ms: T0,
@@ -133,7 +134,7 @@ fn error(code: ErrorCode, message: &str, retry_after_ms: u64, fatal: bool) -> Bo
 
 pub fn vectors() -> Vec<Valid> {
     vec![
-        Valid::of("welcome", "Welcome answering Hello (request_id 1) with the v1 default Limits in full", &welcome()),
+        Valid::of("welcome", "Welcome answering Hello (request_id 1) on QUIC: the capability it supports of those offered, and the v1 default Limits in full", &welcome()),
         Valid::of(
             "error",
             "Error CONVERSATION_NOT_FOUND (311) answering request 5",
