@@ -32,7 +32,17 @@ pub fn nats_server(test: &str) -> Option<PathBuf> {
 /// A free loopback port (bound and released: a small race, fine on a test
 /// box).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // The kernel may hand the same port out again once it is closed: never
+    // give one out twice in a test process (two servers would collide).
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One nats-server of the cluster.
