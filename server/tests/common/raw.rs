@@ -87,12 +87,17 @@ impl Raw {
         Ok(Raw::new(Link::Tls(Box::new(tls))))
     }
 
-    /// A QUIC connection to `addr` and its session stream (the first one).
-    pub async fn quic(addr: SocketAddr, fingerprint: &str) -> Raw {
+    /// A QUIC connection to `addr` (ALPN confab/1), with no stream yet.
+    pub async fn quic_connection_to(addr: SocketAddr, fingerprint: &str) -> quinn::Connection {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls_config(fingerprint)).unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+        endpoint.connect(addr, "localhost").unwrap().await.unwrap()
+    }
+
+    /// A QUIC connection to `addr` and its session stream (the first one).
+    pub async fn quic(addr: SocketAddr, fingerprint: &str) -> Raw {
+        let conn = Raw::quic_connection_to(addr, fingerprint).await;
         let mut raw = Raw::quic_stream(&conn).await;
         raw.quic = Some(conn);
         raw
