@@ -69,6 +69,7 @@ function formError(target, e) {
     CANNOT_MESSAGE_SELF: "That is you.",
     RATE_LIMITED: "Too many attempts; wait a moment.",
     GROUP_FULL: "The group would be too large.",
+    TOO_MANY_DEVICES: "This account has as many devices as it may. Sign out on one of them, or sign every other device out from one that is signed in.",
     PERMISSION_DENIED: "You may not do that in this group.",
   }[code];
   target.textContent = friendly ? `${friendly} (${code}: ${text})` : `${code}: ${text}`;

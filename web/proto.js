@@ -56,6 +56,7 @@ export const MESSAGES = {
     [14, "logout", "LogoutRequest", B],
     [15, "listDevices", "ListDevicesRequest", B],
     [16, "revokeDevice", "RevokeDeviceRequest", B],
+    [17, "revokeOtherDevices", "RevokeOtherDevicesRequest", B],
     [20, "openDirect", "OpenDirectRequest", B],
     [21, "createGroup", "CreateGroupRequest", B],
     [22, "addMembers", "AddMembersRequest", B],
@@ -130,6 +131,7 @@ export const MESSAGES = {
     [9, "requestBurst", "uint32"],
     [10, "maxPresenceSubscriptions", "uint32"],
     [11, "maxListItems", "uint32"],
+    [12, "maxDevices", "uint32"],
   ],
   SignupRequest: [
     [1, "username", "string"],
@@ -143,8 +145,12 @@ export const MESSAGES = {
   ],
   ResumeRequest: [[1, "token", "string"]],
   LogoutRequest: [],
-  ListDevicesRequest: [],
+  ListDevicesRequest: [
+    [1, "afterDeviceId", "uint64"],
+    [2, "limit", "uint32"],
+  ],
   RevokeDeviceRequest: [[1, "deviceId", "uint64"]],
+  RevokeOtherDevicesRequest: [],
   AuthOk: [
     [1, "userId", "uint64"],
     [2, "username", "string"],
@@ -162,7 +168,10 @@ export const MESSAGES = {
     [5, "online", "bool"],
     [6, "current", "bool"],
   ],
-  DeviceList: [[1, "devices", "Device", "repeated"]],
+  DeviceList: [
+    [1, "devices", "Device", "repeated"],
+    [2, "hasMore", "bool"],
+  ],
   OpenDirectRequest: [[1, "username", "string"]],
   CreateGroupRequest: [
     [1, "title", "string"],
@@ -975,6 +984,7 @@ export const ERROR_NAMES = Object.freeze({
   315: "CANNOT_MESSAGE_SELF",
   316: "FEATURE_UNAVAILABLE",
   320: "GROUP_FULL",
+  321: "TOO_MANY_DEVICES",
   400: "RATE_LIMITED",
   401: "TOO_MANY_IN_FLIGHT",
   402: "SERVER_BUSY",
@@ -1021,6 +1031,7 @@ export const DEFAULT_LIMITS = Object.freeze({
   requestBurst: 400,
   maxPresenceSubscriptions: 1000,
   maxListItems: 100,
+  maxDevices: 100,
 });
 export const DEFAULT_HEARTBEAT_MS = 20000;
 

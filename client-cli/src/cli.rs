@@ -80,10 +80,15 @@ pub enum Command {
     Whoami,
     /// List this account's devices.
     Devices,
-    /// Revoke one of this account's devices.
+    /// Revoke one of this account's devices, or with --others every device
+    /// but this one (after a leaked password).
     Revoke {
         /// Device id (see `devices`).
-        device_id: u64,
+        #[arg(required_unless_present = "others", conflicts_with = "others")]
+        device_id: Option<u64>,
+        /// Revoke every other device of the account.
+        #[arg(long)]
+        others: bool,
     },
     /// Send a message to @USER (a direct conversation) or a conversation id.
     Send {

@@ -532,9 +532,32 @@ impl Connection {
         expect!(self.request(Body::Logout(pb::LogoutRequest {})).await?, Reply::Done).map(|_| ())
     }
 
-    /// The user's devices.
+    /// The user's devices, every page of them, oldest first.
     pub async fn list_devices(&self) -> Result<Vec<pb::Device>, ClientError> {
-        expect!(self.request(Body::ListDevices(pb::ListDevicesRequest {})).await?, Reply::DeviceList).map(|d| d.devices)
+        let mut all: Vec<pb::Device> = Vec::new();
+        loop {
+            let after_device_id = all.last().map_or(0, |d| d.device_id);
+            let page = self.list_devices_page(after_device_id, 0).await?;
+            let last = page.devices.last().map(|d| d.device_id);
+            all.extend(page.devices);
+            // A page that says "more" but moved nowhere would loop forever.
+            if !page.has_more || last.is_none_or(|l| l <= after_device_id) {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One page of the user's devices: ids above `after_device_id`, at
+    /// most `limit` (0: the server's page size).
+    pub async fn list_devices_page(&self, after_device_id: u64, limit: u32) -> Result<pb::DeviceList, ClientError> {
+        let req = pb::ListDevicesRequest { after_device_id, limit };
+        expect!(self.request(Body::ListDevices(req)).await?, Reply::DeviceList)
+    }
+
+    /// Revokes every device of the account but this one.
+    pub async fn revoke_other_devices(&self) -> Result<(), ClientError> {
+        let req = pb::RevokeOtherDevicesRequest {};
+        expect!(self.request(Body::RevokeOtherDevices(req)).await?, Reply::Done).map(|_| ())
     }
 
     /// Revokes a device.

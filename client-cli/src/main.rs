@@ -60,10 +60,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Logout => logout(&mut ctx).await,
         Command::Whoami => whoami(&mut ctx).await,
         Command::Devices => devices(&mut ctx).await,
-        Command::Revoke { device_id } => {
+        Command::Revoke { device_id: Some(device_id), .. } => {
             let (conn, _) = ctx.session().await?;
             conn.revoke_device(device_id).await?;
             ctx.out(json!({"revoked": device_id}), || format!("revoked device {device_id}"));
+            Ok(())
+        }
+        Command::Revoke { device_id: None, .. } => {
+            let (conn, _) = ctx.session().await?;
+            conn.revoke_other_devices().await?;
+            ctx.out(json!({"revoked": "others"}), || "revoked every other device of this account".to_string());
             Ok(())
         }
         Command::Send { to, text } => send(&mut ctx, &to, text).await,

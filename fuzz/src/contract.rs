@@ -520,6 +520,7 @@ fn request_name(body: &Body) -> &'static str {
         Body::Logout(_) => "logout",
         Body::ListDevices(_) => "list_devices",
         Body::RevokeDevice(_) => "revoke_device",
+        Body::RevokeOtherDevices(_) => "revoke_other_devices",
         Body::OpenDirect(_) => "open_direct",
         Body::CreateGroup(_) => "create_group",
         Body::AddMembers(_) => "add_members",
@@ -565,6 +566,7 @@ fn success_reply(body: &Body) -> Option<&'static str> {
         Body::Ping(_) => "pong",
         Body::Logout(_)
         | Body::RevokeDevice(_)
+        | Body::RevokeOtherDevices(_)
         | Body::AddMembers(_)
         | Body::RemoveMember(_)
         | Body::LeaveGroup(_)

@@ -508,7 +508,7 @@ impl Resolver<'_> {
                 },
             }),
             Kind::Logout => Body::Logout(pb::LogoutRequest {}),
-            Kind::ListDevices => Body::ListDevices(pb::ListDevicesRequest {}),
+            Kind::ListDevices => Body::ListDevices(pb::ListDevicesRequest::default()),
             Kind::RevokeDevice => Body::RevokeDevice(pb::RevokeDeviceRequest {
                 device_id: match a(0) {
                     Some(Arg::Device(DeviceRef::Mine)) => self.my().device_id,

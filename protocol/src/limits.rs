@@ -10,6 +10,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: u32 = 512 * 1024;
 pub const DEFAULT_MAX_MESSAGE_CHARS: u32 = 100_000;
 /// Default largest group, owner included.
 pub const DEFAULT_MAX_GROUP_MEMBERS: u32 = 100;
+/// Default `max_devices`: non-revoked devices per account.
+pub const DEFAULT_MAX_DEVICES: u32 = 100;
 /// Default and largest page for sync, history and conversation lists.
 pub const DEFAULT_MAX_PAGE_SIZE: u32 = 100;
 /// Default heartbeat interval.
@@ -56,6 +58,8 @@ pub struct Limits {
     pub max_presence_subscriptions: u32,
     /// Most entries in one list field of a request.
     pub max_list_items: u32,
+    /// Most (non-revoked) devices per account.
+    pub max_devices: u32,
 }
 
 impl Default for Limits {
@@ -72,6 +76,7 @@ impl Default for Limits {
             request_burst: 400,
             max_presence_subscriptions: 1000,
             max_list_items: 100,
+            max_devices: DEFAULT_MAX_DEVICES,
         }
     }
 }
@@ -98,6 +103,7 @@ impl From<&Limits> for pb::Limits {
             request_burst: l.request_burst,
             max_presence_subscriptions: l.max_presence_subscriptions,
             max_list_items: l.max_list_items,
+            max_devices: l.max_devices,
         }
     }
 }
@@ -120,6 +126,7 @@ impl From<&pb::Limits> for Limits {
             request_burst: or(l.request_burst, d.request_burst),
             max_presence_subscriptions: or(l.max_presence_subscriptions, d.max_presence_subscriptions),
             max_list_items: or(l.max_list_items, d.max_list_items),
+            max_devices: or(l.max_devices, d.max_devices),
         }
     }
 }

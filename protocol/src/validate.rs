@@ -270,6 +270,7 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
         },
         Body::Logout(_)
         | Body::ListDevices(_)
+        | Body::RevokeOtherDevices(_)
         | Body::ListConversations(_)
         | Body::Sync(_)
         | Body::AckCursor(_)

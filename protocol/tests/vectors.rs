@@ -241,8 +241,8 @@ fn worked_example_matches_protocol_md() {
         ("client/example_c1_hello", "13 08 01 52 0f 0a 01 01 1a 0a 63 6f 6e 66 61 62 2f 30 2e 31"),
         (
             "server/example_s1_welcome",
-            "3e 08 01 52 3a 08 01 1a 1e 08 80 80 20 10 a0 8d 06 18 64 20 64 28 80 01 30 32 38 64 40 c8 01 48 90 03
-             50 e8 07 58 64 20 a0 9c 01 28 80 d0 ea b6 b7 33 32 0b 63 6f 6e 66 61 62 64 2f 30 2e 31",
+            "40 08 01 52 3c 08 01 1a 20 08 80 80 20 10 a0 8d 06 18 64 20 64 28 80 01 30 32 38 64 40 c8 01 48 90 03
+             50 e8 07 58 64 60 64 20 a0 9c 01 28 80 d0 ea b6 b7 33 32 0b 63 6f 6e 66 61 62 64 2f 30 2e 31",
         ),
         (
             "client/example_c2_login",

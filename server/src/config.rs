@@ -313,8 +313,15 @@ impl Config {
         if (l.max_frame_bytes as u64) < u64::from(l.max_message_chars) * 4 + 1024 {
             return bad("limits.max_frame_bytes must hold a message of max_message_chars 4-byte characters plus 1 KiB");
         }
-        if l.max_group_members < 2 || l.max_page_size == 0 || l.max_in_flight == 0 || l.max_list_items == 0 {
-            return bad("limits: max_group_members >= 2 and max_page_size, max_in_flight, max_list_items > 0");
+        if l.max_group_members < 2
+            || l.max_page_size == 0
+            || l.max_in_flight == 0
+            || l.max_list_items == 0
+            || l.max_devices == 0
+        {
+            return bad(
+                "limits: max_group_members >= 2 and max_page_size, max_in_flight, max_list_items, max_devices > 0",
+            );
         }
         let growth = [
             self.groups_per_user_per_hour,

@@ -86,6 +86,11 @@ struct Args {
     /// Bytes queued per session before it is cut off to resync.
     #[arg(long, value_name = "BYTES")]
     outbound_queue_bytes: Option<usize>,
+    /// How long a user keeps their presence after their last session ends,
+    /// in milliseconds (default 5000), so a quick reconnect does not show
+    /// them offline and back (spec §9.1).
+    #[arg(long, value_name = "MS")]
+    presence_grace_ms: Option<u64>,
     /// Heartbeat interval advertised to clients, in milliseconds (at least
     /// 1000; default 20000). Clients ping after half an interval of quiet
     /// and give up on a silent server 2.5 intervals after a ping; the
@@ -238,6 +243,7 @@ impl Args {
         set(&mut c.outbound_queue, self.outbound_queue);
         set(&mut c.tcp_send_buffer_bytes, self.tcp_send_buffer);
         set(&mut c.outbound_queue_bytes, self.outbound_queue_bytes);
+        set(&mut c.presence_grace_ms, self.presence_grace_ms);
         set(&mut c.auth_timeout_ms, self.auth_timeout_ms);
         set(&mut c.signups_per_address_per_hour, self.signups_per_address_per_hour);
         set(&mut c.logins_per_address_per_minute, self.logins_per_address_per_minute);

@@ -87,6 +87,7 @@ const REQUEST_KINDS: &[&str] = &[
     "register_push",
     "unregister_push",
     "ping",
+    "revoke_other_devices",
 ];
 
 /// The request kind's name, as in the schema.
@@ -122,6 +123,7 @@ pub fn request_kind(body: &Body) -> usize {
         Body::RegisterPush(_) => 27,
         Body::UnregisterPush(_) => 28,
         Body::Ping(_) => 29,
+        Body::RevokeOtherDevices(_) => 30,
     }
 }
 

@@ -90,6 +90,7 @@ impl Server {
         let settings = StoreSettings {
             writer_queue: config.writer_queue,
             max_group_members: limits.max_group_members,
+            max_devices: limits.max_devices,
             max_reply_bytes: limits.max_frame_bytes as usize,
             push: push.as_ref().map(|p| p.timing()),
         };

@@ -154,6 +154,38 @@ async fn users_on_different_nodes_chat_in_dms_and_groups() {
         })
         .collect();
     assert_eq!(dm_texts, (0..20).map(|i| format!("hello {i}")).collect::<Vec<_>>());
+
+    // Devices work the same from every node: alice logs in on b and c,
+    // pages her device list from a, and revokes the others from a; their
+    // sessions on b and c end.
+    let mut others = Vec::new();
+    for node in &nodes[1..] {
+        let c = node.connect(TransportKind::Tcp).await;
+        settled(|| c.login("alice", "alice-password", "elsewhere")).await;
+        others.push(c);
+    }
+    let page = settled(|| alice.list_devices_page(0, 1)).await;
+    assert_eq!((page.devices.len(), page.has_more), (1, true));
+    let all = settled(|| alice.list_devices()).await;
+    // main, the one logged in on c above, and these two.
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all.iter().filter(|d| d.current).count(), 1);
+    settled(|| alice.revoke_other_devices()).await;
+    for mut c in others {
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match c.next_event().await {
+                    Some(Event::Closed(e)) => return e.code(),
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("a revoked device's session on another node went on");
+        assert_eq!(end, Some(ErrorCode::DEVICE_REVOKED));
+    }
+    assert_eq!(settled(|| alice.list_devices()).await.len(), 1);
     let _ = message;
 }
 

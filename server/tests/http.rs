@@ -106,6 +106,10 @@ async fn serves_the_browser_client_from_a_directory_and_nothing_else() {
     std::fs::create_dir(web.path().join("tests")).unwrap();
     std::fs::write(web.path().join("tests/e2e.mjs"), "secret").unwrap();
     std::fs::write(web.path().join(".env"), "secret").unwrap();
+    // Links: one out of the directory (not followed), one inside it (fine).
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), web.path().join("leak.txt")).unwrap();
+    std::os::unix::fs::symlink(root.path(), web.path().join("up")).unwrap();
+    std::os::unix::fs::symlink(web.path().join("app.js"), web.path().join("alias.js")).unwrap();
     let dir = web.path().to_path_buf();
     let server = TestServer::start_with(move |c| c.web_dir = Some(dir)).await;
     let http = server.server().http_addr().unwrap();
@@ -118,7 +122,18 @@ async fn serves_the_browser_client_from_a_directory_and_nothing_else() {
     let (status, head, _) = get(http, "/app.js").await;
     assert_eq!(status, 200);
     assert!(head.contains("content-type: text/javascript"), "{head}");
-    for path in ["/tests/e2e.mjs", "/.env", "/../secret.txt", "/%2e%2e/secret.txt", "/a/../../secret.txt", "/nope.js"] {
+    let (status, _, body) = get(http, "/alias.js").await;
+    assert_eq!((status, body.as_str()), (200, "export const x = 1;"));
+    for path in [
+        "/tests/e2e.mjs",
+        "/.env",
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/a/../../secret.txt",
+        "/nope.js",
+        "/leak.txt",
+        "/up/secret.txt",
+    ] {
         let (status, _, body) = get(http, path).await;
         assert_eq!(status, 404, "{path}");
         assert!(!body.contains("secret"), "{path}");

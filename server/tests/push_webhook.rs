@@ -154,3 +154,36 @@ async fn reading_elsewhere_cancels_and_previews_are_opt_in() {
     assert_eq!(p["unread_count"], "1");
     server.stop().await;
 }
+
+/// One URL, one notification per message: a target another device of the
+/// same account registers moves to it (the security review's 41 devices on
+/// one webhook URL made one message 40 POSTs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_registered_by_many_devices_of_one_account_is_posted_once() {
+    let mut receiver = Receiver::http().await;
+    let server = PushServer::start(|_| {}).await;
+    let alice = server.connect().await;
+    alice.signup("alice", "alice-password", "laptop").await.unwrap();
+    let first = server.connect().await;
+    first.signup("bob", "bob-password", "d0").await.unwrap();
+    let url = receiver.url("/one-place");
+    register_webhook(&first, &url).await;
+    let mut secret = Vec::new();
+    for i in 1..8 {
+        let device = server.connect().await;
+        device.login("bob", "bob-password", &format!("d{i}")).await.unwrap();
+        secret = register_webhook(&device, &url).await;
+    }
+    drop(first);
+    let dm = alice.open_direct("bob").await.unwrap();
+    alice.send(dm.conversation_id, "m1", "how many?").await.unwrap();
+    let r = receiver.next(WITHIN).await;
+    // Signed with the last registration's secret: the others are gone.
+    let p = verified_webhook(&r, &secret);
+    assert_eq!(p["seq"], "1");
+    assert_eq!(server.metrics().queued.load(Relaxed), 1, "one job for the one registered device");
+    // Nothing else arrives for that message.
+    let more = tokio::time::timeout(Duration::from_secs(2), receiver.next(WITHIN)).await;
+    assert!(more.is_err(), "a second POST to the same URL for one message");
+    server.stop().await;
+}

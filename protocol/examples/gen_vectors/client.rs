@@ -50,7 +50,11 @@ pub fn p256dh() -> Vec<u8> {
 
 pub fn vectors() -> Vec<Valid> {
     let mut v = vec![
-        Valid::of("hello", "Hello offering version 1 and three capabilities (two of §11 and one unknown, which servers ignore): the first frame of every session", &hello()),
+        Valid::of(
+            "hello",
+            "Hello offering version 1 and three capabilities (two of §11 and one unknown, which servers ignore): the first frame of every session",
+            &hello(),
+        ),
         Valid::of(
             "signup",
             "SignupRequest creating account alice from a laptop",
@@ -74,7 +78,21 @@ pub fn vectors() -> Vec<Valid> {
             "LogoutRequest (an empty message body: only the oneof tag and a zero length)",
             &client(40, Body::Logout(pb::LogoutRequest {})),
         ),
-        Valid::of("list_devices", "ListDevicesRequest", &client(5, Body::ListDevices(pb::ListDevicesRequest {}))),
+        Valid::of(
+            "list_devices",
+            "ListDevicesRequest: the first page at the server's page size (both fields absent)",
+            &client(5, Body::ListDevices(pb::ListDevicesRequest { after_device_id: 0, limit: 0 })),
+        ),
+        Valid::of(
+            "list_devices_after",
+            "ListDevicesRequest: one device after device 7",
+            &client(6, Body::ListDevices(pb::ListDevicesRequest { after_device_id: 7, limit: 1 })),
+        ),
+        Valid::of(
+            "revoke_other_devices",
+            "RevokeOtherDevicesRequest: every device of the account but this one (no fields)",
+            &client(7, Body::RevokeOtherDevices(pb::RevokeOtherDevicesRequest {})),
+        ),
         Valid::of(
             "revoke_device",
             "RevokeDeviceRequest for device 7",

@@ -134,7 +134,11 @@ fn error(code: ErrorCode, message: &str, retry_after_ms: u64, fatal: bool) -> Bo
 
 pub fn vectors() -> Vec<Valid> {
     vec![
-        Valid::of("welcome", "Welcome answering Hello (request_id 1) on QUIC: the capability it supports of those offered, and the v1 default Limits in full", &welcome()),
+        Valid::of(
+            "welcome",
+            "Welcome answering Hello (request_id 1) on QUIC: the capability it supports of those offered, and the v1 default Limits in full",
+            &welcome(),
+        ),
         Valid::of(
             "error",
             "Error CONVERSATION_NOT_FOUND (311) answering request 5",
@@ -212,6 +216,25 @@ pub fn vectors() -> Vec<Valid> {
                             current: false,
                         },
                     ],
+                    has_more: false,
+                }),
+            ),
+        ),
+        Valid::of(
+            "device_list_more",
+            "DeviceList page: one device (a limit of 1 asked), more after it",
+            &server(
+                6,
+                Body::DeviceList(pb::DeviceList {
+                    devices: vec![pb::Device {
+                        device_id: 7,
+                        name: "phone".into(),
+                        created_at_ms: T0 - 3_600_000,
+                        last_seen_ms: T0,
+                        online: true,
+                        current: true,
+                    }],
+                    has_more: true,
                 }),
             ),
         ),

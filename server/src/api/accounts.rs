@@ -149,21 +149,46 @@ pub(super) fn revoke_device(core: &Arc<Core>, auth: &Auth, r: pb::RevokeDeviceRe
     })
 }
 
-pub(super) fn list_devices(core: &Arc<Core>, auth: &Auth) -> Pending {
+pub(super) fn revoke_other_devices(core: &Arc<Core>, auth: &Auth) -> Pending {
+    let (user, keep) = (auth.user.user_id, auth.device_id);
+    let revoked = core.store.revoke_other_devices(user, keep);
+    let core = Arc::clone(core);
+    Box::pin(async move {
+        for device in revoked.await? {
+            core.delivery.end_device_sessions(user, device, ErrorCode::DEVICE_REVOKED, None);
+        }
+        Ok(Reply::Done(pb::Done {}))
+    })
+}
+
+pub(super) fn list_devices(core: &Arc<Core>, auth: &Auth, r: pb::ListDevicesRequest) -> Pending {
     let (user, current) = (auth.user.user_id, auth.device_id);
+    let limit = core.limits.page_size(r.limit) as usize;
+    // Room for the devices in one frame: the envelope and has_more take a
+    // few bytes; each device costs its encoded length plus its tag.
+    let room = (core.limits.max_frame_bytes as usize).saturating_sub(32);
     let hub = Arc::clone(&core.hub);
-    reply(core.store.devices(user), move |devices| {
-        let devices = devices
-            .into_iter()
-            .map(|d| pb::Device {
+    reply(core.store.devices(user, r.after_device_id, limit), move |(devices, more)| {
+        let mut out = Vec::with_capacity(devices.len());
+        let mut used = 0usize;
+        let mut has_more = more;
+        for d in devices {
+            let device = pb::Device {
                 device_id: d.device_id,
                 name: d.name,
                 created_at_ms: d.created_at_ms,
                 last_seen_ms: d.last_seen_ms,
                 online: hub.device_online(user, d.device_id),
                 current: d.device_id == current,
-            })
-            .collect();
-        Reply::DeviceList(pb::DeviceList { devices })
+            };
+            let size = prost::Message::encoded_len(&device) + 4;
+            if used + size > room && !out.is_empty() {
+                has_more = true;
+                break;
+            }
+            used += size;
+            out.push(device);
+        }
+        Reply::DeviceList(pb::DeviceList { devices: out, has_more })
     })
 }

@@ -94,6 +94,7 @@ impl From<Refusal> for ApiError {
             Refusal::NotAGroup => ErrorCode::NOT_A_GROUP,
             Refusal::PermissionDenied(_) => ErrorCode::PERMISSION_DENIED,
             Refusal::GroupFull { .. } => ErrorCode::GROUP_FULL,
+            Refusal::TooManyDevices { .. } => ErrorCode::TOO_MANY_DEVICES,
             Refusal::Invalid(_) => ErrorCode::INVALID_ARGUMENT,
         };
         Self::new(code, r.to_string())

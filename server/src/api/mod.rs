@@ -77,7 +77,8 @@ pub fn dispatch(core: &Arc<Core>, ctx: &SessionCtx, body: Body) -> Pending {
     match body {
         Body::Logout(_) => accounts::logout(core, auth, ctx.session),
         Body::RevokeDevice(r) => accounts::revoke_device(core, auth, r),
-        Body::ListDevices(_) => accounts::list_devices(core, auth),
+        Body::ListDevices(r) => accounts::list_devices(core, auth, r),
+        Body::RevokeOtherDevices(_) => accounts::revoke_other_devices(core, auth),
         Body::OpenDirect(r) => conversations::open_direct(core, auth, ctx.peer.ip(), r),
         Body::ListConversations(r) => conversations::list(core, auth, r),
         Body::GetConversation(r) => conversations::get(core, auth, r),

@@ -49,6 +49,7 @@ pub fn failure(e: &CommandError) -> RpcFailure {
             Refusal::NotAGroup => ("not_a_group", String::new(), 0, 0),
             Refusal::PermissionDenied(why) => ("permission_denied", why.to_string(), 0, 0),
             Refusal::GroupFull { would_have, max } => ("group_full", String::new(), *would_have as u64, *max),
+            Refusal::TooManyDevices { max } => ("too_many_devices", String::new(), 0, *max),
             Refusal::Invalid(why) => ("invalid", why.to_string(), 0, 0),
         },
         CommandError::Busy => ("busy", String::new(), 0, 0),
@@ -73,6 +74,7 @@ pub fn command_error(f: RpcFailure) -> CommandError {
         "not_a_group" => refused(Refusal::NotAGroup),
         "permission_denied" => refused(Refusal::PermissionDenied(f.detail.into())),
         "group_full" => refused(Refusal::GroupFull { would_have: f.would_have as usize, max: f.max }),
+        "too_many_devices" => refused(Refusal::TooManyDevices { max: f.max }),
         "invalid" => refused(Refusal::Invalid(f.detail.into())),
         "busy" => CommandError::Busy,
         "closed" | "unavailable" => unavailable(&f.detail),
@@ -127,7 +129,17 @@ fn start(store: &Arc<LocalStore>, request: RpcRequest) -> Op<RpcReply> {
                 None => RpcMaybeResumed::default(),
             })
         }),
-        Q::Devices(r) => map(store.devices(r.user_id), |devices| R::Devices(RpcDevices { devices })),
+        Q::Devices(r) => map(store.devices(r.user_id, 0, usize::MAX), |(devices, _)| {
+            R::Devices(RpcDevices { devices, has_more: false })
+        }),
+        Q::DevicesPage(r) => {
+            map(store.devices(r.user_id, r.after_device_id, r.limit as usize), |(devices, has_more)| {
+                R::Devices(RpcDevices { devices, has_more })
+            })
+        }
+        Q::RevokeOtherDevices(r) => {
+            map(store.revoke_other_devices(r.user_id, r.device_id), |ids| R::Ids(RpcIds { ids }))
+        }
         Q::RevokeDevice(r) => map(store.revoke_device(r.user_id, r.device_id), |()| done()),
         Q::TouchDevice(r) => map(store.touch_device(r.device_id, r.now_ms), |()| done()),
         Q::AckCursor(r) => map(store.ack_cursor(r.user_id, r.device_id, r.inbox_seq), |()| done()),

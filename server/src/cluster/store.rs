@@ -12,9 +12,9 @@ use confab_protocol::pb;
 
 use super::rpc::{RpcClient, unavailable};
 use crate::store::records::{
-    RpcAckCursor, RpcConversationOf, RpcCreateDevice, RpcCreateGroup, RpcDevice, RpcGroupAction, RpcGroupMember,
-    RpcGroupMembers, RpcHistory, RpcMarkRead, RpcOpenDirect, RpcRegisterPush, RpcRename, RpcResume, RpcSend,
-    RpcSummaries, RpcSync, RpcTouchDevice, RpcUser, RpcUserByName, rpc_reply, rpc_request,
+    RpcAckCursor, RpcConversationOf, RpcCreateDevice, RpcCreateGroup, RpcDevice, RpcDevicesPage, RpcGroupAction,
+    RpcGroupMember, RpcGroupMembers, RpcHistory, RpcMarkRead, RpcOpenDirect, RpcRegisterPush, RpcRename, RpcResume,
+    RpcSend, RpcSummaries, RpcSync, RpcTouchDevice, RpcUser, RpcUserByName, rpc_reply, rpc_request,
 };
 use crate::store::{
     Accounts, CommandError, Conversations, Created, Db, Device, DueJob, HistoryRange, LocalStore, Messages, NewAccount,
@@ -252,14 +252,27 @@ impl Accounts for Cluster {
         )
     }
 
-    fn devices(&self, user_id: u64) -> Op<Vec<Device>> {
+    fn devices(&self, user_id: u64, after: u64, limit: usize) -> Op<(Vec<Device>, bool)> {
+        let page = RpcDevicesPage { user_id, after_device_id: after, limit: limit.min(u32::MAX as usize) as u32 };
         self.route(
             self.of_user(user_id),
-            |s| s.devices(user_id),
-            || rpc_request::Op::Devices(RpcUser { user_id }),
+            |s| s.devices(user_id, after, limit),
+            || rpc_request::Op::DevicesPage(page),
             |r| match r {
-                rpc_reply::Result::Devices(d) => Ok(d.devices),
+                rpc_reply::Result::Devices(d) => Ok((d.devices, d.has_more)),
                 _ => unexpected("devices"),
+            },
+        )
+    }
+
+    fn revoke_other_devices(&self, user_id: u64, keep: u64) -> Op<Vec<u64>> {
+        self.route(
+            self.of_user(user_id),
+            |s| s.revoke_other_devices(user_id, keep),
+            || rpc_request::Op::RevokeOtherDevices(RpcDevice { user_id, device_id: keep }),
+            |r| match r {
+                rpc_reply::Result::Ids(ids) => Ok(ids.ids),
+                _ => unexpected("revoke_other_devices"),
             },
         )
     }

@@ -81,11 +81,11 @@ impl Assets {
                 Some((_, bytes)) => bytes.to_vec(),
                 None => return not_found(),
             },
-            Assets::Dir(dir) => match tokio::fs::read(dir.join(&rel)).await {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found(),
-                // A directory, or unreadable: nothing to serve either way.
-                Err(_) => return not_found(),
+            Assets::Dir(dir) => match read_inside(dir, &rel).await {
+                Some(b) => b,
+                // Missing, a directory, unreadable, or outside the root:
+                // nothing to serve either way.
+                None => return not_found(),
             },
         };
         let mut resp = body.into_response();
@@ -104,6 +104,19 @@ impl Assets {
         );
         resp
     }
+}
+
+/// The file `rel` under `dir`, if it resolves inside `dir`: a symbolic
+/// link in the web directory that points out of it (at the data dir, at
+/// /etc) is not followed there.
+async fn read_inside(dir: &Path, rel: &str) -> Option<Vec<u8>> {
+    let root = tokio::fs::canonicalize(dir).await.ok()?;
+    let file = tokio::fs::canonicalize(dir.join(rel)).await.ok()?;
+    if !file.starts_with(&root) {
+        tracing::debug!(path = %rel, "a web file resolves outside the web directory; not served");
+        return None;
+    }
+    tokio::fs::read(&file).await.ok()
 }
 
 fn not_found() -> Response {

@@ -56,7 +56,8 @@ impl Tx<'_> {
         };
         self.put_record(Ks::Users, &keys::user(UserId(user_id)), &user);
         self.put(Ks::Usernames, username.as_bytes(), keys::id_value(user_id));
-        let (device, _) = self.create_device(user_id, device_name, token_hash, now_ms)?;
+        // A new account's first device: nothing to count yet.
+        let (device, _) = self.create_device(user_id, device_name, token_hash, now_ms, u32::MAX)?;
         Ok(((user, device), Deliveries::default()))
     }
 
@@ -68,7 +69,12 @@ impl Tx<'_> {
         name: &str,
         token_hash: Vec<u8>,
         now_ms: i64,
+        max_devices: u32,
     ) -> Result<DeviceRecord> {
+        let devices = self.scan_prefix(Ks::UserDevices, &keys::of_user(UserId(user_id)))?.len();
+        if devices >= max_devices as usize {
+            return refuse(Refusal::TooManyDevices { max: max_devices });
+        }
         let cursor = self.inbox_head(user_id)?;
         let device_id = self.next_id(keys::NEXT_DEVICE_ID)?;
         let device = DeviceRecord {
@@ -101,6 +107,21 @@ impl Tx<'_> {
         self.delete(Ks::Tokens, &device.token_hash);
         self.remove_push_state(user_id, device_id)?;
         Ok(((), Deliveries::default()))
+    }
+
+    /// Revokes every device of the user but `keep` (as
+    /// [`Tx::revoke_device`] each); returns the ids revoked.
+    pub fn revoke_other_devices(&mut self, user_id: u64, keep: u64) -> Result<Vec<u64>> {
+        let mut revoked = Vec::new();
+        for (k, _) in self.scan_prefix(Ks::UserDevices, &keys::of_user(UserId(user_id)))? {
+            let Some(device_id) = keys::read_u64(&k, 8) else { continue };
+            if device_id == keep {
+                continue;
+            }
+            self.revoke_device(user_id, device_id)?;
+            revoked.push(device_id);
+        }
+        Ok((revoked, Deliveries::default()))
     }
 
     /// Records when a device (and its user) was last online.

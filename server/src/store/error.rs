@@ -89,6 +89,12 @@ pub enum Refusal {
         /// The limit.
         max: u32,
     },
+    /// The account has as many devices as it may.
+    #[error("the account has {max} devices, the most it may have: revoke one first")]
+    TooManyDevices {
+        /// The limit.
+        max: u32,
+    },
     /// An argument no rule accepts (why).
     #[error("{0}")]
     Invalid(std::borrow::Cow<'static, str>),

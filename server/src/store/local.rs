@@ -27,6 +27,8 @@ pub struct StoreSettings {
     pub writer_queue: usize,
     /// Largest group, in members.
     pub max_group_members: u32,
+    /// Most devices per account.
+    pub max_devices: u32,
     /// Largest encoded page a read may return, in bytes (the frame limit).
     pub max_reply_bytes: usize,
     /// How sends schedule push notifications (`None`: push is off).
@@ -208,8 +210,9 @@ impl Accounts for LocalStore {
 
     fn create_device(&self, user_id: u64, device_name: String, now_ms: i64) -> Op<(Device, String)> {
         let (token, token_hash) = tokens::mint(self.scope.partition);
+        let max_devices = self.settings.max_devices;
         self.write(move |tx| {
-            let (device, out) = tx.create_device(user_id, &device_name, token_hash, now_ms)?;
+            let (device, out) = tx.create_device(user_id, &device_name, token_hash, now_ms, max_devices)?;
             Ok(((device, token), out))
         })
     }
@@ -220,12 +223,16 @@ impl Accounts for LocalStore {
         Box::pin(async move { Ok(read.await?.map(|(user, device, inbox_head)| Resumed { user, device, inbox_head })) })
     }
 
-    fn devices(&self, user_id: u64) -> Op<Vec<Device>> {
-        self.read(move |db| db.devices_of(user_id))
+    fn devices(&self, user_id: u64, after: u64, limit: usize) -> Op<(Vec<Device>, bool)> {
+        self.read(move |db| db.devices_page(user_id, after, limit))
     }
 
     fn revoke_device(&self, user_id: u64, device_id: u64) -> Op<()> {
         self.write(move |tx| tx.revoke_device(user_id, device_id))
+    }
+
+    fn revoke_other_devices(&self, user_id: u64, keep: u64) -> Op<Vec<u64>> {
+        self.write(move |tx| tx.revoke_other_devices(user_id, keep))
     }
 
     fn touch_device(&self, device_id: u64, now_ms: i64) -> Op<()> {

@@ -152,10 +152,13 @@ pub trait Accounts: Send + Sync + 'static {
     /// The device of `token`, its user and inbox head; `None` for an
     /// unknown or revoked token.
     fn resume(&self, token: String) -> Op<Option<Resumed>>;
-    /// A user's devices.
-    fn devices(&self, user_id: u64) -> Op<Vec<Device>>;
+    /// A user's devices with ids above `after`, at most `limit`, in id
+    /// (creation) order; and whether more follow.
+    fn devices(&self, user_id: u64, after: u64, limit: usize) -> Op<(Vec<Device>, bool)>;
     /// Revokes one of a user's devices (its token, push target, jobs).
     fn revoke_device(&self, user_id: u64, device_id: u64) -> Op<()>;
+    /// Revokes every device of the user but `keep`; returns the ids revoked.
+    fn revoke_other_devices(&self, user_id: u64, keep: u64) -> Op<Vec<u64>>;
     /// Records a device's last-seen time.
     fn touch_device(&self, device_id: u64, now_ms: i64) -> Op<()>;
     /// Moves a device's inbox cursor forward (never back, never past the

@@ -23,7 +23,7 @@ use confab_protocol::pb;
 
 use super::commands::refuse;
 use super::keys::{ConversationId, DeviceId, UserId};
-use super::records::{DeviceRecord, PushJobRecord, PushTargetRecord};
+use super::records::{DeviceRecord, PushJobRecord, PushTargetRecord, push_target_record};
 use super::tx::Tx;
 use super::writer::Deliveries;
 use super::{Db, Ks, StoreError, decode, keys};
@@ -269,6 +269,21 @@ impl Tx<'_> {
             Some(d) if d.user_id == user => {}
             _ => return refuse(Refusal::DeviceNotFound),
         }
+        // One place gets one notification per message: a webhook URL or a
+        // push endpoint that another device of this account already has
+        // moves to this device (41 devices registering one URL made one
+        // message 40 POSTs to it).
+        let place = target_place(&target);
+        for (k, v) in self.scan_prefix(Ks::PushTargets, &keys::of_user(UserId(user)))? {
+            let other = keys::read_u64(&k, 8).unwrap_or(0);
+            if other == device || other == 0 {
+                continue;
+            }
+            let existing: PushTargetRecord = decode(Ks::PushTargets, &v)?;
+            if place.is_some() && target_place(&existing) == place {
+                self.remove_push_state(user, other)?;
+            }
+        }
         let mut target = target;
         let key = keys::push_target(UserId(user), DeviceId(device));
         if let Some(old) = self.get_record::<PushTargetRecord>(Ks::PushTargets, &key)? {
@@ -508,5 +523,15 @@ impl Db {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// Where a target's notifications go: the webhook URL or the push
+/// service endpoint.
+fn target_place(t: &PushTargetRecord) -> Option<&str> {
+    match &t.target {
+        Some(push_target_record::Target::Webhook(w)) => Some(w.url.as_str()),
+        Some(push_target_record::Target::WebPush(w)) => Some(w.endpoint.as_str()),
+        None => None,
     }
 }

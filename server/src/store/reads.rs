@@ -66,16 +66,22 @@ impl Db {
         }
     }
 
-    /// A user's devices, oldest first.
-    pub fn devices_of(&self, user: u64) -> Result<Vec<DeviceRecord>, StoreError> {
+    /// Up to `limit` of the user's devices with ids above `after`, in id
+    /// order, and whether more follow.
+    pub fn devices_page(&self, user: u64, after: u64, limit: usize) -> Result<(Vec<DeviceRecord>, bool), StoreError> {
         let mut out = Vec::new();
-        for kv in self.ks(Ks::UserDevices)?.prefix(keys::of_user(UserId(user))) {
+        let from = keys::user_device(UserId(user), DeviceId(after.saturating_add(1)));
+        let to = keys::user_device(UserId(user), DeviceId(u64::MAX));
+        for kv in self.ks(Ks::UserDevices)?.range(from..=to) {
             let key = kv.key()?;
             if let Some(device) = keys::second(&key).map(|d| self.device(d)).transpose()?.flatten() {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
                 out.push(device);
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// The user's record of a conversation (kept after leaving).
