@@ -19,8 +19,10 @@ use serde_json::Value;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 pub struct Cli {
-    /// Server address, HOST:PORT (default: the profile's server, else
-    /// 127.0.0.1:7443, or 127.0.0.1:7080 for --transport ws/wss).
+    /// Server address, HOST:PORT (default: the profile's server — on the
+    /// port of the transport used, when the profile's was for another kind
+    /// of listener — else $CONFAB_SERVER, else 127.0.0.1:7443, or
+    /// 127.0.0.1:7080 for --transport ws/wss).
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub server: Option<String>,
     /// Transport: quic (default), tcp (TCP+TLS), ws (WebSocket over plain
@@ -224,11 +226,20 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn server(&self) -> String {
-        self.cli
-            .server
-            .clone()
-            .or_else(|| self.profile.server.clone())
-            .unwrap_or_else(|| format!("127.0.0.1:{}", self.transport().default_port()))
+        if let Some(s) = &self.cli.server {
+            return s.clone();
+        }
+        let transport = self.transport();
+        if let Some(stored) = &self.profile.server {
+            let stored_for = self.profile.transport.unwrap_or(TransportKind::Quic);
+            if let Some(s) = stored_server_for(stored, stored_for, transport) {
+                return s;
+            }
+        }
+        match std::env::var("CONFAB_SERVER") {
+            Ok(s) if !s.is_empty() => s,
+            _ => format!("127.0.0.1:{}", transport.default_port()),
+        }
     }
 
     pub fn transport(&self) -> TransportKind {
@@ -317,5 +328,32 @@ impl Ctx {
         } else {
             println!("{}", text());
         }
+    }
+}
+
+/// The profile's server address for `transport`. QUIC and TCP share a
+/// port, WebSocket has the HTTP one: an address stored for the other kind
+/// (a profile made over QUIC, now used with --transport ws) keeps its host,
+/// on this transport's default port.
+fn stored_server_for(stored: &str, stored_for: TransportKind, transport: TransportKind) -> Option<String> {
+    if stored_for.default_port() == transport.default_port() {
+        return Some(stored.to_string());
+    }
+    let (host, _) = stored.rsplit_once(':')?;
+    Some(format!("{host}:{}", transport.default_port()))
+}
+
+#[cfg(test)]
+mod server_tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_made_over_quic_is_used_on_the_http_port_for_websocket() {
+        let (q, t, w) = (TransportKind::Quic, TransportKind::Tcp, TransportKind::Ws);
+        assert_eq!(stored_server_for("127.0.0.1:7443", q, t).as_deref(), Some("127.0.0.1:7443"));
+        assert_eq!(stored_server_for("127.0.0.1:7443", q, w).as_deref(), Some("127.0.0.1:7080"));
+        assert_eq!(stored_server_for("chat.example:7080", w, t).as_deref(), Some("chat.example:7443"));
+        assert_eq!(stored_server_for("[::1]:9000", t, w).as_deref(), Some("[::1]:7080"));
+        assert_eq!(stored_server_for("chat.example:9443", t, q).as_deref(), Some("chat.example:9443"));
     }
 }

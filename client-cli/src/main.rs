@@ -100,6 +100,24 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
         std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::Local(format!("reading stdin: {e}")))?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_string());
     }
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        // No terminal to prompt on (a pipe, a script): one line per
+        // prompt from stdin, as a terminal user would type them.
+        let read = || {
+            let mut line = String::new();
+            match std::io::stdin().lock().read_line(&mut line) {
+                Ok(0) => Err(Failure::Local("reading the password: stdin ended".into())),
+                Ok(_) => Ok(line.trim_end_matches(['\r', '\n']).to_string()),
+                Err(e) => Err(Failure::Local(format!("reading the password from stdin: {e}"))),
+            }
+        };
+        let pw = read()?;
+        if confirm && read()? != pw {
+            return Err(Failure::Local("passwords do not match".into()));
+        }
+        return Ok(pw);
+    }
     let pw = rpassword::prompt_password("Password: ").map_err(|e| Failure::Local(format!("reading password: {e}")))?;
     if confirm {
         let again =
