@@ -99,6 +99,91 @@ pub fn password(pw: &str) -> Result<(), Violation> {
     Ok(())
 }
 
+/// Passwords of 8 bytes or more that lead every published list of leaked
+/// passwords: refused at signup whatever their case.
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "passw0rd",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "0123456789",
+    "87654321",
+    "987654321",
+    "11111111",
+    "00000000",
+    "qwertyui",
+    "qwertyuiop",
+    "qwerty123",
+    "qwerty12",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "asdfghjkl",
+    "asdfasdf",
+    "iloveyou",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "superman",
+    "starwars",
+    "whatever",
+    "trustno1",
+    "letmein1",
+    "welcome1",
+    "abc12345",
+    "abcd1234",
+    "aa123456",
+    "12341234",
+    "11223344",
+    "q1w2e3r4",
+    "changeme",
+    "computer",
+    "internet",
+    "master12",
+    "michael1",
+    "jennifer",
+    "shadow12",
+    "monkey12",
+    "dragon12",
+    "charlie1",
+    "1234qwer",
+    "qazwsxedc",
+    "zxcvbnm1",
+    "zxcvbnm123",
+    "passpass",
+];
+
+/// The signup password rules beyond the length (PROTOCOL.md §6.1): not the
+/// username, not one character repeated, not a run like `12345678` or
+/// `abcdefgh`, not one of the most common leaked passwords.
+pub fn new_password(username: &str, pw: &str) -> Result<(), Violation> {
+    password(pw)?;
+    let lower = pw.to_lowercase();
+    if lower == username.to_lowercase() {
+        return Err(invalid("password", "must not be the username"));
+    }
+    let mut chars = pw.chars();
+    let first = chars.next();
+    if chars.all(|c| Some(c) == first) {
+        return Err(invalid("password", "must not be one character repeated"));
+    }
+    let bytes = lower.as_bytes();
+    let run = |step: i16| bytes.windows(2).all(|w| i16::from(w[1]) - i16::from(w[0]) == step);
+    if bytes.is_ascii() && (run(1) || run(-1)) {
+        return Err(invalid("password", "must not be a run of consecutive characters"));
+    }
+    if COMMON_PASSWORDS.contains(&lower.as_str()) {
+        return Err(invalid("password", "is one of the most common passwords; choose another"));
+    }
+    Ok(())
+}
+
 fn short_text(field: &'static str, s: &str, chars: std::ops::RangeInclusive<usize>) -> Result<(), Violation> {
     // Bound the work by the byte length before counting characters.
     if s.len() > chars.end() * 4 || !chars.contains(&s.chars().count()) {
@@ -183,7 +268,7 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
         }
         Body::Signup(r) => {
             username(&r.username)?;
-            password(&r.password)?;
+            new_password(&r.username, &r.password)?;
             device_name(&r.device_name)
         }
         // The format rules are public, so checking them reveals nothing
@@ -290,6 +375,31 @@ fn url(field: &'static str, u: &str, allow_http: bool) -> Result<(), Violation> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_passwords_are_refused_at_signup() {
+        for weak in [
+            "alice-1234",
+            "ALICE-1234",
+            "        ",
+            "\0\0\0\0\0\0\0\0",
+            "aaaaaaaaaa",
+            "12345678",
+            "87654321",
+            "abcdefgh",
+            "Password1",
+            "QWERTYUIOP",
+            "iloveyou",
+        ] {
+            let name = if weak.starts_with("alice") || weak.starts_with("ALICE") { "alice-1234" } else { "bob" };
+            assert!(new_password(name, weak).is_err(), "{weak:?} accepted");
+        }
+        for fine in ["correct horse battery staple", "alice-password", "Tr0ub4dor&3", "12345679", "abcdefgi"] {
+            assert!(new_password("alice", fine).is_ok(), "{fine:?} refused");
+        }
+        // Login keeps the old rule: accounts made before it still log in.
+        assert!(password("12345678").is_ok());
+    }
 
     #[test]
     fn usernames() {

@@ -148,3 +148,19 @@ async fn hostile_frames() {
     c.ping(3).await.unwrap();
     server.stop().await;
 }
+
+/// Weak passwords are refused at signup (the security review signed up
+/// with `password`, `12345678`, eight spaces, eight NULs and the username),
+/// before the name is taken; logins keep the old rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_passwords_are_refused_at_signup() {
+    let server = TestServer::start().await;
+    for weak in ["password", "12345678", "        ", "\0\0\0\0\0\0\0\0", "weakling1"] {
+        let name = if weak == "weakling1" { "weakling1" } else { "weakling" };
+        let c = server.connect(Tcp).await;
+        assert_eq!(code(c.signup(name, weak, "laptop").await), ErrorCode::INVALID_ARGUMENT, "{weak:?}");
+    }
+    // Nothing was created: the name is still free.
+    let c = server.connect(Tcp).await;
+    c.signup("weakling", "a much better passphrase", "laptop").await.unwrap();
+}
