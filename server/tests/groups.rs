@@ -191,3 +191,29 @@ async fn read_markers_agree_across_devices() {
     assert_eq!(bob_r.read_seq, 6);
     server.stop().await;
 }
+
+/// Owners are peers (spec §7.3): an owner the creator made can neither
+/// demote the creator nor remove them; each owner changes only their own
+/// role (the security review demoted, then removed, a group's creator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_cannot_demote_or_remove_another_owner() {
+    let server = TestServer::start().await;
+    let creator = signup(&server, "creator", 0).await;
+    let co = signup(&server, "coowner", 1).await;
+    let g = creator.create_group("peers", &["coowner"]).await.unwrap().conversation_id;
+    creator.set_role(g, "coowner", MemberRole::Owner).await.unwrap();
+    for role in [MemberRole::Admin, MemberRole::Member] {
+        assert_eq!(code(co.set_role(g, "creator", role).await), ErrorCode::PERMISSION_DENIED);
+    }
+    assert_eq!(code(co.remove_member(g, "creator").await), ErrorCode::PERMISSION_DENIED);
+    // Each owner may step down themselves while another owner remains.
+    co.set_role(g, "coowner", MemberRole::Member).await.unwrap();
+    assert_eq!(code(creator.set_role(g, "creator", MemberRole::Member).await), ErrorCode::PERMISSION_DENIED);
+    let roles: Vec<(String, i32)> =
+        creator.list_members(g).await.unwrap().into_iter().map(|m| (m.username, m.role)).collect();
+    assert_eq!(
+        roles,
+        [("creator".to_string(), MemberRole::Owner as i32), ("coowner".to_string(), MemberRole::Member as i32)]
+    );
+    server.stop().await;
+}

@@ -327,6 +327,11 @@ impl Tx<'_> {
         if role_of(member) == role {
             return Ok(((), Deliveries::default()));
         }
+        // Owners are peers: one owner never demotes another (who could
+        // then be removed — the creator by an owner they made).
+        if role_of(member) == MemberRole::Owner && target.user_id != actor.user_id {
+            return refuse(Refusal::PermissionDenied("only an owner changes their own role".into()));
+        }
         let owners = group.members.iter().filter(|(_, m)| role_of(m) == MemberRole::Owner).count();
         if role_of(member) == MemberRole::Owner && owners == 1 {
             return refuse(Refusal::PermissionDenied("a group keeps at least one owner".into()));
