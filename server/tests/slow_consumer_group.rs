@@ -69,6 +69,10 @@ async fn a_stalled_member_is_cut_off_and_the_room_keeps_its_pace() {
         c.tcp_send_buffer_bytes = 64 * 1024;
         c.limits.send_rate_per_sec = 100_000;
         c.limits.send_burst = 100_000;
+        // The owner sends 1,000 requests/s over three runs: the general
+        // request bucket (200/s, burst 400 by default) would refuse some.
+        c.limits.request_rate_per_sec = 100_000;
+        c.limits.request_burst = 100_000;
     })
     .await;
     let owner = server.connect(Tcp).await;
