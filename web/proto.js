@@ -32,6 +32,7 @@ export const ENUMS = {
     "MEMBERSHIP_ACTION_ROLE_CHANGED",
   ],
   PresenceState: ["PRESENCE_STATE_UNSPECIFIED", "PRESENCE_STATE_ONLINE", "PRESENCE_STATE_AWAY", "PRESENCE_STATE_OFFLINE"],
+  Audience: ["AUDIENCE_UNSPECIFIED", "AUDIENCE_EVERYONE", "AUDIENCE_CONTACTS", "AUDIENCE_NOBODY"],
 };
 
 /** Enum values by name, e.g. ConversationKind.DIRECT === 1. */
@@ -44,6 +45,7 @@ export const ConversationKind = enumObject("ConversationKind", "CONVERSATION_KIN
 export const MemberRole = enumObject("MemberRole", "MEMBER_ROLE_");
 export const MembershipAction = enumObject("MembershipAction", "MEMBERSHIP_ACTION_");
 export const PresenceState = enumObject("PresenceState", "PRESENCE_STATE_");
+export const Audience = enumObject("Audience", "AUDIENCE_");
 
 const B = "oneof:body";
 export const MESSAGES = {
@@ -57,6 +59,7 @@ export const MESSAGES = {
     [15, "listDevices", "ListDevicesRequest", B],
     [16, "revokeDevice", "RevokeDeviceRequest", B],
     [17, "revokeOtherDevices", "RevokeOtherDevicesRequest", B],
+    [18, "changePassword", "ChangePasswordRequest", B],
     [20, "openDirect", "OpenDirectRequest", B],
     [21, "createGroup", "CreateGroupRequest", B],
     [22, "addMembers", "AddMembersRequest", B],
@@ -80,6 +83,10 @@ export const MESSAGES = {
     [50, "registerPush", "RegisterPushRequest", B],
     [51, "unregisterPush", "UnregisterPushRequest", B],
     [60, "ping", "PingRequest", B],
+    [70, "setBlocked", "SetBlockedRequest", B],
+    [71, "listBlocked", "ListBlockedRequest", B],
+    [72, "getPrivacy", "GetPrivacyRequest", B],
+    [73, "setPrivacy", "SetPrivacyRequest", B],
   ],
   ServerFrame: [
     [1, "requestId", "uint64"],
@@ -99,6 +106,8 @@ export const MESSAGES = {
     [23, "presenceList", "PresenceList", B],
     [24, "pushRegistered", "PushRegistered", B],
     [25, "pong", "Pong", B],
+    [26, "blockedList", "BlockedList", B],
+    [27, "privacySettings", "PrivacySettings", B],
     [40, "event", "InboxEvent", B],
     [41, "presence", "Presence", B],
     [42, "typing", "TypingEvent", B],
@@ -132,6 +141,7 @@ export const MESSAGES = {
     [10, "maxPresenceSubscriptions", "uint32"],
     [11, "maxListItems", "uint32"],
     [12, "maxDevices", "uint32"],
+    [13, "maxBlocked", "uint32"],
   ],
   SignupRequest: [
     [1, "username", "string"],
@@ -151,6 +161,11 @@ export const MESSAGES = {
   ],
   RevokeDeviceRequest: [[1, "deviceId", "uint64"]],
   RevokeOtherDevicesRequest: [],
+  ChangePasswordRequest: [
+    [1, "currentPassword", "string"],
+    [2, "newPassword", "string"],
+    [3, "revokeOtherDevices", "bool"],
+  ],
   AuthOk: [
     [1, "userId", "uint64"],
     [2, "username", "string"],
@@ -171,6 +186,31 @@ export const MESSAGES = {
   DeviceList: [
     [1, "devices", "Device", "repeated"],
     [2, "hasMore", "bool"],
+  ],
+  SetBlockedRequest: [
+    [1, "username", "string"],
+    [2, "blocked", "bool"],
+  ],
+  ListBlockedRequest: [
+    [1, "afterUsername", "string"],
+    [2, "limit", "uint32"],
+  ],
+  BlockedUser: [
+    [1, "username", "string"],
+    [2, "blockedAtMs", "int64"],
+  ],
+  BlockedList: [
+    [1, "users", "BlockedUser", "repeated"],
+    [2, "hasMore", "bool"],
+  ],
+  GetPrivacyRequest: [],
+  SetPrivacyRequest: [
+    [1, "directMessages", "Audience"],
+    [2, "groupInvites", "Audience"],
+  ],
+  PrivacySettings: [
+    [1, "directMessages", "Audience"],
+    [2, "groupInvites", "Audience"],
   ],
   OpenDirectRequest: [[1, "username", "string"]],
   CreateGroupRequest: [
@@ -985,6 +1025,7 @@ export const ERROR_NAMES = Object.freeze({
   316: "FEATURE_UNAVAILABLE",
   320: "GROUP_FULL",
   321: "TOO_MANY_DEVICES",
+  322: "REFUSED_BY_USER",
   400: "RATE_LIMITED",
   401: "TOO_MANY_IN_FLIGHT",
   402: "SERVER_BUSY",

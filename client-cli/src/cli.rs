@@ -92,6 +92,40 @@ pub enum Command {
         #[arg(long)]
         others: bool,
     },
+    /// Change this account's password (asks for the current one, then the
+    /// new one twice).
+    Passwd {
+        /// Also sign out every other device of the account.
+        #[arg(long)]
+        revoke_others: bool,
+        /// Read the current and the new password from stdin, one per line.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Block a user: they cannot open a direct conversation with you, add
+    /// you to groups, or send in your direct conversation.
+    Block {
+        /// @username.
+        user: String,
+    },
+    /// Unblock a user.
+    Unblock {
+        /// @username.
+        user: String,
+    },
+    /// List the users you blocked.
+    Blocked,
+    /// Show or change who may reach you: `--dm everyone|nobody`,
+    /// `--groups everyone|contacts|nobody` (contacts: people you have a
+    /// direct conversation with). Without options, shows the settings.
+    Privacy {
+        /// Who may open a new direct conversation with you.
+        #[arg(long, value_enum)]
+        dm: Option<DmAudience>,
+        /// Who may create a group with you in it or add you to one.
+        #[arg(long, value_enum)]
+        groups: Option<GroupAudience>,
+    },
     /// Send a message to @USER (a direct conversation) or a conversation id.
     Send {
         /// @username or conversation id.
@@ -355,5 +389,44 @@ mod server_tests {
         assert_eq!(stored_server_for("chat.example:7080", w, t).as_deref(), Some("chat.example:7443"));
         assert_eq!(stored_server_for("[::1]:9000", t, w).as_deref(), Some("[::1]:7080"));
         assert_eq!(stored_server_for("chat.example:9443", t, q).as_deref(), Some("chat.example:9443"));
+    }
+}
+
+/// Who may open a direct conversation with you.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DmAudience {
+    /// Anyone you have not blocked.
+    Everyone,
+    /// Nobody new (direct conversations that exist stay open).
+    Nobody,
+}
+
+/// Who may put you in a group.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GroupAudience {
+    /// Anyone you have not blocked.
+    Everyone,
+    /// People you have a direct conversation with.
+    Contacts,
+    /// Nobody.
+    Nobody,
+}
+
+impl From<DmAudience> for pb::Audience {
+    fn from(a: DmAudience) -> Self {
+        match a {
+            DmAudience::Everyone => pb::Audience::Everyone,
+            DmAudience::Nobody => pb::Audience::Nobody,
+        }
+    }
+}
+
+impl From<GroupAudience> for pb::Audience {
+    fn from(a: GroupAudience) -> Self {
+        match a {
+            GroupAudience::Everyone => pb::Audience::Everyone,
+            GroupAudience::Contacts => pb::Audience::Contacts,
+            GroupAudience::Nobody => pb::Audience::Nobody,
+        }
     }
 }

@@ -560,6 +560,55 @@ impl Connection {
         expect!(self.request(Body::RevokeOtherDevices(req)).await?, Reply::Done).map(|_| ())
     }
 
+    /// Changes the account's password; with `revoke_others`, every other
+    /// device is signed out in the same step.
+    pub async fn change_password(&self, current: &str, new: &str, revoke_others: bool) -> Result<(), ClientError> {
+        let req = pb::ChangePasswordRequest {
+            current_password: current.into(),
+            new_password: new.into(),
+            revoke_other_devices: revoke_others,
+        };
+        expect!(self.request(Body::ChangePassword(req)).await?, Reply::Done).map(|_| ())
+    }
+
+    /// Blocks (or unblocks) a user.
+    pub async fn set_blocked(&self, username: &str, blocked: bool) -> Result<(), ClientError> {
+        let req = pb::SetBlockedRequest { username: username.into(), blocked };
+        expect!(self.request(Body::SetBlocked(req)).await?, Reply::Done).map(|_| ())
+    }
+
+    /// The whole block list, every page of it.
+    pub async fn list_blocked(&self) -> Result<Vec<pb::BlockedUser>, ClientError> {
+        let mut all: Vec<pb::BlockedUser> = Vec::new();
+        loop {
+            let after_username = all.last().map(|u| u.username.clone()).unwrap_or_default();
+            let req = pb::ListBlockedRequest { after_username: after_username.clone(), limit: 0 };
+            let page = expect!(self.request(Body::ListBlocked(req)).await?, Reply::BlockedList)?;
+            let moved = !page.users.is_empty();
+            all.extend(page.users);
+            // A page that says "more" but moved nowhere would loop forever.
+            if !page.has_more || !moved {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The account's privacy settings.
+    pub async fn privacy(&self) -> Result<pb::PrivacySettings, ClientError> {
+        expect!(self.request(Body::GetPrivacy(pb::GetPrivacyRequest {})).await?, Reply::PrivacySettings)
+    }
+
+    /// Changes privacy settings (UNSPECIFIED: unchanged); returns them all.
+    pub async fn set_privacy(
+        &self,
+        direct_messages: pb::Audience,
+        group_invites: pb::Audience,
+    ) -> Result<pb::PrivacySettings, ClientError> {
+        let req =
+            pb::SetPrivacyRequest { direct_messages: direct_messages as i32, group_invites: group_invites as i32 };
+        expect!(self.request(Body::SetPrivacy(req)).await?, Reply::PrivacySettings)
+    }
+
     /// Revokes a device.
     pub async fn revoke_device(&self, device_id: u64) -> Result<(), ClientError> {
         expect!(self.request(Body::RevokeDevice(pb::RevokeDeviceRequest { device_id })).await?, Reply::Done).map(|_| ())

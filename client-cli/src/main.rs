@@ -72,6 +72,11 @@ async fn run(cli: Cli) -> Result<()> {
             ctx.out(json!({"revoked": "others"}), || "revoked every other device of this account".to_string());
             Ok(())
         }
+        Command::Passwd { revoke_others, password_stdin } => passwd(&mut ctx, revoke_others, password_stdin).await,
+        Command::Block { user } => block(&mut ctx, &user, true).await,
+        Command::Unblock { user } => block(&mut ctx, &user, false).await,
+        Command::Blocked => blocked(&mut ctx).await,
+        Command::Privacy { dm, groups } => privacy(&mut ctx, dm, groups).await,
         Command::Send { to, text } => send(&mut ctx, &to, text).await,
         Command::History { conversation, before, after, limit } => {
             history(&mut ctx, &conversation, before.unwrap_or(0), after.unwrap_or(0), limit).await
@@ -127,6 +132,72 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
         }
     }
     Ok(pw)
+}
+
+async fn passwd(ctx: &mut Ctx, revoke_others: bool, password_stdin: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let (current, new) = if password_stdin || !std::io::stdin().is_terminal() {
+        // One per line: the current password, then the new one.
+        let current = read_password(true, false)?;
+        (current, read_password(true, false)?)
+    } else {
+        let current = rpassword::prompt_password("Current password: ")
+            .map_err(|e| Failure::Local(format!("reading password: {e}")))?;
+        eprintln!("New password:");
+        (current, read_password(false, true)?)
+    };
+    let (conn, _) = ctx.session().await?;
+    conn.change_password(&current, &new, revoke_others).await?;
+    let what = if revoke_others { "password changed; every other device is signed out" } else { "password changed" };
+    ctx.out(json!({"password_changed": true, "revoked_others": revoke_others}), || what.to_string());
+    Ok(())
+}
+
+async fn block(ctx: &mut Ctx, user: &str, blocked: bool) -> Result<()> {
+    let user = user.trim_start_matches('@').to_lowercase();
+    let (conn, _) = ctx.session().await?;
+    conn.set_blocked(&user, blocked).await?;
+    let verb = if blocked { "blocked" } else { "unblocked" };
+    ctx.out(json!({ verb: user }), || format!("{verb} @{user}"));
+    Ok(())
+}
+
+async fn blocked(ctx: &mut Ctx) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    let users = conn.list_blocked().await?;
+    let list: Vec<Value> =
+        users.iter().map(|u| json!({"username": u.username, "blocked_at_ms": u.blocked_at_ms})).collect();
+    ctx.out(json!({ "blocked": list }), || {
+        if users.is_empty() {
+            return "nobody is blocked".to_string();
+        }
+        users.iter().map(|u| format!("@{}", u.username)).collect::<Vec<_>>().join("\n")
+    });
+    Ok(())
+}
+
+fn audience_name(raw: i32) -> &'static str {
+    match pb::Audience::try_from(raw) {
+        Ok(pb::Audience::Contacts) => "contacts",
+        Ok(pb::Audience::Nobody) => "nobody",
+        _ => "everyone",
+    }
+}
+
+async fn privacy(ctx: &mut Ctx, dm: Option<cli::DmAudience>, groups: Option<cli::GroupAudience>) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    let settings = if dm.is_none() && groups.is_none() {
+        conn.privacy().await?
+    } else {
+        let dm = dm.map_or(pb::Audience::Unspecified, Into::into);
+        let groups = groups.map_or(pb::Audience::Unspecified, Into::into);
+        conn.set_privacy(dm, groups).await?
+    };
+    let (dm, groups) = (audience_name(settings.direct_messages), audience_name(settings.group_invites));
+    ctx.out(json!({"direct_messages": dm, "group_invites": groups}), || {
+        format!("new direct conversations from: {dm}\nadded to groups by: {groups}")
+    });
+    Ok(())
 }
 
 async fn auth(ctx: &mut Ctx, signup: bool, user: &str, device: &str, password_stdin: bool) -> Result<()> {

@@ -12,6 +12,8 @@ pub const DEFAULT_MAX_MESSAGE_CHARS: u32 = 100_000;
 pub const DEFAULT_MAX_GROUP_MEMBERS: u32 = 100;
 /// Default `max_devices`: non-revoked devices per account.
 pub const DEFAULT_MAX_DEVICES: u32 = 100;
+/// Default `max_blocked`: users one account may block.
+pub const DEFAULT_MAX_BLOCKED: u32 = 1000;
 /// Default and largest page for sync, history and conversation lists.
 pub const DEFAULT_MAX_PAGE_SIZE: u32 = 100;
 /// Default heartbeat interval.
@@ -60,6 +62,8 @@ pub struct Limits {
     pub max_list_items: u32,
     /// Most (non-revoked) devices per account.
     pub max_devices: u32,
+    /// Most users one account may block.
+    pub max_blocked: u32,
 }
 
 impl Default for Limits {
@@ -77,6 +81,7 @@ impl Default for Limits {
             max_presence_subscriptions: 1000,
             max_list_items: 100,
             max_devices: DEFAULT_MAX_DEVICES,
+            max_blocked: DEFAULT_MAX_BLOCKED,
         }
     }
 }
@@ -104,6 +109,7 @@ impl From<&Limits> for pb::Limits {
             max_presence_subscriptions: l.max_presence_subscriptions,
             max_list_items: l.max_list_items,
             max_devices: l.max_devices,
+            max_blocked: l.max_blocked,
         }
     }
 }
@@ -127,6 +133,7 @@ impl From<&pb::Limits> for Limits {
             max_presence_subscriptions: or(l.max_presence_subscriptions, d.max_presence_subscriptions),
             max_list_items: or(l.max_list_items, d.max_list_items),
             max_devices: or(l.max_devices, d.max_devices),
+            max_blocked: or(l.max_blocked, d.max_blocked),
         }
     }
 }

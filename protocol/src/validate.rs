@@ -353,7 +353,33 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
             }
             Some(pb::register_push_request::Target::Webhook(w)) => url("url", &w.url, true),
         },
+        Body::ChangePassword(r) => {
+            if r.current_password.is_empty() || r.current_password.len() > *PASSWORD_LEN.end() {
+                return Err(invalid("current_password", "must be 1 to 1024 bytes"));
+            }
+            // The username is not in the request; the server checks the
+            // new password against it too.
+            new_password("", &r.new_password)
+        }
+        Body::SetBlocked(r) => username(&r.username),
+        Body::ListBlocked(r) => {
+            if !r.after_username.is_empty() {
+                username(&r.after_username)?;
+            }
+            Ok(())
+        }
+        Body::SetPrivacy(r) => {
+            match pb::Audience::try_from(r.direct_messages) {
+                Ok(pb::Audience::Unspecified | pb::Audience::Everyone | pb::Audience::Nobody) => {}
+                _ => return Err(invalid("direct_messages", "must be EVERYONE or NOBODY (or unset)")),
+            }
+            match pb::Audience::try_from(r.group_invites) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(invalid("group_invites", "must be EVERYONE, CONTACTS or NOBODY (or unset)")),
+            }
+        }
         Body::Logout(_)
+        | Body::GetPrivacy(_)
         | Body::ListDevices(_)
         | Body::RevokeOtherDevices(_)
         | Body::ListConversations(_)

@@ -112,7 +112,7 @@ fn message() -> impl Strategy<Value = pb::Message> {
 }
 
 fn limits() -> impl Strategy<Value = pb::Limits> {
-    vec(any::<u32>(), 12).prop_map(|v| pb::Limits {
+    vec(any::<u32>(), 13).prop_map(|v| pb::Limits {
         max_frame_bytes: v[0],
         max_message_chars: v[1],
         max_group_members: v[2],
@@ -125,6 +125,7 @@ fn limits() -> impl Strategy<Value = pb::Limits> {
         max_presence_subscriptions: v[9],
         max_list_items: v[10],
         max_devices: v[11],
+        max_blocked: v[12],
     })
 }
 

@@ -88,6 +88,11 @@ const REQUEST_KINDS: &[&str] = &[
     "unregister_push",
     "ping",
     "revoke_other_devices",
+    "change_password",
+    "set_blocked",
+    "list_blocked",
+    "get_privacy",
+    "set_privacy",
 ];
 
 /// The request kind's name, as in the schema.
@@ -124,6 +129,11 @@ pub fn request_kind(body: &Body) -> usize {
         Body::UnregisterPush(_) => 28,
         Body::Ping(_) => 29,
         Body::RevokeOtherDevices(_) => 30,
+        Body::ChangePassword(_) => 31,
+        Body::SetBlocked(_) => 32,
+        Body::ListBlocked(_) => 33,
+        Body::GetPrivacy(_) => 34,
+        Body::SetPrivacy(_) => 35,
     }
 }
 
@@ -149,6 +159,8 @@ const REPLY_KINDS: &[&str] = &[
     "typing",
     "read_receipt",
     "go_away",
+    "blocked_list",
+    "privacy_settings",
 ];
 
 fn reply_kind(reply: &Reply) -> usize {
@@ -174,6 +186,8 @@ fn reply_kind(reply: &Reply) -> usize {
         Reply::Typing(_) => 18,
         Reply::ReadReceipt(_) => 19,
         Reply::GoAway(_) => 20,
+        Reply::BlockedList(_) => 21,
+        Reply::PrivacySettings(_) => 22,
     }
 }
 

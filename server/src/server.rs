@@ -91,6 +91,7 @@ impl Server {
             writer_queue: config.writer_queue,
             max_group_members: limits.max_group_members,
             max_devices: limits.max_devices,
+            max_blocked: limits.max_blocked,
             max_reply_bytes: limits.max_frame_bytes as usize,
             push: push.as_ref().map(|p| p.timing()),
         };

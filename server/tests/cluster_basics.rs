@@ -186,6 +186,24 @@ async fn users_on_different_nodes_chat_in_dms_and_groups() {
         assert_eq!(end, Some(ErrorCode::DEVICE_REVOKED));
     }
     assert_eq!(settled(|| alice.list_devices()).await.len(), 1);
+
+    // Blocking and privacy across partitions: bob (node b) blocks alice
+    // (node a); the block list is in bob's partition, the DM in the pair's.
+    // Once bob has his Done, alice's next send in the DM is refused.
+    settled(|| bob.set_blocked("alice", true)).await;
+    let refused = settled(|| async { Ok(alice.send(dm, "blocked-1", "hello?").await) }).await;
+    assert_eq!(refused.unwrap_err().code(), Some(ErrorCode::REFUSED_BY_USER));
+    let reopen = settled(|| async { Ok(alice.open_direct("bob").await) }).await;
+    assert_eq!(reopen.unwrap_err().code(), Some(ErrorCode::REFUSED_BY_USER));
+    let trap = settled(|| async { Ok(alice.create_group("trap", &["bob"]).await) }).await;
+    assert_eq!(trap.unwrap_err().code(), Some(ErrorCode::REFUSED_BY_USER));
+    settled(|| bob.set_blocked("alice", false)).await;
+    let after = settled(|| alice.send(dm, "unblocked-1", "hello again")).await;
+    assert_eq!(after.message.unwrap().seq, 21, "the refused send used no seq");
+    // Carol (node c) takes group invites from nobody.
+    settled(|| carol.set_privacy(pb::Audience::Unspecified, pb::Audience::Nobody)).await;
+    let spam = settled(|| async { Ok(alice.create_group("spam", &["carol"]).await) }).await;
+    assert_eq!(spam.unwrap_err().code(), Some(ErrorCode::REFUSED_BY_USER));
     let _ = message;
 }
 

@@ -94,6 +94,44 @@ pub fn vectors() -> Vec<Valid> {
             &client(7, Body::RevokeOtherDevices(pb::RevokeOtherDevicesRequest {})),
         ),
         Valid::of(
+            "change_password",
+            "ChangePasswordRequest: a new password, every other device signed out",
+            &client(
+                8,
+                Body::ChangePassword(pb::ChangePasswordRequest {
+                    current_password: "correct horse battery staple".into(),
+                    new_password: "a whole new passphrase".into(),
+                    revoke_other_devices: true,
+                }),
+            ),
+        ),
+        Valid::of(
+            "set_blocked",
+            "SetBlockedRequest: block mallory",
+            &client(9, Body::SetBlocked(pb::SetBlockedRequest { username: "mallory".into(), blocked: true })),
+        ),
+        Valid::of(
+            "list_blocked",
+            "ListBlockedRequest: the page after mallory, at most 50",
+            &client(10, Body::ListBlocked(pb::ListBlockedRequest { after_username: "mallory".into(), limit: 50 })),
+        ),
+        Valid::of(
+            "get_privacy",
+            "GetPrivacyRequest (no fields)",
+            &client(11, Body::GetPrivacy(pb::GetPrivacyRequest {})),
+        ),
+        Valid::of(
+            "set_privacy",
+            "SetPrivacyRequest: no new direct conversations, groups from contacts only",
+            &client(
+                12,
+                Body::SetPrivacy(pb::SetPrivacyRequest {
+                    direct_messages: pb::Audience::Nobody as i32,
+                    group_invites: pb::Audience::Contacts as i32,
+                }),
+            ),
+        ),
+        Valid::of(
             "revoke_device",
             "RevokeDeviceRequest for device 7",
             &client(6, Body::RevokeDevice(pb::RevokeDeviceRequest { device_id: 7 })),

@@ -193,6 +193,28 @@ pub fn vectors() -> Vec<Valid> {
             ),
         ),
         Valid::of(
+            "blocked_list",
+            "BlockedList: one blocked user, more after it",
+            &server(
+                10,
+                Body::BlockedList(pb::BlockedList {
+                    users: vec![pb::BlockedUser { username: "mallory".into(), blocked_at_ms: T0 - 60_000 }],
+                    has_more: true,
+                }),
+            ),
+        ),
+        Valid::of(
+            "privacy_settings",
+            "PrivacySettings: no new direct conversations, groups from contacts",
+            &server(
+                12,
+                Body::PrivacySettings(pb::PrivacySettings {
+                    direct_messages: pb::Audience::Nobody as i32,
+                    group_invites: pb::Audience::Contacts as i32,
+                }),
+            ),
+        ),
+        Valid::of(
             "device_list",
             "DeviceList with the current device online and another never seen",
             &server(

@@ -161,6 +161,59 @@ pub(super) fn revoke_other_devices(core: &Arc<Core>, auth: &Auth) -> Pending {
     })
 }
 
+pub(super) fn change_password(
+    core: &Arc<Core>,
+    auth: &Auth,
+    peer: SocketAddr,
+    r: pb::ChangePasswordRequest,
+) -> Pending {
+    let core = Arc::clone(core);
+    let (user_id, username, keep) = (auth.user.user_id, auth.user.username.clone(), auth.device_id);
+    Box::pin(async move {
+        // The session checked the new password's general rules; the one
+        // that needs the username is checked here, before any hashing.
+        if let Err(v) = confab_protocol::validate::new_password(&username, &r.new_password) {
+            return Err(ApiError::new(v.code(), v.to_string()));
+        }
+        // A wrong current password is a failed login: the same limits, so
+        // a stolen session cannot guess its way to the password.
+        let logins = &core.credentials.logins;
+        if let Err(wait) = logins.begin(&username, peer.ip(), Instant::now()) {
+            return Err(ApiError::rate_limited("too many password attempts; try again later", wait));
+        }
+        let stored = match core.store.user_by_name(username.clone()).await {
+            Ok(u) => u.map(|u| u.password_hash),
+            Err(e) => {
+                logins.not_checked(&username, peer.ip(), Instant::now());
+                return Err(e.into());
+            }
+        };
+        let ok = match core.credentials.passwords.verify(peer.ip(), stored, r.current_password).await {
+            Ok(ok) => ok,
+            Err(why) => {
+                logins.not_checked(&username, peer.ip(), Instant::now());
+                return Err(shed(&core, why));
+            }
+        };
+        if !ok {
+            core.metrics.auth_failures.fetch_add(1, Relaxed);
+            tracing::info!(user = user_id, %peer, "failed password change: wrong current password");
+            return Err(ApiError::invalid_credentials());
+        }
+        logins.succeeded(&username, peer.ip(), Instant::now());
+        let hash = match core.credentials.passwords.hash(peer.ip(), r.new_password).await {
+            Ok(h) => h.map_err(|_| ApiError::hashing_failed())?,
+            Err(why) => return Err(shed(&core, why)),
+        };
+        let revoked = core.store.set_password(user_id, hash, r.revoke_other_devices, keep).await?;
+        for device in &revoked {
+            core.delivery.end_device_sessions(user_id, *device, ErrorCode::DEVICE_REVOKED, None);
+        }
+        tracing::info!(user = user_id, device = keep, revoked = revoked.len(), "password changed");
+        Ok(Reply::Done(pb::Done {}))
+    })
+}
+
 pub(super) fn list_devices(core: &Arc<Core>, auth: &Auth, r: pb::ListDevicesRequest) -> Pending {
     let (user, current) = (auth.user.user_id, auth.device_id);
     let limit = core.limits.page_size(r.limit) as usize;

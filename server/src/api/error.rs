@@ -23,7 +23,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { code, message: message.into(), retry_after_ms: 0 }
     }
 
@@ -95,6 +95,8 @@ impl From<Refusal> for ApiError {
             Refusal::PermissionDenied(_) => ErrorCode::PERMISSION_DENIED,
             Refusal::GroupFull { .. } => ErrorCode::GROUP_FULL,
             Refusal::TooManyDevices { .. } => ErrorCode::TOO_MANY_DEVICES,
+            Refusal::NotAccepted(_) => ErrorCode::REFUSED_BY_USER,
+            Refusal::TooManyBlocked { .. } => ErrorCode::TOO_MANY_ITEMS,
             Refusal::Invalid(_) => ErrorCode::INVALID_ARGUMENT,
         };
         Self::new(code, r.to_string())

@@ -9,6 +9,7 @@
 //! - `groups`: create, members, roles, rename, leave.
 //! - `presence`: subscriptions, status, typing.
 //! - `push`: push targets.
+//! - `privacy`: the block list and privacy settings.
 //! - `error`: [`ApiError`].
 
 mod accounts;
@@ -17,6 +18,7 @@ mod error;
 mod groups;
 mod messages;
 mod presence;
+mod privacy;
 mod push;
 
 use std::future::Future;
@@ -79,6 +81,11 @@ pub fn dispatch(core: &Arc<Core>, ctx: &SessionCtx, body: Body) -> Pending {
         Body::RevokeDevice(r) => accounts::revoke_device(core, auth, r),
         Body::ListDevices(r) => accounts::list_devices(core, auth, r),
         Body::RevokeOtherDevices(_) => accounts::revoke_other_devices(core, auth),
+        Body::ChangePassword(r) => accounts::change_password(core, auth, ctx.peer, r),
+        Body::SetBlocked(r) => privacy::set_blocked(core, auth, r),
+        Body::ListBlocked(r) => privacy::list_blocked(core, auth, r),
+        Body::GetPrivacy(_) => privacy::get_privacy(core, auth),
+        Body::SetPrivacy(r) => privacy::set_privacy(core, auth, r),
         Body::OpenDirect(r) => conversations::open_direct(core, auth, ctx.peer.ip(), r),
         Body::ListConversations(r) => conversations::list(core, auth, r),
         Body::GetConversation(r) => conversations::get(core, auth, r),

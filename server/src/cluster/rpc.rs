@@ -25,8 +25,8 @@ use crate::store::records::{
     RpcReply, RpcRequest, RpcUserAndDevice, rpc_reply, rpc_request,
 };
 use crate::store::{
-    Accounts, CommandError, Conversations, HistoryRange, LocalStore, Messages, NewAccount, Op, PushOutbox, Refusal,
-    StoreError, UserRef,
+    Accounts, CommandError, Conversations, HistoryRange, LocalStore, Messages, NewAccount, Op, Privacy, PushOutbox,
+    Refusal, StoreError, UserRef,
 };
 
 /// The queue group owners answer in.
@@ -51,6 +51,8 @@ pub fn failure(e: &CommandError) -> RpcFailure {
             Refusal::GroupFull { would_have, max } => ("group_full", String::new(), *would_have as u64, *max),
             Refusal::TooManyDevices { max } => ("too_many_devices", String::new(), 0, *max),
             Refusal::Invalid(why) => ("invalid", why.to_string(), 0, 0),
+            Refusal::NotAccepted(who) => ("not_accepted", who.clone(), 0, 0),
+            Refusal::TooManyBlocked { max } => ("too_many_blocked", String::new(), 0, *max),
         },
         CommandError::Busy => ("busy", String::new(), 0, 0),
         CommandError::Store(StoreError::Closed) => ("closed", String::new(), 0, 0),
@@ -76,6 +78,8 @@ pub fn command_error(f: RpcFailure) -> CommandError {
         "group_full" => refused(Refusal::GroupFull { would_have: f.would_have as usize, max: f.max }),
         "too_many_devices" => refused(Refusal::TooManyDevices { max: f.max }),
         "invalid" => refused(Refusal::Invalid(f.detail.into())),
+        "not_accepted" => refused(Refusal::NotAccepted(f.detail)),
+        "too_many_blocked" => refused(Refusal::TooManyBlocked { max: f.max }),
         "busy" => CommandError::Busy,
         "closed" | "unavailable" => unavailable(&f.detail),
         "outcome_unknown" => CommandError::Store(StoreError::OutcomeUnknown(f.detail)),
@@ -201,6 +205,28 @@ fn start(store: &Arc<LocalStore>, request: RpcRequest) -> Op<RpcReply> {
             None => Box::pin(std::future::ready(Err(CommandError::Refused(Refusal::Invalid("no target".into()))))),
         },
         Q::UnregisterPush(r) => map(store.unregister_push(r.user_id, r.device_id), |()| done()),
+        Q::SetBlocked(r) => map(store.set_blocked_here(r.user_id, user_ref(r.target), r.blocked, r.now_ms), |id| {
+            R::Id(RpcId { id: id.unwrap_or(0) })
+        }),
+        Q::DirectBlock(r) => match r.block {
+            Some(b) => map(store.direct_block(r.conversation_id, b.blocker_id, b.blocked_id, b.blocked), |()| done()),
+            None => Box::pin(std::future::ready(Err(CommandError::Refused(Refusal::Invalid("no block".into()))))),
+        },
+        Q::Blocked(r) => map(store.blocked(r.user_id, r.after_user_id, r.limit as usize), |(blocks, has_more)| {
+            R::Blocked(crate::store::records::RpcBlocked { blocks, has_more })
+        }),
+        Q::Privacy(r) => map(store.privacy(r.user_id), R::Privacy),
+        Q::SetPrivacy(r) => map(store.set_privacy(r.user_id, r.change.unwrap_or_default()), R::Privacy),
+        Q::Reach(r) => match crate::store::Reach::from_code(r.reach) {
+            Some(reach) => {
+                use crate::store::ThenRefuse;
+                map(store.refuses(r.owner_id, r.other_id, reach).then_refuse(String::new()), |()| done())
+            }
+            None => Box::pin(std::future::ready(Err(CommandError::Refused(Refusal::Invalid("unknown reach".into()))))),
+        },
+        Q::SetPassword(r) => map(store.set_password(r.user_id, r.password_hash, r.revoke, r.keep_device_id), |ids| {
+            R::Ids(RpcIds { ids })
+        }),
     }
 }
 

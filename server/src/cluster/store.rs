@@ -12,6 +12,9 @@ use confab_protocol::pb;
 
 use super::rpc::{RpcClient, unavailable};
 use crate::store::records::{
+    DirectBlock, RpcBlockedPage, RpcDirectBlock, RpcReach, RpcSetBlocked, RpcSetPassword, RpcSetPrivacy,
+};
+use crate::store::records::{
     RpcAckCursor, RpcConversationOf, RpcCreateDevice, RpcCreateGroup, RpcDevice, RpcDevicesPage, RpcGroupAction,
     RpcGroupMember, RpcGroupMembers, RpcHistory, RpcMarkRead, RpcOpenDirect, RpcRegisterPush, RpcRename, RpcResume,
     RpcSend, RpcSummaries, RpcSync, RpcTouchDevice, RpcUser, RpcUserByName, rpc_reply, rpc_request,
@@ -21,6 +24,7 @@ use crate::store::{
     Op, Partitioning, PushOutbox, PushPlan, PushSettle, PushTarget, Refusal, Resumed, SendOutcome, Store, User,
     UserRef, conversation_page, tokens, with_read_seq,
 };
+use crate::store::{Blocked, Privacy, Reach, ThenRefuse};
 
 /// The partitions this node owns, each with its store.
 pub type Owned = Arc<RwLock<HashMap<u32, Arc<LocalStore>>>>;
@@ -313,6 +317,7 @@ impl Conversations for Cluster {
                 return Err(CommandError::Refused(Refusal::UserNotFound(peer)));
             };
             let peer = UserRef { user_id: peer.user_id, username: peer.username };
+            this.may_reach(me.user_id, peer.clone(), Reach::Direct).await?;
             let pair = this.partitioning.of_pair(me.user_id, peer.user_id);
             let (m, p) = (pb_user(&me), pb_user(&peer));
             let (me2, peer2) = (me.clone(), peer.clone());
@@ -397,6 +402,7 @@ impl Conversations for Cluster {
         let resolved = self.resolve(usernames);
         Box::pin(async move {
             let users = resolved.await?;
+            this.may_reach_all(actor.user_id, &users).await?;
             let p = this.of_user(actor.user_id);
             let there = rpc_request::Op::CreateGroup(RpcCreateGroup {
                 actor: Some(pb_user(&actor)),
@@ -422,6 +428,7 @@ impl Conversations for Cluster {
         let resolved = self.resolve(usernames);
         Box::pin(async move {
             let users = resolved.await?;
+            this.may_reach_all(actor.user_id, &users).await?;
             let there = rpc_request::Op::AddMembers(RpcGroupMembers {
                 actor: Some(pb_user(&actor)),
                 conversation_id: conversation,
@@ -641,6 +648,125 @@ impl PushOutbox for Cluster {
             Some(s) => s.settle_push(job, attempted, settle, now_ms),
             None => Box::pin(std::future::ready(Ok(()))),
         }
+    }
+}
+
+impl Cluster {
+    /// Refuses unless every one of `users` accepts being put in a group by
+    /// `actor` (the creator and members already in it are not asked).
+    async fn may_reach_all(&self, actor: u64, users: &[UserRef]) -> Result<(), CommandError> {
+        let checks: Vec<_> = users
+            .iter()
+            .filter(|u| u.user_id != actor)
+            .map(|u| self.may_reach(actor, u.clone(), Reach::Group))
+            .collect();
+        for check in checks {
+            check.await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `owner` refuses `reach` from `other`, asked of `owner`'s
+    /// partition.
+    fn refuses(&self, owner: u64, other: u64, reach: Reach, who: String) -> Op<()> {
+        let there = RpcReach { owner_id: owner, other_id: other, reach: reach.code() };
+        self.route(
+            self.of_user(owner),
+            |s| s.refuses(owner, other, reach).then_refuse(who),
+            || rpc_request::Op::Reach(there),
+            ClusterStore::done,
+        )
+    }
+}
+
+impl Privacy for Cluster {
+    fn set_blocked(&self, user_id: u64, target: UserRef, blocked: bool, now_ms: i64) -> Op<()> {
+        let target_id = target.user_id;
+        let there = RpcSetBlocked { user_id, target: Some(pb_user(&target)), blocked, now_ms };
+        let first = self.route(
+            self.of_user(user_id),
+            |s| s.set_blocked_here(user_id, target, blocked, now_ms),
+            || rpc_request::Op::SetBlocked(there),
+            |r| match r {
+                rpc_reply::Result::Id(id) => Ok((id.id != 0).then_some(id.id)),
+                _ => unexpected("set_blocked"),
+            },
+        );
+        let this = self.clone();
+        Box::pin(async move {
+            // The pair's direct conversation is in another partition: apply
+            // the block there before answering, so the next send sees it.
+            let Some(conversation) = first.await? else { return Ok(()) };
+            let block = DirectBlock { blocker_id: user_id, blocked_id: target_id, blocked };
+            this.route(
+                this.partitioning.of_id(conversation),
+                |s| s.direct_block(conversation, user_id, target_id, blocked),
+                || rpc_request::Op::DirectBlock(RpcDirectBlock { conversation_id: conversation, block: Some(block) }),
+                ClusterStore::done,
+            )
+            .await
+        })
+    }
+
+    fn blocked(&self, user_id: u64, after: u64, limit: usize) -> Op<(Vec<Blocked>, bool)> {
+        let page = RpcBlockedPage { user_id, after_user_id: after, limit: limit.min(u32::MAX as usize) as u32 };
+        self.route(
+            self.of_user(user_id),
+            |s| s.blocked(user_id, after, limit),
+            || rpc_request::Op::Blocked(page),
+            |r| match r {
+                rpc_reply::Result::Blocked(b) => Ok((b.blocks, b.has_more)),
+                _ => unexpected("blocked"),
+            },
+        )
+    }
+
+    fn privacy(&self, user_id: u64) -> Op<pb::PrivacySettings> {
+        self.route(
+            self.of_user(user_id),
+            |s| s.privacy(user_id),
+            || rpc_request::Op::Privacy(RpcUser { user_id }),
+            |r| match r {
+                rpc_reply::Result::Privacy(p) => Ok(p),
+                _ => unexpected("privacy"),
+            },
+        )
+    }
+
+    fn set_privacy(&self, user_id: u64, change: pb::SetPrivacyRequest) -> Op<pb::PrivacySettings> {
+        let there = RpcSetPrivacy { user_id, change: Some(change) };
+        self.route(
+            self.of_user(user_id),
+            |s| s.set_privacy(user_id, change),
+            || rpc_request::Op::SetPrivacy(there),
+            |r| match r {
+                rpc_reply::Result::Privacy(p) => Ok(p),
+                _ => unexpected("set_privacy"),
+            },
+        )
+    }
+
+    fn may_reach(&self, actor: u64, target: UserRef, reach: Reach) -> Op<()> {
+        // Each side's settings and block list live in its own partition.
+        let theirs = self.refuses(target.user_id, actor, reach, target.username.clone());
+        let mine = self.refuses(actor, target.user_id, Reach::BlockOnly, target.username);
+        Box::pin(async move {
+            theirs.await?;
+            mine.await
+        })
+    }
+
+    fn set_password(&self, user_id: u64, password_hash: String, revoke: bool, keep: u64) -> Op<Vec<u64>> {
+        let there = RpcSetPassword { user_id, password_hash: password_hash.clone(), revoke, keep_device_id: keep };
+        self.route(
+            self.of_user(user_id),
+            |s| s.set_password(user_id, password_hash, revoke, keep),
+            || rpc_request::Op::SetPassword(there),
+            |r| match r {
+                rpc_reply::Result::Ids(ids) => Ok(ids.ids),
+                _ => unexpected("set_password"),
+            },
+        )
     }
 }
 

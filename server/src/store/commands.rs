@@ -53,6 +53,7 @@ impl Tx<'_> {
             password_hash,
             created_at_ms: now_ms,
             last_seen_ms: now_ms,
+            ..Default::default()
         };
         self.put_record(Ks::Users, &keys::user(UserId(user_id)), &user);
         self.put(Ks::Usernames, username.as_bytes(), keys::id_value(user_id));
@@ -212,6 +213,9 @@ impl Tx<'_> {
         if peer.user_id == me.user_id {
             return refuse(Refusal::CannotMessageSelf);
         }
+        // Before looking for the pair: a blocked user gets no conversation,
+        // not even one that exists (as in a cluster, which checks first).
+        self.check_reach(me, peer, super::Reach::Direct)?;
         let pair_key = keys::direct_pair(UserId(me.user_id), UserId(peer.user_id));
         if let Some(id) = self.get(Ks::DirectPairs, &pair_key)? {
             let conversation = keys::read_u64(&id, 0)
@@ -235,6 +239,7 @@ impl Tx<'_> {
                 joined_seq: 0,
                 username: user.username.clone(),
                 read_seq: 0,
+                ..Default::default()
             };
             self.put_record(Ks::Members, &keys::member(ConversationId(conversation), UserId(user.user_id)), &member);
         }
@@ -317,7 +322,10 @@ impl Tx<'_> {
             };
             return Ok((SendOutcome { message, duplicate: true }, Deliveries::default()));
         }
-        self.current_member(sender.user_id, conversation)?;
+        let me = self.current_member(sender.user_id, conversation)?;
+        if me.blocks_peer || me.blocked_by_peer {
+            return refuse(Refusal::NotAccepted("the other member".into()));
+        }
         let recipients = self.member_ids(conversation)?;
         let mut out = Deliveries::default();
         let content = pb::message::Content::Text(text);

@@ -33,10 +33,11 @@ pub(crate) enum Ks {
     PushJobs,
     PushDue,
     FormerMembers,
+    Blocks,
 }
 
 impl Ks {
-    pub(crate) const ALL: [Ks; 17] = [
+    pub(crate) const ALL: [Ks; 18] = [
         Ks::Meta,
         Ks::Users,
         Ks::Usernames,
@@ -54,6 +55,7 @@ impl Ks {
         Ks::PushJobs,
         Ks::PushDue,
         Ks::FormerMembers,
+        Ks::Blocks,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -75,6 +77,7 @@ impl Ks {
             Ks::PushJobs => keys::PUSH_JOBS,
             Ks::PushDue => keys::PUSH_DUE,
             Ks::FormerMembers => keys::FORMER_MEMBERS,
+            Ks::Blocks => keys::BLOCKS,
         }
     }
 }

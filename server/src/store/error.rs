@@ -95,6 +95,16 @@ pub enum Refusal {
         /// The limit.
         max: u32,
     },
+    /// A user does not accept this from the requester (a block either
+    /// way, or their privacy settings); names whom.
+    #[error("{0} does not accept this from you, or you blocked them")]
+    NotAccepted(String),
+    /// The block list is full.
+    #[error("you have blocked {max} users, the most you may; unblock some first")]
+    TooManyBlocked {
+        /// The limit.
+        max: u32,
+    },
     /// An argument no rule accepts (why).
     #[error("{0}")]
     Invalid(std::borrow::Cow<'static, str>),

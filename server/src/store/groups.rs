@@ -71,6 +71,7 @@ impl Tx<'_> {
                 joined_seq: seq,
                 username: user.username.clone(),
                 read_seq: seq,
+                ..Default::default()
             };
             self.put_record(Ks::Members, &keys::member(ConversationId(conversation), UserId(user.user_id)), &member);
             self.delete(Ks::FormerMembers, &keys::former_member(ConversationId(conversation), UserId(user.user_id)));
@@ -125,6 +126,9 @@ impl Tx<'_> {
         }
         if 1 + others.len() > max_members as usize {
             return refuse(Refusal::GroupFull { would_have: 1 + others.len(), max: max_members });
+        }
+        for user in &others {
+            self.check_reach(creator, user, super::Reach::Group)?;
         }
         let conversation = self.next_id(keys::NEXT_CONVERSATION_ID)?;
         let record = ConversationRecord {
@@ -183,6 +187,9 @@ impl Tx<'_> {
         let would_have = group.members.len() + new.len();
         if would_have > max_members as usize {
             return refuse(Refusal::GroupFull { would_have, max: max_members });
+        }
+        for user in &new {
+            self.check_reach(actor, user, super::Reach::Group)?;
         }
         // The ADDED change takes the next seq: the new members' view starts there.
         let seq = self.last_seq(conversation)? + 1;

@@ -25,6 +25,7 @@ pub const PUSH_TARGETS: &str = "push_targets";
 pub const PUSH_JOBS: &str = "push_jobs";
 pub const PUSH_DUE: &str = "push_due";
 pub const FORMER_MEMBERS: &str = "former_members";
+pub const BLOCKS: &str = "blocks";
 
 /// meta keys.
 pub const FORMAT_VERSION: &[u8] = b"format_version";
@@ -167,6 +168,11 @@ pub fn push_job(d: DeviceId, c: ConversationId) -> [u8; 16] {
 /// The prefix of a device's push_jobs keys.
 pub fn of_device(d: DeviceId) -> [u8; 8] {
     one(d.0)
+}
+
+/// blocks/(blocker, blocked).
+pub fn block(blocker: UserId, blocked: UserId) -> [u8; 16] {
+    two(blocker.0, blocked.0)
 }
 
 /// dedupe/(sender, client_msg_id bytes).

@@ -8,14 +8,15 @@ use std::thread::JoinHandle;
 
 use confab_protocol::pb;
 
+use super::ThenRefuse;
 use super::records::EffectBatch;
 use super::tokens;
 use super::tx::Tx;
 use super::writer::{Deliveries, Log, WriterSettings};
 use super::{
-    Accounts, CommandError, CommitHook, Conversations, Created, Db, Device, DueJob, HistoryRange, Messages, NewAccount,
-    Op, PushOutbox, PushPlan, PushSettle, PushTarget, PushTiming, Refusal, Resumed, Scope, SendOutcome, Store,
-    StoreError, User, UserRef, Writer,
+    Accounts, Blocked, CommandError, CommitHook, Conversations, Created, Db, Device, DueJob, HistoryRange, Messages,
+    NewAccount, Op, Privacy, PushOutbox, PushPlan, PushSettle, PushTarget, PushTiming, Reach, Refusal, Resumed, Scope,
+    SendOutcome, Store, StoreError, User, UserRef, Writer,
 };
 use crate::delivery::Delivery;
 
@@ -29,6 +30,8 @@ pub struct StoreSettings {
     pub max_group_members: u32,
     /// Most devices per account.
     pub max_devices: u32,
+    /// Most users one account may block.
+    pub max_blocked: u32,
     /// Largest encoded page a read may return, in bytes (the frame limit).
     pub max_reply_bytes: usize,
     /// How sends schedule push notifications (`None`: push is off).
@@ -395,6 +398,75 @@ impl PushOutbox for LocalStore {
 
     fn settle_push(&self, job: DueJob, attempted: u64, settle: PushSettle, now_ms: i64) -> Op<()> {
         self.write(move |tx| tx.settle_push(job, attempted, settle, now_ms))
+    }
+}
+
+impl LocalStore {
+    /// Whether `owner` refuses `reach` from `other` (read in `owner`'s
+    /// partition; cluster mode asks each side's owner).
+    pub fn refuses(&self, owner: u64, other: u64, reach: Reach) -> Op<bool> {
+        self.read(move |db| super::privacy::refuses(db, owner, other, reach))
+    }
+}
+
+impl LocalStore {
+    /// Blocks or unblocks in the user's partition; returns the pair's
+    /// direct conversation when it is in another partition, for
+    /// [`LocalStore::direct_block`] there.
+    pub fn set_blocked_here(&self, user_id: u64, target: UserRef, blocked: bool, now_ms: i64) -> Op<Option<u64>> {
+        let max = self.settings.max_blocked;
+        self.write(move |tx| tx.set_blocked(user_id, &target, blocked, max, now_ms))
+    }
+
+    /// Applies a block to a direct conversation of this partition.
+    pub fn direct_block(&self, conversation: u64, blocker: u64, blocked_user: u64, blocked: bool) -> Op<()> {
+        let block = super::records::DirectBlock { blocker_id: blocker, blocked_id: blocked_user, blocked };
+        self.write(move |tx| Ok((tx.apply_direct_block(conversation, block)?, Deliveries::default())))
+    }
+}
+
+impl Privacy for LocalStore {
+    fn set_blocked(&self, user_id: u64, target: UserRef, blocked: bool, now_ms: i64) -> Op<()> {
+        // One node has one partition: the conversation is always here, and
+        // set_blocked_here applies the block to it in the same write.
+        let target_id = target.user_id;
+        let here = self.set_blocked_here(user_id, target, blocked, now_ms);
+        let writer = self.writer.clone();
+        Box::pin(async move {
+            if let Some(conversation) = here.await? {
+                let block = super::records::DirectBlock { blocker_id: user_id, blocked_id: target_id, blocked };
+                let done =
+                    writer.submit(move |tx| Ok((tx.apply_direct_block(conversation, block)?, Deliveries::default())));
+                done?.await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn blocked(&self, user_id: u64, after: u64, limit: usize) -> Op<(Vec<Blocked>, bool)> {
+        self.read(move |db| db.blocked_page(user_id, after, limit))
+    }
+
+    fn privacy(&self, user_id: u64) -> Op<pb::PrivacySettings> {
+        let db = Arc::clone(&self.db);
+        Box::pin(async move { db.read(move |db| Ok(db.privacy(user_id))).await? })
+    }
+
+    fn set_privacy(&self, user_id: u64, change: pb::SetPrivacyRequest) -> Op<pb::PrivacySettings> {
+        self.write(move |tx| tx.set_privacy(user_id, &change))
+    }
+
+    fn may_reach(&self, actor: u64, target: UserRef, reach: Reach) -> Op<()> {
+        let (them, name) = (target.user_id, target.username);
+        self.read(move |db| {
+            use super::privacy::refuses;
+            Ok(refuses(db, them, actor, reach)? || refuses(db, actor, them, Reach::BlockOnly)?)
+        })
+        .then_refuse(name)
+    }
+
+    fn set_password(&self, user_id: u64, password_hash: String, revoke: bool, keep: u64) -> Op<Vec<u64>> {
+        self.write(move |tx| tx.set_password(user_id, password_hash, revoke, keep))
     }
 }
 

@@ -40,6 +40,7 @@ mod groups;
 mod keys;
 mod local;
 mod partition;
+mod privacy;
 mod push;
 mod reads;
 #[cfg(test)]
@@ -61,8 +62,10 @@ use db::{Ks, decode};
 pub use error::{CommandError, Refusal, StoreError};
 pub use local::{LocalStore, StoreSettings};
 pub use partition::Partitioning;
+pub use privacy::Reach;
 pub use push::{DueJob, PushNotice, PushPlan, PushSettle, SkipReason};
 pub use reads::{conversation_page, with_read_seq};
+pub use records::BlockRecord as Blocked;
 pub use records::push_target_record::Target as PushEndpoint;
 pub use records::{
     DeviceRecord as Device, PushTargetRecord as PushTarget, UserRecord as User, WebhookTargetRecord as WebhookEndpoint,
@@ -77,6 +80,20 @@ pub use writer::{Log, LogError};
 /// them; awaiting gives its outcome once it is durable. A read runs when
 /// awaited.
 pub type Op<T> = Pin<Box<dyn Future<Output = Result<T, CommandError>> + Send + 'static>>;
+
+/// Turns a "refuses?" answer into the refusal of a request naming `who`.
+pub trait ThenRefuse {
+    /// `Ok(())` when not refused, else [`Refusal::NotAccepted`].
+    fn then_refuse(self, who: String) -> Op<()>;
+}
+
+impl ThenRefuse for Op<bool> {
+    fn then_refuse(self, who: String) -> Op<()> {
+        Box::pin(
+            async move { if self.await? { Err(CommandError::Refused(Refusal::NotAccepted(who))) } else { Ok(()) } },
+        )
+    }
+}
 
 /// How the message path schedules notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,8 +260,29 @@ pub trait PushOutbox: Send + Sync + 'static {
     fn settle_push(&self, job: DueJob, attempted: u64, settle: PushSettle, now_ms: i64) -> Op<()>;
 }
 
+/// The block list, privacy settings and passwords (PROTOCOL.md §6.6,
+/// §6.7), in the user's partition.
+pub trait Privacy: Send + Sync + 'static {
+    /// Blocks or unblocks `target` for `user_id` (idempotent); refuses
+    /// blocking past the store's `max_blocked`.
+    fn set_blocked(&self, user_id: u64, target: UserRef, blocked: bool, now_ms: i64) -> Op<()>;
+    /// The user's blocked users with ids above `after`, at most `limit`,
+    /// in id order; and whether more follow.
+    fn blocked(&self, user_id: u64, after: u64, limit: usize) -> Op<(Vec<Blocked>, bool)>;
+    /// The user's privacy settings.
+    fn privacy(&self, user_id: u64) -> Op<pb::PrivacySettings>;
+    /// Changes some privacy settings; returns them all.
+    fn set_privacy(&self, user_id: u64, change: pb::SetPrivacyRequest) -> Op<pb::PrivacySettings>;
+    /// Refuses ([`Refusal::NotAccepted`]) when `target` does not accept
+    /// `reach` from `actor` or either blocked the other.
+    fn may_reach(&self, actor: u64, target: UserRef, reach: Reach) -> Op<()>;
+    /// Replaces the password hash; with `revoke`, revokes every device
+    /// but `keep` (0: all). Returns the devices revoked.
+    fn set_password(&self, user_id: u64, password_hash: String, revoke: bool, keep: u64) -> Op<Vec<u64>>;
+}
+
 /// Everything durable.
-pub trait Store: Accounts + Conversations + Messages + PushOutbox {
+pub trait Store: Accounts + Conversations + Messages + PushOutbox + Privacy {
     /// A cheap read that shows the store is open and answers (readiness).
     fn check(&self) -> Op<()>;
 

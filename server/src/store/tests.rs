@@ -40,8 +40,14 @@ fn open(push: Option<PushTiming>) -> Fixture {
     let commits: Arc<Mutex<Vec<CommitStats>>> = Arc::default();
     let seen = Arc::clone(&commits);
     let hook: CommitHook = Arc::new(move |c| seen.lock().unwrap().push(*c));
-    let settings =
-        StoreSettings { writer_queue: 4096, max_group_members: 3, max_devices: 3, max_reply_bytes: 1 << 20, push };
+    let settings = StoreSettings {
+        writer_queue: 4096,
+        max_group_members: 3,
+        max_devices: 3,
+        max_blocked: 3,
+        max_reply_bytes: 1 << 20,
+        push,
+    };
     let store = LocalStore::start(db, delivered.clone(), hook, settings).unwrap();
     Fixture { store, delivered, commits, _dir: dir }
 }
