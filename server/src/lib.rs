@@ -12,7 +12,8 @@
 //! - [`http`]: the HTTP listener: WebSocket bridge, browser client,
 //!   health, metrics, discovery.
 //! - [`transport`]: the TCP+TLS and QUIC accept loops, server-side TLS,
-//!   and the task that owns one session whatever its transport.
+//!   and the task that owns one session whatever its transport;
+//!   [`admin`]: the operator's socket (`confabd admin`).
 //! - [`api`]: one handler per request, by family, and the one place that
 //!   maps internal errors to wire codes.
 //! - [`state`]: the chat core: the services a request is served with.
@@ -42,6 +43,7 @@
 #![deny(missing_docs)]
 
 pub mod accounts;
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod cluster;

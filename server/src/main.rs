@@ -195,6 +195,40 @@ struct Args {
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG also works.
     #[arg(long, value_name = "FILTER", default_value = "info,fjall=warn,lsm_tree=warn")]
     log: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Act on an account of the running server, through its admin socket
+    /// (DATA_DIR/admin.sock, reachable only by the data dir's owner).
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminCmd {
+    /// Show an account and its devices (JSON).
+    User {
+        /// The username.
+        username: String,
+    },
+    /// Give an account a new password and sign out every one of its
+    /// devices. The password is generated and printed, or read from stdin
+    /// (one line) with --password-stdin.
+    ResetPassword {
+        /// The username.
+        username: String,
+        /// Read the new password from stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Sign out every device of an account (its password is unchanged).
+    RevokeDevices {
+        /// The username.
+        username: String,
+    },
 }
 
 fn set<T>(dst: &mut T, v: Option<T>) {
@@ -306,7 +340,12 @@ fn not_carried_bytes(meta: &tracing::Metadata<'_>) -> bool {
 }
 
 fn main() -> anyhow::Result<()> {
-    let (config, log) = Args::parse().into_config()?;
+    let mut args = Args::parse();
+    let command = args.command.take();
+    let (config, log) = args.into_config()?;
+    if let Some(Cmd::Admin(op)) = command {
+        return admin(&config.data_dir, op);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log))
         .context("invalid --log filter")?;
@@ -367,4 +406,78 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     Ok(())
+}
+
+/// `confabd admin …`: one request to the running server's admin socket.
+#[cfg(unix)]
+#[allow(clippy::print_stdout)]
+fn admin(data_dir: &std::path::Path, op: AdminCmd) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let (request, generated) = match &op {
+        AdminCmd::User { username } => (serde_json::json!({"op": "user", "username": username}), None),
+        AdminCmd::RevokeDevices { username } => {
+            (serde_json::json!({"op": "revoke-devices", "username": username}), None)
+        }
+        AdminCmd::ResetPassword { username, password_stdin } => {
+            let (password, generated) = if *password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+                (line.trim_end_matches(['\r', '\n']).to_string(), None)
+            } else {
+                let p = generate_password();
+                (p.clone(), Some(p))
+            };
+            (serde_json::json!({"op": "reset-password", "username": username, "password": password}), generated)
+        }
+    };
+    let path = confab_server::admin::socket_path(data_dir);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
+            "no confabd is running on {} (nothing answers at {}); start it first",
+            data_dir.display(),
+            path.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            anyhow::anyhow!("{} is not yours: run as the user that runs confabd", path.display())
+        }
+        _ => anyhow::anyhow!("connecting to {}: {e}", path.display()),
+    })?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let mut line = request.to_string();
+    line.push('\n');
+    stream.write_all(line.as_bytes()).context("sending the request")?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).context("reading the answer")?;
+    let answer: serde_json::Value = serde_json::from_str(&answer).context("the server's answer is not JSON")?;
+    if answer.get("ok") != Some(&serde_json::Value::Bool(true)) {
+        let why = answer.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
+        anyhow::bail!("{why}");
+    }
+    let revoked = answer.get("revoked_devices").and_then(|r| r.as_u64()).unwrap_or(0);
+    match op {
+        AdminCmd::User { .. } => println!("{}", serde_json::to_string_pretty(&answer)?),
+        AdminCmd::ResetPassword { username, .. } => {
+            match generated {
+                Some(p) => println!("new password for {username}: {p}"),
+                None => println!("password of {username} changed"),
+            }
+            println!("{revoked} device(s) signed out");
+        }
+        AdminCmd::RevokeDevices { username } => println!("{revoked} device(s) of {username} signed out"),
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn admin(_: &std::path::Path, _: AdminCmd) -> anyhow::Result<()> {
+    anyhow::bail!("confabd admin needs a Unix socket: not available on this platform")
+}
+
+/// 20 characters from a 62-letter alphabet: about 119 bits.
+#[cfg(unix)]
+fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..20).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect()
 }

@@ -225,6 +225,16 @@ impl Server {
             ingress.tracker.spawn(quic::serve(Arc::clone(&ingress), endpoint.clone(), shutdown.clone()));
             server.quic = Some((endpoint, bound));
         }
+        #[cfg(unix)]
+        match crate::admin::bind(&server.config.data_dir) {
+            Ok(listener) => {
+                let path = crate::admin::socket_path(&server.config.data_dir);
+                let task = crate::admin::serve(Arc::clone(&ingress.core), listener, path, shutdown.clone());
+                ingress.tracker.spawn(task);
+            }
+            // Not fatal: the chat service does not need it.
+            Err(e) => tracing::warn!(error = %e, "no admin socket: `confabd admin` will not reach this server"),
+        }
         if let Some(starting) = starting {
             let listener = starting
                 .finish()

@@ -31,7 +31,7 @@ fn rank(module: &[String]) -> u32 {
         Some("<main>") => 9,
         Some("server") => 8,
         Some("http") => 7,
-        Some("transport") => 6,
+        Some("transport" | "admin") => 6,
         Some("api") => 5,
         Some("state") => 4,
         Some("hub" | "presence" | "push" | "accounts" | "passwords" | "cluster") => 3,
