@@ -25,6 +25,12 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// Serve HTTP over TLS (https/wss) with the server's certificate.
     pub http_tls: bool,
+    /// The addresses users open the browser client at
+    /// (`scheme://host[:port]`). When set, only these (and
+    /// `allowed_origins`) may open WebSockets; when empty, a page may when
+    /// its origin is the address the request was sent to and that is an IP
+    /// literal or `localhost` (DNS names are not trusted from `Host`).
+    pub public_origins: Vec<String>,
     /// Origins allowed to open WebSockets besides the server's own pages
     /// (`scheme://host[:port]`; `*` allows any).
     pub allowed_origins: Vec<String>,
@@ -230,6 +236,7 @@ impl Default for Config {
             tcp: Some(local),
             http: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT))),
             http_tls: false,
+            public_origins: Vec::new(),
             allowed_origins: Vec::new(),
             web_dir: None,
             cert: None,
@@ -309,6 +316,15 @@ impl Config {
         }
         if let Some(o) = self.allowed_origins.iter().find(|o| *o != "*" && !o.contains("://")) {
             return Err(ConfigError::Invalid(format!("allowed_origins: {o:?} is not scheme://host[:port] or *")));
+        }
+        let origin_ok = |o: &str| {
+            let Some((scheme, rest)) = o.trim_end_matches('/').split_once("://") else { return false };
+            matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', '@', ' '])
+        };
+        if let Some(o) = self.public_origins.iter().find(|o| !origin_ok(o)) {
+            return Err(ConfigError::Invalid(format!(
+                "public_origins: {o:?} is not http(s)://host[:port] (no path), e.g. https://chat.example.com"
+            )));
         }
         if (l.max_frame_bytes as u64) < u64::from(l.max_message_chars) * 4 + 1024 {
             return bad("limits.max_frame_bytes must hold a message of max_message_chars 4-byte characters plus 1 KiB");

@@ -52,9 +52,16 @@ struct Args {
     #[arg(long)]
     http_tls: bool,
     /// Also let pages from this origin (scheme://host[:port]) open
-    /// WebSockets; repeatable; `*` allows any. Default: same origin only.
+    /// WebSockets; repeatable; `*` allows any. Default: only the public origins (see --public-origin).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+    /// An address users open the browser client at (scheme://host[:port],
+    /// e.g. https://chat.example.com); repeatable. When set, only pages
+    /// from these origins (and --allow-origin) may open WebSockets. Without
+    /// it, only pages opened at an IP address or localhost may: a DNS name
+    /// is never trusted from the Host header (DNS rebinding).
+    #[arg(long = "public-origin", value_name = "ORIGIN")]
+    public_origin: Vec<String>,
     /// Serve the browser client from DIR instead of the copy built into the
     /// binary (to develop it without rebuilding).
     #[arg(long, value_name = "DIR")]
@@ -264,6 +271,7 @@ impl Args {
         }
         c.http_tls |= self.http_tls;
         c.allowed_origins.extend(self.allow_origin);
+        c.public_origins.extend(self.public_origin);
         if self.web_dir.is_some() {
             c.web_dir = self.web_dir;
         }

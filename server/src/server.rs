@@ -281,7 +281,11 @@ impl Server {
         let app = Arc::new(http::App {
             ingress: Arc::clone(ingress),
             shutdown: self.shutdown.clone(),
-            origins: http::Origins::from_config(&self.config.allowed_origins),
+            origins: http::Origins::from_config(
+                &self.config.public_origins,
+                &self.config.allowed_origins,
+                self.config.http_tls,
+            ),
             assets,
             cluster: self.cluster.as_ref().map(|n| Arc::clone(&n.view)),
             endpoints: http::Endpoints {

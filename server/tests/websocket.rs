@@ -79,6 +79,45 @@ async fn expect_fatal(ws: &mut Raw, code: ErrorCode, status: u16) {
     assert_eq!(ws.close_status(), Some((status, code.name().unwrap().to_string())));
 }
 
+fn refused(r: Result<Raw, tungstenite::Error>) -> u16 {
+    match r {
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// The security review: the Origin check ignored the scheme and trusted
+/// the Host header, so a page on an attacker's DNS name that resolves to
+/// this server (DNS rebinding) passed as "same origin".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_origins_resist_dns_rebinding_and_follow_public_origins() {
+    let server = TestServer::start().await;
+    let addr = server.server().http_addr().unwrap();
+    let port = addr.port();
+    let rebound = format!("rebind.evil.example:{port}");
+    let attempt = Raw::ws_as(addr, Some(&rebound), Some("confab.v1"), Some(&format!("http://{rebound}"))).await;
+    assert_eq!(refused(attempt), 403, "a DNS name is not trusted from Host");
+    let https = Raw::ws(addr, Some("confab.v1"), Some(&format!("https://{addr}"))).await;
+    assert_eq!(refused(https), 403, "the scheme is part of the origin");
+    let localhost = format!("localhost:{port}");
+    let mut ok =
+        Raw::ws_as(addr, Some(&localhost), Some("confab.v1"), Some(&format!("http://{localhost}"))).await.unwrap();
+    ok.handshake().await;
+    server.stop().await;
+
+    let server = TestServer::start_with(|c| c.public_origins = vec!["https://chat.example.com".into()]).await;
+    let addr = server.server().http_addr().unwrap();
+    let mut ok =
+        Raw::ws_as(addr, Some("chat.example.com"), Some("confab.v1"), Some("https://chat.example.com")).await.unwrap();
+    ok.handshake().await;
+    // With public origins set, the address the request came to is no
+    // origin of its own.
+    assert_eq!(refused(Raw::ws(addr, Some("confab.v1"), Some(&format!("http://{addr}"))).await), 403);
+    // Clients without Origin (not browsers) are not concerned.
+    Raw::ws(addr, Some("confab.v1"), None).await.unwrap().handshake().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_websocket_input_gets_clear_errors_and_the_server_keeps_serving() {
     let server = TestServer::start_with(|c| c.limits.max_frame_bytes = 1 << 20).await;

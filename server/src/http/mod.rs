@@ -60,26 +60,37 @@ pub struct Endpoints {
     pub fingerprint: String,
 }
 
-/// The WebSocket `Origin` policy.
+/// The WebSocket `Origin` policy. Browsers send `Origin` with every
+/// WebSocket handshake; a page may open this server's WebSocket when its
+/// origin is one of the server's public origins (`--public-origin`, the
+/// addresses users open), one of the allowed others (`--allow-origin`), or
+/// — when no public origin is configured — the very address the request
+/// was sent to, scheme included, and that address is a loopback name or an
+/// IP literal. A DNS name is never trusted from the `Host` header alone: a
+/// page on an attacker's name that resolves to this server (DNS rebinding)
+/// sends matching `Origin` and `Host` headers.
 #[derive(Debug, Clone)]
-pub enum Origins {
-    /// Only pages served by this host (Origin's host:port equals Host).
-    SameOrigin,
-    /// Any origin.
-    Any,
-    /// Exactly these origins (`scheme://host[:port]`), plus same-origin.
-    List(Vec<String>),
+pub struct Origins {
+    any: bool,
+    listed: Vec<String>,
+    public_set: bool,
+    /// The scheme pages served by this listener have (`http` or `https`).
+    scheme: &'static str,
+}
+
+fn normalized(origin: &str) -> String {
+    origin.trim_end_matches('/').to_ascii_lowercase()
 }
 
 impl Origins {
-    /// From the config's `allowed_origins` (empty: same-origin; `*`: any).
-    pub fn from_config(list: &[String]) -> Self {
-        if list.is_empty() {
-            Origins::SameOrigin
-        } else if list.iter().any(|o| o == "*") {
-            Origins::Any
-        } else {
-            Origins::List(list.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect())
+    /// From the config's public and allowed origins (`*` among the allowed:
+    /// any), for a listener serving `https` when `tls`.
+    pub fn from_config(public: &[String], allowed: &[String], tls: bool) -> Self {
+        Origins {
+            any: allowed.iter().any(|o| o == "*"),
+            listed: public.iter().chain(allowed).filter(|o| *o != "*").map(|o| normalized(o)).collect(),
+            public_set: !public.is_empty(),
+            scheme: if tls { "https" } else { "http" },
         }
     }
 
@@ -88,22 +99,36 @@ impl Origins {
     /// concern.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
         let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
-        let origin = origin.to_str().map_err(|_| "unreadable Origin header")?.to_ascii_lowercase();
-        if matches!(self, Origins::Any) {
+        let origin = normalized(origin.to_str().map_err(|_| "unreadable Origin header")?);
+        if self.any || self.listed.contains(&origin) {
             return Ok(());
         }
-        if let Origins::List(list) = self
-            && list.contains(&origin)
-        {
-            return Ok(());
+        if self.public_set {
+            return Err(
+                "this page's origin is not a public origin of this server (see --public-origin, --allow-origin)",
+            );
         }
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_ascii_lowercase);
-        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-        match (origin_host, host) {
-            (Some(o), Some(h)) if o == h => Ok(()),
-            _ => Err("this Origin may not open WebSockets here (see --allow-origin)"),
+        let same = match (origin.split_once("://"), &host) {
+            (Some((scheme, rest)), Some(h)) => scheme == self.scheme && rest == h,
+            _ => false,
+        };
+        if !same {
+            return Err("this page's origin may not open WebSockets here (see --public-origin, --allow-origin)");
         }
+        if !literal_or_loopback(host_of(host.as_deref().unwrap_or(""))) {
+            return Err("pages on a DNS name may open WebSockets only when it is a public origin: \
+                        start confabd with --public-origin SCHEME://NAME[:PORT]");
+        }
+        Ok(())
     }
+}
+
+/// An IP literal (`127.0.0.1`, `[::1]`) or `localhost`: names no other
+/// site can make a browser send.
+fn literal_or_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>().is_ok() || bare == "localhost" || bare.ends_with(".localhost")
 }
 
 /// The router.
@@ -276,14 +301,26 @@ mod tests {
 
     #[test]
     fn origin_policy() {
-        let same = Origins::from_config(&[]);
+        let same = Origins::from_config(&[], &[], false);
         assert!(same.check(&headers(None, "127.0.0.1:7080")).is_ok());
         assert!(same.check(&headers(Some("http://127.0.0.1:7080"), "127.0.0.1:7080")).is_ok());
+        assert!(same.check(&headers(Some("http://localhost:7080"), "localhost:7080")).is_ok());
+        assert!(same.check(&headers(Some("http://[::1]:7080"), "[::1]:7080")).is_ok());
         assert!(same.check(&headers(Some("http://evil.example"), "127.0.0.1:7080")).is_err());
         assert!(same.check(&headers(Some("http://127.0.0.1:9999"), "127.0.0.1:7080")).is_err());
-        let list = Origins::from_config(&["https://chat.example/".into()]);
+        // The scheme counts: an https page is not this plain-HTTP listener's.
+        assert!(same.check(&headers(Some("https://127.0.0.1:7080"), "127.0.0.1:7080")).is_err());
+        // DNS rebinding: an attacker's name resolving here sends matching
+        // Origin and Host headers; a name is trusted only as a public origin.
+        assert!(same.check(&headers(Some("http://rebind.evil.example:7080"), "rebind.evil.example:7080")).is_err());
+        let public = Origins::from_config(&["https://chat.example/".into()], &[], true);
+        assert!(public.check(&headers(Some("https://chat.example"), "chat.example")).is_ok());
+        assert!(public.check(&headers(Some("http://chat.example"), "chat.example")).is_err());
+        // With public origins set, Host is not consulted at all.
+        assert!(public.check(&headers(Some("https://127.0.0.1:7443"), "127.0.0.1:7443")).is_err());
+        let list = Origins::from_config(&[], &["https://chat.example/".into()], false);
         assert!(list.check(&headers(Some("https://chat.example"), "10.0.0.1:7080")).is_ok());
         assert!(list.check(&headers(Some("https://other.example"), "10.0.0.1:7080")).is_err());
-        assert!(Origins::from_config(&["*".into()]).check(&headers(Some("null"), "x")).is_ok());
+        assert!(Origins::from_config(&[], &["*".into()], false).check(&headers(Some("null"), "x")).is_ok());
     }
 }

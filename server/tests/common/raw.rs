@@ -126,7 +126,21 @@ impl Raw {
     /// sending `origin` when given. A refused upgrade is the error (an
     /// HTTP status in `tungstenite::Error::Http`).
     pub async fn ws(addr: SocketAddr, protocol: Option<&str>, origin: Option<&str>) -> Result<Raw, tungstenite::Error> {
+        Raw::ws_as(addr, None, protocol, origin).await
+    }
+
+    /// Like [`Raw::ws`], with the `Host` header set to `host` (as a
+    /// browser sends it for a page on that name).
+    pub async fn ws_as(
+        addr: SocketAddr,
+        host: Option<&str>,
+        protocol: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Raw, tungstenite::Error> {
         let mut req = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+        if let Some(h) = host {
+            req.headers_mut().insert("Host", HeaderValue::from_str(h).unwrap());
+        }
         if let Some(p) = protocol {
             req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
         }
