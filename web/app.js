@@ -3,7 +3,8 @@
 // Model (model.js). All user content goes through textContent, never HTML.
 
 import { Session, ConfabError, ConnectionLost, defaultWsUrl, defaultDeviceName } from "./client.js";
-import { Model, describeMembership } from "./model.js";
+import { Model, describeMembership, dateSeparators, dayKey } from "./model.js";
+import { Drafts, dropDrafts } from "./drafts.js";
 import { ConversationKind, MemberRole, PresenceState, charCount, errorName } from "./proto.js";
 import { normalizeUsername, ValidationError } from "./validate.js";
 import { enablePush, pushSupported } from "./push.js";
@@ -33,6 +34,11 @@ let dividerAfter = null; // the read marker when the open conversation was opene
 let outbox = []; // unacknowledged messages (Session's outbox entries)
 let loadingOlder = false;
 let authMode = "login";
+let listLoaded = false; // the conversation list of this sign-in is in the model
+// Whose drafts the composer keeps: known from localStorage before the resume
+// answers, so a token refused at resume still drops that user's drafts.
+let username = session.storedUser?.username ?? null;
+let drafts = username ? new Drafts(globalThis.localStorage, username) : null;
 
 // Debugging aid (read-only use): the session and the model.
 window.confab = { session, model };
@@ -48,15 +54,27 @@ function describeError(e) {
   return { code: "ERROR", text: e?.message ?? String(e) };
 }
 
-function showAlert(e, context) {
+/**
+ * Shows an error toast. `connection`: it is about the connection (also
+ * marked by the session, or a ConnectionLost); such toasts go away by
+ * themselves once the session is back online, so an ordinary reconnect
+ * (a server restart, a network change) leaves no stale red banner.
+ */
+function showAlert(e, context, { connection = false } = {}) {
   const { code, text } = describeError(e);
   const box = $("alerts");
   while (box.children.length >= 4) box.firstElementChild.remove();
   const dismiss = el("button", { type: "button", text: "Dismiss", "aria-label": "Dismiss this message" });
   const item = el("div", { class: "alert" }, el("span", { class: "code", text: code }), el("span", { text: context ? `${context}: ${text}` : text }), dismiss);
+  if (connection || e?.connection || e instanceof ConnectionLost) item.dataset.connection = "true";
   dismiss.addEventListener("click", () => item.remove());
   box.append(item);
   setTimeout(() => item.remove(), 10000);
+}
+
+/** Removes the toasts: all of them, or only those about the connection. */
+function clearAlerts({ connectionOnly = false } = {}) {
+  for (const a of [...$("alerts").children]) if (!connectionOnly || a.dataset.connection) a.remove();
 }
 
 /** A form's inline error line: "Friendly text (CODE_NAME: server message)". */
@@ -70,6 +88,8 @@ function formError(target, e) {
     RATE_LIMITED: "Too many attempts; wait a moment.",
     GROUP_FULL: "The group would be too large.",
     TOO_MANY_DEVICES: "This account has as many devices as it may. Sign out on one of them, or sign every other device out from one that is signed in.",
+    DEVICE_NOT_FOUND: "That device is already signed out.",
+    DEVICE_REVOKED: "This device was signed out from another one.",
     PERMISSION_DENIED: "You may not do that in this group.",
   }[code];
   target.textContent = friendly ? `${friendly} (${code}: ${text})` : `${code}: ${text}`;
@@ -118,17 +138,39 @@ session.on("state", (s) => {
   renderConn(s);
   updateCount(); // the limits may have changed with Welcome
   if (s.state === "signed-out") {
+    forgetSignedOutUser();
     showView("auth");
     if (s.reason) formError($("auth-error"), s.reason);
   }
   if (s.state === "online") {
+    clearAlerts({ connectionOnly: true });
     // Back online: refresh what is not carried by the inbox.
     if (openId) refreshReceipts(openId);
     scheduleRender();
   }
 });
 session.on("error", (e) => showAlert(e));
-session.on("goaway", (g) => showAlert(new Error(`the server is restarting (${g.message || "going away"}); reconnecting shortly`)));
+session.on("goaway", (g) => showAlert(new Error(`the server is restarting (${g.message || "going away"}); reconnecting shortly`), null, { connection: true }));
+
+/**
+ * Whatever the way out (the Sign out button, this device revoked from
+ * another one, a token the server no longer takes): nothing of the user may
+ * stay behind for whoever signs in next on this browser.
+ */
+function forgetSignedOutUser() {
+  if (drafts) drafts.clear();
+  else dropDrafts(globalThis.localStorage, username);
+  drafts = null;
+  username = null;
+  listLoaded = false;
+  openId = null;
+  model.reset();
+  $("composer-text").value = "";
+  for (const d of document.querySelectorAll("dialog[open]")) d.close();
+  // The URL must not name a conversation of the user who left.
+  if (location.hash) history.replaceState(null, "", listUrl());
+  scheduleRender();
+}
 
 // ---------------------------------------------------------------------------
 // Session -> model
@@ -148,15 +190,24 @@ session.bootstrap = async (auth) => {
     const lastC = page.conversations[page.conversations.length - 1];
     before = { activeBeforeMs: lastC.activityMs, beforeConversationId: lastC.conversationId };
   }
+  listLoaded = true;
   subscribePeers();
+  followUrl(); // a reload reopens the conversation the URL names
   scheduleRender();
 };
 
-session.on("auth", ({ auth, fresh }) => {
+session.on("auth", ({ auth, fresh, kind }) => {
   if (fresh) {
     openId = null;
+    listLoaded = false;
     model.setMe(auth);
   }
+  if (username !== auth.username || !drafts) {
+    username = auth.username;
+    drafts = new Drafts(globalThis.localStorage, username);
+  }
+  // A new sign-in starts with a clean slate: no toasts of the last session.
+  if (kind === "login" || kind === "signup") clearAlerts();
   $("me-name").textContent = auth.username;
   $("auth-error").textContent = "";
   showView("chat");
@@ -180,6 +231,7 @@ session.on("reset", () => {
   model.reset();
   model.me = me;
   openId = null;
+  listLoaded = false;
   scheduleRender();
 });
 
@@ -379,7 +431,16 @@ function renderOpen() {
   let lastSeen = null; // my newest message the peer has read (direct)
   let myLast = null; // my newest stored message
   let myLastSeq = 0n;
-  for (const m of messages) {
+  // "Today", "Yesterday", a date: before the first message of each local day.
+  const times = [...messages.map((m) => Number(m.sentAtMs)), ...pending.map((e) => e.createdAt)];
+  const days = dateSeparators(times);
+  const daySeparator = (i) => {
+    if (!days[i]) return;
+    // Keyed by day and label: the node is replaced when "Today" turns into "Yesterday".
+    want.push({ key: `day:${dayKey(times[i])}:${days[i]}`, make: () => el("li", { class: "day", role: "separator" }, el("span", { text: days[i] })) });
+  };
+  for (const [i, m] of messages.entries()) {
+    daySeparator(i);
     if (dividerAfter !== null && m.seq > dividerAfter && !want.some((w) => w.key === "divider") && !(model.me && m.senderId === model.me.userId)) {
       want.push({ key: "divider", make: () => el("li", { class: "divider", role: "separator" }, el("span", { text: "New messages" })) });
     }
@@ -391,7 +452,10 @@ function renderOpen() {
       if (c.kind === ConversationKind.DIRECT && m.seq <= c.peerReadSeq) lastSeen = key;
     }
   }
-  for (const e of pending) want.push({ key: `p:${e.clientMsgId}`, make: () => pendingNode(e), pending: e });
+  for (const [j, e] of pending.entries()) {
+    daySeparator(messages.length + j);
+    want.push({ key: `p:${e.clientMsgId}`, make: () => pendingNode(e), pending: e });
+  }
 
   const list = $("message-list");
   const keep = new Set(want.map((w) => w.key));
@@ -445,10 +509,12 @@ function renderOpen() {
 // Conversations
 // ---------------------------------------------------------------------------
 
-async function openConversation(id) {
+async function openConversation(id, { push = true } = {}) {
   id = String(id);
   const c = model.conversations.get(id);
   if (!c) return;
+  // The URL names the open conversation (#c/<id>): reload, back and forward follow it.
+  if (push && location.hash !== conversationHash(id)) history.pushState(null, "", conversationHash(id));
   if (openId !== id) {
     openId = id;
     dividerAfter = model.unread(c) > 0n ? c.readSeq : null;
@@ -474,6 +540,32 @@ async function openConversation(id) {
     }
   }
   refreshReceipts(id);
+}
+
+const conversationHash = (id) => `#c/${id}`;
+const listUrl = () => location.pathname + location.search;
+
+/** The conversation the URL names, or null. */
+function urlConversation() {
+  const m = /^#c\/(\d+)$/.exec(location.hash);
+  return m ? m[1] : null;
+}
+
+/** Shows what the URL names: a conversation, or the list. */
+function followUrl() {
+  // Before the list is loaded nothing is known; bootstrap calls this again.
+  if (!listLoaded) return;
+  const id = urlConversation();
+  if (id === openId) return;
+  const c = id ? model.conversations.get(id) : null;
+  if (c && c.known && !c.left) {
+    openConversation(id, { push: false });
+    return;
+  }
+  // Unknown (another user's, or no longer ours): quietly show the list.
+  if (location.hash) history.replaceState(null, "", listUrl());
+  openId = null;
+  scheduleRender();
 }
 
 async function refreshReceipts(id) {
@@ -671,6 +763,7 @@ function initChat() {
 
   $("back").addEventListener("click", () => {
     const id = openId;
+    history.pushState(null, "", listUrl());
     openId = null;
     scheduleRender();
     requestAnimationFrame(() => document.querySelector(`.conv-item[data-id="${CSS.escape(id ?? "")}"]`)?.focus());
@@ -686,16 +779,23 @@ function initChat() {
     }
   });
   $("logout").addEventListener("click", async () => {
+    let error = null;
     try {
       await session.logout();
     } catch (e) {
-      showAlert(e, "sign out");
+      error = e;
     }
-    openId = null;
-    model.reset();
+    // The session's "signed-out" state has dropped the user's drafts and view.
+    clearAlerts();
+    if (error) showAlert(error, "sign out");
     showView("auth");
-    scheduleRender();
   });
+
+  // Back and forward move between the conversations the URL named.
+  window.addEventListener("popstate", followUrl);
+  window.addEventListener("hashchange", followUrl);
+
+  initDevices();
 
   $("conn-retry").addEventListener("click", () => session.reconnectNow());
   window.addEventListener("online", () => session.reconnectNow());
@@ -727,11 +827,82 @@ function initChat() {
 }
 
 // ---------------------------------------------------------------------------
+// Devices (§6.5)
+// ---------------------------------------------------------------------------
+
+function deviceNode(d, reload) {
+  const name = d.name || "(unnamed device)";
+  const added = new Date(Number(d.createdAtMs)).toLocaleString();
+  const seen = d.online ? "online now" : Number(d.lastSeenMs) ? `last seen ${relativeTime(Number(d.lastSeenMs))}` : "never seen";
+  const li = el(
+    "li",
+    { class: "device", "data-device-id": String(d.deviceId) },
+    el("div", { class: "device-name" }, el("strong", { text: name }), d.current ? el("span", { class: "this-device", text: "This device" }) : null),
+    el("div", { class: "device-meta", text: `Signed in ${added} · ${seen}` }),
+  );
+  if (!d.current) {
+    // This device signs out with the top bar's button; here, only the others.
+    const button = el("button", { type: "button", class: "secondary", text: "Sign out", "aria-label": `Sign out ${name} (signed in ${added})` });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      $("devices-error").textContent = "";
+      try {
+        await session.revokeDevice(d.deviceId);
+      } catch (e) {
+        formError($("devices-error"), e);
+      }
+      await reload();
+    });
+    li.append(button);
+  }
+  return li;
+}
+
+function initDevices() {
+  const dialog = $("devices-dialog");
+  const list = $("device-list");
+  const reload = async () => {
+    list.setAttribute("aria-busy", "true");
+    $("devices-status").textContent = "Loading…";
+    try {
+      const devices = await session.listDevices();
+      list.replaceChildren(...devices.map((d) => deviceNode(d, reload)));
+      const others = devices.filter((d) => !d.current).length;
+      $("devices-revoke-others").disabled = others === 0;
+      $("devices-status").textContent = others === 0 ? "No other device is signed in." : `${others} other device${others === 1 ? " is" : "s are"} signed in.`;
+    } catch (e) {
+      $("devices-status").textContent = "";
+      formError($("devices-error"), e);
+    } finally {
+      list.removeAttribute("aria-busy");
+    }
+  };
+  $("devices").addEventListener("click", () => {
+    $("devices-error").textContent = "";
+    list.replaceChildren();
+    dialog.showModal();
+    $("devices-close").focus();
+    reload();
+  });
+  $("devices-close").addEventListener("click", () => dialog.close());
+  $("devices-revoke-others").addEventListener("click", async () => {
+    const button = $("devices-revoke-others");
+    button.disabled = true;
+    $("devices-error").textContent = "";
+    try {
+      await session.revokeOtherDevices();
+    } catch (e) {
+      formError($("devices-error"), e);
+    }
+    await reload();
+  });
+}
+
+// ---------------------------------------------------------------------------
 // Composer
 // ---------------------------------------------------------------------------
 
-const drafts = new Map();
-const draftFor = (id) => drafts.get(id) ?? "";
+const draftFor = (id) => drafts?.get(id) ?? "";
 
 function updateCount() {
   const text = $("composer-text").value;
@@ -752,7 +923,7 @@ function initComposer() {
   ta.addEventListener("input", () => {
     updateCount();
     if (openId) {
-      drafts.set(openId, ta.value);
+      drafts?.set(openId, ta.value);
       if (ta.value) session.typing(openId);
     }
   });
@@ -773,8 +944,9 @@ function initComposer() {
       showAlert(e, "message not sent");
       return;
     }
+    // Queued in the outbox is as good as sent: the outbox keeps it from here.
     ta.value = "";
-    drafts.delete(openId);
+    drafts?.set(openId, "");
     updateCount();
     scheduleRender();
     requestAnimationFrame(() => ($("messages").scrollTop = $("messages").scrollHeight));

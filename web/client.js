@@ -16,7 +16,9 @@
 //   outbox     {entries}        the unacknowledged messages changed
 //   sent       {entry, message} a message of the outbox was stored
 //   failed     {entry, error}   a message was refused (3xx): it is not resent
-//   error      ConfabError      a session-level error the user should see
+//   error      ConfabError      a session-level error the user should see;
+//                               `connection: true` on those about the connection
+//                               itself (the UI drops them once it is back online)
 //   goaway     GoAway
 
 import {
@@ -64,6 +66,31 @@ export class ConnectionLost extends Error {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const jitter = (ms) => ms * (0.5 + Math.random()); // ±50 %
+
+/** Marks an error as being about the connection (see the "error" event). */
+const connectionError = (e) => {
+  if (e && typeof e === "object") e.connection = true;
+  return e;
+};
+
+/**
+ * Every device of the user (§6.5): ListDevicesRequest pages, oldest first,
+ * each asking after the last device of the previous one until has_more is
+ * false. `request(name, body)` is Session.request (tests pass a fake).
+ */
+export async function listAllDevices(request, { limit = 0 } = {}) {
+  const devices = [];
+  let after = 0n;
+  for (;;) {
+    const page = await request("listDevices", { afterDeviceId: after, limit });
+    devices.push(...page.devices);
+    const last = page.devices.at(-1);
+    // An empty page, or one that does not move forward, ends the walk
+    // rather than asking the same question forever.
+    if (!page.hasMore || !last || last.deviceId <= after) return devices;
+    after = last.deviceId;
+  }
+}
 
 /** The WebSocket URL of the page's own origin (§2.3). */
 export function defaultWsUrl(loc = globalThis.location) {
@@ -234,7 +261,7 @@ export class Session {
       ws = new this.WS(this.url, "confab.v1");
     } catch (e) {
       this.lastError = e;
-      this.emit("error", new Error(`cannot open ${this.url}: ${e.message}`));
+      this.emit("error", connectionError(new Error(`cannot open ${this.url}: ${e.message}`)));
       this.scheduleReconnect("cannot connect");
       return;
     }
@@ -253,7 +280,7 @@ export class Session {
       clearTimeout(openTimer);
       if (id !== this.connId) return;
       if (ws.protocol && ws.protocol !== "confab.v1") {
-        this.emit("error", new Error(`server chose WebSocket subprotocol "${ws.protocol}", not confab.v1`));
+        this.emit("error", connectionError(new Error(`server chose WebSocket subprotocol "${ws.protocol}", not confab.v1`)));
         this.dropConnection("wrong subprotocol");
         return;
       }
@@ -317,7 +344,7 @@ export class Session {
     if (id !== this.connId) return;
     if (!(e instanceof ConnectionLost)) {
       this.lastError = e;
-      this.emit("error", e);
+      this.emit("error", connectionError(e));
       if (e instanceof ConfabError && e.retryAfterMs) this.nextDelayHint = Number(e.retryAfterMs);
       this.dropConnection(e.message);
     }
@@ -445,13 +472,13 @@ export class Session {
   onMessage(data) {
     this.lastReceivedAt = Date.now();
     if (typeof data === "string") {
-      this.emit("error", new Error("the server sent a text WebSocket message; reconnecting"));
+      this.emit("error", connectionError(new Error("the server sent a text WebSocket message; reconnecting")));
       this.dropConnection("text message");
       return;
     }
     const max = this.welcome ? this.limits.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
     if (data.byteLength > max) {
-      this.emit("error", new Error(`the server sent a frame of ${data.byteLength} bytes, above max_frame_bytes; reconnecting`));
+      this.emit("error", connectionError(new Error(`the server sent a frame of ${data.byteLength} bytes, above max_frame_bytes; reconnecting`)));
       this.dropConnection("frame too large");
       return;
     }
@@ -460,7 +487,7 @@ export class Session {
       frame = decodeServerFrame(new Uint8Array(data));
     } catch (e) {
       // §3: close and reconnect, never crash.
-      this.emit("error", new Error(`malformed frame from the server (${e.message}); reconnecting`));
+      this.emit("error", connectionError(new Error(`malformed frame from the server (${e.message}); reconnecting`)));
       this.dropConnection("malformed frame");
       return;
     }
@@ -542,7 +569,7 @@ export class Session {
       return;
     }
     // RESYNC_REQUIRED, SHUTTING_DOWN, HEARTBEAT_TIMEOUT, …: reconnect, resume, sync.
-    if (e.code !== ErrorCode.SHUTTING_DOWN && e.code !== ErrorCode.RESYNC_REQUIRED) this.emit("error", err);
+    if (e.code !== ErrorCode.SHUTTING_DOWN && e.code !== ErrorCode.RESYNC_REQUIRED) this.emit("error", connectionError(err));
     this.dropConnection(err.codeName);
   }
 
@@ -570,7 +597,7 @@ export class Session {
       const now = Date.now();
       const hb = this.heartbeatMs;
       if (this.pingSentAt && this.lastReceivedAt < this.pingSentAt && now - this.pingSentAt > 2.5 * hb) {
-        this.emit("error", new Error(`nothing heard from the server for ${Math.round((now - this.lastReceivedAt) / 1000)} s; reconnecting`));
+        this.emit("error", connectionError(new Error(`nothing heard from the server for ${Math.round((now - this.lastReceivedAt) / 1000)} s; reconnecting`)));
         this.dropConnection("heartbeat timeout");
         return;
       }
@@ -660,6 +687,23 @@ export class Session {
       this.clearUserState();
       this.idleSignedOut({});
     }
+  }
+
+  // ---- devices (§6.5) -----------------------------------------------------
+
+  /** Every device of the signed-in user, oldest first. */
+  listDevices() {
+    return listAllDevices((name, body) => this.request(name, body));
+  }
+
+  /** Signs device `deviceId` out (its sessions end with DEVICE_REVOKED). */
+  revokeDevice(deviceId) {
+    return this.request("revokeDevice", { deviceId: BigInt(deviceId) });
+  }
+
+  /** Signs out every device of the user but this one. */
+  revokeOtherDevices() {
+    return this.request("revokeOtherDevices", {});
   }
 
   clearUserState() {

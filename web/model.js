@@ -236,8 +236,12 @@ export function describeMembership(m) {
   const who = m.senderUsername || "someone";
   const names = ch.users.map((u) => u.username).join(", ");
   switch (ch.action) {
-    case MembershipAction.CREATED:
-      return `${who} created the group${names ? ` with ${names}` : ""}`;
+    case MembershipAction.CREATED: {
+      // CREATED lists every initial member, the creator first (§7.3): "with"
+      // names the others only.
+      const others = ch.users.filter((u) => u.userId !== m.senderId && u.username !== m.senderUsername).map((u) => u.username);
+      return `${who} created the group${others.length ? ` with ${others.join(", ")}` : ""}`;
+    }
     case MembershipAction.ADDED:
       return `${who} added ${names}`;
     case MembershipAction.REMOVED:
@@ -253,4 +257,40 @@ export function describeMembership(m) {
     default:
       return `${who} changed the group`;
   }
+}
+
+// ---------------------------------------------------------------------------
+// Date separators in the message view
+// ---------------------------------------------------------------------------
+
+/** The local calendar day of `ms` ("2024-3-10"): equal for two times of one day. */
+export function dayKey(ms) {
+  const d = new Date(Number(ms));
+  return `${d.getFullYear()}-${d.getMonth() + 1}-${d.getDate()}`;
+}
+
+/** "Today", "Yesterday" or the local date of `ms`, seen from `now`. */
+export function dayLabel(ms, now = Date.now()) {
+  const key = dayKey(ms);
+  if (key === dayKey(now)) return "Today";
+  // The calendar's yesterday, not now − 24 h: days around a DST change are 23 or 25 h long.
+  const y = new Date(Number(now));
+  y.setDate(y.getDate() - 1);
+  if (key === dayKey(y.getTime())) return "Yesterday";
+  return new Date(Number(ms)).toLocaleDateString();
+}
+
+/**
+ * The separators for a list of times in ascending order (sent_at_ms of the
+ * messages shown): for each index, the label of the line to put before it
+ * (its first message of a local calendar day) or null.
+ */
+export function dateSeparators(times, now = Date.now()) {
+  let last = null;
+  return times.map((ms) => {
+    const key = dayKey(ms);
+    if (key === last) return null;
+    last = key;
+    return dayLabel(ms, now);
+  });
 }

@@ -10,8 +10,11 @@
 // connection and refuses new ones) while bob sends; when it is back alice
 // must show "reconnecting…", then catch up with exactly the missed messages,
 // once each, in order, and her own message written while offline must arrive
-// exactly once. Then: reload (resume from localStorage), history paging by
-// scrolling up, a group. Screenshots go to --out.
+// exactly once. Then: reload (resume from localStorage; the conversation in
+// the URL reopens, an unsent draft is back), history paging by scrolling up,
+// a group, back/forward between conversations, the devices dialog (a second
+// browser of alice's signed out from the first), alerts cleared by sign-out
+// and sign-in. Screenshots go to --out.
 
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -88,6 +91,19 @@ const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`.sl
 const aliceName = `alice${suffix}`;
 const bobName = `bob${suffix}`;
 const password = "correct horse battery staple";
+
+async function login(page, username, deviceName) {
+  await page.getByRole("tab", { name: "Log in" }).click();
+  await page.getByLabel("Username", { exact: true }).fill(username);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByLabel("Device name", { exact: true }).fill(deviceName);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.locator("#me-name", { hasText: username }).waitFor();
+  await page.locator('#conn[data-state="online"]').waitFor();
+}
+
+const alertCount = (page) => page.locator("#alerts .alert").count();
+const draftKeys = (page) => page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("confab.draft.")));
 
 async function signup(page, username) {
   await page.getByRole("tab", { name: "Sign up" }).click();
@@ -250,11 +266,17 @@ try {
     proxy.freeze();
     await send(bob, "sent into the void");
     await bob.locator("#message-list li.msg:not(.pending) .text", { hasText: "sent into the void" }).waitFor();
+    // A request on the dead connection: its outcome is lost with it (an OFFLINE toast).
+    await alice.getByLabel("Message a user").fill(`nobody${suffix}`);
+    await alice.getByRole("button", { name: "Open" }).click();
     await alice.locator('#conn[data-state="reconnecting"]').waitFor({ timeout: 4 * heartbeatMs });
     const after = Date.now() - frozenAt;
     check(after >= 2 * heartbeatMs, `alice's heartbeat declared the silent connection dead after ${after} ms`);
+    await alice.locator(".alert", { hasText: "OFFLINE" }).waitFor();
+    const toastAt = Date.now();
     proxy.restore();
     await alice.locator('#conn[data-state="online"]').waitFor({ timeout: 90000 });
+    check((await alertCount(alice)) === 0, `back online, the connection's error toast is gone (${Date.now() - toastAt} ms after it appeared; toasts otherwise last 10 s)`);
     await alice.locator("#message-list .text", { hasText: "sent into the void" }).waitFor();
     expected.push("sent into the void");
     check(JSON.stringify(await messageTexts(alice)) === JSON.stringify(expected), "after the half-open connection alice has every message once");
@@ -268,6 +290,23 @@ try {
   await alice.locator(".conv-item", { hasText: bobName }).click();
   await waitFor("alice's history after reload", async () => (await messageTexts(alice)).length === expected.length);
   check(JSON.stringify(await messageTexts(alice)) === JSON.stringify(expected), "after a reload alice resumes and sees the same history");
+
+  // --- the URL names the open conversation; a draft survives a reload -----------
+  const dmHash = await alice.evaluate(() => location.hash);
+  check(/^#c\/\d+$/.test(dmHash), `the URL names the open conversation (${dmHash})`);
+  const draft = "a draft that survives a reload ✍️";
+  await alice.getByLabel("Message", { exact: true }).fill(draft);
+  await alice.reload();
+  await alice.locator('#conn[data-state="online"]').waitFor();
+  await alice.locator("#conv-title", { hasText: bobName }).waitFor(); // no click: the URL opened it
+  check((await alice.evaluate(() => location.hash)) === dmHash, "after a reload the conversation the URL names is open again");
+  await waitFor("the draft back in the composer", async () => (await alice.getByLabel("Message", { exact: true }).inputValue()) === draft);
+  check(true, "the unsent draft survived the reload");
+  await alice.getByLabel("Message", { exact: true }).press("Enter");
+  await alice.locator("#message-list li.msg:not(.pending) .text", { hasText: draft }).waitFor();
+  expected.push(draft);
+  check((await draftKeys(alice)).length === 0 && (await alice.getByLabel("Message", { exact: true }).inputValue()) === "", "sending the draft cleared it (composer and storage)");
+  check((await alice.locator("#message-list li.day", { hasText: "Today" }).count()) === 1, "one date separator (Today) above today's messages");
 
   // --- history paging ---------------------------------------------------------
   const N = 70;
@@ -332,9 +371,88 @@ try {
   }
   check(seenBy.includes(bobName) && seenBy.includes(carolName), `alice sees who read her group message ("${seenBy}")`);
   await carol.screenshot({ path: join(outDir, "carol-phone.png") });
+  const created = await alice.locator("#message-list .system", { hasText: "created the group" }).textContent();
+  check(created === `${aliceName} created the group with ${bobName}`, `the creator is not among "with …" ("${created}")`);
+
+  // --- back and forward: the URL names the conversation ---------------------------
+  await alice.locator(".conv-item", { hasText: bobName }).click();
+  await alice.locator("#conv-title", { hasText: bobName }).waitFor();
+  await alice.locator(".conv-item", { hasText: "Weekend hike" }).click();
+  await alice.locator("#conv-title", { hasText: "Weekend hike" }).waitFor();
+  const groupHash = await alice.evaluate(() => location.hash);
+  check(/^#c\/\d+$/.test(groupHash) && groupHash !== dmHash, `opening the group changed the URL (${groupHash})`);
+  await alice.goBack();
+  await alice.locator("#conv-title", { hasText: bobName }).waitFor();
+  check((await alice.evaluate(() => location.hash)) === dmHash, "Back shows the DM again");
+  await alice.goForward();
+  await alice.locator("#conv-title", { hasText: "Weekend hike" }).waitFor();
+  check((await alice.evaluate(() => location.hash)) === groupHash, "Forward shows the group again");
+  await alice.reload();
+  await alice.locator('#conn[data-state="online"]').waitFor();
+  await alice.locator("#conv-title", { hasText: "Weekend hike" }).waitFor();
+  await alice.locator("#message-list .text", { hasText: "carol here" }).waitFor();
+  check(true, "a reload on the group's URL opens the group");
+  // A URL naming no conversation of hers: just the list, no error.
+  await alice.evaluate(() => history.replaceState(null, "", "#c/999999999"));
+  await alice.reload();
+  await alice.locator('#conn[data-state="online"]').waitFor();
+  await alice.locator(".conv-item", { hasText: "Weekend hike" }).waitFor();
+  await waitFor("the unknown id dropped from the URL", async () => (await alice.evaluate(() => location.hash)) === "");
+  check(await alice.locator("#conv-none").isVisible(), "a reload on an unknown conversation's URL shows the list");
+  await alice.evaluate(() => (location.hash = "#c/999999998"));
+  await waitFor("the unknown id dropped from the URL", async () => (await alice.evaluate(() => location.hash)) === "");
+  check((await alertCount(alice)) === 0 && (await alice.locator("#conv-none").isVisible()), "an unknown conversation in the URL shows the list without an error");
+
+  // --- devices: a second browser of alice's, signed out from the first ------------
+  const alice2 = await newUser("alice2", baseUrl);
+  await login(alice2, aliceName, "Second browser");
+  await alice.getByRole("button", { name: "Devices" }).click();
+  const devices = alice.getByRole("dialog", { name: "Devices" });
+  await devices.locator(".device", { hasText: "Second browser" }).waitFor();
+  check((await devices.locator(".device").count()) === 2, "the devices dialog lists alice's two devices");
+  check((await devices.locator(".device", { hasText: "This device" }).count()) === 1, 'one of them is marked "This device"');
+  await alice.screenshot({ path: join(outDir, "alice-devices.png") });
+  await devices.locator(".device", { hasText: "Second browser" }).getByRole("button", { name: /^Sign out/ }).click();
+  await alice2.locator("#auth-error", { hasText: "DEVICE_REVOKED" }).waitFor();
+  check(await alice2.locator("#auth-view").isVisible(), "the second browser was signed out (DEVICE_REVOKED, sign-in form)");
+  await waitFor("the list down to one device", async () => (await devices.locator(".device").count()) === 1);
+  check((await devices.locator(".device", { hasText: "This device" }).count()) === 1, "alice's list now has only this device");
+
+  // Alerts: a new sign-in and a sign-out each start clean; sign-out drops the drafts.
+  await alice2.locator(".alert", { hasText: "DEVICE_REVOKED" }).waitFor();
+  await login(alice2, aliceName, "Second browser");
+  check((await alertCount(alice2)) === 0, "signing in again cleared the alerts");
+  await alice2.getByLabel("Message a user").fill(aliceName);
+  await alice2.getByRole("button", { name: "Open" }).click();
+  await alice2.locator(".alert", { hasText: "CANNOT_MESSAGE_SELF" }).waitFor();
+  await alice2.locator(".conv-item", { hasText: bobName }).click();
+  await alice2.getByLabel("Message", { exact: true }).fill("never sent");
+  check((await draftKeys(alice2)).length === 1, "the second browser keeps a draft");
+  await alice2.getByRole("button", { name: "Sign out", exact: true }).click();
+  await alice2.locator("#auth-view").waitFor();
+  check((await alertCount(alice2)) === 0, "signing out cleared the alerts");
+  check((await draftKeys(alice2)).length === 0 && (await alice2.evaluate(() => location.hash)) === "", "signing out dropped the drafts and the conversation in the URL");
+
+  await login(alice2, aliceName, "Second browser");
+  await devices.getByRole("button", { name: "Close" }).click();
+  await alice.getByRole("button", { name: "Devices" }).click();
+  await devices.locator(".device", { hasText: "Second browser" }).waitFor();
+  await devices.getByRole("button", { name: "Sign out all other devices" }).click();
+  await alice2.locator("#auth-error", { hasText: "DEVICE_REVOKED" }).waitFor();
+  await waitFor("the list down to one device", async () => (await devices.locator(".device").count()) === 1);
+  check(true, '"Sign out all other devices" signed the second browser out');
+  await devices.getByRole("button", { name: "Close" }).click();
+  check((await alice.locator('#conn[data-state="online"]').count()) === 1, "alice herself is still signed in");
+  await alice2.context().close();
+  delete pages.alice2;
 
   // --- screenshots --------------------------------------------------------------
   await alice.locator(".conv-item", { hasText: bobName }).click();
+  // Reloaded since the paging above: only the newest page is loaded again.
+  await waitFor("the DM's older messages", async () => {
+    await alice.locator("#messages").evaluate((e) => (e.scrollTop = 0));
+    return (await alice.locator("#message-list .text", { hasText: "written while offline" }).count()) === 1;
+  });
   await alice.locator("#message-list .text", { hasText: "written while offline" }).scrollIntoViewIfNeeded();
   await alice.screenshot({ path: join(outDir, "alice.png") });
   await bob.screenshot({ path: join(outDir, "bob.png") });
