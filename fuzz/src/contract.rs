@@ -544,6 +544,11 @@ fn request_name(body: &Body) -> &'static str {
         Body::RegisterPush(_) => "register_push",
         Body::UnregisterPush(_) => "unregister_push",
         Body::Ping(_) => "ping",
+        Body::ChangePassword(_) => "change_password",
+        Body::SetBlocked(_) => "set_blocked",
+        Body::ListBlocked(_) => "list_blocked",
+        Body::GetPrivacy(_) => "get_privacy",
+        Body::SetPrivacy(_) => "set_privacy",
     }
 }
 
@@ -564,6 +569,9 @@ fn success_reply(body: &Body) -> Option<&'static str> {
         Body::SubscribePresence(_) => "presence_list",
         Body::RegisterPush(_) => "push_registered",
         Body::Ping(_) => "pong",
+        Body::ListBlocked(_) => "blocked_list",
+        Body::GetPrivacy(_) | Body::SetPrivacy(_) => "privacy_settings",
+        Body::ChangePassword(_) | Body::SetBlocked(_) => "done",
         Body::Logout(_)
         | Body::RevokeDevice(_)
         | Body::RevokeOtherDevices(_)
@@ -603,5 +611,7 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Typing(_) => "typing",
         Reply::ReadReceipt(_) => "read_receipt",
         Reply::GoAway(_) => "go_away",
+        Reply::BlockedList(_) => "blocked_list",
+        Reply::PrivacySettings(_) => "privacy_settings",
     }
 }
