@@ -73,6 +73,9 @@ pub struct DaemonOpts {
     pub max_connections: usize,
     /// Flags after the bench's own (cluster mode: `--cluster`, `--node-id`, …).
     pub extra_args: Vec<String>,
+    /// Keep confabd's own rate limits and abuse controls (the abuse
+    /// scenarios measure them); otherwise they are raised out of the way.
+    pub stock_limits: bool,
 }
 
 impl Daemon {
@@ -92,8 +95,9 @@ impl Daemon {
         // failed-login throttle would refuse the login scenario's
         // thousands of resumes from one address.
         let config = dir.path().join("bench.toml");
-        std::fs::write(
-            &config,
+        let settings = if opts.stock_limits {
+            format!("max_connections = {}\n", opts.max_connections)
+        } else {
             format!(
                 "max_connections = {0}\nmax_connections_per_address = {1}\n\
                  login_failures_per_address = 1000000\nlogin_failures_per_user = 1000000\n\
@@ -110,9 +114,9 @@ impl Daemon {
                 // an address with half its slots taken gets QUIC Retries.
                 // That is the abuse control, not the load under test.
                 opts.max_connections.saturating_mul(4)
-            ),
-        )
-        .context("writing the bench config")?;
+            )
+        };
+        std::fs::write(&config, settings).context("writing the bench config")?;
         // It inherits our open-file limit (raised to the hard limit).
         let mut cmd = pinned(&opts.confabd, opts.pin);
         cmd.args(["--config", config.to_str().unwrap_or_default()])
@@ -150,6 +154,11 @@ impl Daemon {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Daemon { child, pid, tcp, quic, http, fingerprint: fingerprint.unwrap_or_default(), dir: Some(dir) })
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(tempfile::TempDir::path)
     }
 
     /// Where it listens.

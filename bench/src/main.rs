@@ -16,6 +16,7 @@
 // Printing results is this binary's job.
 #![allow(clippy::print_stdout)]
 
+mod abuse;
 mod catchup;
 mod cluster;
 mod confab;
@@ -101,6 +102,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Durability::Fsync)]
         durability: Durability,
     },
+    /// The security review's attacks (login bursts, concurrent guesses, one
+    /// account's login flood, a group-creation flood) against confabd with
+    /// its stock limits: memory, checks, who still gets in, a bystander's
+    /// latency. Takes about three minutes.
+    Abuse {
+        /// Only these attacks (comma-separated): login-burst, guesses,
+        /// login-flood, group-flood.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Serve the bare relay (used by the bench itself, as a child).
     #[command(hide = true)]
     Relay {
@@ -164,8 +175,28 @@ fn main() -> anyhow::Result<()> {
                 pin: cli.pin,
                 max_connections: 1000,
                 extra_args: Vec::new(),
+                stock_limits: false,
             };
             let rows = runtime.block_on(restart::run(&opts, rates, seconds))?;
+            println!();
+            print!("{}", report::table(&rows));
+            if let Some(path) = &cli.json {
+                let doc = report::json(&rows, Vec::new());
+                std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+                    .with_context(|| format!("{}", path.display()))?;
+            }
+            return Ok(());
+        }
+        Command::Abuse { only } => {
+            let opts = daemon::DaemonOpts {
+                confabd: daemon::locate(cli.confabd.as_deref())?,
+                durability: Durability::Fsync,
+                pin: cli.pin,
+                max_connections: 10_000,
+                extra_args: Vec::new(),
+                stock_limits: true,
+            };
+            let rows = runtime.block_on(abuse::run(&opts, only))?;
             println!();
             print!("{}", report::table(&rows));
             if let Some(path) = &cli.json {

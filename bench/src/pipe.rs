@@ -61,6 +61,11 @@ impl Pipe {
     /// Connects and completes TLS and the Confab handshake.
     pub async fn connect(connector: &Connector, transport: Transport, addr: SocketAddr) -> anyhow::Result<Pipe> {
         let wire = connector.connect(transport, addr).await?;
+        Pipe::handshake(wire, transport).await
+    }
+
+    /// Completes the Confab handshake on a connected `wire`.
+    pub async fn handshake(wire: Wire, transport: Transport) -> anyhow::Result<Pipe> {
         let config = ClientConfig {
             client_name: concat!("confab-bench/", env!("CARGO_PKG_VERSION")).into(),
             capabilities: vec![],
@@ -180,7 +185,7 @@ impl Pipe {
     }
 
     /// One request, waiting for its response, errors included.
-    async fn request(&mut self, body: Body) -> anyhow::Result<Reply> {
+    pub async fn request(&mut self, body: Body) -> anyhow::Result<Reply> {
         let id = self.queue(body)?;
         loop {
             self.pump(None).await?;

@@ -92,6 +92,7 @@ impl Suite {
             pin: self.pin,
             max_connections: 10_000,
             extra_args: Vec::new(),
+            stock_limits: false,
         }
     }
 

@@ -268,10 +268,27 @@ impl Connector {
         }
     }
 
+    /// TCP, then TLS, from the local address `source` (a 127.0.0.x for a
+    /// loopback server: the abuse scenarios put attacker and victim on
+    /// different addresses).
+    pub async fn tcp_from(&self, addr: SocketAddr, source: IpAddr) -> anyhow::Result<Wire> {
+        self.tls_over_tcp_from(addr, &self.tls, Some(source)).await
+    }
+
     async fn tls_over_tcp(&self, addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<Wire> {
+        let source = addr.ip().is_loopback().then(|| self.source());
+        self.tls_over_tcp_from(addr, tls, source).await
+    }
+
+    async fn tls_over_tcp_from(
+        &self,
+        addr: SocketAddr,
+        tls: &Arc<rustls::ClientConfig>,
+        source: Option<IpAddr>,
+    ) -> anyhow::Result<Wire> {
         let socket = tokio::net::TcpSocket::new_v4().context("socket")?;
-        if addr.ip().is_loopback() {
-            socket.bind(SocketAddr::new(self.source(), 0)).context("bind")?;
+        if let Some(source) = source {
+            socket.bind(SocketAddr::new(source, 0)).context("bind")?;
         }
         let tcp = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
         tcp.set_nodelay(true)?;
