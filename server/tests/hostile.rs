@@ -373,3 +373,29 @@ async fn garbage_and_oversized_frames_end_only_their_own_session() {
     assert!(matches!(&f.body, Some(Reply::Error(e)) if e.code == ErrorCode::FRAME_TOO_LARGE.0 && e.fatal), "{f:?}");
     attack.after("garbage and oversized frames").await;
 }
+
+/// Past `max_connections` (all transports together) a new connection is
+/// not accepted: it waits in the kernel's backlog, its TLS handshake
+/// unanswered, and is served as soon as another connection ends.
+#[tokio::test]
+async fn connections_past_the_total_wait_until_one_ends() {
+    let server = common::TestServer::start_with(|c| c.max_connections = 2).await;
+    let (addr, fingerprint) = (server.server().tcp_addr().unwrap(), server.server().fingerprint().to_string());
+    let mut first = common::Raw::tcp(addr, &fingerprint).await.unwrap();
+    first.handshake().await;
+    let _second = server.connect(TransportKind::Quic).await;
+    let third = {
+        let fingerprint = fingerprint.clone();
+        tokio::spawn(async move { common::Raw::tcp(addr, &fingerprint).await })
+    };
+    // Two connections hold both permits: the third gets no TLS answer.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!third.is_finished(), "a third connection was served past max_connections = 2");
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("the waiting connection was not served after another one ended")
+        .unwrap();
+    let mut raw = third.expect("TLS handshake of the waiting connection");
+    raw.handshake().await;
+}

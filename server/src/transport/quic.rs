@@ -23,10 +23,6 @@ use crate::link::{QuicLink, Transport};
 pub async fn serve(ingress: Arc<Ingress>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
     let handshakes = Arc::new(AtomicUsize::new(0));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = Arc::clone(&ingress.connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
         let mut incoming = tokio::select! {
             _ = shutdown.cancelled() => return,
             i = endpoint.accept() => match i { Some(i) => i, None => return },
@@ -51,6 +47,13 @@ pub async fn serve(ingress: Arc<Ingress>, endpoint: quinn::Endpoint, shutdown: C
             refuse_per_address(&ingress, peer);
             incoming.refuse();
             continue;
+        };
+        // The permit after the accept (as on TCP): the loop takes no more
+        // Initials until it comes, and a freed permit goes to a connection
+        // that is waiting, not to an idle listener.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = Arc::clone(&ingress.connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let (ingress, shutdown) = (Arc::clone(&ingress), shutdown.clone());
         let in_handshake = Handshaking::new(&handshakes);

@@ -22,10 +22,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// the server's connection permits and its address's slot.
 pub type Admission = (OwnedSemaphorePermit, AddressSlot);
 
-/// Waits for the next TCP connection the limits admit: a connection permit
-/// first (so a flood waits in the kernel's backlog, not in our memory),
-/// then the accept (backing off on errors), then the per-address check
-/// (refused connections are closed at once). `None` once shutting down.
+/// Waits for the next TCP connection the limits admit: the accept (backing
+/// off on errors), the per-address check (refused connections are closed at
+/// once), then a connection permit. Until the permit comes this loop
+/// accepts nothing more, so past `max_connections` a flood waits in the
+/// kernel's backlog, not in our memory (one accepted connection per
+/// listener waits here). Taking the permit before the accept would let an
+/// idle listener hold a freed permit while connections wait on another.
+/// `None` once shutting down.
 pub async fn accept_tcp(
     ingress: &Ingress,
     listener: &TcpListener,
@@ -34,10 +38,6 @@ pub async fn accept_tcp(
 ) -> Option<(TcpStream, SocketAddr, Admission)> {
     let mut backoff = Duration::from_millis(10);
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            p = Arc::clone(&ingress.connections).acquire_owned() => p.ok()?,
-        };
         let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => return None,
             r = listener.accept() => match r {
@@ -54,6 +54,10 @@ pub async fn accept_tcp(
         let Some(slot) = ingress.per_address.admit(peer.ip()) else {
             refuse_per_address(ingress, peer);
             continue;
+        };
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            p = Arc::clone(&ingress.connections).acquire_owned() => p.ok()?,
         };
         let _ = socket.set_nodelay(true);
         if ingress.tcp_send_buffer_bytes > 0
