@@ -266,3 +266,24 @@ async fn a_repeated_name_is_listed_once() {
     let names: Vec<&str> = list.iter().map(|p| p.username.as_str()).collect();
     assert_eq!(names, ["carol", "bob"]);
 }
+
+/// A session subscribes to at most `max_presence_subscriptions` users, all
+/// requests together: the one that would pass it is refused whole with
+/// TOO_MANY_ITEMS, and names already held do not count twice.
+#[tokio::test]
+async fn presence_subscriptions_stop_at_the_advertised_limit() {
+    let server = TestServer::start_with(|c| c.limits.max_presence_subscriptions = 3).await;
+    let alice = server.connect(Tcp).await;
+    alice.signup("alice", "alice-password", "a").await.unwrap();
+    assert_eq!(alice.limits().max_presence_subscriptions, 3, "the limit is advertised in Welcome");
+    for name in ["bob", "carol", "dave", "erin"] {
+        let c = server.connect(Tcp).await;
+        c.signup(name, &format!("{name}-password"), "x").await.unwrap();
+    }
+    assert_eq!(alice.subscribe_presence(&["bob", "carol"]).await.unwrap().len(), 2);
+    assert_eq!(code(alice.subscribe_presence(&["dave", "erin"]).await), confab_protocol::ErrorCode::TOO_MANY_ITEMS);
+    // Nothing of the refused request was taken: one more still fits, and a
+    // name already held is not counted again.
+    assert_eq!(alice.subscribe_presence(&["bob", "dave"]).await.unwrap().len(), 2);
+    assert_eq!(code(alice.subscribe_presence(&["erin"]).await), confab_protocol::ErrorCode::TOO_MANY_ITEMS);
+}

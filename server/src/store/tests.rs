@@ -175,6 +175,57 @@ async fn writes_queued_together_share_a_commit_and_keep_their_order() {
     assert!(delivered >= 400, "{delivered} frames delivered");
 }
 
+/// `writer_queue` bounds the commands waiting for the writer: one more is
+/// refused at once with `Busy` (SERVER_BUSY on the wire), nothing of it
+/// stored, and the queued ones still commit.
+#[tokio::test]
+async fn a_full_writer_queue_is_refused_at_once_with_busy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(&dir.path().join("db"), Durability::Buffered).unwrap());
+    // The commit hook runs on the writer thread: holding it there keeps the
+    // queue from draining.
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let armed = Arc::new(AtomicBool::new(false));
+    let gate = Mutex::new((entered_tx, released));
+    let arm = Arc::clone(&armed);
+    let hook: CommitHook = Arc::new(move |_| {
+        if arm.swap(false, Ordering::SeqCst) {
+            let gate = gate.lock().unwrap();
+            gate.0.send(()).unwrap();
+            let _ = gate.1.recv();
+        }
+    });
+    let settings = StoreSettings {
+        writer_queue: 2,
+        max_group_members: 3,
+        max_devices: 3,
+        max_blocked: 3,
+        max_reply_bytes: 1 << 20,
+        push: None,
+    };
+    let store = LocalStore::start(db, Arc::new(Recorded::default()), hook, settings).unwrap();
+    let (alice, _) = user(&store, "alice").await;
+    user(&store, "bob").await;
+    let dm = store.open_direct(alice.clone(), "bob".into(), 1).await.unwrap().conversation_id;
+    armed.store(true, Ordering::SeqCst);
+    let held = store.send(alice.clone(), dm, "m0".into(), "0".into(), 10);
+    entered.recv_timeout(std::time::Duration::from_secs(10)).expect("the writer never committed the first send");
+    let queued: Vec<_> = (1..=2).map(|i| store.send(alice.clone(), dm, format!("m{i}"), format!("{i}"), 10)).collect();
+    let shed = store.send(alice.clone(), dm, "m3".into(), "3".into(), 10);
+    release.send(()).unwrap();
+    assert!(matches!(shed.await, Err(CommandError::Busy)), "a command past writer_queue was not shed");
+    let mut seqs = vec![held.await.unwrap().message.seq];
+    for q in queued {
+        seqs.push(q.await.unwrap().message.seq);
+    }
+    assert_eq!(seqs, [1, 2, 3]);
+    // The shed send stored nothing: sent again, it is new and comes next.
+    let again = store.send(alice.clone(), dm, "m3".into(), "3".into(), 10).await.unwrap();
+    assert_eq!(again.message.seq, 4);
+}
+
 #[tokio::test]
 async fn the_push_plan_sends_after_the_delay_unless_the_device_acked() {
     let f = open(Some(PushTiming { delay_ms: 100, coalesce_ms: 1000 }));
