@@ -92,6 +92,24 @@ export async function listAllDevices(request, { limit = 0 } = {}) {
   }
 }
 
+/**
+ * The user's whole block list (§6.7): ListBlockedRequest pages, each asking
+ * after the last username of the previous one until has_more is false.
+ * `request(name, body)` is Session.request (tests pass a fake).
+ */
+export async function listAllBlocked(request, { limit = 0 } = {}) {
+  const users = [];
+  let after = "";
+  for (;;) {
+    const page = await request("listBlocked", { afterUsername: after, limit });
+    users.push(...page.users);
+    const last = page.users.at(-1);
+    // An empty page, or one that repeats the last name, ends the walk.
+    if (!page.hasMore || !last || last.username === after) return users;
+    after = last.username;
+  }
+}
+
 /** The WebSocket URL of the page's own origin (§2.3). */
 export function defaultWsUrl(loc = globalThis.location) {
   return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/v1/ws`;
@@ -704,6 +722,26 @@ export class Session {
   /** Signs out every device of the user but this one. */
   revokeOtherDevices() {
     return this.request("revokeOtherDevices", {});
+  }
+
+  // ---- account (§6.6, §6.7) -------------------------------------------------
+
+  /**
+   * Changes the password; with `revokeOthers`, every other device is signed
+   * out in the same write. Both passwords are sent in NFC, as at login.
+   */
+  async changePassword(current, next, revokeOthers) {
+    const body = { currentPassword: current.normalize("NFC"), newPassword: next.normalize("NFC"), revokeOtherDevices: !!revokeOthers };
+    // The server refuses the username as a password too (§6.6); say so before asking.
+    if (this.auth && body.newPassword.toLowerCase() === this.auth.username.toLowerCase()) {
+      throw new ValidationError(ErrorCode.INVALID_ARGUMENT, "the password must not be your username");
+    }
+    return this.request("changePassword", body);
+  }
+
+  /** Every user this user blocked, in the server's order. */
+  listBlocked() {
+    return listAllBlocked((name, body) => this.request(name, body));
   }
 
   clearUserState() {

@@ -3,7 +3,7 @@
 // gets a precise message at once instead of a round trip. The server checks
 // the same rules again; a request that passes here may still be refused.
 
-import { ErrorCode, PresenceState, MemberRole, charCount, effectiveLimits } from "./proto.js";
+import { ErrorCode, PresenceState, MemberRole, Audience, charCount, effectiveLimits } from "./proto.js";
 
 /** A refused field: the code the server would answer with, and why. */
 export class ValidationError extends Error {
@@ -39,6 +39,37 @@ export function checkPassword(p, { signup }) {
   const n = utf8Length(p);
   const min = signup ? 8 : 1;
   if (n < min || n > 1024) invalid(signup ? "password must be 8 to 1024 bytes" : "password must be 1 to 1024 bytes");
+}
+
+// The most common leaked passwords of 8 bytes or more: the list the server
+// refuses at signup and password change (confab-protocol validate.rs, §6.1).
+const COMMON_PASSWORDS = new Set(
+  (
+    "password password1 password12 password123 passw0rd 12345678 123456789 1234567890 0123456789 87654321 " +
+    "987654321 11111111 00000000 qwertyui qwertyuiop qwerty123 qwerty12 1q2w3e4r 1q2w3e4r5t 1qaz2wsx zaq12wsx " +
+    "asdfghjkl asdfasdf iloveyou sunshine princess football baseball superman starwars whatever trustno1 letmein1 " +
+    "welcome1 abc12345 abcd1234 aa123456 12341234 11223344 q1w2e3r4 changeme computer internet master12 michael1 " +
+    "jennifer shadow12 monkey12 dragon12 charlie1 1234qwer qazwsxedc zxcvbnm1 zxcvbnm123 passpass"
+  ).split(" "),
+);
+
+/**
+ * A new password (signup, password change) beyond its length (§6.1): not
+ * the username, not one character repeated, not a run of consecutive ASCII
+ * characters up or down, not one of the most common leaked passwords.
+ */
+export function checkNewPassword(p, username = "") {
+  checkPassword(p, { signup: true });
+  const lower = p.toLowerCase();
+  if (username && lower === username.toLowerCase()) invalid("the password must not be your username");
+  const chars = [...p];
+  if (chars.every((c) => c === chars[0])) invalid("the password must not be one character repeated");
+  if (/^[\x00-\x7f]*$/.test(lower)) {
+    const codes = [...lower].map((c) => c.charCodeAt(0));
+    const run = (step) => codes.every((c, i) => i === 0 || c - codes[i - 1] === step);
+    if (run(1) || run(-1)) invalid("the password must not be a run of consecutive characters");
+  }
+  if (COMMON_PASSWORDS.has(lower)) invalid("the password is one of the most common passwords; choose another");
 }
 
 export function checkDeviceName(d) {
@@ -86,7 +117,7 @@ export function validateRequest(name, body, limits = effectiveLimits()) {
   switch (name) {
     case "signup":
       checkUsername(body.username);
-      checkPassword(body.password, { signup: true });
+      checkNewPassword(body.password, body.username);
       checkDeviceName(body.deviceName);
       return;
     case "login":
@@ -98,7 +129,21 @@ export function validateRequest(name, body, limits = effectiveLimits()) {
       if (charCount(body.token) > 256) fail(ErrorCode.INVALID_TOKEN, "token longer than 256 characters");
       return;
     case "openDirect":
+    case "setBlocked":
       checkUsername(body.username);
+      return;
+    case "listBlocked":
+      if (body.afterUsername) checkUsername(body.afterUsername, "after_username");
+      return;
+    case "changePassword": {
+      const n = utf8Length(body.currentPassword);
+      if (n < 1 || n > 1024) invalid("the current password must be 1 to 1024 bytes");
+      checkNewPassword(body.newPassword);
+      return;
+    }
+    case "setPrivacy":
+      // Direct conversations know no contacts (§6.7).
+      if (body.directMessages === Audience.CONTACTS) invalid("direct_messages may be EVERYONE or NOBODY");
       return;
     case "createGroup":
       checkTitle(body.title);
