@@ -5,8 +5,10 @@
 import { Session, ConfabError, ConnectionLost, defaultWsUrl, defaultDeviceName } from "./client.js";
 import { Model, describeMembership, dateSeparators, dayKey } from "./model.js";
 import { Drafts, dropDrafts } from "./drafts.js";
-import { ConversationKind, MemberRole, PresenceState, charCount, errorName } from "./proto.js";
+import { Audience, ConversationKind, ErrorCode, MemberRole, PresenceState, charCount, errorName } from "./proto.js";
 import { normalizeUsername, ValidationError } from "./validate.js";
+import { friendlyText } from "./errortext.js";
+import { canManage, memberActions, nextOwner, roleLabel, sortMembers } from "./groups.js";
 import { enablePush, pushSupported } from "./push.js";
 
 const $ = (id) => {
@@ -39,6 +41,9 @@ let listLoaded = false; // the conversation list of this sign-in is in the model
 // answers, so a token refused at resume still drops that user's drafts.
 let username = session.storedUser?.username ?? null;
 let drafts = username ? new Drafts(globalThis.localStorage, username) : null;
+// The user's block list (§6.7): username -> BlockedUser, loaded at sign-in.
+let blocked = new Map();
+const leaving = new Set(); // groups this user is leaving (their "left" is no surprise)
 
 // Debugging aid (read-only use): the session and the model.
 window.confab = { session, model };
@@ -47,11 +52,18 @@ window.confab = { session, model };
 // Errors shown to the user
 // ---------------------------------------------------------------------------
 
-function describeError(e) {
-  if (e instanceof ConfabError) return { code: e.codeName, text: e.detail || "" };
-  if (e instanceof ValidationError) return { code: errorName(e.code), text: e.message };
-  if (e instanceof ConnectionLost) return { code: "OFFLINE", text: e.message };
-  return { code: "ERROR", text: e?.message ?? String(e) };
+/**
+ * An error as the user reads it: the code name, the server's own words and,
+ * for the codes a person can cause, a sentence for the action that was
+ * refused (errortext.js; `ctx`: {action, who, youBlocked}).
+ */
+function describeError(e, ctx = {}) {
+  let d;
+  if (e instanceof ConfabError) d = { code: e.codeName, text: e.detail || "" };
+  else if (e instanceof ValidationError) d = { code: errorName(e.code), text: e.message };
+  else if (e instanceof ConnectionLost) return { code: "OFFLINE", text: e.message, friendly: null };
+  else return { code: "ERROR", text: e?.message ?? String(e), friendly: null };
+  return { ...d, friendly: friendlyText(d.code, { ...ctx, retryAfterMs: e.retryAfterMs ?? 0 }) };
 }
 
 /**
@@ -60,8 +72,9 @@ function describeError(e) {
  * themselves once the session is back online, so an ordinary reconnect
  * (a server restart, a network change) leaves no stale red banner.
  */
-function showAlert(e, context, { connection = false } = {}) {
-  const { code, text } = describeError(e);
+function showAlert(e, context, { connection = false, ...ctx } = {}) {
+  const { code, text: detail, friendly } = describeError(e, ctx);
+  const text = friendly ? (detail ? `${friendly} (${detail})` : friendly) : detail;
   const box = $("alerts");
   while (box.children.length >= 4) box.firstElementChild.remove();
   const dismiss = el("button", { type: "button", text: "Dismiss", "aria-label": "Dismiss this message" });
@@ -78,21 +91,21 @@ function clearAlerts({ connectionOnly = false } = {}) {
 }
 
 /** A form's inline error line: "Friendly text (CODE_NAME: server message)". */
-function formError(target, e) {
-  const { code, text } = describeError(e);
-  const friendly = {
-    INVALID_CREDENTIALS: "Wrong username or password.",
-    USERNAME_TAKEN: "That username is taken.",
-    USER_NOT_FOUND: "There is no user with that name.",
-    CANNOT_MESSAGE_SELF: "That is you.",
-    RATE_LIMITED: "Too many attempts; wait a moment.",
-    GROUP_FULL: "The group would be too large.",
-    TOO_MANY_DEVICES: "This account has as many devices as it may. Sign out on one of them, or sign every other device out from one that is signed in.",
-    DEVICE_NOT_FOUND: "That device is already signed out.",
-    DEVICE_REVOKED: "This device was signed out from another one.",
-    PERMISSION_DENIED: "You may not do that in this group.",
-  }[code];
+function formError(target, e, ctx = {}) {
+  const { code, text, friendly } = describeError(e, ctx);
   target.textContent = friendly ? `${friendly} (${code}: ${text})` : `${code}: ${text}`;
+}
+
+/** The context of a refusal that names users: `who` when there is exactly one. */
+function namedCtx(action, usernames) {
+  const who = usernames.length === 1 ? usernames[0] : "";
+  return { action, who, youBlocked: !!who && blocked.has(who) };
+}
+
+/** The context of a send's refusal in conversation `id`. */
+function sendCtx(id) {
+  const c = model.conversations.get(String(id));
+  return c?.kind === ConversationKind.DIRECT ? namedCtx("send", [c.peerUsername]) : { action: "send" };
 }
 
 // ---------------------------------------------------------------------------
@@ -164,6 +177,7 @@ function forgetSignedOutUser() {
   username = null;
   listLoaded = false;
   openId = null;
+  blocked = new Map();
   model.reset();
   $("composer-text").value = "";
   for (const d of document.querySelectorAll("dialog[open]")) d.close();
@@ -191,6 +205,7 @@ session.bootstrap = async (auth) => {
     before = { activeBeforeMs: lastC.activityMs, beforeConversationId: lastC.conversationId };
   }
   listLoaded = true;
+  loadBlocked();
   subscribePeers();
   followUrl(); // a reload reopens the conversation the URL names
   scheduleRender();
@@ -237,8 +252,9 @@ session.on("reset", () => {
 
 session.on("inbox", (e) => {
   model.applyInbox(e);
+  if (e.joined) leaving.delete(String(e.joined.conversationId));
   if (e.joined && e.joined.kind === ConversationKind.DIRECT && e.joined.peerUsername) subscribePeers();
-  if (e.left && String(e.left.conversationId) === openId) showAlert(new Error("you are no longer a member of this conversation"));
+  if (e.left && String(e.left.conversationId) === openId && !leaving.has(openId)) showAlert(new Error("you are no longer a member of this conversation"));
   scheduleRender();
 });
 session.on("presence", (p) => {
@@ -271,7 +287,7 @@ session.on("sent", ({ message }) => {
   }
 });
 session.on("failed", ({ entry, error }) => {
-  showAlert(error, "message not sent");
+  showAlert(error, "message not sent", sendCtx(entry.conversationId));
   scheduleRender();
   void entry;
 });
@@ -411,9 +427,21 @@ function renderOpen() {
   $("conv-title").textContent = model.nameOf(c);
   const sub = c.kind === ConversationKind.DIRECT ? presenceText(c.peerUsername) : `${c.memberCount} member${c.memberCount === 1 ? "" : "s"}`;
   $("conv-sub").textContent = c.left ? "You are no longer a member" : sub;
-  $("add-members").hidden = !(c.kind === ConversationKind.GROUP && !c.left && (c.role === MemberRole.OWNER || c.role === MemberRole.ADMIN));
-  $("composer-text").disabled = c.left;
-  $("composer-send").disabled = c.left;
+  const group = c.kind === ConversationKind.GROUP;
+  $("add-members").hidden = !(group && !c.left && canManage(c.role));
+  $("group-info").hidden = !group || c.left;
+  // Direct: block or unblock the other member (§6.7).
+  const peer = c.kind === ConversationKind.DIRECT ? c.peerUsername : "";
+  const peerBlocked = !!peer && blocked.has(peer);
+  const toggle = $("block-toggle");
+  toggle.hidden = !peer;
+  toggle.textContent = peerBlocked ? "Unblock" : "Block";
+  toggle.setAttribute("aria-label", peerBlocked ? `Unblock ${peer}` : `Block ${peer}`);
+  $("blocked-note").hidden = !peerBlocked;
+  $("blocked-note-text").textContent = peerBlocked ? `You blocked ${peer}. Neither of you can send messages here until you unblock them.` : "";
+  $("blocked-note-unblock").setAttribute("aria-label", `Unblock ${peer}`);
+  $("composer-text").disabled = composerLocked(c);
+  $("composer-send").disabled = composerLocked(c);
 
   // Messages: keyed, so existing nodes stay (and are not re-announced).
   if (nodesFor !== c.id) {
@@ -474,7 +502,8 @@ function renderOpen() {
     if (status) {
       if (w.pending) {
         n.classList.toggle("failed", !!w.pending.error);
-        status.textContent = w.pending.error ? `Not sent — ${describeError(w.pending.error).code}: ${describeError(w.pending.error).text}` : session.state === "online" ? "Sending…" : "Waiting for connection…";
+        const why = w.pending.error ? describeError(w.pending.error, sendCtx(c.id)) : null;
+        status.textContent = why ? `Not sent — ${why.friendly ? `${why.friendly} (${why.code})` : `${why.code}: ${why.text}`}` : session.state === "online" ? "Sending…" : "Waiting for connection…";
       } else {
         // Only the newest of my messages says Sent, and the newest read one Seen.
         let text = w.key === lastSeen ? "Seen" : w.key === myLast ? "Sent" : "";
@@ -586,6 +615,8 @@ function handleConvError(c, e, what) {
     // Checklist item 15: not (or no longer) a member.
     c.left = true;
     scheduleRender();
+    // Left by this user: a read marker or receipts still on the way are no news.
+    if (leaving.has(c.id)) return;
   }
   showAlert(e, what);
 }
@@ -684,7 +715,7 @@ function initAuth() {
       else await session.login(username, password, device);
       $("auth-password").value = "";
     } catch (e) {
-      formError($("auth-error"), e);
+      formError($("auth-error"), e, { action: authMode });
     } finally {
       button.disabled = false;
     }
@@ -714,7 +745,7 @@ function initChat() {
       input.value = "";
       openConversation(String(conv.conversationId));
     } catch (e) {
-      showAlert(e, `open ${username}`);
+      showAlert(e, `open ${username}`, namedCtx("openDirect", [username]));
     }
   });
 
@@ -737,7 +768,7 @@ function initChat() {
       $("group-members").value = "";
       openConversation(String(conv.conversationId));
     } catch (e) {
-      formError($("group-error"), e);
+      formError($("group-error"), e, namedCtx("createGroup", usernames));
     }
   });
 
@@ -752,12 +783,13 @@ function initChat() {
     ev.preventDefault();
     const c = openId ? model.conversations.get(openId) : null;
     if (!c) return;
+    const usernames = parseNames($("add-members-input").value);
     try {
-      await session.request("addMembers", { conversationId: c.conversationId, usernames: parseNames($("add-members-input").value) });
+      await session.request("addMembers", { conversationId: c.conversationId, usernames });
       addDialog.close();
       $("add-members-input").value = "";
     } catch (e) {
-      formError($("add-error"), e);
+      formError($("add-error"), e, namedCtx("addMembers", usernames));
     }
   });
 
@@ -796,6 +828,16 @@ function initChat() {
   window.addEventListener("hashchange", followUrl);
 
   initDevices();
+  initAccount();
+  initGroupInfo();
+  $("block-toggle").addEventListener("click", () => {
+    const c = openId ? model.conversations.get(openId) : null;
+    if (c?.peerUsername) setBlocked(c.peerUsername, !blocked.has(c.peerUsername)).then((ok) => ok && $("block-toggle").focus());
+  });
+  $("blocked-note-unblock").addEventListener("click", () => {
+    const c = openId ? model.conversations.get(openId) : null;
+    if (c?.peerUsername) setBlocked(c.peerUsername, false).then((ok) => ok && $("composer-text").focus());
+  });
 
   $("conn-retry").addEventListener("click", () => session.reconnectNow());
   window.addEventListener("online", () => session.reconnectNow());
@@ -899,6 +941,412 @@ function initDevices() {
 }
 
 // ---------------------------------------------------------------------------
+// Confirmations
+// ---------------------------------------------------------------------------
+
+/**
+ * Asks before something that cannot simply be undone. Resolves true for
+ * `ok`, false for Cancel or Esc. Cancel has the focus.
+ */
+function confirmAction(title, text, ok) {
+  const dialog = $("confirm-dialog");
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = ok;
+  dialog.returnValue = "";
+  dialog.showModal();
+  $("confirm-cancel").focus();
+  return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true }));
+}
+
+// ---------------------------------------------------------------------------
+// Blocking (§6.7)
+// ---------------------------------------------------------------------------
+
+/** Loads the whole block list (every ListBlocked page). */
+async function loadBlocked() {
+  try {
+    const users = await session.listBlocked();
+    blocked = new Map(users.map((u) => [u.username, u]));
+    scheduleRender();
+    return true;
+  } catch (e) {
+    if (!(e instanceof ConnectionLost)) showAlert(e, "block list");
+    return false;
+  }
+}
+
+/**
+ * Blocks (after a confirmation) or unblocks `username`. Errors go to
+ * `errorTarget` (a form's error line) or a toast. Resolves true when done.
+ */
+async function setBlocked(username, block, { errorTarget = null } = {}) {
+  const ctx = { action: "setBlocked", who: username };
+  const fail = (e) => {
+    if (errorTarget) formError(errorTarget, e, ctx);
+    else showAlert(e, block ? `block ${username}` : `unblock ${username}`, ctx);
+    return false;
+  };
+  if (block && username === model.me?.username) return fail(new ValidationError(ErrorCode.INVALID_ARGUMENT, "you cannot block yourself"));
+  if (block) {
+    const ok = await confirmAction(
+      `Block ${username}?`,
+      `${username} will not be able to message you, start a conversation with you or add you to groups, and you will not be able to message them. Groups you share are not affected. You can unblock them at any time.`,
+      "Block",
+    );
+    if (!ok) return false;
+  }
+  try {
+    await session.request("setBlocked", { username, blocked: block });
+  } catch (e) {
+    return fail(e);
+  }
+  if (block) blocked.set(username, { username, blockedAtMs: BigInt(Date.now()) });
+  else blocked.delete(username);
+  updateCount();
+  scheduleRender();
+  return true;
+}
+
+/** The composer is closed: not a member any more, or the DM's peer is blocked. */
+function composerLocked(c) {
+  if (!c) return false;
+  return !!c.left || (c.kind === ConversationKind.DIRECT && blocked.has(c.peerUsername));
+}
+
+// ---------------------------------------------------------------------------
+// Account: password, privacy, block list (§6.6, §6.7)
+// ---------------------------------------------------------------------------
+
+const audienceName = (a) => Object.keys(Audience).find((k) => Audience[k] === a) ?? "EVERYONE";
+
+function showPrivacy(p) {
+  for (const [name, value] of [["privacy-dm", p.directMessages], ["privacy-groups", p.groupInvites]]) {
+    for (const r of document.querySelectorAll(`input[name="${name}"]`)) r.checked = r.value === audienceName(value);
+  }
+}
+
+/** "Saved: …" in words, for the status line after a change. */
+function privacySummary(p) {
+  const dm = { EVERYONE: "everyone", NOBODY: "nobody" }[audienceName(p.directMessages)] ?? "everyone";
+  const groups = { EVERYONE: "everyone", CONTACTS: "your contacts", NOBODY: "nobody" }[audienceName(p.groupInvites)] ?? "everyone";
+  return `Saved: new conversations from ${dm}; added to groups by ${groups}.`;
+}
+
+function renderBlockedList() {
+  const list = $("blocked-list");
+  const users = [...blocked.values()];
+  list.replaceChildren(
+    ...users.map((u) => {
+      const since = Number(u.blockedAtMs) ? new Date(Number(u.blockedAtMs)).toLocaleDateString() : "";
+      const button = el("button", { type: "button", class: "secondary", text: "Unblock", "aria-label": `Unblock ${u.username}` });
+      button.addEventListener("click", async () => {
+        $("blocked-error").textContent = "";
+        button.disabled = true;
+        const i = users.indexOf(u);
+        if (await setBlocked(u.username, false, { errorTarget: $("blocked-error") })) {
+          renderBlockedList();
+          // Focus stays in the list: the next entry's button, or the input.
+          const buttons = list.querySelectorAll("button");
+          (buttons[Math.min(i, buttons.length - 1)] ?? $("block-username")).focus();
+        } else button.disabled = false;
+      });
+      return el(
+        "li",
+        { class: "blocked-user", "data-username": u.username },
+        el("div", { class: "device-name" }, el("strong", { text: u.username })),
+        el("div", { class: "device-meta", text: since ? `Blocked ${since}` : "Blocked" }),
+        button,
+      );
+    }),
+  );
+  $("blocked-status").textContent = users.length === 0 ? "You have not blocked anyone." : `${users.length} blocked user${users.length === 1 ? "" : "s"}.`;
+}
+
+function initAccount() {
+  const dialog = $("account-dialog");
+  const radios = () => document.querySelectorAll('input[name="privacy-dm"], input[name="privacy-groups"]');
+  const setRadiosDisabled = (d) => radios().forEach((r) => (r.disabled = d));
+
+  const loadPrivacy = async () => {
+    setRadiosDisabled(true);
+    try {
+      showPrivacy(await session.request("getPrivacy", {}));
+      setRadiosDisabled(false);
+    } catch (e) {
+      formError($("privacy-error"), e, { action: "setPrivacy" });
+    }
+  };
+
+  $("account").addEventListener("click", () => {
+    $("password-username").value = model.me?.username ?? "";
+    for (const id of ["password-error", "password-status", "privacy-error", "privacy-status", "blocked-error"]) $(id).textContent = "";
+    $("blocked-status").textContent = "Loading…";
+    $("blocked-list").replaceChildren();
+    dialog.showModal();
+    $("password-current").focus();
+    loadPrivacy();
+    loadBlocked().then((ok) => (ok ? renderBlockedList() : ($("blocked-status").textContent = "")));
+  });
+  $("account-close").addEventListener("click", () => dialog.close());
+  // Passwords are not left in a closed dialog.
+  dialog.addEventListener("close", () => {
+    $("password-current").value = "";
+    $("password-new").value = "";
+    $("password-revoke").checked = false;
+  });
+
+  $("password-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const current = $("password-current").value;
+    const next = $("password-new").value;
+    const revoke = $("password-revoke").checked;
+    $("password-error").textContent = "";
+    $("password-status").textContent = "";
+    if (!current) {
+      $("password-error").textContent = "Enter your current password.";
+      $("password-current").focus();
+      return;
+    }
+    const button = $("password-submit");
+    button.disabled = true;
+    let waitMs = 0;
+    try {
+      await session.changePassword(current, next, revoke);
+      $("password-current").value = "";
+      $("password-new").value = "";
+      $("password-revoke").checked = false;
+      $("password-status").textContent = revoke ? "Password changed. Your other devices were signed out." : "Password changed. Your other devices stay signed in.";
+    } catch (e) {
+      formError($("password-error"), e, { action: "changePassword" });
+      if (e instanceof ConfabError && e.codeName === "RATE_LIMITED") waitMs = Math.min(Number(e.retryAfterMs) || 0, 600_000);
+      else if (e instanceof ConfabError && e.codeName === "INVALID_CREDENTIALS") $("password-current").select();
+      else if ((e instanceof ConfabError || e instanceof ValidationError) && e.code === ErrorCode.INVALID_ARGUMENT) $("password-new").select();
+    } finally {
+      // Rate limited: the button waits as long as the server asked.
+      if (waitMs) setTimeout(() => (button.disabled = false), waitMs);
+      else button.disabled = false;
+    }
+  });
+
+  for (const r of radios()) {
+    r.addEventListener("change", async () => {
+      if (!r.checked) return;
+      const field = r.name === "privacy-dm" ? "directMessages" : "groupInvites";
+      const body = { directMessages: Audience.UNSPECIFIED, groupInvites: Audience.UNSPECIFIED, [field]: Audience[r.value] };
+      $("privacy-error").textContent = "";
+      $("privacy-status").textContent = "Saving…";
+      try {
+        const p = await session.request("setPrivacy", body);
+        showPrivacy(p);
+        $("privacy-status").textContent = privacySummary(p);
+      } catch (e) {
+        $("privacy-status").textContent = "";
+        formError($("privacy-error"), e, { action: "setPrivacy" });
+        loadPrivacy(); // show what is stored
+      }
+    });
+  }
+
+  $("block-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const input = $("block-username");
+    const name = normalizeUsername(input.value);
+    input.value = name;
+    $("blocked-error").textContent = "";
+    if (!name) return;
+    if (await setBlocked(name, true, { errorTarget: $("blocked-error") })) {
+      input.value = "";
+      // The server's order (account creation) and blocked_at_ms: ask again.
+      if (await loadBlocked()) renderBlockedList();
+    }
+    input.focus();
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Group info: members and roles, rename, leave (§7.3)
+// ---------------------------------------------------------------------------
+
+let infoFor = null; // the conversation id the group info dialog shows
+let infoMembers = []; // its MemberList, as last fetched
+
+function infoConv() {
+  return infoFor ? model.conversations.get(infoFor) : null;
+}
+
+/** Fetches the member list; the user's own role in it is authoritative. */
+async function loadMembers() {
+  const c = infoConv();
+  if (!c) return;
+  const list = $("member-list");
+  list.setAttribute("aria-busy", "true");
+  try {
+    const r = await session.request("listMembers", { conversationId: c.conversationId });
+    if (infoFor !== c.id) return;
+    infoMembers = r.members;
+    const me = infoMembers.find((m) => m.userId === model.me?.userId);
+    if (me) c.role = me.role;
+    renderInfo();
+    scheduleRender();
+  } catch (e) {
+    if (e instanceof ConfabError && e.codeName === "CONVERSATION_NOT_FOUND") c.left = true;
+    formError($("info-error"), e);
+    renderInfo();
+  } finally {
+    list.removeAttribute("aria-busy");
+  }
+}
+
+function renderInfo() {
+  const c = infoConv();
+  if (!c) return;
+  const manage = canManage(c.role) && !c.left;
+  $("info-name").textContent = model.nameOf(c);
+  $("info-name").hidden = manage;
+  $("rename-form").hidden = !manage;
+  if (document.activeElement !== $("rename-input")) $("rename-input").value = c.title;
+  $("info-leave").hidden = c.left;
+  const n = infoMembers.length;
+  $("info-status").textContent = c.left ? "You are no longer a member of this group." : n ? `${n} member${n === 1 ? "" : "s"} · you are ${roleLabel(c.role).toLowerCase()}` : "Loading…";
+  // Keep the focus on the same member's row when the list is redrawn.
+  const focusedRow = document.activeElement?.closest?.(".member")?.dataset.username;
+  $("member-list").replaceChildren(...(c.left ? [] : sortMembers(infoMembers).map((m) => memberNode(c, m))));
+  if (focusedRow) {
+    const row = $("member-list").querySelector(`.member[data-username="${CSS.escape(focusedRow)}"]`);
+    (row?.querySelector("button") ?? $("info-close")).focus();
+  }
+}
+
+function memberNode(c, m) {
+  const self = m.userId === model.me?.userId;
+  const { remove, roles } = memberActions(c.role, model.me?.userId, m, infoMembers);
+  const joined = Number(m.joinedAtMs) ? `joined ${new Date(Number(m.joinedAtMs)).toLocaleDateString()}` : "";
+  const actions = el("div", { class: "member-actions" });
+  for (const role of roles) {
+    const label = roleLabel(role).toLowerCase();
+    const b = el("button", { type: "button", class: "secondary", text: `Make ${label}`, "aria-label": self ? `Make yourself ${label}` : `Make ${m.username} ${label}` });
+    b.addEventListener("click", () => changeRole(c, m, role));
+    actions.append(b);
+  }
+  if (remove) {
+    const b = el("button", { type: "button", class: "danger", text: "Remove", "aria-label": `Remove ${m.username} from the group` });
+    b.addEventListener("click", () => removeMember(c, m));
+    actions.append(b);
+  }
+  return el(
+    "li",
+    { class: "member", "data-username": m.username, "data-role": roleLabel(m.role).toLowerCase() },
+    el(
+      "div",
+      { class: "device-name" },
+      el("strong", { text: m.username }),
+      self ? el("span", { class: "this-device", text: "You" }) : null,
+      el("span", { class: "role-badge", "data-role": roleLabel(m.role).toLowerCase(), text: roleLabel(m.role) }),
+    ),
+    joined ? el("div", { class: "device-meta", text: joined }) : null,
+    actions.childElementCount ? actions : null,
+  );
+}
+
+/** Sends one group request from the dialog; the list is fetched again whatever the outcome. */
+async function groupAction(action, body, ctx = {}) {
+  $("info-error").textContent = "";
+  try {
+    await session.request(action, body);
+    return true;
+  } catch (e) {
+    formError($("info-error"), e, { action, ...ctx });
+    return false;
+  } finally {
+    await loadMembers();
+  }
+}
+
+async function changeRole(c, m, role) {
+  const self = m.userId === model.me?.userId;
+  const label = roleLabel(role).toLowerCase();
+  if (role === MemberRole.OWNER) {
+    const ok = await confirmAction(`Make ${m.username} an owner?`, `Owners are peers: once ${m.username} is an owner, only ${m.username} can change their role, and nobody can remove them from the group.`, "Make owner");
+    if (!ok) return;
+  } else if (self) {
+    const ok = await confirmAction(`Become ${label}?`, `You will no longer be an owner of “${model.nameOf(c)}”; only an owner can make you one again.`, `Become ${label}`);
+    if (!ok) return;
+  }
+  await groupAction("setRole", { conversationId: c.conversationId, username: m.username, role }, { who: m.username });
+}
+
+async function removeMember(c, m) {
+  const ok = await confirmAction(`Remove ${m.username}?`, `${m.username} will no longer receive the messages of “${model.nameOf(c)}”. They keep what they could read until now.`, "Remove");
+  if (ok) await groupAction("removeMember", { conversationId: c.conversationId, username: m.username }, { who: m.username });
+}
+
+function initGroupInfo() {
+  const dialog = $("info-dialog");
+  $("group-info").addEventListener("click", () => {
+    const c = openId ? model.conversations.get(openId) : null;
+    if (!c) return;
+    infoFor = c.id;
+    infoMembers = [];
+    $("info-error").textContent = "";
+    renderInfo();
+    dialog.showModal();
+    $("info-close").focus();
+    loadMembers();
+  });
+  $("info-close").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => {
+    infoFor = null;
+    infoMembers = [];
+  });
+
+  $("rename-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const c = infoConv();
+    if (!c) return;
+    const title = $("rename-input").value.trim();
+    if (title === c.title) return;
+    if (await groupAction("renameGroup", { conversationId: c.conversationId, title })) {
+      c.title = title;
+      renderInfo();
+      scheduleRender();
+      $("info-status").textContent = `Renamed to “${title}”.`;
+    }
+  });
+
+  $("info-leave").addEventListener("click", async () => {
+    const c = infoConv();
+    if (!c) return;
+    const heir = nextOwner(infoMembers, model.me?.userId);
+    const alone = infoMembers.length === 1;
+    const text = [
+      "You will no longer receive its messages; what you could read until now stays readable.",
+      heir ? `${heir.username} will become the owner.` : "",
+      alone ? "You are its last member: nobody will see it any more." : "",
+    ].filter(Boolean).join(" ");
+    if (!(await confirmAction(`Leave “${model.nameOf(c)}”?`, text, "Leave group"))) return;
+    $("info-error").textContent = "";
+    leaving.add(c.id);
+    clearTimeout(markReadTimer);
+    try {
+      await session.request("leaveGroup", { conversationId: c.conversationId });
+    } catch (e) {
+      leaving.delete(c.id);
+      formError($("info-error"), e, { action: "leaveGroup" });
+      return;
+    }
+    c.left = true;
+    dialog.close();
+    if (openId === c.id) {
+      openId = null;
+      history.pushState(null, "", listUrl());
+    }
+    scheduleRender();
+    requestAnimationFrame(() => $("dm-username").focus());
+  });
+}
+
+// ---------------------------------------------------------------------------
 // Composer
 // ---------------------------------------------------------------------------
 
@@ -912,7 +1360,7 @@ function updateCount() {
   count.textContent = `${n.toLocaleString("en")} / ${max.toLocaleString("en")}`;
   count.classList.toggle("over", n > max);
   count.setAttribute("aria-label", n > max ? `${n - max} characters over the limit of ${max}` : `${n} of ${max} characters`);
-  $("composer-send").disabled = n > max || !!(openId && model.conversations.get(openId)?.left);
+  $("composer-send").disabled = n > max || composerLocked(openId ? model.conversations.get(openId) : null);
   const ta = $("composer-text");
   ta.style.height = "auto";
   ta.style.height = `${Math.min(ta.scrollHeight + 2, window.innerHeight * 0.4)}px`;

@@ -51,6 +51,7 @@ export class Model {
         lastSeq: 0n,
         readSeq: 0n,
         memberCount: 0,
+        countSeq: 0n, // the seq member_count is as of (a snapshot's last_seq, or a membership change)
         role: MemberRole.UNSPECIFIED,
         lastMessage: null,
         activityMs: 0n,
@@ -75,7 +76,11 @@ export class Model {
     c.peerUserId = s.peerUserId;
     c.peerUsername = s.peerUsername;
     c.createdAtMs = s.createdAtMs;
-    c.memberCount = s.memberCount;
+    // An older snapshot than the changes already counted does not undo them.
+    if (s.lastSeq >= c.countSeq) {
+      c.memberCount = s.memberCount;
+      c.countSeq = s.lastSeq;
+    }
     c.role = s.role;
     c.lastSeq = maxBig(c.lastSeq, s.lastSeq);
     c.readSeq = maxBig(c.readSeq, s.readSeq);
@@ -128,7 +133,10 @@ export class Model {
       const m = e.message;
       const c = this.conv(m.conversationId);
       this.addMessage(m);
-      if (m.membership) {
+      // A change the count already includes (the snapshot of a "joined"
+      // event is taken after the ADDED that brought this user in) is not counted twice.
+      if (m.membership && m.seq > c.countSeq) {
+        c.countSeq = m.seq;
         const a = m.membership.action;
         if (a === MembershipAction.ADDED) c.memberCount += m.membership.users.length;
         if (a === MembershipAction.REMOVED) c.memberCount = Math.max(0, c.memberCount - m.membership.users.length);

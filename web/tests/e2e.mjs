@@ -14,7 +14,10 @@
 // the URL reopens, an unsent draft is back), history paging by scrolling up,
 // a group, back/forward between conversations, the devices dialog (a second
 // browser of alice's signed out from the first), alerts cleared by sign-out
-// and sign-in. Screenshots go to --out.
+// and sign-in; group info (roles and the controls they allow, rename, a
+// refusal shown in words, leave, remove), blocking from a DM's header and
+// the account dialog's block list, privacy settings refusing a DM and a
+// group add, the password change. Screenshots go to --out.
 
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -112,6 +115,16 @@ async function signup(page, username) {
   await page.getByRole("button", { name: "Create account" }).click();
   await page.locator("#me-name", { hasText: username }).waitFor();
   await page.locator('#conn[data-state="online"]').waitFor();
+}
+
+/** A conversation in the list by its exact name (previews may name anyone). */
+const convItem = (page, name) => page.locator(`.conv-item[aria-label^="${name},"]`);
+/** Accepts the confirmation dialog (its button is named `ok`), checking its title. */
+async function confirm(page, title, ok) {
+  const dialog = page.getByRole("dialog", { name: title });
+  await dialog.waitFor();
+  await dialog.getByRole("button", { name: ok, exact: true }).click();
+  await dialog.waitFor({ state: "hidden" });
 }
 
 const messageTexts = (page) => page.locator("#message-list li.msg:not(.pending) .text").allTextContents();
@@ -354,6 +367,7 @@ try {
   await alice.locator("#conv-sub", { hasText: "3 members" }).waitFor();
   await carol.locator(".conv-item", { hasText: "Weekend hike" }).click();
   await carol.locator("#message-list .text", { hasText: "group hello" }).waitFor();
+  check((await carol.locator("#conv-sub").textContent()) === "3 members", "carol, just added, counts 3 members (her ADDED is not counted twice)");
   await send(carol, "hi all, carol here");
   await bob.locator("#message-list .text", { hasText: "carol here" }).waitFor();
   check(true, "alice added carol; carol reads the group's history and posts; bob sees it");
@@ -446,8 +460,220 @@ try {
   await alice2.context().close();
   delete pages.alice2;
 
+  // --- group management: members and roles, rename, refusals, leave, remove ------
+  await convItem(alice, "Weekend hike 🥾").click();
+  await alice.getByRole("button", { name: "Group info…" }).click();
+  const aliceInfo = alice.getByRole("dialog", { name: "Group info" });
+  const memberRow = (dialog, name) => dialog.locator(`.member[data-username="${name}"]`);
+  await memberRow(aliceInfo, carolName).waitFor();
+  check((await aliceInfo.locator(".member").count()) === 3, "group info lists the three members");
+  check(
+    (await memberRow(aliceInfo, aliceName).getAttribute("data-role")) === "owner" && (await memberRow(aliceInfo, bobName).getAttribute("data-role")) === "member",
+    "with their roles (alice owner, bob member)",
+  );
+  check(
+    (await aliceInfo.getByLabel("Group title").isVisible()) &&
+      (await aliceInfo.getByRole("button", { name: `Remove ${bobName} from the group` }).count()) === 1 &&
+      (await aliceInfo.getByRole("button", { name: `Make ${bobName} admin` }).count()) === 1 &&
+      (await memberRow(aliceInfo, aliceName).getByRole("button").count()) === 0,
+    "the owner sees rename, remove and role controls, none on her own row (the only owner)",
+  );
+  await alice.screenshot({ path: join(outDir, "alice-group-info.png") });
+  await aliceInfo.getByRole("button", { name: `Make ${bobName} admin` }).click();
+  await waitFor("bob shown as admin", async () => (await memberRow(aliceInfo, bobName).getAttribute("data-role")) === "admin");
+  await alice.locator("#message-list .system", { hasText: `${bobName} is now admin` }).waitFor();
+  check(true, "alice made bob admin (SetRole; the group shows the change)");
+
+  await convItem(bob, "Weekend hike 🥾").click();
+  await bob.getByRole("button", { name: "Group info…" }).click();
+  const bobInfo = bob.getByRole("dialog", { name: "Group info" });
+  await memberRow(bobInfo, carolName).waitFor();
+  check(
+    (await bobInfo.getByLabel("Group title").isVisible()) &&
+      (await bobInfo.getByRole("button", { name: `Remove ${carolName} from the group` }).count()) === 1 &&
+      (await bobInfo.getByRole("button", { name: `Remove ${aliceName} from the group` }).count()) === 0 &&
+      (await bobInfo.getByRole("button", { name: /^Make / }).count()) === 0,
+    "an admin may rename and remove members, but not the owner, and changes no roles",
+  );
+  await bobInfo.getByLabel("Group title").fill("Weekend hike 2 🏔");
+  await bobInfo.getByRole("button", { name: "Rename" }).click();
+  await alice.locator("#conv-title", { hasText: "Weekend hike 2 🏔" }).waitFor();
+  await carol.locator("#message-list .system", { hasText: `${bobName} renamed the group to “Weekend hike 2 🏔”` }).waitFor();
+  check(true, "bob (admin) renamed the group; alice's title and carol's history show it");
+
+  // The server refuses what the dialog still offers: alice demotes bob while his dialog is open.
+  await aliceInfo.getByRole("button", { name: `Make ${bobName} member` }).click();
+  await bob.locator("#message-list .system", { hasText: `${bobName} is now member` }).waitFor();
+  await bobInfo.getByRole("button", { name: `Remove ${carolName} from the group` }).click();
+  await confirm(bob, `Remove ${carolName}?`, "Remove");
+  await bobInfo.locator("#info-error", { hasText: "PERMISSION_DENIED" }).waitFor();
+  const refusal = await bobInfo.locator("#info-error").textContent();
+  check(/admins may remove only members/.test(refusal), `a refusal that comes back anyway is shown in words ("${refusal}")`);
+  await waitFor("bob's controls gone after the refusal", async () => (await bobInfo.getByRole("button", { name: /^Remove / }).count()) === 0 && !(await bobInfo.getByLabel("Group title").isVisible()));
+  check(true, "after the refusal the dialog shows bob's new role's controls (none)");
+  await bobInfo.getByRole("button", { name: "Close" }).click();
+
+  // Carol (a member, phone-sized): no controls, only Leave; she leaves after a confirmation.
+  await carol.getByRole("button", { name: "Group info…" }).click();
+  const carolInfo = carol.getByRole("dialog", { name: "Group info" });
+  await memberRow(carolInfo, aliceName).waitFor();
+  check(
+    !(await carolInfo.getByLabel("Group title").isVisible()) && (await carolInfo.locator(".member button").count()) === 0 && (await carolInfo.getByRole("button", { name: "Leave group" }).isVisible()),
+    "a member sees the members and roles, no controls but Leave",
+  );
+  await carolInfo.getByRole("button", { name: "Leave group" }).click();
+  await confirm(carol, "Leave “Weekend hike 2 🏔”?", "Leave group");
+  await waitFor("carol back at the list, the group gone", async () => (await carol.locator("#conv-none").isVisible() || (await carol.locator("#conv-empty").isVisible())) && (await convItem(carol, "Weekend hike 2 🏔").count()) === 0);
+  check((await alertCount(carol)) === 0, "carol left the group (confirmed); it is gone from her list, no error toast");
+  await alice.locator("#message-list .system", { hasText: `${carolName} left` }).waitFor();
+  // Alice removes bob.
+  await aliceInfo.getByRole("button", { name: `Remove ${bobName} from the group` }).click();
+  await confirm(alice, `Remove ${bobName}?`, "Remove");
+  await waitFor("alice alone in the group", async () => (await aliceInfo.locator(".member").count()) === 1);
+  await waitFor("the group gone from bob's list", async () => (await convItem(bob, "Weekend hike 2 🏔").count()) === 0);
+  check(true, "alice removed bob (confirmed); the group left bob's list");
+  await aliceInfo.getByRole("button", { name: "Close" }).click();
+
+  // --- blocking from a DM's header -----------------------------------------------
+  await convItem(alice, bobName).click();
+  await alice.getByRole("button", { name: `Block ${bobName}`, exact: true }).click();
+  await confirm(alice, `Block ${bobName}?`, "Block");
+  await alice.getByRole("button", { name: `Unblock ${bobName}` }).first().waitFor();
+  check(
+    (await alice.locator("#blocked-note").isVisible()) && (await alice.getByLabel("Message", { exact: true }).isDisabled()),
+    "alice blocked bob from the DM's header: a note, the composer closed",
+  );
+  await convItem(bob, aliceName).click();
+  await send(bob, "can you hear me?");
+  const bobRefused = bob.locator("#message-list li.msg.pending.failed .status");
+  await bobRefused.waitFor();
+  const refusedText = await bobRefused.textContent();
+  check(refusedText.includes(`${aliceName} doesn't accept messages from you`) && refusedText.includes("REFUSED_BY_USER"), `bob's send is refused in words ("${refusedText}")`);
+  await bob.locator(".alert", { hasText: "REFUSED_BY_USER" }).waitFor();
+
+  // --- account settings: the block list -------------------------------------------
+  await alice.getByRole("button", { name: "Account" }).click();
+  const account = alice.getByRole("dialog", { name: "Account" });
+  const blockedList = account.getByRole("list", { name: "Blocked users" });
+  await blockedList.locator(`[data-username="${bobName}"]`).waitFor();
+  check((await blockedList.locator("li").count()) === 1, "the account dialog lists bob as blocked");
+  await blockedList.getByRole("button", { name: `Unblock ${bobName}` }).click();
+  await account.locator("#blocked-status", { hasText: "You have not blocked anyone." }).waitFor();
+  check(true, "alice unblocked bob from the list");
+  await account.getByLabel("Block a user").fill(`nobody${suffix}`);
+  await account.getByLabel("Block a user").press("Enter");
+  await confirm(alice, `Block nobody${suffix}?`, "Block");
+  await account.locator("#blocked-error", { hasText: "USER_NOT_FOUND" }).waitFor();
+  check((await account.locator("#blocked-error").textContent()).startsWith(`There is no user called “nobody${suffix}”`), "blocking an unknown name says so");
+  await account.getByLabel("Block a user").fill(carolName.toUpperCase());
+  await account.getByLabel("Block a user").press("Enter");
+  await confirm(alice, `Block ${carolName}?`, "Block");
+  await blockedList.locator(`[data-username="${carolName}"]`).waitFor();
+  check((await account.locator("#blocked-error").textContent()) === "", "alice blocked carol by username from the account dialog");
+  await alice.screenshot({ path: join(outDir, "alice-account.png") });
+  await account.getByRole("button", { name: "Close" }).click();
+  await alice.getByRole("button", { name: `Block ${bobName}`, exact: true }).waitFor();
+  check(await alice.getByLabel("Message", { exact: true }).isEnabled(), "the DM's header offers Block again and the composer is open");
+  await send(bob, "unblocked now?");
+  await alice.locator("#message-list .text", { hasText: "unblocked now?" }).waitFor();
+  check(true, "bob's messages arrive again after the unblock");
+  // Carol, blocked by alice, cannot open a conversation with her.
+  check((await alertCount(carol)) === 0, "seconds after leaving, carol still has no toast (late read markers of the group are no news)");
+  await carol.getByLabel("Message a user").fill(aliceName);
+  await carol.getByRole("button", { name: "Open" }).click();
+  const carolAlert = carol.locator(".alert", { hasText: "REFUSED_BY_USER" });
+  await carolAlert.waitFor();
+  check((await carolAlert.textContent()).includes(`${aliceName} doesn't accept new conversations from you`), "a blocked user opening a DM reads who refused it");
+  await carolAlert.getByRole("button", { name: "Dismiss this message" }).click();
+
+  // --- account settings: privacy ------------------------------------------------------
+  await bob.getByRole("button", { name: "Account" }).click();
+  const bobAccount = bob.getByRole("dialog", { name: "Account" });
+  await bobAccount.getByRole("radio", { name: "Everyone" }).first().waitFor();
+  await waitFor("bob's settings loaded (everyone, everyone)", async () => (await bobAccount.locator('input[name="privacy-dm"][value="EVERYONE"]').isChecked()) && (await bobAccount.locator('input[name="privacy-groups"][value="EVERYONE"]').isEnabled()));
+  check((await bobAccount.locator('input[name="privacy-groups"][value="EVERYONE"]').isChecked()), "the privacy settings start at everyone / everyone");
+  check((await bobAccount.getByText("Your contacts are the people you have a direct conversation with.").count()) === 1, "the dialog explains who contacts are");
+  await bobAccount.getByRole("group", { name: "Who can start a conversation with me" }).getByRole("radio", { name: "Nobody" }).check();
+  await bobAccount.locator("#privacy-status", { hasText: "new conversations from nobody" }).waitFor();
+  await bobAccount.getByRole("group", { name: "Who can add me to groups" }).getByRole("radio", { name: "My contacts" }).check();
+  await bobAccount.locator("#privacy-status", { hasText: "added to groups by your contacts" }).waitFor();
+  check(true, "bob allows no new conversations and group adds by contacts only");
+  await bobAccount.getByRole("button", { name: "Close" }).click();
+  await carol.getByLabel("Message a user").fill(bobName);
+  await carol.getByRole("button", { name: "Open" }).click();
+  await carol.locator(".alert", { hasText: `${bobName} doesn't accept new conversations from you` }).waitFor();
+  check(true, "carol cannot open a DM with bob (REFUSED_BY_USER, in words)");
+  await carol.getByRole("button", { name: "Dismiss this message" }).click();
+  await carol.getByRole("button", { name: "New group…" }).click();
+  await carol.getByLabel("Group name", { exact: true }).fill("Carol's club");
+  await carol.getByLabel("Members", { exact: true }).fill(bobName);
+  await carol.getByRole("button", { name: "Create" }).click();
+  await carol.locator("#group-error", { hasText: "REFUSED_BY_USER" }).waitFor();
+  check((await carol.locator("#group-error").textContent()).startsWith(`${bobName} doesn't accept being added to groups by you, so the group was not created.`), "carol cannot add bob to a group: not one of his contacts");
+  await carol.getByRole("button", { name: "Cancel" }).click();
+  await alice.getByRole("button", { name: "New group…" }).click();
+  await alice.getByLabel("Group name", { exact: true }).fill("Contacts only");
+  await alice.getByLabel("Members", { exact: true }).fill(bobName);
+  await alice.getByRole("button", { name: "Create" }).click();
+  await alice.locator("#conv-title", { hasText: "Contacts only" }).waitFor();
+  await convItem(bob, "Contacts only").waitFor();
+  check(true, "alice (a contact: they have a DM) adds bob to a group");
+  await bob.reload();
+  await bob.locator('#conn[data-state="online"]').waitFor();
+  await bob.getByRole("button", { name: "Account" }).click();
+  await waitFor("bob's stored settings", async () => (await bobAccount.locator('input[name="privacy-dm"][value="NOBODY"]').isChecked()) && (await bobAccount.locator('input[name="privacy-groups"][value="CONTACTS"]').isChecked()));
+  check(true, "after a reload the dialog shows bob's stored settings (nobody, contacts)");
+  await bobAccount.getByRole("button", { name: "Close" }).click();
+
+  // --- account settings: password -------------------------------------------------------
+  const alice3 = await newUser("alice3", baseUrl);
+  await login(alice3, aliceName, "Third browser");
+  await alice.getByRole("button", { name: "Account" }).click();
+  await account.getByLabel("Current password").fill("not my password");
+  await account.getByLabel("New password").fill("a whole new passphrase");
+  await account.getByRole("button", { name: "Change password" }).click();
+  await account.locator("#password-error", { hasText: "INVALID_CREDENTIALS" }).waitFor();
+  check((await account.locator("#password-error").textContent()).startsWith("Your current password is wrong."), "a wrong current password is refused in words");
+  await account.getByLabel("Current password").fill(password);
+  await account.getByLabel("New password").fill("12345678");
+  await account.getByRole("button", { name: "Change password" }).click();
+  await account.locator("#password-error", { hasText: "INVALID_ARGUMENT" }).waitFor();
+  check((await account.locator("#password-error").textContent()).startsWith("The new password is not allowed"), "a weak new password is refused in words");
+  const newPassword = "a whole new passphrase";
+  await account.getByLabel("New password").fill(newPassword);
+  await account.getByLabel("Sign out my other devices").check();
+  await account.getByRole("button", { name: "Change password" }).click();
+  await account.locator("#password-status", { hasText: "Password changed. Your other devices were signed out." }).waitFor();
+  check((await account.getByLabel("Current password").inputValue()) === "" && (await account.getByLabel("New password").inputValue()) === "", "alice changed her password; the fields are cleared");
+  await alice3.locator("#auth-error", { hasText: "DEVICE_REVOKED" }).waitFor();
+  check(true, '"Sign out my other devices" signed the third browser out');
+  await alice3.getByLabel("Username", { exact: true }).fill(aliceName);
+  await alice3.getByLabel("Password", { exact: true }).fill(password);
+  await alice3.getByRole("button", { name: "Log in" }).click();
+  await alice3.locator("#auth-error", { hasText: "INVALID_CREDENTIALS" }).waitFor();
+  await alice3.getByLabel("Password", { exact: true }).fill(newPassword);
+  await alice3.getByRole("button", { name: "Log in" }).click();
+  await alice3.locator('#conn[data-state="online"]').waitFor();
+  check(true, "the old password no longer logs in; the new one does");
+  await alice3.context().close();
+  delete pages.alice3;
+  // Wrong guesses count as failed logins: past the limit, the wait is said.
+  let limited = "";
+  for (let i = 0; i < 15 && !limited; i++) {
+    await account.getByLabel("Current password").fill(`wrong guess ${i}`);
+    await account.getByLabel("New password").fill("another new passphrase");
+    await account.getByRole("button", { name: "Change password" }).click();
+    await waitFor("an answer", async () => (await account.locator("#password-error").textContent()) !== "");
+    const t = await account.locator("#password-error").textContent();
+    if (t.includes("RATE_LIMITED")) limited = t;
+  }
+  check(/^Too many attempts; try again in (a second|\d+ seconds|a minute|\d+ minutes)\./.test(limited), `repeated wrong passwords are rate limited, with the wait ("${limited}")`);
+  check(await account.getByRole("button", { name: "Change password" }).isDisabled(), "the button waits as long as the server asked");
+  await account.getByRole("button", { name: "Close" }).click();
+  check((await alice.locator('#conn[data-state="online"]').count()) === 1, "alice is still signed in");
+
   // --- screenshots --------------------------------------------------------------
-  await alice.locator(".conv-item", { hasText: bobName }).click();
+  await convItem(alice, bobName).click();
   // Reloaded since the paging above: only the newest page is loaded again.
   await waitFor("the DM's older messages", async () => {
     await alice.locator("#messages").evaluate((e) => (e.scrollTop = 0));
@@ -459,9 +685,9 @@ try {
   // Phone-sized: one pane at a time, a back button to the list.
   await bob.setViewportSize({ width: 390, height: 780 });
   await bob.getByRole("button", { name: "Back to conversations" }).click();
-  await bob.locator(".conv-item", { hasText: aliceName }).waitFor();
+  await convItem(bob, aliceName).waitFor();
   await bob.screenshot({ path: join(outDir, "bob-phone-list.png") });
-  await bob.locator(".conv-item", { hasText: aliceName }).click();
+  await convItem(bob, aliceName).click();
   await bob.locator("#message-list .text", { hasText: "bulk 70" }).waitFor();
   await bob.screenshot({ path: join(outDir, "bob-phone.png") });
   check(true, `screenshots saved in ${outDir}`);

@@ -5,8 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { describeMembership, dateSeparators, dayLabel, dayKey } from "../model.js";
-import { MembershipAction } from "../proto.js";
+import { Model, describeMembership, dateSeparators, dayLabel, dayKey } from "../model.js";
+import { ConversationKind, MembershipAction, MemberRole } from "../proto.js";
 
 const user = (id, username) => ({ userId: BigInt(id), username });
 const membership = (action, users, extra = {}) => ({
@@ -65,4 +65,27 @@ test("separators: one before the first message of each calendar day", () => {
 test("day keys are local calendar days", () => {
   assert.equal(dayKey(at(2024, 3, 10, 0, 0)), dayKey(at(2024, 3, 10, 23, 59)));
   assert.notEqual(dayKey(at(2024, 3, 10, 23, 59)), dayKey(at(2024, 3, 11, 0, 0)));
+});
+
+test("member count: an added user's joined snapshot already counts the ADDED that brought them in", () => {
+  const model = new Model();
+  model.setMe({ userId: 3n, username: "carol" });
+  const snapshot = (lastSeq, memberCount) => ({ conversationId: 9n, kind: ConversationKind.GROUP, title: "g", peerUserId: 0n, peerUsername: "", createdAtMs: 1n, lastSeq, readSeq: lastSeq, memberCount, role: MemberRole.MEMBER, activityMs: 1n });
+  const event = (seq, action, users) => ({ message: { ...membership(action, users), seq } });
+  model.applyInbox({ joined: snapshot(3n, 3) });
+  model.applyInbox(event(3n, MembershipAction.ADDED, [user(3, "carol")]));
+  const c = model.conversations.get("9");
+  assert.equal(c.memberCount, 3);
+  // Later changes count; a replay of one does not count again.
+  model.applyInbox(event(4n, MembershipAction.ADDED, [user(4, "dave"), user(5, "erin")]));
+  model.applyInbox(event(4n, MembershipAction.ADDED, [user(4, "dave"), user(5, "erin")]));
+  assert.equal(c.memberCount, 5);
+  model.applyInbox(event(5n, MembershipAction.LEFT, [user(4, "dave")]));
+  model.applyInbox(event(6n, MembershipAction.REMOVED, [user(5, "erin")]));
+  assert.equal(c.memberCount, 3);
+  // An older snapshot (a list fetched before those changes) does not undo them; a newer one wins.
+  model.applyConversation(snapshot(4n, 5));
+  assert.equal(c.memberCount, 3);
+  model.applyConversation(snapshot(7n, 4));
+  assert.equal(c.memberCount, 4);
 });
