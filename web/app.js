@@ -287,7 +287,9 @@ session.on("sent", ({ message }) => {
   }
 });
 session.on("failed", ({ entry, error }) => {
-  showAlert(error, "message not sent", sendCtx(entry.conversationId));
+  // In the open conversation the message itself says why, with Send again and
+  // Delete beside it: a toast would only cover them.
+  if (entry.conversationId !== openId) showAlert(error, "message not sent", sendCtx(entry.conversationId));
   scheduleRender();
   void entry;
 });
@@ -417,6 +419,29 @@ function pendingNode(entry) {
   return li;
 }
 
+/** "Send again" and "Delete" for a message the server refused (it is not resent by itself). */
+function pendingActions(entry) {
+  const excerpt = entry.text.length > 40 ? `${entry.text.slice(0, 40)}…` : entry.text;
+  const again = el("button", { type: "button", class: "linkish", text: "Send again", "aria-label": `Send again: ${excerpt}` });
+  const drop = el("button", { type: "button", class: "linkish", text: "Delete", "aria-label": `Delete unsent message: ${excerpt}` });
+  again.addEventListener("click", () => {
+    session.discard(entry.clientMsgId);
+    try {
+      session.send(entry.conversationId, entry.text);
+    } catch (e) {
+      showAlert(e, "message not sent", sendCtx(entry.conversationId));
+    }
+    scheduleRender();
+    $("composer-text").focus();
+  });
+  drop.addEventListener("click", () => {
+    session.discard(entry.clientMsgId);
+    scheduleRender();
+    $("composer-text").focus();
+  });
+  return el("div", { class: "pending-actions" }, again, drop);
+}
+
 function renderOpen() {
   const c = openId ? model.conversations.get(openId) : null;
   $("chat-view").classList.toggle("has-open", !!c);
@@ -504,6 +529,10 @@ function renderOpen() {
         n.classList.toggle("failed", !!w.pending.error);
         const why = w.pending.error ? describeError(w.pending.error, sendCtx(c.id)) : null;
         status.textContent = why ? `Not sent — ${why.friendly ? `${why.friendly} (${why.code})` : `${why.code}: ${why.text}`}` : session.state === "online" ? "Sending…" : "Waiting for connection…";
+        // Made once, so a focused button survives the redraws.
+        const actions = n.querySelector(".pending-actions");
+        if (why && !actions) n.append(pendingActions(w.pending));
+        else if (!why && actions) actions.remove();
       } else {
         // Only the newest of my messages says Sent, and the newest read one Seen.
         let text = w.key === lastSeen ? "Seen" : w.key === myLast ? "Sent" : "";

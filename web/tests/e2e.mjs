@@ -532,6 +532,8 @@ try {
   await waitFor("alice alone in the group", async () => (await aliceInfo.locator(".member").count()) === 1);
   await waitFor("the group gone from bob's list", async () => (await convItem(bob, "Weekend hike 2 🏔").count()) === 0);
   check(true, "alice removed bob (confirmed); the group left bob's list");
+  // Bob had it open: he is told (and dismisses the toast).
+  await bob.locator(".alert", { hasText: "no longer a member" }).getByRole("button", { name: "Dismiss this message" }).click();
   await aliceInfo.getByRole("button", { name: "Close" }).click();
 
   // --- blocking from a DM's header -----------------------------------------------
@@ -549,7 +551,12 @@ try {
   await bobRefused.waitFor();
   const refusedText = await bobRefused.textContent();
   check(refusedText.includes(`${aliceName} doesn't accept messages from you`) && refusedText.includes("REFUSED_BY_USER"), `bob's send is refused in words ("${refusedText}")`);
-  await bob.locator(".alert", { hasText: "REFUSED_BY_USER" }).waitFor();
+  check((await bob.locator(".alert", { hasText: "REFUSED_BY_USER" }).count()) === 0, "no toast over it: the message itself says why");
+  await send(bob, "still there?");
+  await bob.locator("#message-list li.msg.pending.failed", { hasText: "still there?" }).waitFor();
+  await bob.getByRole("button", { name: "Delete unsent message: still there?" }).click();
+  await waitFor("the refused message deleted", async () => (await bob.locator("#message-list li.msg.pending", { hasText: "still there?" }).count()) === 0);
+  check((await bob.locator("#message-list li.msg.pending.failed").count()) === 1, "bob deleted a refused message; the other stays, with Send again");
 
   // --- account settings: the block list -------------------------------------------
   await alice.getByRole("button", { name: "Account" }).click();
@@ -574,9 +581,10 @@ try {
   await account.getByRole("button", { name: "Close" }).click();
   await alice.getByRole("button", { name: `Block ${bobName}`, exact: true }).waitFor();
   check(await alice.getByLabel("Message", { exact: true }).isEnabled(), "the DM's header offers Block again and the composer is open");
-  await send(bob, "unblocked now?");
-  await alice.locator("#message-list .text", { hasText: "unblocked now?" }).waitFor();
-  check(true, "bob's messages arrive again after the unblock");
+  await bob.getByRole("button", { name: "Send again: can you hear me?" }).click();
+  await alice.locator("#message-list .text", { hasText: "can you hear me?" }).waitFor();
+  await bob.locator("#message-list li.msg:not(.pending) .text", { hasText: "can you hear me?" }).waitFor();
+  check((await bob.locator("#message-list li.msg.pending").count()) === 0, "after the unblock bob sent his refused message again; alice has it");
   // Carol, blocked by alice, cannot open a conversation with her.
   check((await alertCount(carol)) === 0, "seconds after leaving, carol still has no toast (late read markers of the group are no news)");
   await carol.getByLabel("Message a user").fill(aliceName);
