@@ -251,10 +251,12 @@ session.on("reset", () => {
 });
 
 session.on("inbox", (e) => {
+  // Told once: a 311 of a request on the way may have said it already.
+  const wasLeft = !!e.left && !!model.conversations.get(String(e.left.conversationId))?.left;
   model.applyInbox(e);
   if (e.joined) leaving.delete(String(e.joined.conversationId));
   if (e.joined && e.joined.kind === ConversationKind.DIRECT && e.joined.peerUsername) subscribePeers();
-  if (e.left && String(e.left.conversationId) === openId && !leaving.has(openId)) showAlert(new Error("you are no longer a member of this conversation"));
+  if (e.left && !wasLeft && String(e.left.conversationId) === openId && !leaving.has(openId)) showAlert(new Error("you are no longer a member of this conversation"));
   scheduleRender();
 });
 session.on("presence", (p) => {
@@ -642,10 +644,11 @@ function handleConvError(c, e, what) {
   if (e instanceof ConnectionLost) return; // done again after reconnecting
   if (e instanceof ConfabError && e.codeName === "CONVERSATION_NOT_FOUND") {
     // Checklist item 15: not (or no longer) a member.
+    const wasLeft = c.left;
     c.left = true;
     scheduleRender();
-    // Left by this user: a read marker or receipts still on the way are no news.
-    if (leaving.has(c.id)) return;
+    // Known already (the inbox said so, or this user left): no news.
+    if (wasLeft || leaving.has(c.id)) return;
   }
   showAlert(e, what);
 }
