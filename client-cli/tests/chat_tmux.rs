@@ -5,7 +5,7 @@
 //! that presence and groups show, and that a server restart shows as
 //! reconnecting and recovers with nothing lost or doubled: on screen and in
 //! the server's history. Skips (with a note on stderr) without tmux, or
-//! fails under `CONFAB_REQUIRE_E2E=1` (as in CI).
+//! fails under `CONFAB_REQUIRE_E2E=1` or `CI=true`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -199,13 +199,25 @@ fn bodies(messages: &[Value]) -> Vec<String> {
     messages.iter().filter_map(|m| m["body"].as_str()).map(str::to_string).collect()
 }
 
-#[test]
-fn two_terminals_chat_and_survive_a_server_restart() {
+/// Whether tmux is there to run the test; without it the test is skipped,
+/// except in CI (`CONFAB_REQUIRE_E2E=1`, or `CI=true`), where it fails.
+fn have_tmux() -> bool {
     let missing: Vec<String> = match Command::new("tmux").arg("-V").output() {
         Ok(_) => Vec::new(),
         Err(e) => vec![format!("tmux ({e}; apt-get install tmux)")],
     };
-    if !common::require_tools_or_skip("tmux chat test (client-cli/tests/chat_tmux.rs)", &missing) {
+    if !missing.is_empty() && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "tmux chat test (client-cli/tests/chat_tmux.rs) cannot run under CI=true: missing {}",
+            missing.join(", ")
+        );
+    }
+    common::require_tools_or_skip("tmux chat test (client-cli/tests/chat_tmux.rs)", &missing)
+}
+
+#[test]
+fn two_terminals_chat_and_survive_a_server_restart() {
+    if !have_tmux() {
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -230,7 +242,12 @@ fn two_terminals_chat_and_survive_a_server_restart() {
     let tmux = Tmux::new(dir.path());
     tmux.start("alice", &alice.chat_script(dir.path(), "alice"));
     tmux.start("bob", &bob.chat_script(dir.path(), "bob"));
-    let a = tmux.wait("alice", "connected", WAIT, |s| status(s).contains("connected · ") && s.contains("backlog 120"));
+    // 120 unread: alice's pane opens at the first of them (two history
+    // pages back), under the "new messages" line.
+    let a = tmux.wait("alice", "connected at the first unread", WAIT, |s| {
+        status(s).contains("connected · ") && s.contains("── new messages ──") && shown(s, "backlog 1") == 1
+    });
+    assert_eq!(shown(&a, "backlog 120"), 0, "{a}");
     assert!(status(&a).contains(&format!("connected · {quic} · QUIC")), "{}", status(&a));
     let b = tmux.wait("bob", "connected", WAIT, |s| status(s).contains("connected · "));
     assert!(status(&b).contains(&format!("connected · {tcp} · TCP")), "{}", status(&b));

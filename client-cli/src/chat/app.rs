@@ -13,9 +13,10 @@ use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModif
 use tokio::sync::mpsc;
 
 use super::command::{self, Input, Slash};
+use super::complete::{self, Cycle};
 use super::conversation::Kind;
 use super::input::InputLine;
-use super::model::{ChatModel, Retry, SendRequest};
+use super::model::{ChatModel, Link, Retry, SendRequest};
 use super::net::{self, NetCommand, NetEvent};
 use super::terminal::{self, Tui};
 use super::text::format_seen;
@@ -29,17 +30,22 @@ const TYPING_EVERY: Duration = Duration::from_secs(3);
 /// gone (store the cursor, close the connection).
 const QUIT_GRACE: Duration = Duration::from_secs(1);
 
-/// `confab chat`: connects (printing errors the usual way), then runs the
-/// terminal UI until the user quits.
+/// `confab chat`: runs the terminal UI until the user quits. Only a profile
+/// that is not logged in fails before it starts; the connection is made
+/// from inside (a server that is down is waited for, with backoff).
 pub async fn run(ctx: &mut Ctx) -> crate::cli::Result<()> {
-    let (conn, auth) = ctx.session().await?;
+    if ctx.profile.token.is_none() {
+        return Err(Failure::Local("not logged in: run `confab login USER` (or `confab signup USER`)".into()));
+    }
+    let me = ctx.profile.username.clone().unwrap_or_default();
+    let me_id = ctx.profile.user_id;
     let mut tui = terminal::enter().map_err(|e| Failure::Local(format!("cannot use the terminal: {e}")))?;
     let (key_tx, mut keys) = mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));
     terminal::spawn_reader(key_tx, stop.clone());
     let (net_tx, mut net_rx) = mpsc::unbounded_channel();
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
-    let mut ui = Ui::new(ChatModel::new(&auth.username, auth.user_id), cmd_tx);
+    let mut ui = Ui::new(ChatModel::new(&me, me_id), cmd_tx);
     let result = {
         let ui_side = async move {
             let r = tokio::select! {
@@ -53,7 +59,7 @@ pub async fn run(ctx: &mut Ctx) -> crate::cli::Result<()> {
             drop(ui);
             r
         };
-        let network = net::run(ctx, (conn, auth), net_tx, &mut cmd_rx);
+        let network = net::run(ctx, net_tx, &mut cmd_rx);
         tokio::pin!(ui_side, network);
         let mut network_done = false;
         let result = loop {
@@ -85,6 +91,8 @@ struct Ui {
     /// Quitting was asked for once while sends were unconfirmed.
     quit_warned: bool,
     clear: bool,
+    /// Tab completion in progress.
+    completing: Option<Cycle>,
 }
 
 impl Ui {
@@ -98,6 +106,7 @@ impl Ui {
             quit: false,
             quit_warned: false,
             clear: false,
+            completing: None,
         }
     }
 
@@ -150,8 +159,11 @@ impl Ui {
         if let Some((conversation_id, before_seq)) = self.model.poll_history(self.view.at_top) {
             self.request(NetCommand::History { conversation_id, before_seq });
         }
-        if let Some((conversation_id, seq)) = self.model.poll_mark_read() {
+        if let Some((conversation_id, seq)) = self.model.poll_mark_read(self.view.seen) {
             self.request(NetCommand::MarkRead { conversation_id, seq });
+        }
+        if let Some(conversation_id) = self.model.poll_receipts(Instant::now()) {
+            self.request(NetCommand::Receipts { conversation_id });
         }
         while let Some(conversation_id) = self.model.poll_unknown() {
             self.request(NetCommand::GetConversation { conversation_id });
@@ -201,6 +213,9 @@ impl Ui {
             self.view.show_help = false;
             return;
         }
+        if k.code != KeyCode::Tab {
+            self.completing = None;
+        }
         match k.code {
             KeyCode::Enter if alt || k.modifiers.contains(KeyModifiers::SHIFT) => {
                 self.input.insert('\n');
@@ -211,12 +226,18 @@ impl Ui {
                 self.typed();
             }
             KeyCode::Enter => self.submit(),
-            KeyCode::Tab => self.switch(1),
+            KeyCode::Tab if self.input.is_empty() => self.switch(1),
+            KeyCode::Tab => self.complete(),
             KeyCode::BackTab => self.switch(-1),
+            KeyCode::Char(d @ '1'..='9') if alt && !ctrl => self.go_number(d),
             KeyCode::Char('n') if ctrl => self.switch(1),
             KeyCode::Char('p') if ctrl => self.switch(-1),
-            KeyCode::PageUp => self.view.scroll += self.view.page.saturating_sub(2).max(1),
+            KeyCode::PageUp => {
+                self.view.anchor = false;
+                self.view.scroll += self.view.page.saturating_sub(2).max(1);
+            }
             KeyCode::PageDown => {
+                self.view.anchor = false;
                 self.view.scroll = self.view.scroll.saturating_sub(self.view.page.saturating_sub(2).max(1))
             }
             KeyCode::Up => self.input.up(),
@@ -250,6 +271,49 @@ impl Ui {
         self.view.scroll = 0;
     }
 
+    /// Alt-1 … Alt-9: the conversation with that number in the list.
+    fn go_number(&mut self, digit: char) {
+        let n = digit.to_digit(10).unwrap_or(0) as usize;
+        match self.model.nth(n) {
+            Some(id) => self.open(id),
+            None => self.model.set_notice(format!("no conversation {n} in the list"), true, Instant::now()),
+        }
+    }
+
+    fn open(&mut self, id: u64) {
+        if self.model.selected() != Some(id) {
+            self.model.select(id);
+            self.view.scroll = 0;
+        }
+    }
+
+    /// Tab with something typed: completes the word at the cursor (a
+    /// /command first, else a member's @name); Tab again, the next match.
+    fn complete(&mut self) {
+        if let Some(cycle) = &mut self.completing {
+            let start = cycle.start;
+            let (old, new) = cycle.advance();
+            self.input.replace(start, old, new);
+            return;
+        }
+        let names = self.model.member_names();
+        match complete::start(&self.input.before_cursor(), &names, command::COMMANDS) {
+            Some(cycle) => {
+                self.input.replace(
+                    cycle.start,
+                    self.input.before_cursor().chars().count() - cycle.start,
+                    cycle.current(),
+                );
+                if cycle.candidates.len() > 1 {
+                    let list: Vec<&str> = cycle.candidates.iter().map(|c| c.trim_end()).collect();
+                    self.model.set_notice(list.join(" "), false, Instant::now());
+                }
+                self.completing = Some(cycle);
+            }
+            None => self.model.set_notice("nothing to complete", false, Instant::now()),
+        }
+    }
+
     /// After an edit: a typing notice, at most every 3 s per conversation,
     /// while a message (not a command) is being typed.
     fn typed(&mut self) {
@@ -276,6 +340,10 @@ impl Ui {
     }
 
     fn retry(&mut self) {
+        if self.model.signed_out() {
+            self.model.set_notice("not sent: signed out", true, Instant::now());
+            return;
+        }
         match self.model.retry_failed() {
             Retry::Now(req) => self.request(NetCommand::Send(req)),
             Retry::OnReconnect => self.model.set_notice("sent again once reconnected", false, Instant::now()),
@@ -290,10 +358,9 @@ impl Ui {
         }
         let now = Instant::now();
         match command::parse(&text) {
-            Err(e) => {
-                self.model.set_notice(e, true, now);
-                self.input.restore(&text);
-            }
+            // A command that cannot run is not kept in the input, where
+            // the next words would be typed onto it; Up brings it back.
+            Err(e) => self.model.set_notice(format!("{e} (Up: edit it)"), true, now),
             Ok(Input::Message(m)) => match self.model.send(&m, confab_client::new_client_msg_id()) {
                 Ok(req) => {
                     self.view.scroll = 0;
@@ -309,11 +376,10 @@ impl Ui {
                     self.input.restore(&text);
                 }
             },
-            Ok(Input::Command(c)) => {
-                if let Err(e) = self.command(c) {
-                    self.model.set_notice(e, true, now);
-                }
-            }
+            Ok(Input::Command(c)) => match self.command(c) {
+                Ok(()) => self.model.clear_error_notice(),
+                Err(e) => self.model.set_notice(format!("{e} (Up: edit it)"), true, now),
+            },
         }
     }
 
@@ -334,6 +400,18 @@ impl Ui {
             Slash::Members => match current {
                 Some((conversation_id, _)) => NetCommand::Members { conversation_id },
                 None => return Err("no conversation open".into()),
+            },
+            Slash::Role { user, role } => NetCommand::SetRole { conversation_id: group()?, username: user, role },
+            Slash::Go(query) => match self.model.find(&query) {
+                Ok(id) => {
+                    self.open(id);
+                    return Ok(());
+                }
+                // `/go @user` with no conversation yet: open one.
+                Err(_) if query.starts_with('@') && !query.contains(' ') => {
+                    NetCommand::OpenDirect { username: query[1..].to_lowercase() }
+                }
+                Err(e) => return Err(e),
             },
             Slash::Presence(usernames) => NetCommand::Presence { usernames },
             Slash::Help => {
@@ -359,9 +437,14 @@ impl Ui {
         let now = Instant::now();
         match ev {
             NetEvent::Link(link) => {
+                // A full redraw on connect: anything written to the
+                // terminal meanwhile (a first-use certificate note) goes.
+                self.clear |= matches!(link, Link::Connected { .. });
                 let resend = self.model.set_link(link, now);
                 self.resend(resend);
             }
+            NetEvent::Me { username, user_id } => self.model.set_me(&username, user_id),
+            NetEvent::Receipts { conversation_id, receipts } => self.model.handle_receipts(conversation_id, &receipts),
             NetEvent::Snapshot { conversations, rebuild } => self.model.handle_snapshot(&conversations, rebuild),
             NetEvent::Inbox(events) => {
                 for e in &events {
@@ -386,7 +469,10 @@ impl Ui {
             NetEvent::Typing(t) => self.model.handle_typing(&t, now),
             NetEvent::ReadReceipt(r) => self.model.handle_read_receipt(&r),
             NetEvent::Sent { client_msg_id, result } => match result {
-                Ok(m) => self.model.handle_sent(&m),
+                Ok(m) => {
+                    self.model.handle_sent(&m);
+                    self.model.clear_error_notice();
+                }
                 Err(e) => {
                     let lost = matches!(e, ClientError::Disconnected(_) | ClientError::Connect(_));
                     self.model.handle_send_error(&client_msg_id, &short_error(&e), lost);
@@ -405,13 +491,14 @@ impl Ui {
             },
             NetEvent::Opened(c) => {
                 self.model.handle_conversation(&c);
-                self.model.select(c.conversation_id);
-                self.view.scroll = 0;
+                self.open(c.conversation_id);
+                self.model.clear_error_notice();
             }
             NetEvent::Conversation(c) => self.model.handle_conversation(&c),
             NetEvent::Members { conversation_id, members } => {
                 let list: Vec<String> = members.iter().map(member_text).collect();
                 self.model.note(conversation_id, format!("members: {}", list.join(", ")));
+                self.model.clear_error_notice();
             }
             NetEvent::Done(text) => self.model.set_notice(text, false, now),
             NetEvent::Failed { what, error } => {

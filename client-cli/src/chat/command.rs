@@ -1,5 +1,11 @@
 //! Slash commands typed in the input line.
 
+use confab_protocol::pb;
+
+/// The commands, for Tab completion (their aliases work too).
+pub const COMMANDS: &[&str] =
+    &["add", "dm", "go", "group", "help", "leave", "members", "presence", "quit", "remove", "rename", "role"];
+
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slash {
@@ -22,6 +28,16 @@ pub enum Slash {
     Rename(String),
     /// `/members` of the open conversation.
     Members,
+    /// `/role @user owner|admin|member` in the open group.
+    Role {
+        /// Whose.
+        user: String,
+        /// The new role.
+        role: pb::MemberRole,
+    },
+    /// `/go N` or `/go NAME`: open a conversation by its number in the
+    /// list or its name.
+    Go(String),
     /// `/presence @a @b`.
     Presence(Vec<String>),
     /// `/help`.
@@ -88,12 +104,31 @@ pub fn parse(text: &str) -> Result<Input, String> {
             Slash::Rename(args.join(" "))
         }
         "members" | "names" | "who" => none(Slash::Members)?,
+        "role" | "op" => match args {
+            [u, role] => Slash::Role { user: user(u)?, role: role_of(role)? },
+            _ => return Err("usage: /role @user owner|admin|member".into()),
+        },
+        "go" | "join" | "j" | "buffer" => {
+            if args.is_empty() {
+                return Err("usage: /go N or /go NAME (a number in the list, @user or a title)".into());
+            }
+            Slash::Go(args.join(" "))
+        }
         "presence" | "whois" => Slash::Presence(users(args, "/presence @user …")?),
         "help" | "?" => Slash::Help,
         "quit" | "exit" | "q" => Slash::Quit,
         other => return Err(format!("unknown command /{other}: /help lists them")),
     };
     Ok(Input::Command(cmd))
+}
+
+fn role_of(word: &str) -> Result<pb::MemberRole, String> {
+    match word.to_lowercase().as_str() {
+        "owner" => Ok(pb::MemberRole::Owner),
+        "admin" => Ok(pb::MemberRole::Admin),
+        "member" => Ok(pb::MemberRole::Member),
+        _ => Err(format!("'{word}' is not a role: owner, admin or member")),
+    }
 }
 
 fn users_or_none(words: &[&str]) -> Result<Vec<String>, String> {
@@ -124,6 +159,9 @@ mod tests {
         assert_eq!(cmd("/rename The  Team"), Slash::Rename("The Team".into()));
         assert_eq!(cmd("/members"), Slash::Members);
         assert_eq!(cmd("/presence @bob"), Slash::Presence(vec!["bob".into()]));
+        assert_eq!(cmd("/role @Bob Admin"), Slash::Role { user: "bob".into(), role: pb::MemberRole::Admin });
+        assert_eq!(cmd("/go 2"), Slash::Go("2".into()));
+        assert_eq!(cmd("/join Weekend plans"), Slash::Go("Weekend plans".into()));
         assert_eq!(cmd("/help"), Slash::Help);
         assert_eq!(cmd("/quit"), Slash::Quit);
     }
@@ -137,5 +175,8 @@ mod tests {
         assert!(parse("/group create @bob").unwrap_err().contains("usage"));
         assert!(parse("/frobnicate").unwrap_err().contains("unknown command"));
         assert!(parse("/leave now").unwrap_err().contains("no arguments"));
+        assert!(parse("/role @bob king").unwrap_err().contains("not a role"));
+        assert!(parse("/role @bob").unwrap_err().contains("usage"));
+        assert!(parse("/go").unwrap_err().contains("usage"));
     }
 }

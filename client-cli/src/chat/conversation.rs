@@ -62,6 +62,14 @@ pub struct Conversation {
     pub(super) history_failed: bool,
     /// The read marker asked for (so it is asked for once).
     pub(super) read_requested: u64,
+    /// The first unread seq when this conversation was opened: a "new
+    /// messages" line is drawn above it until another one is opened.
+    pub divider: Option<u64>,
+    /// How far each member has read (groups, from `ReadReceiptsRequest`;
+    /// the requester included): also the member list for completion.
+    pub receipts: BTreeMap<String, u64>,
+    /// When receipts were last asked for (`None`: not since it was opened).
+    pub(super) receipts_at: Option<Instant>,
 }
 
 impl Conversation {
@@ -84,6 +92,9 @@ impl Conversation {
             history_loading: false,
             history_failed: false,
             read_requested: 0,
+            divider: None,
+            receipts: BTreeMap::new(),
+            receipts_at: None,
         }
     }
 
@@ -110,6 +121,13 @@ impl Conversation {
             Some((&first, _)) => first > 1,
             None => self.last_seq > 0,
         }
+    }
+
+    /// Whether the first unread message (the divider's) is still to be
+    /// loaded: history is fetched down to it before the view settles.
+    pub fn divider_pending(&self) -> bool {
+        let Some(d) = self.divider else { return false };
+        self.older_available() && self.messages.first_key_value().is_none_or(|(&first, _)| first > d)
     }
 
     /// Whether a history page is being fetched.

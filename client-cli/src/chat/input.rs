@@ -189,6 +189,20 @@ impl InputLine {
         text
     }
 
+    /// The text before the cursor.
+    pub fn before_cursor(&self) -> String {
+        self.chars[..self.cursor].iter().collect()
+    }
+
+    /// Replaces `len` chars from `start` with `text`; the cursor goes after
+    /// it (Tab completion).
+    pub fn replace(&mut self, start: usize, len: usize, text: &str) {
+        let start = start.min(self.chars.len());
+        let end = (start + len).min(self.chars.len());
+        self.chars.splice(start..end, text.chars());
+        self.cursor = start + text.chars().count();
+    }
+
     /// Puts text back (a command that could not run), cursor at the end.
     pub fn restore(&mut self, text: &str) {
         self.set(text);

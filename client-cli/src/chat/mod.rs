@@ -11,6 +11,7 @@
 //! - `view`: draws the model (conversation list, messages, input, status).
 //! - `input`: the line editor (multi-line, history).
 //! - `command`: slash commands.
+//! - `complete`: Tab completion of /commands and @names.
 //! - `text`: wrapping, truncation and UTC dates by display width.
 //! - `net`: the connection: resume, catch up, live events, reconnect.
 //! - `app`: the loop between terminal, model and network.
@@ -19,6 +20,7 @@
 
 mod app;
 mod command;
+mod complete;
 mod conversation;
 mod input;
 mod model;

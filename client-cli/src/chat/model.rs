@@ -104,9 +104,15 @@ pub enum Link {
         /// Attempts since the link was last up (1: the first retry).
         attempt: u32,
     },
-    /// Gave up (e.g. the token was revoked).
+    /// Gave up (e.g. not logged in).
     Failed(String),
+    /// This device's token was revoked (or is no longer valid): nothing is
+    /// retried until the user logs in again.
+    SignedOut,
 }
+
+/// What the UI says when the device was signed out.
+pub const SIGNED_OUT: &str = "this device was signed out; log in again with `confab login`";
 
 /// A transient line for the status bar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +126,10 @@ pub struct Notice {
 }
 
 const NOTICE_FOR: Duration = Duration::from_secs(8);
+
+/// How often the read receipts of the open group are asked for (groups get
+/// no live receipts, spec §8.10).
+const RECEIPTS_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything `confab chat` shows.
 #[derive(Debug)]
@@ -142,6 +152,9 @@ pub struct ChatModel {
     subscribed: BTreeSet<String>,
     /// The terminal has focus (reading marks messages read).
     focused: bool,
+    /// A session was up at least once (before that, the status bar says
+    /// "connecting", not "reconnecting").
+    ever_connected: bool,
 }
 
 impl ChatModel {
@@ -160,6 +173,18 @@ impl ChatModel {
             names: HashMap::new(),
             subscribed: BTreeSet::new(),
             focused: true,
+            ever_connected: false,
+        }
+    }
+
+    /// Who this user is, as the server said (the profile's name may be
+    /// missing or stale).
+    pub fn set_me(&mut self, me: &str, me_id: u64) {
+        if !me.is_empty() {
+            self.me = me.to_string();
+        }
+        if me_id != 0 {
+            self.me_id = me_id;
         }
     }
 
@@ -218,6 +243,68 @@ impl ChatModel {
         matches!(self.link, Link::Connected { .. })
     }
 
+    /// Whether a session was ever up in this run.
+    pub fn ever_connected(&self) -> bool {
+        self.ever_connected
+    }
+
+    /// Whether this device was signed out (revoked): nothing more is sent.
+    pub fn signed_out(&self) -> bool {
+        self.link == Link::SignedOut
+    }
+
+    /// The conversation shown as number `n` (1-based, list order).
+    pub fn nth(&self, n: usize) -> Option<u64> {
+        n.checked_sub(1).and_then(|i| self.order().get(i).copied())
+    }
+
+    /// The conversation that `query` names: its number in the list, `@peer`
+    /// or a title (case-insensitive; a unique prefix will do).
+    pub fn find(&self, query: &str) -> Result<u64, String> {
+        let q = query.trim();
+        if let Ok(n) = q.parse::<usize>() {
+            return self
+                .nth(n)
+                .ok_or_else(|| format!("no conversation {n}: the list has {}", self.conversations.len()));
+        }
+        let q = q.to_lowercase();
+        let order = self.order();
+        let names: Vec<(u64, String)> =
+            order.iter().filter_map(|id| self.conversations.get(id)).map(|c| (c.id, c.name().to_lowercase())).collect();
+        let bare = |n: &str| n.strip_prefix('@').unwrap_or(n).to_string();
+        if let Some((id, _)) = names.iter().find(|(_, n)| *n == q || bare(n) == bare(&q)) {
+            return Ok(*id);
+        }
+        let matching: Vec<&(u64, String)> =
+            names.iter().filter(|(_, n)| n.starts_with(&q) || bare(n).starts_with(&bare(&q))).collect();
+        match matching.as_slice() {
+            [(id, _)] => Ok(*id),
+            [] => Err(format!("no conversation named \"{query}\"")),
+            many => {
+                let list: Vec<&str> = many.iter().take(4).map(|(_, n)| n.as_str()).collect();
+                Err(format!("\"{query}\" could be {}", list.join(", ")))
+            }
+        }
+    }
+
+    /// Usernames for Tab completion in the open conversation: its members
+    /// as last told (the receipts of a group, the peer of a DM) and the
+    /// senders of loaded messages; this user last.
+    pub fn member_names(&self) -> Vec<String> {
+        let Some(c) = self.current() else { return Vec::new() };
+        let mut names: BTreeSet<String> = c.receipts.keys().cloned().collect();
+        if !c.peer.is_empty() {
+            names.insert(c.peer.clone());
+        }
+        if c.receipts.is_empty() {
+            names.extend(c.messages.values().map(|m| m.sender_username.clone()).filter(|n| !n.is_empty()));
+        }
+        names.remove(&self.me);
+        let mut out: Vec<String> = names.into_iter().collect();
+        out.push(self.me.clone());
+        out
+    }
+
     /// The notice to show now, if any.
     pub fn notice(&self, now: Instant) -> Option<&Notice> {
         self.notice.as_ref().filter(|n| n.until > now)
@@ -240,7 +327,27 @@ impl ChatModel {
             self.unknown.remove(&c.conversation_id);
         }
         if self.selected.is_none_or(|id| !self.conversations.contains_key(&id)) {
-            self.selected = self.order().first().copied();
+            self.selected = None;
+            if let Some(&first) = self.order().first() {
+                self.open(first);
+            }
+        }
+    }
+
+    /// Makes `id` the open conversation. A newly opened one keeps the
+    /// reader's place: its first unread message gets the "new messages"
+    /// divider (the one left loses it).
+    fn open(&mut self, id: u64) {
+        if self.selected == Some(id) {
+            return;
+        }
+        if let Some(old) = self.selected.and_then(|o| self.conversations.get_mut(&o)) {
+            old.divider = None;
+        }
+        if let Some(c) = self.conversations.get_mut(&id) {
+            c.divider = (c.read_seq < c.last_seq && !c.left).then_some(c.read_seq + 1);
+            c.receipts_at = None;
+            self.selected = Some(id);
         }
     }
 
@@ -250,7 +357,7 @@ impl ChatModel {
         self.conversations.entry(c.conversation_id).or_insert_with(|| Conversation::new(c.conversation_id)).merge(c);
         self.unknown.remove(&c.conversation_id);
         if self.selected.is_none() {
-            self.selected = Some(c.conversation_id);
+            self.open(c.conversation_id);
         }
     }
 
@@ -307,7 +414,15 @@ impl ChatModel {
         }
         // A new message from someone ends their typing indicator (§9.4).
         c.typing.remove(&m.sender_username);
+        if c.kind == Kind::Group && c.receipts.contains_key(&m.sender_username) {
+            // Sending moves the sender's own read marker (§8.10).
+            let r = c.receipts.entry(m.sender_username.clone()).or_default();
+            *r = (*r).max(m.seq);
+        }
         if let Some(pb::message::Content::Membership(ch)) = &m.content {
+            // Members changed: the receipts (the member list) are asked
+            // for again.
+            c.receipts_at = None;
             let users = || ch.users.iter().map(|u| u.username.as_str());
             match pb::MembershipAction::try_from(ch.action) {
                 Ok(pb::MembershipAction::Renamed) => c.title.clone_from(&ch.title),
@@ -385,6 +500,22 @@ impl ChatModel {
         }
         if let Some(c) = self.conversations.get_mut(&r.conversation_id) {
             c.peer_read_seq = c.peer_read_seq.max(r.read_seq);
+            if c.kind == Kind::Group && !r.username.is_empty() {
+                let seq = c.receipts.entry(r.username.clone()).or_default();
+                *seq = (*seq).max(r.read_seq);
+            }
+        }
+    }
+
+    /// A group's read receipts (one per current member): replaces the
+    /// list, since members may have left.
+    pub fn handle_receipts(&mut self, conversation_id: u64, list: &[pb::ReadReceipt]) {
+        for r in list {
+            self.learn(r.user_id, &r.username);
+        }
+        if let Some(c) = self.conversations.get_mut(&conversation_id) {
+            c.receipts =
+                list.iter().filter(|r| !r.username.is_empty()).map(|r| (r.username.clone(), r.read_seq)).collect();
         }
     }
 
@@ -432,8 +563,16 @@ impl ChatModel {
     /// The link changed. On connect, returns the sends to resend (same ids).
     pub fn set_link(&mut self, link: Link, now: Instant) -> Vec<SendRequest> {
         let connected = matches!(link, Link::Connected { .. });
-        let was_down = matches!(self.link, Link::Reconnecting { .. });
+        let was_down = matches!(self.link, Link::Reconnecting { .. }) && self.ever_connected;
+        let signed_out = link == Link::SignedOut;
         self.link = link;
+        if signed_out {
+            // Nothing will go out from this device any more.
+            for p in &mut self.pending {
+                p.state = PendingState::Failed("signed out".into());
+            }
+            self.notice = None;
+        }
         for c in self.conversations.values_mut() {
             // Typing events stop with the session; a request in flight on
             // it gets no answer.
@@ -448,8 +587,11 @@ impl ChatModel {
             self.subscribed.clear();
             return Vec::new();
         }
+        self.ever_connected = true;
         if was_down {
             self.set_notice("reconnected", false, now);
+        } else {
+            self.clear_error_notice();
         }
         let mut resend = Vec::new();
         for p in &mut self.pending {
@@ -473,6 +615,13 @@ impl ChatModel {
         self.notice = None;
     }
 
+    /// Something worked: an error shown from before no longer applies.
+    pub fn clear_error_notice(&mut self) {
+        if self.notice.as_ref().is_some_and(|n| n.error) {
+            self.notice = None;
+        }
+    }
+
     /// Adds a local line to a conversation.
     pub fn note(&mut self, conversation_id: u64, text: impl Into<String>) {
         if let Some(c) = self.conversations.get_mut(&conversation_id) {
@@ -483,9 +632,7 @@ impl ChatModel {
 
     /// Opens a conversation.
     pub fn select(&mut self, conversation_id: u64) {
-        if self.conversations.contains_key(&conversation_id) {
-            self.selected = Some(conversation_id);
-        }
+        self.open(conversation_id);
     }
 
     /// Opens the next (`step` 1) or previous (`step` −1) conversation in list
@@ -500,7 +647,7 @@ impl ChatModel {
             Some(i) => (i as isize + step).rem_euclid(order.len() as isize) as usize,
             None => 0,
         };
-        self.selected = Some(order[next]);
+        self.open(order[next]);
     }
 
     /// Whether the terminal has focus.
@@ -514,6 +661,9 @@ impl ChatModel {
         let Some(c) = self.current() else { return Err("no conversation open: /dm @user to start one".into()) };
         if c.left {
             return Err("you are no longer a member of this conversation".into());
+        }
+        if self.signed_out() {
+            return Err("not sent: signed out".into());
         }
         let state = if self.connected() { PendingState::Sending } else { PendingState::Waiting };
         let p = PendingSend { client_msg_id, conversation_id: c.id, text: text.to_string(), state };
@@ -553,10 +703,14 @@ impl ChatModel {
     /// before_seq)` (0: the newest page). `at_top`: the view shows the
     /// oldest loaded line (or is not full).
     pub fn poll_history(&mut self, at_top: bool) -> Option<(u64, u64)> {
-        if !at_top || !self.connected() {
+        if !self.connected() {
             return None;
         }
         let c = self.selected.and_then(|id| self.conversations.get_mut(&id))?;
+        // Opening at the first unread needs it loaded, on screen or not.
+        if !at_top && !c.divider_pending() {
+            return None;
+        }
         if c.history_loading || c.history_failed || !c.older_available() {
             return None;
         }
@@ -565,17 +719,34 @@ impl ChatModel {
     }
 
     /// The read marker to send for the open conversation, once per seq:
-    /// `(conversation, seq)`.
-    pub fn poll_mark_read(&mut self) -> Option<(u64, u64)> {
+    /// `(conversation, seq)`. `shown`: the newest message of it that the
+    /// screen has shown (`(conversation, seq)`); nothing newer is marked.
+    pub fn poll_mark_read(&mut self, shown: Option<(u64, u64)>) -> Option<(u64, u64)> {
         if !self.focused || !self.connected() {
             return None;
         }
-        let c = self.selected.and_then(|id| self.conversations.get_mut(&id))?;
-        if c.left || c.last_seq <= c.read_seq.max(c.read_requested) {
+        let (id, shown) = shown?;
+        let c = self.selected.filter(|&s| s == id).and_then(|id| self.conversations.get_mut(&id))?;
+        let seq = shown.min(c.last_seq);
+        if c.left || seq <= c.read_seq.max(c.read_requested) {
             return None;
         }
-        c.read_requested = c.last_seq;
-        Some((c.id, c.last_seq))
+        c.read_requested = seq;
+        Some((c.id, seq))
+    }
+
+    /// The open group whose read receipts to ask for now: once when it is
+    /// opened or its members change, then every few seconds.
+    pub fn poll_receipts(&mut self, now: Instant) -> Option<u64> {
+        if !self.connected() {
+            return None;
+        }
+        let c = self.selected.and_then(|id| self.conversations.get_mut(&id))?;
+        if c.kind != Kind::Group || c.left || c.receipts_at.is_some_and(|at| now.duration_since(at) < RECEIPTS_EVERY) {
+            return None;
+        }
+        c.receipts_at = Some(now);
+        Some(c.id)
     }
 
     /// DM partners whose presence this session has not asked for yet.

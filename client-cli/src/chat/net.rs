@@ -16,7 +16,9 @@ use confab_client::{ClientError, Connection, Event, InboxTracker};
 use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
 use tokio::sync::mpsc;
 
-use super::model::{Link, SendRequest};
+use confab_protocol::ErrorCode;
+
+use super::model::{Link, SIGNED_OUT, SendRequest};
 use crate::cli::{Ctx, Failure};
 
 /// A request from the UI.
@@ -44,6 +46,10 @@ pub enum NetCommand {
     Rename { conversation_id: u64, title: String },
     /// List members.
     Members { conversation_id: u64 },
+    /// Set a member's role.
+    SetRole { conversation_id: u64, username: String, role: pb::MemberRole },
+    /// How far each member of a group has read.
+    Receipts { conversation_id: u64 },
     /// `/presence`: subscribe and show the answer.
     Presence { usernames: Vec<String> },
     /// Follow these users' presence (answered with `NetEvent::Presence`).
@@ -58,6 +64,10 @@ pub enum NetCommand {
 pub enum NetEvent {
     /// The link changed.
     Link(Link),
+    /// Who this session is (from `AuthOk`).
+    Me { username: String, user_id: u64 },
+    /// A group's read receipts.
+    Receipts { conversation_id: u64, receipts: Vec<pb::ReadReceipt> },
     /// The conversation list, on every connect. `rebuild`: start over.
     Snapshot { conversations: Vec<pb::Conversation>, rebuild: bool },
     /// Inbox events, in order, each once.
@@ -98,6 +108,8 @@ enum Ended {
     GoAway(String, Duration),
     /// The UI is gone.
     Quit,
+    /// This device was revoked.
+    Revoked,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -105,38 +117,51 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often the device's cursor is stored (debounced, §8.6).
 const ACK_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs sessions until the UI drops its command sender. `first` is the
-/// session made before the terminal was taken over.
-pub async fn run(
+/// Runs sessions until the UI drops its command sender: the first one too,
+/// so that a server that is down at start is waited for like one that went
+/// away. After giving up (the device was signed out), answers commands with
+/// why.
+pub async fn run(ctx: &mut Ctx, events: Events, commands: &mut mpsc::UnboundedReceiver<NetCommand>) {
+    let why = connect_loop(ctx, &events, commands).await;
+    let Some(why) = why else { return };
+    while let Some(cmd) = commands.recv().await {
+        refuse(&events, cmd, ClientError::Local(why.clone()));
+    }
+}
+
+/// The sessions, one after another; returns why it gave up (`None`: the UI
+/// is gone).
+async fn connect_loop(
     ctx: &mut Ctx,
-    first: (Connection, pb::AuthOk),
-    events: Events,
+    events: &Events,
     commands: &mut mpsc::UnboundedReceiver<NetCommand>,
-) {
+) -> Option<String> {
     let mut tracker: Option<InboxTracker> = None;
-    let mut next = Some(first);
     let mut backoff = BACKOFF_START;
-    // Reconnect attempts, for the status bar; like the backoff, only a
+    // Connection attempts, for the status bar; like the backoff, only a
     // session that lasted starts the count again.
     let mut attempt = 0;
+    let signed_out = || {
+        let _ = events.send(NetEvent::Link(Link::SignedOut));
+        Some(SIGNED_OUT.to_string())
+    };
     loop {
-        let (conn, auth) = match next.take() {
-            Some(s) => s,
-            None => match ctx.session().await {
+        let (conn, auth) = {
+            match ctx.session().await {
                 Ok(s) => s,
-                Err(Failure::Local(e)) if e.starts_with("not logged in") => {
-                    let _ = events.send(NetEvent::Link(Link::Failed(e)));
-                    return;
-                }
+                // The token was revoked (`session` forgot it), or another
+                // `confab` on this profile logged out meanwhile.
+                Err(Failure::Server(e)) if e.code() == Some(ErrorCode::INVALID_TOKEN) => return signed_out(),
+                Err(Failure::Local(e)) if e.starts_with("not logged in") => return signed_out(),
                 Err(Failure::Server(e)) if !e.is_retryable() => {
                     let _ = events.send(NetEvent::Link(Link::Failed(e.to_string())));
-                    return;
+                    return Some(e.to_string());
                 }
                 Err(Failure::Server(e)) => {
                     attempt += 1;
                     let wait = retry_after(&e).max(jitter(backoff));
-                    if !pause(&events, commands, e.to_string(), wait, attempt).await {
-                        return;
+                    if !pause(events, commands, e.to_string(), wait, attempt).await {
+                        return None;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
@@ -144,16 +169,17 @@ pub async fn run(
                 Err(Failure::Local(e)) => {
                     attempt += 1;
                     let reason = short_reason(&e, &ctx.server());
-                    if !pause(&events, commands, reason, jitter(backoff), attempt).await {
-                        return;
+                    if !pause(events, commands, reason, jitter(backoff), attempt).await {
+                        return None;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
-            },
+            }
         };
+        let _ = events.send(NetEvent::Me { username: auth.username.clone(), user_id: auth.user_id });
         let started = Instant::now();
-        let ended = match session(ctx, conn, &auth, &mut tracker, &events, commands).await {
+        let ended = match session(ctx, conn, &auth, &mut tracker, events, commands).await {
             Ok(ended) => ended,
             Err(e) => Ended::Lost(e.to_string()),
         };
@@ -165,12 +191,19 @@ pub async fn run(
         }
         attempt += 1;
         let (reason, wait) = match ended {
-            Ended::Quit => return,
+            Ended::Quit => return None,
+            Ended::Revoked => {
+                // Forget the token (spec errors.md, 204), as a failed resume
+                // would.
+                ctx.profile.clear_login();
+                let _ = ctx.save();
+                return signed_out();
+            }
             Ended::Lost(reason) => (reason, jitter(backoff)),
             Ended::GoAway(reason, after) => (reason, after.max(jitter(backoff))),
         };
-        if !pause(&events, commands, reason, wait, attempt).await {
-            return;
+        if !pause(events, commands, reason, wait, attempt).await {
+            return None;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -228,7 +261,10 @@ fn refuse(events: &Events, cmd: NetCommand, error: ClientError) {
             NetEvent::History { conversation_id, before_seq, result: Err(error) }
         }
         NetCommand::MarkRead { conversation_id, .. } => NetEvent::ReadState { conversation_id, result: Err(error) },
-        NetCommand::Typing { .. } | NetCommand::GetConversation { .. } | NetCommand::Subscribe { .. } => return,
+        NetCommand::Typing { .. }
+        | NetCommand::GetConversation { .. }
+        | NetCommand::Subscribe { .. }
+        | NetCommand::Receipts { .. } => return,
         other => NetEvent::Failed { what: describe(&other), error },
     };
     let _ = events.send(ev);
@@ -243,6 +279,7 @@ fn describe(cmd: &NetCommand) -> String {
         NetCommand::Leave { .. } => "/leave".into(),
         NetCommand::Rename { .. } => "/rename".into(),
         NetCommand::Members { .. } => "/members".into(),
+        NetCommand::SetRole { .. } => "/role".into(),
         NetCommand::Presence { .. } => "/presence".into(),
         other => format!("{other:?}"),
     }
@@ -340,10 +377,12 @@ async fn session(
                     let reason = if g.message.is_empty() { "the server is going away".to_string() } else { format!("server: {}", g.message) };
                     return Ok(Ended::GoAway(reason, Duration::from_millis(g.reconnect_after_ms)));
                 }
+                Some(Event::Error(e)) if e.code == ErrorCode::DEVICE_REVOKED.0 => return Ok(Ended::Revoked),
                 Some(Event::Error(e)) => {
                     let error = ClientError::Server { code: confab_protocol::ErrorCode(e.code), message: e.message, retry_after_ms: e.retry_after_ms };
                     let _ = events.send(NetEvent::Failed { what: "session".into(), error });
                 }
+                Some(Event::Closed(e)) if e.code() == Some(ErrorCode::DEVICE_REVOKED) => return Ok(Ended::Revoked),
                 Some(Event::Closed(e)) => return Ok(Ended::Lost(e.to_string())),
             },
             cmd = commands.recv() => match cmd {
@@ -432,6 +471,17 @@ async fn perform(conn: &Connection, cmd: NetCommand, events: &Events) {
             Ok(members) => NetEvent::Members { conversation_id, members },
             Err(error) => NetEvent::Failed { what, error },
         },
+        NetCommand::SetRole { conversation_id, username, role } => {
+            match conn.set_role(conversation_id, &username, role).await {
+                Ok(()) => NetEvent::Done(format!("{username} is now {}", role_word(role))),
+                Err(error) => NetEvent::Failed { what, error },
+            }
+        }
+        NetCommand::Receipts { conversation_id } => match conn.read_receipts(conversation_id).await {
+            Ok(receipts) => NetEvent::Receipts { conversation_id, receipts },
+            // Decoration: a group just left answers 311, shown elsewhere.
+            Err(_) => return,
+        },
         NetCommand::Presence { usernames } => {
             let refs: Vec<&str> = usernames.iter().map(String::as_str).collect();
             match conn.subscribe_presence(&refs).await {
@@ -451,4 +501,13 @@ async fn perform(conn: &Connection, cmd: NetCommand, events: &Events) {
         },
     };
     let _ = events.send(ev);
+}
+
+/// A role as a word: owner, admin or member.
+pub fn role_word(role: pb::MemberRole) -> &'static str {
+    match role {
+        pb::MemberRole::Owner => "owner",
+        pb::MemberRole::Admin => "admin",
+        _ => "member",
+    }
 }

@@ -123,6 +123,37 @@ pub fn format_seen(ms: i64) -> String {
     format!("{d} {} {}", MONTHS[m as usize - 1], format_hm(ms))
 }
 
+/// Where `@me` is mentioned in `line`: byte ranges of each `@me` (ASCII
+/// case-insensitive; not part of a longer name like `@meg` or
+/// `x@me.example`).
+pub fn mentions(line: &str, me: &str) -> Vec<(usize, usize)> {
+    let name_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    let bytes = line.as_bytes();
+    let me = me.as_bytes();
+    let mut out = Vec::new();
+    if me.is_empty() {
+        return out;
+    }
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'@' || (i > 0 && (name_char(bytes[i - 1]) || bytes[i - 1] == b'@')) {
+            continue;
+        }
+        let end = i + 1 + me.len();
+        if end > bytes.len() || !bytes[i + 1..end].eq_ignore_ascii_case(me) {
+            continue;
+        }
+        // A trailing '.' ends a sentence unless a name goes on after it.
+        let mut after = end;
+        while after < bytes.len() && bytes[after] == b'.' {
+            after += 1;
+        }
+        if after == bytes.len() || !name_char(bytes[after]) {
+            out.push((i, end));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +186,17 @@ mod tests {
         assert_eq!(format_day(day_of(ms)), "Thu 29 Feb 2024");
         assert_eq!(format_hm(ms), "13:45");
         assert_eq!(format_seen(ms), "29 Feb 13:45");
+    }
+
+    #[test]
+    fn mentions_of_me() {
+        assert_eq!(mentions("hi @alice!", "alice"), [(3, 9)]);
+        assert_eq!(mentions("@Alice: look", "alice"), [(0, 6)]);
+        assert_eq!(mentions("end @alice.", "alice"), [(4, 10)]);
+        assert_eq!(mentions("@alice @alice", "alice"), [(0, 6), (7, 13)]);
+        for no in ["@alicex", "bob@alice", "@alice_b", "@alice.b", "@al", "alice", "x@alice.example"] {
+            assert_eq!(mentions(no, "alice"), [], "{no}");
+        }
+        assert_eq!(mentions("é @alice é", "alice"), [(3, 9)]);
     }
 }

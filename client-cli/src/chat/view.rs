@@ -17,8 +17,8 @@ use unicode_width::UnicodeWidthStr;
 
 use super::conversation::{Conversation, Kind};
 use super::input::InputLine;
-use super::model::{ChatModel, Link, PendingSend, PendingState};
-use super::text::{day_of, format_day, format_hm, format_seen, truncate, wrap};
+use super::model::{ChatModel, Link, PendingSend, PendingState, SIGNED_OUT};
+use super::text::{day_of, format_day, format_hm, format_seen, mentions, truncate, wrap};
 
 /// What the view keeps between frames.
 #[derive(Debug, Default)]
@@ -32,6 +32,14 @@ pub struct ViewState {
     pub page: usize,
     /// The help overlay is open.
     pub show_help: bool,
+    /// Set by drawing: the newest message of the open conversation that is
+    /// on screen `(conversation, seq)`, so that only what was shown is
+    /// marked read. `None` while the view is still settling.
+    pub seen: Option<(u64, u64)>,
+    /// A conversation was just opened: once its first unread message is
+    /// loaded, the view scrolls so that the "new messages" line is at the
+    /// top. Scrolling by hand cancels it.
+    pub anchor: bool,
     /// The conversation drawn last and its newest message then: messages
     /// that arrive while scrolled up add to `scroll`, so the lines being
     /// read stay where they are.
@@ -39,23 +47,31 @@ pub struct ViewState {
 }
 
 const HELP: &[(&str, &str)] = &[
-    ("Enter", "send"),
-    ("Alt-Enter", "new line (also Ctrl-J)"),
-    ("Tab Ctrl-N", "next conversation"),
-    ("S-Tab Ctrl-P", "previous conversation"),
-    ("PgUp PgDn", "scroll (older history loads)"),
+    ("Enter", "send (Alt-Enter or Ctrl-J: new line)"),
+    ("Tab", "complete @name (members) or /command; again: next"),
+    ("Ctrl-N Ctrl-P", "next / previous conversation (Tab, S-Tab"),
+    ("", "  do it too when the input is empty)"),
+    ("Alt-1 … Alt-9", "open conversation 1 … 9 of the list"),
+    ("/go N  /go NAME", "open one by number, @user or title (/join)"),
+    ("PgUp PgDn", "scroll (older history loads; read as shown)"),
     ("Up Down", "input history / lines"),
-    ("Ctrl-R", "retry the last failed send"),
-    ("Ctrl-X", "drop the last failed send"),
-    ("Ctrl-C", "quit (also /quit)"),
+    ("Ctrl-R  Ctrl-X", "retry / drop the last failed send"),
+    ("Esc", "clear the notice"),
     ("/dm @user", "open a direct conversation"),
     ("/group create T @a @b", "create a group"),
     ("/add @u  /remove @u", "change members"),
     ("/leave  /rename T", "leave or rename the group"),
-    ("/members", "list the group's members"),
+    ("/members", "list the group's members and roles"),
+    ("/role @u ROLE", "ROLE: owner, admin or member (owners only)"),
     ("/presence @user", "show presence"),
-    ("/help", "this help (Esc closes)"),
+    ("Ctrl-C  /quit", "quit; /help: this help (any key closes)"),
+    ("── new messages ──", "where the unread messages began"),
+    ("✓ read by bob", "how far members have read (groups: every 5 s)"),
 ];
+
+/// The smallest window the UI is drawn in.
+const MIN_W: u16 = 20;
+const MIN_H: u16 = 6;
 
 fn bar() -> Style {
     Style::new().bg(Color::Blue).fg(Color::White)
@@ -83,8 +99,9 @@ fn presence_dot(model: &ChatModel, user: &str) -> Span<'static> {
 /// Draws everything.
 pub fn draw(frame: &mut Frame, model: &ChatModel, input: &InputLine, view: &mut ViewState, now: Instant) {
     let area = frame.area();
-    if area.width < 20 || area.height < 6 {
-        frame.render_widget(Paragraph::new("confab: window too small"), area);
+    if area.width < MIN_W || area.height < MIN_H {
+        view.seen = None;
+        draw_too_small(frame, area);
         return;
     }
     let side = match area.width {
@@ -116,6 +133,28 @@ pub fn draw(frame: &mut Frame, model: &ChatModel, input: &InputLine, view: &mut 
     if view.show_help {
         draw_help(frame, area);
     }
+}
+
+/// "window too small (need at least 20×6)", in words that fit: wrapped,
+/// shortened, and in the smallest windows cut.
+fn draw_too_small(frame: &mut Frame, area: Rect) {
+    let (w, h) = (area.width as usize, area.height as usize);
+    if w == 0 || h == 0 {
+        return;
+    }
+    let need = format!("{MIN_W}×{MIN_H}");
+    let variants = [
+        format!("window too small (need at least {need})"),
+        format!("too small: need {need}"),
+        format!("need {need}"),
+        need.clone(),
+    ];
+    let fits = |v: &String| v.split(' ').all(|word| word.width() <= w) && wrap(v, w).len() <= h;
+    let lines: Vec<Line> = match variants.iter().find(|v| fits(v)) {
+        Some(v) => wrap(v, w).into_iter().map(Line::raw).collect(),
+        None => vec![Line::raw(truncate(&need, w))],
+    };
+    frame.render_widget(Paragraph::new(lines).style(Style::new().fg(Color::Yellow)), area);
 }
 
 fn draw_header(frame: &mut Frame, model: &ChatModel, area: Rect, side: u16, now: Instant) {
@@ -155,8 +194,11 @@ fn draw_sidebar(frame: &mut Frame, model: &ChatModel, area: Rect) {
     let first = (at + 1).saturating_sub(rows);
     let width = area.width as usize;
     let mut lines = Vec::new();
-    for &id in order.iter().skip(first).take(rows) {
+    for (i, &id) in order.iter().enumerate().skip(first).take(rows) {
         let Some(c) = model.conversation(id) else { continue };
+        // The number that Alt-N (and /go N) open it by, where the
+        // selection's margin is.
+        let number = if i < 9 { format!("{}", i + 1) } else { " ".into() };
         let mark = match c.kind {
             Kind::Direct => presence_dot(model, &c.peer),
             Kind::Group => Span::styled("#", dim()),
@@ -181,7 +223,7 @@ fn draw_sidebar(frame: &mut Frame, model: &ChatModel, area: Rect) {
             base = base.add_modifier(Modifier::REVERSED);
         }
         lines.push(Line::from(vec![
-            Span::styled(" ", base),
+            Span::styled(number, base.fg(Color::DarkGray)),
             mark.patch_style(base),
             Span::styled(format!(" {name}{pad}"), base),
             Span::styled(unread, base.fg(Color::Yellow)),
@@ -198,10 +240,15 @@ fn draw_sidebar(frame: &mut Frame, model: &ChatModel, area: Rect) {
 enum Item<'a> {
     Top(&'static str),
     Day(i64),
+    /// Where the unread messages began when the conversation was opened.
+    Divider,
     Message(&'a pb::Message),
     Note(&'a str),
     Pending(&'a PendingSend),
     Seen(&'a str),
+    /// Group members (not this user) whose read marker is at the message
+    /// above.
+    ReadBy(Vec<&'a str>),
 }
 
 fn items<'a>(model: &'a ChatModel, c: &'a Conversation) -> Vec<Item<'a>> {
@@ -215,9 +262,23 @@ fn items<'a>(model: &'a ChatModel, c: &'a Conversation) -> Vec<Item<'a>> {
     }));
     let mut notes = c.notes.iter().peekable();
     let mut day = None;
+    let mut divider = c.divider;
+    // Read markers by seq (groups): who has read up to where.
+    let mut read_at: std::collections::BTreeMap<u64, Vec<&str>> = std::collections::BTreeMap::new();
+    if c.kind == Kind::Group {
+        for (name, &seq) in &c.receipts {
+            if name != model.me() && c.messages.contains_key(&seq) {
+                read_at.entry(seq).or_default().push(name);
+            }
+        }
+    }
     for m in c.messages.values() {
         while let Some(n) = notes.next_if(|n| n.after_seq < m.seq) {
             out.push(Item::Note(&n.text));
+        }
+        if divider.is_some_and(|d| m.seq >= d) {
+            out.push(Item::Divider);
+            divider = None;
         }
         let d = day_of(m.sent_at_ms);
         if day != Some(d) {
@@ -225,6 +286,9 @@ fn items<'a>(model: &'a ChatModel, c: &'a Conversation) -> Vec<Item<'a>> {
             day = Some(d);
         }
         out.push(Item::Message(m));
+        if let Some(names) = read_at.remove(&m.seq) {
+            out.push(Item::ReadBy(names));
+        }
     }
     out.extend(notes.map(|n| Item::Note(&n.text)));
     if c.kind == Kind::Direct
@@ -276,21 +340,39 @@ impl Columns {
         Columns { nick, text: width.saturating_sub(5 + 1 + nick + 3).max(8) }
     }
 
-    fn row(&self, time: Span<'static>, nick: Span<'static>, text: String, style: Style) -> Line<'static> {
-        Line::from(vec![time, Span::raw(" "), nick, Span::styled(" │ ", dim()), Span::styled(text, style)])
+    fn row(&self, time: Span<'static>, nick: Span<'static>, text: Vec<Span<'static>>) -> Line<'static> {
+        let mut spans = vec![time, Span::raw(" "), nick, Span::styled(" │ ", dim())];
+        spans.extend(text);
+        Line::from(spans)
     }
 
     fn lines(&self, time: Span<'static>, nick: Span<'static>, text: &str, style: Style) -> Vec<Line<'static>> {
+        self.lines_marked(time, nick, text, style, None)
+    }
+
+    /// Like `lines`, with each `@me` in the text highlighted.
+    fn lines_marked(
+        &self,
+        time: Span<'static>,
+        nick: Span<'static>,
+        text: &str,
+        style: Style,
+        me: Option<&str>,
+    ) -> Vec<Line<'static>> {
         let blank_time = Span::raw("     ");
         let blank_nick = Span::raw(" ".repeat(self.nick));
         wrap(text, self.text)
             .into_iter()
             .enumerate()
             .map(|(i, l)| {
+                let body = match me {
+                    Some(me) => highlight(&l, me, style),
+                    None => vec![Span::styled(l, style)],
+                };
                 if i == 0 {
-                    self.row(time.clone(), nick.clone(), l, style)
+                    self.row(time.clone(), nick.clone(), body)
                 } else {
-                    self.row(blank_time.clone(), blank_nick.clone(), l, style)
+                    self.row(blank_time.clone(), blank_nick.clone(), body)
                 }
             })
             .collect()
@@ -302,9 +384,43 @@ impl Columns {
     }
 }
 
-fn item_lines(item: &Item, cols: &Columns, width: usize) -> Vec<Line<'static>> {
+/// How a mention of this user looks.
+fn mention_style() -> Style {
+    Style::new().fg(Color::Black).bg(Color::Yellow).add_modifier(Modifier::BOLD)
+}
+
+/// A line of text with each `@me` in it highlighted.
+fn highlight(line: &str, me: &str, style: Style) -> Vec<Span<'static>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (start, end) in mentions(line, me) {
+        if start > at {
+            out.push(Span::styled(line[at..start].to_string(), style));
+        }
+        out.push(Span::styled(line[start..end].to_string(), mention_style()));
+        at = end;
+    }
+    if at < line.len() || out.is_empty() {
+        out.push(Span::styled(line[at..].to_string(), style));
+    }
+    out
+}
+
+fn item_lines(item: &Item, cols: &Columns, width: usize, me: &str) -> Vec<Line<'static>> {
     match item {
         Item::Top(text) => vec![Line::styled(format!("  ── {text} ──"), dim())],
+        Item::Divider => {
+            let label = " new messages ";
+            let side = width.saturating_sub(label.width()) / 2;
+            let style = Style::new().fg(Color::LightRed);
+            vec![Line::styled(format!("{}{label}{}", "─".repeat(side), "─".repeat(side)), style)]
+        }
+        Item::ReadBy(names) => {
+            let shown: Vec<&str> = names.iter().take(4).copied().collect();
+            let more = if names.len() > 4 { format!(" +{}", names.len() - 4) } else { String::new() };
+            let text = format!("✓ read by {}{more}", shown.join(", "));
+            cols.lines(Span::raw("     "), cols.nick("", dim()), &text, dim())
+        }
         Item::Day(d) => {
             let label = format!(" {} ", format_day(*d));
             let side = width.saturating_sub(label.width()) / 2;
@@ -314,8 +430,13 @@ fn item_lines(item: &Item, cols: &Columns, width: usize) -> Vec<Line<'static>> {
             let time = Span::styled(format_hm(m.sent_at_ms), dim());
             match &m.content {
                 Some(pb::message::Content::Text(t)) => {
-                    let nick = cols.nick(&m.sender_username, Style::new().fg(nick_color(&m.sender_username)).bold());
-                    cols.lines(time, nick, t, Style::new())
+                    let mut nick_style = Style::new().fg(nick_color(&m.sender_username)).bold();
+                    let mentioned = m.sender_username != me && !mentions(t, me).is_empty();
+                    if mentioned {
+                        nick_style = mention_style();
+                    }
+                    let nick = cols.nick(&m.sender_username, nick_style);
+                    cols.lines_marked(time, nick, t, Style::new(), mentioned.then_some(me))
                 }
                 Some(pb::message::Content::Membership(ch)) => {
                     let text = format!("* {}", membership_text(m, ch));
@@ -351,6 +472,7 @@ fn draw_messages(frame: &mut Frame, model: &ChatModel, area: Rect, view: &mut Vi
     view.page = height;
     let Some(c) = model.current() else {
         view.at_top = false;
+        view.seen = None;
         let text = vec![
             Line::raw(""),
             Line::raw(" No conversation open."),
@@ -361,25 +483,49 @@ fn draw_messages(frame: &mut Frame, model: &ChatModel, area: Rect, view: &mut Vi
         return;
     };
     let width = area.width as usize;
-    let cols = Columns::new(width, c, model.me());
+    let me = model.me();
+    let cols = Columns::new(width, c, me);
+    let fresh = view.shown.is_none_or(|(id, _)| id != c.id);
+    if fresh {
+        view.anchor = true;
+    }
     if let Some((id, newest)) = view.shown
         && id == c.id
         && view.scroll > 0
     {
         let added: usize =
-            c.messages.range(newest + 1..).map(|(_, m)| item_lines(&Item::Message(m), &cols, width).len()).sum();
+            c.messages.range(newest + 1..).map(|(_, m)| item_lines(&Item::Message(m), &cols, width, me).len()).sum();
         view.scroll += added;
     }
     view.shown = Some((c.id, c.newest_loaded()));
-    // Wrap from the newest item back, only as far as the screen needs.
     let items = items(model, c);
+    // Opened with unread messages: wait until the first one is loaded
+    // (showing nothing as read meanwhile), then put its divider at the top
+    // with a line of what came before.
+    let mut settled = true;
+    if view.anchor {
+        if c.divider_pending() {
+            settled = false;
+        } else {
+            view.anchor = false;
+            if let Some(at) = items.iter().position(|i| matches!(i, Item::Divider)) {
+                let below: usize = items[at..].iter().map(|i| item_lines(i, &cols, width, me).len()).sum();
+                view.scroll = (below + 1).saturating_sub(height);
+            }
+        }
+    }
+    // Wrap from the newest item back, only as far as the screen needs; the
+    // last line of each message carries its seq.
     let want = view.scroll + height;
-    let mut rev: Vec<Line> = Vec::new();
+    let mut rev: Vec<(Line, Option<u64>)> = Vec::new();
     let mut reached_top = true;
     for (i, item) in items.iter().enumerate().rev() {
-        let mut lines = item_lines(item, &cols, width);
-        lines.reverse();
-        rev.extend(lines);
+        let seq = match item {
+            Item::Message(m) => Some(m.seq),
+            _ => None,
+        };
+        let lines = item_lines(item, &cols, width, me);
+        rev.extend(lines.into_iter().rev().enumerate().map(|(k, l)| (l, if k == 0 { seq } else { None })));
         if rev.len() >= want && i > 0 {
             reached_top = false;
             break;
@@ -390,8 +536,9 @@ fn draw_messages(frame: &mut Frame, model: &ChatModel, area: Rect, view: &mut Vi
         view.scroll = view.scroll.min(max_scroll);
     }
     view.at_top = reached_top && view.scroll >= max_scroll;
-    let visible: Vec<Line> =
-        rev.into_iter().skip(view.scroll).take(height).collect::<Vec<_>>().into_iter().rev().collect();
+    let window = rev.iter().skip(view.scroll).take(height);
+    view.seen = if settled { window.clone().find_map(|(_, seq)| *seq).map(|seq| (c.id, seq)) } else { None };
+    let visible: Vec<Line> = window.map(|(l, _)| l.clone()).collect::<Vec<_>>().into_iter().rev().collect();
     // Bottom-aligned: a short conversation sits just above the input.
     let pad = height.saturating_sub(visible.len());
     let mut lines = vec![Line::raw(""); pad];
@@ -436,6 +583,7 @@ fn draw_input(
     let mut out = Vec::new();
     if input.is_empty() {
         let hint = match model.current() {
+            _ if model.signed_out() => "signed out: `confab login` in a shell, then `confab chat` again".to_string(),
             Some(c) if c.left => "read only: you left this conversation".to_string(),
             Some(c) => format!("message {} · /help for commands", c.name()),
             None => "/dm @user to start · /help for commands".into(),
@@ -471,9 +619,16 @@ fn draw_status(frame: &mut Frame, model: &ChatModel, area: Rect, now: Instant) {
             let secs = retry_at.saturating_duration_since(now).as_secs_f32().ceil() as u64;
             let when = if secs == 0 { "now".to_string() } else { format!("in {secs}s") };
             let n = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
-            (Span::styled(" ◌ ", bar().fg(Color::Yellow)), format!("reconnecting {when}{n} · {reason}"))
+            let text = if model.ever_connected() {
+                format!("reconnecting {when}{n} · {reason}")
+            } else {
+                // Never up yet (e.g. the server is down at start).
+                format!("connecting… retry {when}{n} · {reason}")
+            };
+            (Span::styled(" ◌ ", bar().fg(Color::Yellow)), text)
         }
         Link::Failed(reason) => (Span::styled(" ✗ ", bar().fg(Color::LightRed)), format!("disconnected: {reason}")),
+        Link::SignedOut => (Span::styled(" ✗ ", bar().fg(Color::LightRed)), SIGNED_OUT.to_string()),
     };
     // The link state comes first; a notice is given up to half the bar
     // (more when the link text is short); the key hints show only when
@@ -487,7 +642,7 @@ fn draw_status(frame: &mut Frame, model: &ChatModel, area: Rect, now: Instant) {
     let text = truncate(&text, text_max);
     let rest = room.saturating_sub(text.width());
     let mut spans = vec![mark, Span::styled(text, bar())];
-    const HINTS: &str = " Tab switch · /help · Ctrl-C quit ";
+    const HINTS: &str = " Alt-N/Ctrl-N switch · /help · Ctrl-C quit ";
     match notice {
         Some(n) => {
             let style = if n.error { bar().fg(Color::LightRed).bold() } else { bar().bold() };
@@ -503,7 +658,7 @@ fn draw_status(frame: &mut Frame, model: &ChatModel, area: Rect, now: Instant) {
 }
 
 fn draw_help(frame: &mut Frame, area: Rect) {
-    let w = area.width.saturating_sub(4).min(58);
+    let w = area.width.saturating_sub(4).min(76);
     let h = (HELP.len() as u16 + 2).min(area.height.saturating_sub(2));
     let rect = Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h);
     let key_w = HELP.iter().map(|(k, _)| k.width()).max().unwrap_or(0);

@@ -150,7 +150,7 @@ fn unread_counts_follow_messages_and_read_markers() {
     m.handle_inbox(&ev(12, E::Message(text(1, 6, ME, "answer"))));
     assert_eq!(c(&m), Some(0));
     m.set_link(up(), now);
-    assert_eq!(m.poll_mark_read(), None, "nothing to mark");
+    assert_eq!(m.poll_mark_read(Some((1, 6))), None, "nothing to mark");
 }
 
 #[test]
@@ -159,18 +159,128 @@ fn the_open_conversation_is_marked_read_once_per_new_message() {
     let mut m = ChatModel::new("alice", ME);
     m.handle_snapshot(&[dm(1, "bob", 3, 1, 1_000)], true);
     m.set_link(up(), now);
-    assert_eq!(m.poll_mark_read(), Some((1, 3)));
-    assert_eq!(m.poll_mark_read(), None, "asked for once");
+    assert_eq!(m.poll_mark_read(Some((1, 3))), Some((1, 3)));
+    assert_eq!(m.poll_mark_read(Some((1, 3))), None, "asked for once");
     m.handle_message(&text(1, 4, BOB, "again"));
-    assert_eq!(m.poll_mark_read(), Some((1, 4)));
+    assert_eq!(m.poll_mark_read(Some((1, 4))), Some((1, 4)));
     m.handle_mark_read_error(1);
-    assert_eq!(m.poll_mark_read(), Some((1, 4)), "a failed request is asked for again");
+    assert_eq!(m.poll_mark_read(Some((1, 4))), Some((1, 4)), "a failed request is asked for again");
     m.handle_message(&text(1, 5, BOB, "unfocused"));
     m.set_focused(false);
-    assert_eq!(m.poll_mark_read(), None, "not read while the terminal has no focus");
+    assert_eq!(m.poll_mark_read(Some((1, 5))), None, "not read while the terminal has no focus");
     m.set_focused(true);
+    assert_eq!(m.poll_mark_read(Some((2, 5))), None, "what another conversation showed");
+    assert_eq!(m.poll_mark_read(None), None, "nothing shown");
     m.set_link(down(now), now);
-    assert_eq!(m.poll_mark_read(), None, "not while disconnected");
+    assert_eq!(m.poll_mark_read(Some((1, 5))), None, "not while disconnected");
+}
+
+#[test]
+fn opening_keeps_the_place_and_marks_read_only_what_was_shown() {
+    let now = Instant::now();
+    let mut m = ChatModel::new("alice", ME);
+    // 81 unread of 90; only the newest is known (last_message).
+    let mut c = dm(1, "bob", 90, 9, 2_000);
+    c.last_message = Some(text(1, 90, BOB, "newest"));
+    m.handle_snapshot(&[c, group(2, "Team", 3, 3)], true);
+    m.set_link(up(), now);
+    let conv = m.current().unwrap();
+    assert_eq!((conv.id, conv.divider), (1, Some(10)), "the divider above the first unread");
+    assert!(conv.divider_pending());
+    // History is fetched down to the first unread even when the top is
+    // not on screen.
+    assert_eq!(m.poll_history(false), Some((1, 90)));
+    m.handle_history(1, 90, &history_page((40..90).map(|s| text(1, s, BOB, "x")).collect(), true));
+    assert_eq!(m.poll_history(false), Some((1, 40)));
+    m.handle_history(1, 40, &history_page((1..40).map(|s| text(1, s, BOB, "x")).collect(), false));
+    assert!(!m.current().unwrap().divider_pending());
+    assert_eq!(m.poll_history(false), None);
+    // The screen showed up to 30: that far is read, not 90.
+    assert_eq!(m.poll_mark_read(Some((1, 30))), Some((1, 30)));
+    m.handle_read_state(&pb::ReadState { conversation_id: 1, read_seq: 30, unread_count: 60, last_seq: 90 });
+    assert_eq!(m.conversation(1).unwrap().unread(), 60);
+    assert_eq!(m.poll_mark_read(Some((1, 20))), None, "scrolling back marks nothing");
+    assert_eq!(m.poll_mark_read(Some((1, 55))), Some((1, 55)), "scrolling down moves it on");
+    // Another conversation: this one loses its divider; coming back with
+    // nothing unread shows none.
+    m.handle_read_state(&pb::ReadState { conversation_id: 1, read_seq: 90, unread_count: 0, last_seq: 90 });
+    m.select_step(1);
+    assert_eq!(m.selected(), Some(2));
+    assert_eq!(m.conversation(1).unwrap().divider, None);
+    assert_eq!(m.conversation(2).unwrap().divider, None, "nothing unread there");
+    m.select(1);
+    assert_eq!(m.current().unwrap().divider, None);
+}
+
+#[test]
+fn group_receipts_are_asked_for_on_open_and_every_few_seconds() {
+    let now = Instant::now();
+    let mut m = ChatModel::new("alice", ME);
+    m.handle_snapshot(&[group(2, "Team", 3, 3), dm(1, "bob", 1, 1, 500)], true);
+    assert_eq!(m.poll_receipts(now), None, "not while disconnected");
+    m.set_link(up(), now);
+    assert_eq!(m.poll_receipts(now), Some(2));
+    assert_eq!(m.poll_receipts(now + Duration::from_secs(1)), None);
+    let r = |user_id: u64, read_seq: u64| pb::ReadReceipt {
+        conversation_id: 2,
+        user_id,
+        username: name(user_id).into(),
+        read_seq,
+    };
+    m.handle_receipts(2, &[r(ME, 3), r(BOB, 2), r(CAROL, 1)]);
+    assert_eq!(m.member_names(), ["bob", "carol", "alice"], "members for completion, me last");
+    // Bob's own message moves his marker.
+    m.handle_message(&text(2, 4, BOB, "hi"));
+    assert_eq!(m.conversation(2).unwrap().receipts.get("bob"), Some(&4));
+    assert_eq!(m.poll_receipts(now + Duration::from_secs(6)), Some(2));
+    // A membership change asks again at once.
+    m.handle_message(&membership(2, 5, ME, pb::MembershipAction::Removed, &[CAROL]));
+    assert_eq!(m.poll_receipts(now + Duration::from_secs(7)), Some(2));
+    m.select_step(1);
+    assert_eq!(m.poll_receipts(now + Duration::from_secs(20)), None, "not for a DM");
+    assert_eq!(m.member_names(), ["bob", "alice"]);
+}
+
+#[test]
+fn conversations_are_found_by_number_or_name() {
+    let mut m = ChatModel::new("alice", ME);
+    m.handle_snapshot(&[dm(1, "bob", 1, 1, 3_000), group(2, "Weekend plans", 1, 3), dm(3, "carol", 1, 1, 2_000)], true);
+    assert_eq!(m.nth(1), Some(1));
+    assert_eq!(m.nth(3), Some(2));
+    assert_eq!(m.nth(4), None);
+    assert_eq!(m.find("2"), Ok(3));
+    assert_eq!(m.find("@carol"), Ok(3));
+    assert_eq!(m.find("carol"), Ok(3));
+    assert_eq!(m.find("weekend plans"), Ok(2));
+    assert_eq!(m.find("week"), Ok(2), "a unique prefix");
+    assert!(m.find("nobody").unwrap_err().contains("no conversation"));
+    assert!(m.find("9").unwrap_err().contains("no conversation 9"));
+}
+
+#[test]
+fn a_revoked_device_stops_sending() {
+    let now = Instant::now();
+    let mut m = with_dm(1..=2, now);
+    m.set_link(down(now), now);
+    m.send("queued", "cid-1".into()).unwrap();
+    m.set_link(Link::SignedOut, now);
+    assert!(m.signed_out());
+    assert!(matches!(m.pending(1).next().map(|p| &p.state), Some(PendingState::Failed(_))));
+    assert_eq!(m.unconfirmed(), 0, "nothing waits for a connection that will not come");
+    assert!(m.send("more", "cid-2".into()).unwrap_err().contains("signed out"));
+}
+
+#[test]
+fn a_later_success_clears_an_error_notice() {
+    let now = Instant::now();
+    let mut m = with_dm(1..=2, now);
+    m.set_notice("unknown command /frob", true, now);
+    m.clear_error_notice();
+    assert_eq!(m.notice(now), None);
+    m.set_notice("added bob", false, now);
+    m.clear_error_notice();
+    assert!(m.notice(now).is_some(), "not an error: it stays its time");
+    assert_eq!(m.notice(now + Duration::from_secs(9)), None, "and goes by itself");
 }
 
 #[test]

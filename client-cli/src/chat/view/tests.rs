@@ -147,8 +147,9 @@ fn main_screen_at_80x24() {
     assert!(s[0].contains("@bob · online"), "{}", s[0]);
     // Conversation list, most recent first, with unread counts; the DM
     // partner's presence dot is green.
-    assert_eq!(left(&s[1], 20), " ● bob            1 ");
-    assert_eq!(left(&s[2], 20), " # Weekend plans  2 ");
+    // Each with the number Alt-N opens it by.
+    assert_eq!(left(&s[1], 20), "1● bob            1 ");
+    assert_eq!(left(&s[2], 20), "2# Weekend plans  2 ");
     let b = terminal.backend().buffer();
     assert_eq!(b[(1, 1)].fg, Color::Green);
     // Messages: start marker, day separators, time and sender, wrapped text.
@@ -166,7 +167,7 @@ fn main_screen_at_80x24() {
     assert!(s[21].starts_with("────"));
     assert_eq!(s[22], "> message @bob · /help for commands");
     assert!(s[23].starts_with(" ● connected · 127.0.0.1:7443 · TCP"), "{}", s[23]);
-    assert!(s[23].ends_with("Tab switch · /help · Ctrl-C quit"), "{}", s[23]);
+    assert!(s[23].ends_with("Alt-N/Ctrl-N switch · /help · Ctrl-C quit"), "{}", s[23]);
     assert!(view.at_top, "everything fits: nothing older to load");
     assert_eq!(view.page, 20);
 }
@@ -179,7 +180,7 @@ fn a_group_shows_membership_events_and_member_count() {
     let s = screen(&m, &InputLine::default(), &mut ViewState::default(), 80, 24, now);
     assert!(s[0].contains("Weekend plans · 3 members"), "{}", s[0]);
     assert!(find(&s, "* alice created the group with bob, carol") < find(&s, "who's in?"));
-    assert!(s[2].starts_with(" # Weekend plans"));
+    assert!(s[2].starts_with("2# Weekend plans"));
 }
 
 #[test]
@@ -287,8 +288,20 @@ fn narrow_small_and_empty_screens() {
     assert!(s[10].starts_with("13:45   bob │ this message is long"), "{}", s[10]);
     assert!(!s.iter().any(|r| r.contains("Weekend plans")), "no list");
     assert!(s[15].starts_with(" ● connected · 127.0.0.1:7443 · TCP"), "{}", s[15]);
+    // Too small: says so in words that fit, whatever the size.
     let s = screen(&m, &InputLine::default(), &mut ViewState::default(), 19, 5, now);
-    assert_eq!(s[0], "confab: window too");
+    assert_eq!(
+        s.iter().map(|r| r.trim()).collect::<Vec<_>>().join(" ").trim(),
+        "window too small (need at least 20×6)"
+    );
+    let s = screen(&m, &InputLine::default(), &mut ViewState::default(), 12, 2, now);
+    assert_eq!(s.iter().map(|r| r.trim()).collect::<Vec<_>>().join(" ").trim(), "too small: need 20×6");
+    let s = screen(&m, &InputLine::default(), &mut ViewState::default(), 9, 1, now);
+    assert_eq!(s[0].trim(), "need 20×6");
+    for (w, h) in [(1, 1), (3, 1), (0, 0), (80, 5), (19, 40)] {
+        let s = screen(&m, &InputLine::default(), &mut ViewState::default(), w, h, now);
+        assert!(s.iter().all(|r| r.chars().count() <= w as usize), "{w}x{h}: {s:?}");
+    }
     let fresh = ChatModel::new("alice", ME);
     let s = screen(&fresh, &InputLine::default(), &mut ViewState::default(), 80, 24, now);
     find(&s, "No conversation open.");
@@ -307,7 +320,86 @@ fn resizing_redraws_to_the_new_size() {
     let s = draw_on(&mut terminal, &m, &InputLine::default(), &mut view, now);
     assert_eq!(s.len(), 30);
     // Wider: a 24-column list, and the long message fits on one line.
-    assert_eq!(left(&s[1], 24), " ● bob                1 ");
+    assert_eq!(left(&s[1], 24), "1● bob                1 ");
     assert!(s[26].ends_with("in the pane"), "{}", s[26]);
     assert_eq!(view.page, 26);
+}
+
+#[test]
+fn opening_with_unread_shows_the_divider_at_the_top_and_reports_what_was_seen() {
+    let now = Instant::now();
+    let mut m = ChatModel::new("alice", ME);
+    let dm = pb::Conversation {
+        conversation_id: 1,
+        kind: pb::ConversationKind::Direct as i32,
+        peer_username: "bob".into(),
+        member_count: 2,
+        last_seq: 60,
+        read_seq: 20,
+        activity_ms: T0,
+        ..Default::default()
+    };
+    m.handle_snapshot(&[dm], true);
+    m.set_link(up(), now);
+    // Not loaded yet: nothing counts as seen, so nothing is marked read.
+    let mut view = ViewState::default();
+    screen(&m, &InputLine::default(), &mut view, 80, 24, now);
+    assert_eq!(view.seen, None);
+    for seq in 1..=60 {
+        m.handle_message(&msg(1, seq, (BOB, "bob"), T0 + seq as i64, &format!("line {seq}")));
+    }
+    m.handle_history(1, 1, &pb::HistoryPage { has_more: false, ..Default::default() });
+    let s = screen(&m, &InputLine::default(), &mut view, 80, 24, now);
+    // One line of what came before, the divider, then the first unread.
+    assert!(s[1].ends_with("│ line 20"), "{}", s[1]);
+    assert!(s[2].contains("── new messages ──"), "{}", s[2]);
+    assert!(s[3].ends_with("│ line 21"), "{}", s[3]);
+    assert!(s[20].ends_with("│ line 38"), "{}", s[20]);
+    assert_eq!(view.seen, Some((1, 38)), "only what is on screen");
+    assert!(s[21].contains("lines below (PgDn)"), "{}", s[21]);
+    // Scrolling down shows (and reports) more; the divider stays.
+    view.scroll = 0;
+    let s = screen(&m, &InputLine::default(), &mut view, 80, 24, now);
+    assert!(s[20].ends_with("│ line 60"), "{}", s[20]);
+    assert_eq!(view.seen, Some((1, 60)));
+    view.scroll = 30;
+    let s = screen(&m, &InputLine::default(), &mut view, 80, 24, now);
+    find(&s, "new messages");
+}
+
+#[test]
+fn mentions_receipts_and_link_states() {
+    let now = Instant::now();
+    let mut m = model(now);
+    m.select(2);
+    m.handle_message(&msg(2, 4, (BOB, "bob"), T0 - 300, "@alice are you in?"));
+    m.handle_receipts(
+        2,
+        &[
+            pb::ReadReceipt { conversation_id: 2, user_id: ME, username: "alice".into(), read_seq: 4 },
+            pb::ReadReceipt { conversation_id: 2, user_id: BOB, username: "bob".into(), read_seq: 4 },
+            pb::ReadReceipt { conversation_id: 2, user_id: 3, username: "carol".into(), read_seq: 2 },
+        ],
+    );
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let s = draw_on(&mut terminal, &m, &InputLine::default(), &mut ViewState::default(), now);
+    let at = find(&s, "@alice are you in?");
+    let col = s[at].find("@alice").map(|b| s[at][..b].chars().count()).unwrap() as u16;
+    assert_eq!(terminal.backend().buffer()[(col, at as u16)].bg, Color::Yellow, "the mention stands out");
+    assert_eq!(terminal.backend().buffer()[(col + 8, at as u16)].bg, Color::Reset, "the rest does not");
+    assert!(s[at + 1].ends_with("│ ✓ read by bob"), "{}", s[at + 1]);
+    assert!(s[find(&s, "who's in?") + 1].ends_with("│ ✓ read by carol"), "{}", s[find(&s, "who's in?") + 1]);
+    assert!(!s.iter().any(|r| r.contains("read by alice")), "not me");
+
+    let mut fresh = ChatModel::new("alice", ME);
+    fresh.set_link(
+        Link::Reconnecting { reason: "Connection refused".into(), retry_at: now + Duration::from_secs(2), attempt: 2 },
+        now,
+    );
+    let s = screen(&fresh, &InputLine::default(), &mut ViewState::default(), 80, 24, now);
+    assert!(s[23].starts_with(" ◌ connecting… retry in 2s (attempt 2) · Connection refused"), "{}", s[23]);
+    m.set_link(Link::SignedOut, now);
+    let s = screen(&m, &InputLine::default(), &mut ViewState::default(), 80, 24, now);
+    assert!(s[23].starts_with(" ✗ this device was signed out; log in again with `confab login`"), "{}", s[23]);
+    assert!(s[22].contains("signed out"), "{}", s[22]);
 }
