@@ -4,8 +4,12 @@
 //! typing and then arrives in the other while the sender sees it confirmed,
 //! that presence and groups show, and that a server restart shows as
 //! reconnecting and recovers with nothing lost or doubled: on screen and in
-//! the server's history. Skips (with a note on stderr) without tmux, or
-//! fails under `CONFAB_REQUIRE_E2E=1` or `CI=true`.
+//! the server's history. A second pair of panes covers reading and commands:
+//! a start with the server down, opening at the first of 40 unread messages
+//! with only what was shown marked read, Alt-N and `/go`, Tab completion,
+//! mentions, group read receipts, `/role`, `/rename`, `/members`, an unknown
+//! command, a tiny window and a revoked device. Skips (with a note on
+//! stderr) without tmux, or fails under `CONFAB_REQUIRE_E2E=1` or `CI=true`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -384,6 +388,216 @@ fn two_terminals_chat_and_survive_a_server_restart() {
     let deadline = Instant::now() + WAIT;
     while !tmux.everything("bob").contains("chat exited with 0") {
         assert!(Instant::now() < deadline, "bob's chat did not exit:\n{}", tmux.everything("bob"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rt.block_on(server.shutdown());
+}
+
+/// Whether `line` shows `text` as a message body.
+fn is_body(line: &str, text: &str) -> bool {
+    line.rsplit_once(" │ ").is_some_and(|(_, body)| body.trim_end() == text)
+}
+
+/// The message bodies "unread N" on screen, by N.
+fn unread_shown(screen: &str) -> Vec<u64> {
+    screen
+        .lines()
+        .filter_map(|l| l.rsplit_once(" │ ").and_then(|(_, b)| b.trim_end().strip_prefix("unread ")?.parse().ok()))
+        .collect()
+}
+
+/// The screen's non-blank lines, trimmed and joined with spaces.
+fn words(screen: &str) -> String {
+    screen.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// The input line (the one that starts with the prompt).
+fn input_line(screen: &str) -> &str {
+    screen.lines().rev().find(|l| l.starts_with("> ")).unwrap_or("")
+}
+
+fn header(screen: &str) -> &str {
+    screen.lines().next().unwrap_or("")
+}
+
+/// Polls `f` until it returns `Some`, failing after `timeout`.
+fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn reading_place_commands_completion_and_failures() {
+    if !have_tmux() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = rt.block_on(Server::start(config(&data, any, any))).unwrap();
+    let (quic, tcp) = (server.quic_addr().unwrap(), server.tcp_addr().unwrap());
+    let cert = server.cert_path().to_path_buf();
+    // Over TCP: a server that is down refuses at once, so retries are quick.
+    let alice = User::new(dir.path(), "alice", tcp, "tcp", &cert);
+    let laptop = User::new(dir.path(), "alice-laptop", tcp, "tcp", &cert);
+    let bob = User::new(dir.path(), "bob", tcp, "tcp", &cert);
+    let carol = User::new(dir.path(), "carol", tcp, "tcp", &cert);
+    alice.run(&["signup", "alice", "--password-stdin"], "alice-password\n");
+    laptop.run(&["login", "alice", "--device", "laptop", "--password-stdin"], "alice-password\n");
+    bob.run(&["signup", "bob", "--password-stdin"], "bob-password\n");
+    carol.run(&["signup", "carol", "--password-stdin"], "carol-password\n");
+    // A group alice owns, then 40 messages from bob while she is away: the
+    // DM is the newest conversation, so it opens first.
+    laptop.run(&["group", "create", "Team", "@bob", "@carol"], "");
+    let gid = laptop.json(&["conversations"]).iter().find(|c| c["name"] == "Team").unwrap()["conversation_id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    for i in 1..=40 {
+        bob.run(&["send", "@alice", &format!("unread {i}")], "");
+    }
+    let seq_of: std::collections::HashMap<String, u64> = bob
+        .json(&["history", "@alice", "--limit", "100"])
+        .iter()
+        .filter_map(|m| Some((m["body"].as_str()?.to_string(), m["seq"].as_u64()?)))
+        .collect();
+    let dm_state = || {
+        let list = laptop.json(&["conversations"]);
+        let dm = list.iter().find(|c| c["name"] == "@bob").unwrap();
+        (dm["read_seq"].as_u64().unwrap(), dm["last_seq"].as_u64().unwrap())
+    };
+
+    // Started while the server is down: it says "connecting…", stays, and
+    // connects once the server is back.
+    rt.block_on(server.shutdown());
+    let tmux = Tmux::new(dir.path());
+    tmux.start("alice", &alice.chat_script(dir.path(), "alice"));
+    let a = tmux.wait("alice", "connecting", WAIT, |s| status(s).contains("connecting…"));
+    assert!(!a.contains("chat exited"), "{a}");
+    tmux.wait("alice", "a retry", WAIT, |s| status(s).contains("connecting… retry"));
+    let server = rt.block_on(restart_on(&data, quic, tcp));
+
+    // Opened at the first unread under the divider; only what was shown is
+    // marked read, and reading on moves the marker.
+    let a = tmux.wait("alice", "the first unread under the divider", RECOVER, |s| {
+        status(s).contains("● connected") && shown(s, "unread 1") == 1
+    });
+    let divider = a.lines().position(|l| l.contains("── new messages ──")).expect("the divider");
+    assert!(divider < a.lines().position(|l| is_body(l, "unread 1")).unwrap(), "{a}");
+    let last = *unread_shown(&a).iter().max().unwrap();
+    assert!(last < 40, "not scrolled to the newest:\n{a}");
+    let last_seq = seq_of["unread 40"];
+    let wanted = seq_of[&format!("unread {last}")];
+    let (read, total) = eventually("the read marker at the last line shown", WAIT, || {
+        let (read, total) = dm_state();
+        (read == wanted).then_some((read, total))
+    });
+    assert!(read < total && total == last_seq, "read {read} of {total}");
+    for _ in 0..3 {
+        tmux.key("alice", "NPage");
+    }
+    tmux.wait("alice", "the newest", WAIT, |s| shown(s, "unread 40") == 1);
+    eventually("all read after scrolling down", WAIT, || (dm_state().0 == last_seq).then_some(()));
+
+    // Alt-2 opens the second conversation; /go by name and number.
+    tmux.key("alice", "M-2");
+    tmux.wait("alice", "the group by Alt-2", WAIT, |s| header(s).contains("Team · 3 members"));
+    tmux.type_text("alice", "/go @bob");
+    tmux.key("alice", "Enter");
+    tmux.wait("alice", "the DM by /go @bob", WAIT, |s| header(s).contains("@bob"));
+    tmux.type_text("alice", "/go 2");
+    tmux.key("alice", "Enter");
+    tmux.wait("alice", "the group by /go 2", WAIT, |s| header(s).contains("Team · 3 members"));
+
+    // Group commands (alice is the owner).
+    tmux.type_text("alice", "/role @bob admin");
+    tmux.key("alice", "Enter");
+    tmux.wait_for("alice", "* alice made bob admin");
+    tmux.type_text("alice", "/rename Team two");
+    tmux.key("alice", "Enter");
+    tmux.wait("alice", "the new title", WAIT, |s| {
+        s.contains("* alice renamed the group to \"Team two\"") && header(s).contains("Team two")
+    });
+    tmux.type_text("alice", "/members");
+    tmux.key("alice", "Enter");
+    tmux.wait("alice", "the member list", WAIT, |s| {
+        s.lines().any(|l| l.contains("members: ") && l.contains("alice (owner)") && l.contains("bob (admin)"))
+    });
+    tmux.type_text("alice", "/go team");
+    tmux.key("alice", "Enter");
+    tmux.wait("alice", "/go by a title prefix", WAIT, |s| header(s).contains("Team two"));
+
+    // Tab completes commands and members' names.
+    tmux.type_text("alice", "/ro");
+    tmux.key("alice", "Tab");
+    tmux.wait("alice", "a completed command", WAIT, |s| input_line(s).trim_end() == "> /role");
+    tmux.key("alice", "C-u");
+    tmux.type_text("alice", "hi @ca");
+    tmux.key("alice", "Tab");
+    tmux.wait("alice", "a completed name", WAIT, |s| input_line(s).trim_end() == "> hi @carol");
+    tmux.type_text("alice", "see you");
+    tmux.key("alice", "Enter");
+    tmux.wait("alice", "the completed message", WAIT, |s| line_of(s, "hi @carol see you").contains("alice │"));
+
+    // A mention of alice stands out; group receipts say who read how far.
+    bob.run(&["send", &gid, "@alice look at this"], "");
+    tmux.wait("alice", "the mention", WAIT, |s| shown(s, "@alice look at this") == 1);
+    let styled = tmux.tmux(&["capture-pane", "-p", "-e", "-t", "alice"]);
+    let mention = styled.lines().find(|l| l.contains("look at this")).unwrap();
+    // Between the column rule and "@alice" there are only escapes.
+    let before = &mention[..mention.find("@alice").unwrap()];
+    let sgr = before.rsplit('│').next().unwrap_or("");
+    assert!(sgr.contains("43") || sgr.contains("48;5;3"), "yellow behind @alice: {mention:?}");
+    carol.run(&["read", &gid], "");
+    tmux.wait("alice", "the read receipts", WAIT, |s| {
+        let at = s.lines().position(|l| is_body(l, "@alice look at this"));
+        at.is_some_and(|i| s.lines().nth(i + 1).is_some_and(|l| l.trim_end().ends_with("│ ✓ read by bob, carol")))
+    });
+
+    // An unknown command is refused and leaves the input empty: the next
+    // line is a message of its own. The next success clears the notice.
+    tmux.type_text("alice", "/frobnicate");
+    tmux.key("alice", "Enter");
+    let a = tmux.wait("alice", "the refusal", WAIT, |s| status(s).contains("unknown command /frobnicate"));
+    assert!(input_line(&a).contains("message Team two"), "the input is empty again:\n{a}");
+    tmux.type_text("alice", "after the unknown command");
+    tmux.key("alice", "Enter");
+    tmux.wait("alice", "the next message", WAIT, |s| line_of(s, "after the unknown command").contains("alice │"));
+    let a = tmux.wait("alice", "the notice cleared", Duration::from_secs(5), |s| !status(s).contains("unknown"));
+    assert!(!a.contains("/frobnicate"), "{a}");
+
+    // A tiny window says what it needs, and the UI comes back.
+    tmux.tmux(&["resize-window", "-t", "alice", "-x", "15", "-y", "4"]);
+    tmux.wait("alice", "too small", WAIT, |s| words(s).contains("window too small (need at least 20×6)"));
+    tmux.tmux(&["resize-window", "-t", "alice", "-x", "80", "-y", "24"]);
+    tmux.wait("alice", "the UI again", WAIT, |s| status(s).contains("● connected") && s.lines().count() == 24);
+
+    // Revoked from the laptop: the pane says so in words, stops trying and
+    // queues nothing.
+    let devices = laptop.json(&["devices"]);
+    let chat_device = devices.iter().find(|d| d["current"] == false).unwrap()["device_id"].as_u64().unwrap();
+    laptop.run(&["revoke", &chat_device.to_string()], "");
+    tmux.wait("alice", "signed out", WAIT, |s| {
+        status(s).contains("this device was signed out; log in again with `confab login`")
+    });
+    tmux.type_text("alice", "after the revoke");
+    tmux.key("alice", "Enter");
+    let a = tmux.wait("alice", "the send refused", WAIT, |s| status(s).contains("not sent: signed out"));
+    assert!(!a.contains("waiting for the connection") && shown(&a, "after the revoke") == 0, "{a}");
+    assert!(input_line(&a).contains("after the revoke"), "kept in the input:\n{a}");
+    assert!(!status(&a).contains("reconnecting") && !a.contains("INVALID_TOKEN"), "{a}");
+
+    tmux.key("alice", "C-c");
+    let deadline = Instant::now() + WAIT;
+    while !tmux.everything("alice").contains("chat exited with 0") {
+        assert!(Instant::now() < deadline, "the chat did not exit:\n{}", tmux.everything("alice"));
         std::thread::sleep(Duration::from_millis(100));
     }
     rt.block_on(server.shutdown());
