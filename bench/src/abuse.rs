@@ -124,7 +124,7 @@ impl Server {
     }
 
     fn status(&self, field: &str) -> u64 {
-        status_kib(self.daemon.pid, field).unwrap_or(0)
+        status_kib(self.daemon.pid, field.trim_end_matches(':')).unwrap_or(0)
     }
 
     fn rss_mib(&self) -> f64 {
@@ -389,7 +389,7 @@ async fn group_flood(opts: &DaemonOpts) -> anyhow::Result<Vec<Row>> {
         let s = Arc::clone(&server);
         signups.spawn(async move {
             for i in (a as usize..TARGETS).step_by(3) {
-                drop(s.signup(20 + a, &format!("t{i}")).await?);
+                drop(s.signup(20 + a, &format!("tgt{i:03}")).await?);
             }
             anyhow::Ok(())
         });
@@ -426,7 +426,7 @@ async fn group_flood(opts: &DaemonOpts) -> anyhow::Result<Vec<Row>> {
                 k += ATTACK_SESSIONS;
                 let body = Body::CreateGroup(pb::CreateGroupRequest {
                     title: format!("spam {s}-{k}"),
-                    usernames: members.iter().map(|m| format!("t{m}")).collect(),
+                    usernames: members.iter().map(|m| format!("tgt{m:03}")).collect(),
                 });
                 match pipe.request(body).await {
                     Ok(Reply::Conversation(_)) => {
