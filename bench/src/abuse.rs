@@ -42,7 +42,8 @@ use crate::wire::{Connector, Transport};
 /// The attacks, by name (`--only`).
 pub const ATTACKS: [&str; 4] = ["login-burst", "guesses", "login-flood", "group-flood"];
 
-/// Runs the attacks named in `only` (all when empty); returns the rows.
+/// Runs the attacks named in `only` (all when empty) against servers
+/// started with `opts` (which should keep the stock limits); returns the rows.
 pub async fn run(opts: &DaemonOpts, only: &[String]) -> anyhow::Result<Vec<Row>> {
     for name in only {
         if !ATTACKS.contains(&name.as_str()) {
@@ -50,23 +51,22 @@ pub async fn run(opts: &DaemonOpts, only: &[String]) -> anyhow::Result<Vec<Row>>
         }
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    let opts = DaemonOpts { stock_limits: true, ..opts.clone() };
     let mut rows = Vec::new();
     if wanted("login-burst") {
         eprintln!("login-burst: 25 bursts of 66 logins that hang up …");
-        rows.extend(login_bursts(&opts).await.context("login-burst")?);
+        rows.extend(login_bursts(opts).await.context("login-burst")?);
     }
     if wanted("guesses") {
         eprintln!("guesses: concurrent wrong passwords for one account …");
-        rows.extend(guesses(&opts).await.context("guesses")?);
+        rows.extend(guesses(opts).await.context("guesses")?);
     }
     if wanted("login-flood") {
         eprintln!("login-flood: one account on 80 connections, 21 users elsewhere …");
-        rows.extend(login_flood(&opts).await.context("login-flood")?);
+        rows.extend(login_flood(opts).await.context("login-flood")?);
     }
     if wanted("group-flood") {
         eprintln!("group-flood: one user creating 100-member groups over 8 sessions …");
-        rows.extend(group_flood(&opts).await.context("group-flood")?);
+        rows.extend(group_flood(opts).await.context("group-flood")?);
     }
     Ok(rows)
 }
@@ -123,19 +123,13 @@ impl Server {
         }
     }
 
-    fn status(&self, field: &str) -> u64 {
-        status_kib(self.daemon.pid, field.trim_end_matches(':')).unwrap_or(0)
-    }
-
     fn rss_mib(&self) -> f64 {
-        self.status("VmRSS:") as f64 / 1024.0
+        status_kib(self.daemon.pid, "VmRSS").unwrap_or(0) as f64 / 1024.0
     }
 
     fn threads(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.daemon.pid))
-            .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0)
+        // `Threads:` has no unit, but reads the same way as the KiB fields.
+        status_kib(self.daemon.pid, "Threads").unwrap_or(0)
     }
 
     fn data_bytes(&self) -> u64 {
@@ -475,24 +469,15 @@ async fn group_flood(opts: &DaemonOpts) -> anyhow::Result<Vec<Row>> {
         "{joins} joins; the most groups one person was put in: {}; data dir +{growth_mib:.1} MiB in {elapsed:.1} s",
         groups_of.iter().max().copied().unwrap_or(0)
     ));
-    let p = |h: &Hist, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let mut quiet = Row::new(
-        "group-flood",
-        "confab",
-        "bystander DM send, 20/s, before the flood: p99".into(),
-        p(&before, 0.99),
-        "ms",
-    );
-    quiet.notes.push(format!("p50 {:.2} ms", p(&before, 0.5)));
-    quiet.lat = Some(before);
-    let mut loud = Row::new(
-        "group-flood",
-        "confab",
-        "bystander DM send, 20/s, during the flood: p99".into(),
-        p(&during, 0.99),
-        "ms",
-    );
-    loud.notes.push(format!("p50 {:.2} ms", p(&during, 0.5)));
-    loud.lat = Some(during);
+    let bystander_row = |when: &str, hist: Hist| {
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        let mut row =
+            Row::new("group-flood", "confab", format!("bystander DM send, 20/s, {when}: p99"), ms(0.99), "ms");
+        row.notes.push(format!("p50 {:.2} ms", ms(0.5)));
+        row.lat = Some(hist);
+        row
+    };
+    let quiet = bystander_row("before the flood", before);
+    let loud = bystander_row("during the flood", during);
     Ok(vec![groups, quiet, loud])
 }

@@ -178,14 +178,7 @@ fn main() -> anyhow::Result<()> {
                 stock_limits: false,
             };
             let rows = runtime.block_on(restart::run(&opts, rates, seconds))?;
-            println!();
-            print!("{}", report::table(&rows));
-            if let Some(path) = &cli.json {
-                let doc = report::json(&rows, Vec::new());
-                std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-                    .with_context(|| format!("{}", path.display()))?;
-            }
-            return Ok(());
+            return print_rows(&rows, cli.json.as_deref());
         }
         Command::Abuse { only } => {
             let opts = daemon::DaemonOpts {
@@ -197,14 +190,7 @@ fn main() -> anyhow::Result<()> {
                 stock_limits: true,
             };
             let rows = runtime.block_on(abuse::run(&opts, only))?;
-            println!();
-            print!("{}", report::table(&rows));
-            if let Some(path) = &cli.json {
-                let doc = report::json(&rows, Vec::new());
-                std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-                    .with_context(|| format!("{}", path.display()))?;
-            }
-            return Ok(());
+            return print_rows(&rows, cli.json.as_deref());
         }
         Command::Relay { .. } => unreachable_relay()?,
     };
@@ -240,6 +226,17 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Prints the table of a single-scenario command, and its JSON to `json`.
+fn print_rows(rows: &[report::Row], json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    println!();
+    print!("{}", report::table(rows));
+    if let Some(path) = json {
+        let doc = report::json(rows, Vec::new());
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("{}", path.display()))?;
     }
     Ok(())
 }
