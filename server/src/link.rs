@@ -56,6 +56,13 @@ pub trait Link: Send {
 
     /// Writes `frames` (complete length-delimited frames, back to back) and
     /// flushes. On return `frames` is empty.
+    ///
+    /// Cancel-safe: when the future is dropped before it completes, every
+    /// byte already handed to the transport is gone from `frames` (or kept
+    /// by the link and sent first by the next call), and the rest is still
+    /// in `frames`, so a later call picks up exactly where this one
+    /// stopped. The session relies on it to finish a frame it was cut off
+    /// in (a kill, then the fatal Error) instead of stopping mid-frame.
     fn write(&mut self, frames: &mut BytesMut) -> impl Future<Output = std::io::Result<()>> + Send;
 
     /// Closes the transport after the session ended with `code`
@@ -140,10 +147,9 @@ where
     }
 
     async fn write(&mut self, frames: &mut BytesMut) -> std::io::Result<()> {
-        self.writer.write_all(frames).await?;
-        self.writer.flush().await?;
-        frames.clear();
-        Ok(())
+        // write_all_buf advances `frames` as bytes go out: cancel-safe.
+        self.writer.write_all_buf(frames).await?;
+        self.writer.flush().await
     }
 
     async fn close(&mut self, _code: ErrorCode) {

@@ -6,6 +6,7 @@
 //!
 //! [`connection::serve`]: crate::connection::serve
 
+use std::future::poll_fn;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -104,16 +105,21 @@ impl Link for WsLink {
     async fn write(&mut self, frames: &mut BytesMut) -> std::io::Result<()> {
         // The session hands over length-delimited frames (encoded once for
         // every recipient); each becomes one message, sliced without a copy.
-        let mut all = frames.split().freeze();
-        while all.has_remaining() {
-            let len = prost::encoding::decode_varint(&mut all)
+        // Cancel-safe (see Link::write): a frame leaves `frames` only once
+        // the socket is ready and takes it whole (start_send is not async).
+        while frames.has_remaining() {
+            let mut peek = &frames[..];
+            let len = prost::encoding::decode_varint(&mut peek)
                 .map_err(|e| std::io::Error::other(format!("bad outgoing frame: {e}")))?;
+            let prefix = frames.len() - peek.len();
             let len = usize::try_from(len).map_err(std::io::Error::other)?;
-            if len > all.len() {
+            if len > peek.len() {
                 return Err(std::io::Error::other("truncated outgoing frame"));
             }
-            let frame = all.split_to(len);
-            self.socket.feed(Message::Binary(frame)).await.map_err(std::io::Error::other)?;
+            poll_fn(|cx| self.socket.poll_ready_unpin(cx)).await.map_err(std::io::Error::other)?;
+            frames.advance(prefix);
+            let frame = frames.split_to(len).freeze();
+            self.socket.start_send_unpin(Message::Binary(frame)).map_err(std::io::Error::other)?;
         }
         self.socket.flush().await.map_err(std::io::Error::other)
     }

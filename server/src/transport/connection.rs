@@ -117,9 +117,6 @@ pub async fn serve<L: Link>(
             out.extend_from_slice(&bytes);
         }
         if !out.is_empty() {
-            // A peer that stops reading blocks this write: a kill (its queue
-            // overflowed, its device was revoked) or the write timeout must
-            // still end the session, even mid-frame.
             // The last frames of a closed session are a best effort: the
             // peer may be the reason it was closed (it stopped reading).
             let write_timeout = if c.session.is_closed() { FINAL_WRITE_TIMEOUT } else { WRITE_TIMEOUT };
@@ -128,13 +125,17 @@ pub async fn serve<L: Link>(
                 // the session: a self-revoke's Done, then its fatal Error.
                 biased;
                 r = link.write(&mut out) => r,
-                // Once the session is closed the kill has been handled: the
-                // final fatal Error must get its chance to go out.
+                // A kill (the queue overflowed, the device was revoked) must
+                // end the session even while a peer that stopped reading
+                // blocks this write. The write is cancel-safe (Link::write),
+                // so the session closes and the loop goes on with what is
+                // left of the frame, then the fatal Error, under the final
+                // write's bound: a peer that reads gets whole frames and
+                // the reason; one that does not is cut off after
+                // FINAL_WRITE_TIMEOUT.
                 code = c.kill.killed(), if !c.session.is_closed() => {
-                    // The Error cannot go out (the peer is not reading), but
-                    // the close says why (WebSocket close status, metrics).
-                    close_code = code;
-                    Err(std::io::Error::other(format!("closed while writing: {code}")))
+                    c.session.close(code, kill_reason(code));
+                    continue;
                 }
                 _ = tokio::time::sleep(write_timeout) => Err(std::io::Error::other("write timed out")),
             };
@@ -160,14 +161,7 @@ pub async fn serve<L: Link>(
                 drain_deadline = tokio::time::Instant::now() + ingress.shutdown_grace;
                 c.session.go_away(ErrorCode::SHUTTING_DOWN, "the server is shutting down", 1000);
             }
-            code = c.kill.killed() => {
-                let why = match code {
-                    ErrorCode::RESYNC_REQUIRED => "outbound queue overflowed: reconnect and sync",
-                    ErrorCode::DEVICE_REVOKED => "this device was revoked",
-                    _ => "session ended by the server",
-                };
-                c.session.close(code, why);
-            }
+            code = c.kill.killed() => c.session.close(code, kill_reason(code)),
             Some((target, result)) = c.handlers.next(), if !c.handlers.is_empty() => {
                 c.on_response(target, result);
                 if c.session.wants_input() && !inbuf.is_empty() {
@@ -204,6 +198,15 @@ pub async fn serve<L: Link>(
     }
     link.close(close_code).await;
     close_code
+}
+
+/// What the fatal Error of a session ended by a [`Kill`] says.
+fn kill_reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::RESYNC_REQUIRED => "outbound queue overflowed: reconnect and sync",
+        ErrorCode::DEVICE_REVOKED => "this device was revoked",
+        _ => "session ended by the server",
+    }
 }
 
 fn release_if_empty(buf: &mut BytesMut) {
