@@ -1,0 +1,143 @@
+//! `confab-conformance`: runs the conformance suites (see the library
+//! docs and spec/CONFORMANCE.md).
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use confab_conformance::report::Report;
+use confab_conformance::server::{self, Options, Settings};
+use confab_conformance::wire::{Target, Transport, Trust};
+
+#[derive(Parser)]
+#[command(
+    name = "confab-conformance",
+    version,
+    about = "Conformance suites for the Confab protocol (spec/PROTOCOL.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Tcp,
+    Quic,
+    Ws,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Black-box scenarios against a running server. Exit status 0 when
+    /// nothing failed (skips allowed), 1 when a check failed, 2 when the
+    /// suite could not run (unreachable server, bad options).
+    ///
+    /// The suite signs up four users named cf<random><a-d> (a server that
+    /// limits signups per address allows a few runs per hour; use a fresh
+    /// server or raise the limit) and leaves their conversations behind.
+    Server {
+        /// The server: host:port of its QUIC or TCP+TLS listener, or for
+        /// --transport ws its HTTP listener (host:port, or a ws:// or
+        /// wss:// URL).
+        #[arg(long)]
+        addr: String,
+        /// The binding to test (spec §2).
+        #[arg(long, value_enum, default_value = "tcp")]
+        transport: TransportArg,
+        /// Trust only the certificate with this SHA-256 fingerprint (as
+        /// confabd prints it at start, "sha256:…").
+        #[arg(long, conflicts_with = "ca")]
+        fingerprint: Option<String>,
+        /// Trust certificates that chain to the roots in this PEM file.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The TLS server name to verify (default: the host of --addr).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Run only the checks whose id contains one of these (comma
+        /// separated, e.g. "send.,vector.").
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// The server's presence grace period (not advertised): enables
+        /// presence.offline.
+        #[arg(long)]
+        presence_grace_ms: Option<u64>,
+        /// The server's outbound queue in bytes (not advertised): enables
+        /// slow_consumer.cut_off, which sends that much and more.
+        #[arg(long)]
+        outbound_queue_bytes: Option<u64>,
+        /// List the checks and exit.
+        #[arg(long)]
+        list: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server {
+            addr,
+            transport,
+            fingerprint,
+            ca,
+            server_name,
+            junit,
+            only,
+            presence_grace_ms,
+            outbound_queue_bytes,
+            list,
+        } => {
+            if list {
+                for s in server::all() {
+                    println!("{:<34} {:<12} {}", s.id, s.section, s.title);
+                }
+                for (name, _) in confab_conformance::vectors::INVALID {
+                    println!("vector.{name:<27} spec/vectors/invalid/{name}.json");
+                }
+                return ExitCode::SUCCESS;
+            }
+            let transport = match transport {
+                TransportArg::Tcp => Transport::Tcp,
+                TransportArg::Quic => Transport::Quic,
+                TransportArg::Ws => Transport::Ws,
+            };
+            let trust = match (fingerprint, ca) {
+                (Some(f), _) => Trust::Fingerprint(f),
+                (None, Some(ca)) => Trust::Ca(ca),
+                (None, None) => {
+                    eprintln!(
+                        "confab-conformance: say how to trust the server: --fingerprint sha256:… (confabd prints it at start) or --ca FILE"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let target = match Target::new(&addr, transport, &trust, server_name.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("confab-conformance: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = Options { target, settings: Settings { presence_grace_ms, outbound_queue_bytes }, only };
+            let mut report = Report::new(format!("confab-conformance server {}", transport.name()), true);
+            if let Err(e) = server::run(&opts, &mut report).await {
+                eprintln!("confab-conformance: cannot run the suite against {addr}: {e}");
+                return ExitCode::from(2);
+            }
+            println!("{}", report.summary());
+            if let Some(path) = junit
+                && let Err(e) = std::fs::write(&path, report.junit())
+            {
+                eprintln!("confab-conformance: cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            if report.counts().1 > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Replays every vector of spec/vectors/invalid on a live server, as
+//! spec/vectors/README.md ("Against a live server") says: `framing`,
+//! `parse` and `session` vectors after their `after` frames on a fresh
+//! session; `validate` vectors after a Hello and, unless the request is a
+//! signup, login or resume, after authenticating with a user of the pool.
+//! The server's one answer must match `expect` (or an `also_accepted`) in
+//! code, request_id and fatal.
+
+use std::time::{Duration, Instant};
+
+use confab_protocol::ErrorCode;
+use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
+use serde_json::Value;
+
+use crate::report::{Outcome, Report};
+use crate::server::Ctx;
+use crate::wire::{Fallible, Peer, Recv, Transport};
+
+include!(concat!(env!("OUT_DIR"), "/invalid_vectors.rs"));
+
+/// What a vector expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expect {
+    code: u32,
+    request_id: u64,
+    fatal: bool,
+}
+
+fn expect_of(v: &Value) -> Option<Expect> {
+    Some(Expect {
+        code: u32::try_from(v.get("code")?.as_u64()?).ok()?,
+        request_id: v.get("request_id")?.as_str()?.parse().ok()?,
+        fatal: v.get("fatal")?.as_bool()?,
+    })
+}
+
+/// Replays them all into `report` (ids `vector.<name>`).
+pub async fn replay_all(ctx: &Ctx, report: &mut Report, only: &[String]) {
+    for (name, json) in INVALID {
+        let id = format!("vector.{name}");
+        if !only.is_empty() && !only.iter().any(|o| id.contains(o.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        let (section, title, outcome) = match serde_json::from_str::<Value>(json) {
+            Err(e) => ("§3".to_string(), name.to_string(), Outcome::Fail(format!("the vector does not parse: {e}"))),
+            Ok(v) => {
+                let stage =
+                    v.get("expect").and_then(|e| e.get("stage")).and_then(Value::as_str).unwrap_or("?").to_string();
+                let section = match stage.as_str() {
+                    "framing" | "parse" => "§3",
+                    "session" => "§4.3",
+                    _ => "§6–§10",
+                };
+                let title = v.get("description").and_then(Value::as_str).unwrap_or(name).to_string();
+                let outcome = match tokio::time::timeout(Duration::from_secs(30), replay(ctx, &v, &stage)).await {
+                    Ok(Ok(None)) => Outcome::Pass,
+                    Ok(Ok(Some(skip))) => Outcome::Skip(skip),
+                    Ok(Err(why)) => Outcome::Fail(why),
+                    Err(_) => Outcome::Fail("no answer within 30 s".into()),
+                };
+                (format!("{section} ({stage})"), title, outcome)
+            }
+        };
+        report.add(&id, &section, &title, outcome, started.elapsed());
+    }
+}
+
+/// Strips a frame's length prefix (WebSocket carries none).
+fn payload(frame: &[u8]) -> Option<Vec<u8>> {
+    let mut b = frame;
+    let len = prost::encoding::decode_varint(&mut b).ok()?;
+    (usize::try_from(len).ok()? == b.len()).then(|| b.to_vec())
+}
+
+fn bytes_of(hex_str: &str, ws: bool) -> Fallible<Option<Vec<u8>>> {
+    let raw = hex::decode(hex_str).map_err(|e| format!("bad hex in the vector: {e}"))?;
+    Ok(if ws { payload(&raw) } else { Some(raw) })
+}
+
+async fn replay(ctx: &Ctx, v: &Value, stage: &str) -> Fallible<Option<String>> {
+    let ws = ctx.target.transport == Transport::Ws;
+    if ws && stage == "framing" {
+        return Ok(Some("WebSocket messages carry no length prefix (§2.3)".into()));
+    }
+    let expect = v.get("expect").and_then(expect_of).ok_or("the vector has no usable expect")?;
+    let mut accepted = vec![expect.clone()];
+    if let Some(Value::Array(more)) = v.get("also_accepted") {
+        accepted.extend(more.iter().filter_map(expect_of));
+    }
+    let hex_str = v.get("hex").and_then(Value::as_str).ok_or("the vector has no hex")?;
+    let Some(bytes) = bytes_of(hex_str, ws)? else {
+        return Ok(Some(
+            "the frame's length prefix does not match its bytes, so it cannot be one WebSocket message".into(),
+        ));
+    };
+
+    let mut p = Peer::connect(&ctx.target).await?;
+    if let Some(Value::Array(after)) = v.get("after") {
+        for a in after {
+            let Some(b) = bytes_of(a.as_str().ok_or("a non-string in after")?, ws)? else {
+                return Ok(Some("an after frame cannot be one WebSocket message".into()));
+            };
+            p.send_bytes(&b).await?;
+        }
+    } else if stage == "validate" {
+        p.hello().await?;
+        let raw = hex::decode(hex_str).map_err(|e| e.to_string())?;
+        let frame = payload(&raw).and_then(|b| <pb::ClientFrame as prost::Message>::decode(b.as_slice()).ok());
+        let pre_auth = matches!(frame.and_then(|f| f.body), Some(Body::Signup(_) | Body::Login(_) | Body::Resume(_)));
+        if !pre_auth {
+            p.resume(&ctx.users[3].token).await?;
+        }
+    }
+    p.send_bytes(&bytes).await?;
+    // The first Error is the answer (Welcome and the like answer the
+    // after frames).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match p.recv_within(left).await.map_err(|e| format!("no Error: {e}"))? {
+            Recv::Frame(pb::ServerFrame { request_id, body: Some(Reply::Error(e)) }) => {
+                let got = Expect { code: e.code, request_id, fatal: e.fatal };
+                if accepted.contains(&got) {
+                    return Ok(None);
+                }
+                return Err(format!(
+                    "got Error {} ({}) request_id {request_id}{}, expected {} ({}) request_id {}{}",
+                    e.code,
+                    ErrorCode(e.code),
+                    if e.fatal { " fatal" } else { "" },
+                    expect.code,
+                    ErrorCode(expect.code),
+                    expect.request_id,
+                    if expect.fatal { " fatal" } else { "" }
+                ));
+            }
+            Recv::Frame(_) => {}
+            Recv::Cut(n) => return Err(format!("the connection ended mid-frame ({n} bytes) without an Error")),
+            Recv::Closed(status) => {
+                return Err(format!(
+                    "the connection closed without an Error{}",
+                    status.map(|s| format!(" (close status {s})")).unwrap_or_default()
+                ));
+            }
+        }
+    }
+}
