@@ -525,31 +525,67 @@ async fn sync(ctx: &mut Ctx) -> Result<()> {
 }
 
 async fn tail(ctx: &mut Ctx) -> Result<()> {
-    let mut backoff = Duration::from_millis(500);
+    const BACKOFF_START: Duration = Duration::from_millis(500);
+    let mut backoff = BACKOFF_START;
     loop {
+        let started = std::time::Instant::now();
         let outcome = tokio::select! {
             r = tail_once(ctx) => r,
             _ = tokio::signal::ctrl_c() => return ctx.save(),
         };
-        match outcome {
-            Ok(reason) => eprintln!("note: {reason}; reconnecting"),
+        // A session that lasted starts the backoff again.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = BACKOFF_START;
+        }
+        let jitter = |d: Duration| Duration::from_millis(rand::random::<u64>() % (d.as_millis() as u64 + 1));
+        let wait = match outcome {
+            // §13: after GoAway, reconnect_after_ms plus a jitter up to as
+            // much again (at least 0-1 s), whatever the backoff.
+            Ok(Ended::GoAway(reason, after)) => {
+                eprintln!("note: {reason}; reconnecting in about {} ms", after.as_millis());
+                after + jitter(after.max(Duration::from_secs(1)))
+            }
+            Ok(Ended::Lost(reason)) => {
+                eprintln!("note: {reason}; reconnecting");
+                backoff + jitter(backoff / 2)
+            }
             Err(Failure::Server(e)) if !e.is_retryable() => return Err(Failure::Server(e)),
             Err(Failure::Local(e)) if e.starts_with("not logged in") => return Err(Failure::Local(e)),
-            Err(Failure::Server(e)) => eprintln!("note: {e}; reconnecting"),
-            Err(Failure::Local(e)) => eprintln!("note: {e}; reconnecting in {}ms", backoff.as_millis()),
-        }
-        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+            Err(Failure::Server(e)) => {
+                eprintln!("note: {e}; reconnecting");
+                backoff.max(Duration::from_millis(retry_after(&e))) + jitter(backoff / 2)
+            }
+            Err(Failure::Local(e)) => {
+                eprintln!("note: {e}; reconnecting in {}ms", backoff.as_millis());
+                backoff + jitter(backoff / 2)
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = tokio::signal::ctrl_c() => return ctx.save(),
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
+/// How one `tail` session ended.
+enum Ended {
+    /// The connection went away.
+    Lost(String),
+    /// The server said GoAway: come back after this long.
+    GoAway(String, Duration),
+}
+
+fn retry_after(e: &ClientError) -> u64 {
+    match e {
+        ClientError::Server { retry_after_ms, .. } => *retry_after_ms,
+        _ => 0,
+    }
+}
+
 /// One connection's worth of tail: resume, catch up, then follow live
 /// events until the connection ends. Returns why it ended.
-async fn tail_once(ctx: &mut Ctx) -> Result<String> {
+async fn tail_once(ctx: &mut Ctx) -> Result<Ended> {
     let (mut conn, _) = ctx.session().await?;
     let mut tracker = InboxTracker::new(ctx.profile.cursor);
     catch_up(ctx, &conn, &mut tracker).await?;
@@ -577,7 +613,7 @@ async fn tail_once(ctx: &mut Ctx) -> Result<String> {
             ctx.profile.cursor = acked;
             ctx.save()?;
         }
-        let Some(event) = conn.next_event().await else { return Ok("connection closed".into()) };
+        let Some(event) = conn.next_event().await else { return Ok(Ended::Lost("connection closed".into())) };
         match event {
             Event::Inbox(e) => {
                 let offered = tracker.offer(e);
@@ -592,8 +628,12 @@ async fn tail_once(ctx: &mut Ctx) -> Result<String> {
                 json!({"read_receipt": {"conversation_id": r.conversation_id, "user": r.username, "read_seq": r.read_seq}}),
                 || format!("[{}] {} read up to {}", r.conversation_id, r.username, r.read_seq),
             ),
-            Event::GoAway(g) => return Ok(format!("server going away: {}", g.message)),
-            Event::Closed(e) => return Ok(e.to_string()),
+            Event::GoAway(g) => {
+                // No new requests on this session (§13); the server closes it.
+                let after = Duration::from_millis(g.reconnect_after_ms);
+                return Ok(Ended::GoAway(format!("server going away: {}", g.message), after));
+            }
+            Event::Closed(e) => return Ok(Ended::Lost(e.to_string())),
             Event::Presence(p) => presence_out(ctx, &p),
             Event::Typing(t) => ctx.out(
                 json!({"typing": {"conversation_id": t.conversation_id, "user": t.username, "expires_in_ms": t.expires_in_ms}}),
