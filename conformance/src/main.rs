@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use confab_conformance::client::{self, ClientOptions};
 use confab_conformance::report::Report;
 use confab_conformance::server::{self, Options, Settings};
 use confab_conformance::wire::{Target, Transport, Trust};
@@ -75,6 +76,35 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// A scripted server that grades a client. For each scenario it starts
+    /// the client through --driver (with CONFAB_CONFORMANCE_* variables
+    /// that say where to connect, as whom, and what to send; see
+    /// spec/CONFORMANCE.md), does one thing to it and checks what it did.
+    /// Exit status as for `server`.
+    Client {
+        /// Where the scripted server listens (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// The binding the client speaks: tcp (TCP+TLS, a fresh self-signed
+        /// certificate whose fingerprint the driver gets) or ws (plain
+        /// WebSocket, ws://HOST:PORT/v1/ws).
+        #[arg(long, value_enum, default_value = "tcp")]
+        transport: TransportArg,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Run only the scenarios whose id contains one of these (comma
+        /// separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Show the driver's output and every frame the client sent.
+        #[arg(long)]
+        verbose: bool,
+        /// The driver: the command (and its arguments) that starts the
+        /// client under test, after `--`.
+        #[arg(last = true, required = true)]
+        driver: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -130,14 +160,38 @@ async fn main() -> ExitCode {
                 eprintln!("confab-conformance: cannot run the suite against {addr}: {e}");
                 return ExitCode::from(2);
             }
-            println!("{}", report.summary());
-            if let Some(path) = junit
-                && let Err(e) = std::fs::write(&path, report.junit())
-            {
-                eprintln!("confab-conformance: cannot write {}: {e}", path.display());
+            finish(&report, junit.as_deref())
+        }
+        Command::Client { listen, transport, junit, only, verbose, driver } => {
+            let transport = match transport {
+                TransportArg::Tcp => Transport::Tcp,
+                TransportArg::Ws => Transport::Ws,
+                TransportArg::Quic => {
+                    eprintln!(
+                        "confab-conformance: the client suite speaks tcp and ws (grade a QUIC client on its TCP+TLS path)"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = ClientOptions { listen, transport, driver, only, verbose };
+            let mut report = Report::new(format!("confab-conformance client {}", transport.name()), true);
+            if let Err(e) = client::run(&opts, &mut report).await {
+                eprintln!("confab-conformance: {e}");
                 return ExitCode::from(2);
             }
-            if report.counts().1 > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            finish(&report, junit.as_deref())
         }
     }
+}
+
+/// Prints the summary, writes the JUnit file, and says how it went.
+fn finish(report: &Report, junit: Option<&std::path::Path>) -> ExitCode {
+    println!("{}", report.summary());
+    if let Some(path) = junit
+        && let Err(e) = std::fs::write(path, report.junit())
+    {
+        eprintln!("confab-conformance: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    if report.counts().1 > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }

@@ -121,6 +121,10 @@ scenarios! {
     "send.idempotent", "§8.2", "a resend with the same client_msg_id gets the same message, duplicate = true, stored once" => send_idempotent;
     "send.length", "§8.1, §12", "max_message_chars Unicode scalars are accepted, one more gets MESSAGE_TOO_LONG" => send_length;
     "send.not_member", "§8.1", "sending to a conversation one is not in gets CONVERSATION_NOT_FOUND" => send_not_member;
+    "send.check_order", "§8.1", "the text is checked before membership: an outsider's empty text gets EMPTY_MESSAGE" => send_check_order;
+    "errors.device_not_found", "§6.5", "revoking a device that is not one's own gets DEVICE_NOT_FOUND" => device_not_found;
+    "errors.not_a_group", "§7.2", "a group request on a direct conversation gets NOT_A_GROUP" => not_a_group;
+    "errors.refused_by_user", "§6.7", "after the recipient blocks the sender, a send gets REFUSED_BY_USER and stores nothing" => refused_by_user;
     "catchup.offline", "§8.4, §8.7", "what arrives while a device is offline is synced after resume, in order, nothing missing, and the acked cursor is kept" => catchup;
     "sync.paging", "§8.4", "sync pages by limit with has_more and no gaps" => sync_paging;
     "history.paging", "§8.8", "history pages come in ascending seq from the newest end, bounded by before_seq or after_seq (not both), or from seq 1 with oldest_first" => history_paging;
@@ -651,6 +655,65 @@ async fn send_not_member(c: &Ctx) -> Fallible<Verdict> {
         text: "let me in".into(),
     });
     expect_error(d.request(body).await, ErrorCode::CONVERSATION_NOT_FOUND, "send by an outsider")?;
+    PASS
+}
+
+async fn send_check_order(c: &Ctx) -> Fallible<Verdict> {
+    let mut a = c.session(0).await?;
+    let mut d = c.session(3).await?;
+    let g = create_group(&mut a, &format!("o-{}", c.run), &[c.name(1)]).await?.conversation_id;
+    let body =
+        Body::Send(pb::SendRequest { conversation_id: g, client_msg_id: c.msg_id("order"), text: String::new() });
+    expect_error(d.request(body).await, ErrorCode::EMPTY_MESSAGE, "an outsider's empty text")?;
+    PASS
+}
+
+async fn device_not_found(c: &Ctx) -> Fallible<Verdict> {
+    let mut a = c.session(0).await?;
+    let mut b = c.session(1).await?;
+    let theirs = match b.request(Body::ListDevices(pb::ListDevicesRequest::default())).await? {
+        Reply::DeviceList(l) => l.devices.first().map(|d| d.device_id).ok_or("b has no devices")?,
+        other => return Err(format!("list_devices: {}", describe(&other))),
+    };
+    let body = Body::RevokeDevice(pb::RevokeDeviceRequest { device_id: theirs });
+    expect_error(a.request(body).await, ErrorCode::DEVICE_NOT_FOUND, "revoking another user's device")?;
+    PASS
+}
+
+async fn not_a_group(c: &Ctx) -> Fallible<Verdict> {
+    let mut a = c.session(0).await?;
+    let dm = open_direct(&mut a, c.name(1)).await?.conversation_id;
+    let body = Body::RenameGroup(pb::RenameGroupRequest { conversation_id: dm, title: "not a group".into() });
+    expect_error(a.request(body).await, ErrorCode::NOT_A_GROUP, "renaming a direct conversation")?;
+    PASS
+}
+
+async fn refused_by_user(c: &Ctx) -> Fallible<Verdict> {
+    let mut a = c.session(0).await?;
+    let mut d = c.session(3).await?;
+    let dm = open_direct(&mut a, c.name(3)).await?.conversation_id;
+    let before = sent_seq(&send(&mut a, dm, &c.msg_id("pre-block"), "before the block").await?)?;
+    let set = |blocked| Body::SetBlocked(pb::SetBlockedRequest { username: c.name(0).into(), blocked });
+    match d.request(set(true)).await? {
+        Reply::Done(_) => {}
+        other => return Err(format!("set_blocked: {}", describe(&other))),
+    }
+    let body = Body::Send(pb::SendRequest {
+        conversation_id: dm,
+        client_msg_id: c.msg_id("blocked"),
+        text: "blocked?".into(),
+    });
+    let refused =
+        expect_error(a.request(body).await, ErrorCode::REFUSED_BY_USER, "a send to a user who blocked the sender");
+    // Unblock whatever happened, so later runs and scenarios are unaffected.
+    let unblocked = d.request(set(false)).await;
+    refused?;
+    match unblocked? {
+        Reply::Done(_) => {}
+        other => return Err(format!("set_blocked false: {}", describe(&other))),
+    }
+    let after = sent_seq(&send(&mut a, dm, &c.msg_id("post-block"), "after the unblock").await?)?;
+    ensure!(after == before + 1, "the refused send used a seq: {before} then {after}");
     PASS
 }
 
