@@ -3,6 +3,7 @@
 // Model (model.js). All user content goes through textContent, never HTML.
 
 import { Session, ConfabError, ConnectionLost, defaultWsUrl, defaultDeviceName } from "./client.js";
+import { describeEndpoint } from "./discovery.js";
 import { Model, describeMembership, dateSeparators, dayKey } from "./model.js";
 import { Drafts, dropDrafts } from "./drafts.js";
 import { Audience, ConversationKind, ErrorCode, MemberRole, PresenceState, charCount, errorName } from "./proto.js";
@@ -30,7 +31,10 @@ const el = (tag, props = {}, ...children) => {
 
 const HISTORY_PAGE = 50;
 const model = new Model();
-const session = new Session({ url: defaultWsUrl() });
+// Before each connection attempt the session asks /v1/discover where to go
+// (§2.5; the rule is in discovery.js and README.md); the page's own /v1/ws
+// when it cannot tell.
+const session = new Session({ url: defaultWsUrl(), discovery: { origin: location.origin, fetch: (...a) => globalThis.fetch(...a) } });
 let openId = null; // the open conversation's id (string)
 let dividerAfter = null; // the read marker when the open conversation was opened
 let outbox = []; // unacknowledged messages (Session's outbox entries)
@@ -138,6 +142,18 @@ function renderConn(s) {
   } else {
     $("conn-text").textContent = text ?? s.state;
   }
+  renderEndpoint();
+}
+
+/** Which server (node) the session is on: the status's tooltip and the account dialog. */
+function renderEndpoint() {
+  const ep = session.endpoint;
+  const where = describeEndpoint(ep);
+  const box = $("conn");
+  box.title = where;
+  box.dataset.node = ep?.node ?? "";
+  box.dataset.url = ep?.url ?? "";
+  $("account-server").textContent = where ? `${session.state === "online" ? "Connected to" : "Last connection:"} ${where}.` : "Not connected yet.";
 }
 
 function showView(which) {
@@ -163,6 +179,7 @@ session.on("state", (s) => {
   }
 });
 session.on("error", (e) => showAlert(e));
+session.on("endpoint", renderEndpoint);
 session.on("goaway", (g) => showAlert(new Error(`the server is restarting (${g.message || "going away"}); reconnecting shortly`), null, { connection: true }));
 
 /**

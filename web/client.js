@@ -20,6 +20,8 @@
 //                               `connection: true` on those about the connection
 //                               itself (the UI drops them once it is back online)
 //   goaway     GoAway
+//   endpoint   {url, node, own, listed, error}  where this connection attempt
+//                               goes (after /v1/discover, §2.5; see discovery.js)
 
 import {
   encodeClientFrame,
@@ -34,6 +36,7 @@ import {
   PresenceState,
 } from "./proto.js";
 import { validateRequest, ValidationError } from "./validate.js";
+import { pickEndpoint, DISCOVERY_TIMEOUT_MS } from "./discovery.js";
 
 export const CLIENT_NAME = "confab-web/0.1";
 export const PROTOCOL_VERSIONS = [1];
@@ -141,6 +144,9 @@ export class Session {
    * @param {Storage} [opts.storage]     where the token and outbox live (localStorage)
    * @param {Function} [opts.WebSocket]  the WebSocket constructor (tests inject one)
    * @param {number} [opts.requestTimeoutMs] how long a response may take before the connection is recycled
+   * @param {object} [opts.discovery]    ask /v1/discover before each connection attempt (§2.5):
+   *   {origin: the page's origin, fetch: the fetch function (tests inject one), timeoutMs};
+   *   without it every attempt goes to `url`
    */
   constructor({
     url,
@@ -149,9 +155,17 @@ export class Session {
     requestTimeoutMs = 30000,
     backoffStartMs = 750,
     workerTicker = typeof document !== "undefined",
+    discovery = null,
   } = {}) {
     if (!url) throw new TypeError("Session needs a url");
-    this.url = url;
+    this.url = url; // the page's own /v1/ws: the fallback
+    this.discovery = discovery ? { timeoutMs: DISCOVERY_TIMEOUT_MS, ...discovery } : null;
+    if (this.discovery && (!this.discovery.origin || typeof this.discovery.fetch !== "function")) {
+      throw new TypeError("Session's discovery needs the page's origin and a fetch function");
+    }
+    this.endpoint = null; // {url, node, own, listed, error}: where the current (or last) attempt went
+    this.avoidNext = null; // the ws URL of the node the last connection was on, when it ended badly
+    this.discovering = false;
     this.storage = storage;
     this.WS = WebSocket;
     this.requestTimeoutMs = requestTimeoutMs;
@@ -274,12 +288,31 @@ export class Session {
     const id = ++this.connId;
     this.setState("connecting");
     this.goingAway = false;
+    if (!this.discovery) {
+      this.open(id, { url: this.url, node: "", own: true, listed: 0, error: null });
+      return;
+    }
+    // §2.5: ask where to go first (at most discovery.timeoutMs), before
+    // every attempt: a cluster may have moved on since the last one.
+    this.discovering = true;
+    const { origin, fetch, timeoutMs } = this.discovery;
+    pickEndpoint({ fetch, pageOrigin: origin, ownUrl: this.url, last: this.endpoint?.url ?? null, avoid: this.avoidNext, timeoutMs }).then((ep) => {
+      if (id !== this.connId) return; // stopped, or another attempt started meanwhile
+      this.discovering = false;
+      this.open(id, ep);
+    });
+  }
+
+  /** Opens attempt `id`'s WebSocket to endpoint `ep`. */
+  open(id, ep) {
+    this.endpoint = ep;
+    this.emit("endpoint", ep);
     let ws;
     try {
-      ws = new this.WS(this.url, "confab.v1");
+      ws = new this.WS(ep.url, "confab.v1");
     } catch (e) {
       this.lastError = e;
-      this.emit("error", connectionError(new Error(`cannot open ${this.url}: ${e.message}`)));
+      this.emit("error", connectionError(new Error(`cannot open ${ep.url}: ${e.message}`)));
       this.scheduleReconnect("cannot connect");
       return;
     }
@@ -353,6 +386,7 @@ export class Session {
   /** Signed out and not connected: nothing happens until login or signup. */
   idleSignedOut(detail) {
     clearTimeout(this.reconnectTimer);
+    this.avoidNext = null;
     this.teardown("signed out", 1000);
     this.stopped = true;
     this.setState("signed-out", detail);
@@ -386,6 +420,7 @@ export class Session {
     const ws = this.ws;
     this.ws = null;
     this.connId++;
+    this.discovering = false;
     this.stopTicker();
     clearTimeout(this.ackTimer);
     this.ackTimer = null;
@@ -415,6 +450,9 @@ export class Session {
   scheduleReconnect(reason) {
     if (this.stopped) return;
     clearTimeout(this.reconnectTimer);
+    // Told to go, cut off or never reached: the next attempt prefers
+    // another node, when discovery lists one (§2.5).
+    this.avoidNext = this.endpoint?.url ?? null;
     let delay;
     if (this.nextDelayHint > 0) {
       // GoAway / retry_after_ms: at least that long, plus jitter (§13).
@@ -678,8 +716,20 @@ export class Session {
     let id;
     try {
       this.stopped = false;
-      if (!this.ws || this.state === "reconnecting") this.connect();
-      await this.whenWelcomed();
+      if ((!this.ws && !this.discovering) || this.state === "reconnecting") this.connect();
+      // An attempt that fails before Welcome (a node refusing this page, the
+      // network) is followed by the session's next one, on another node when
+      // discovery lists one: the sign-in waits for it, 15 s in all.
+      const deadline = Date.now() + 15000;
+      for (;;) {
+        try {
+          await this.whenWelcomed(Math.max(1, deadline - Date.now()));
+          break;
+        } catch (e) {
+          if (e instanceof ConnectionLost && !this.stopped && Date.now() < deadline) continue;
+          throw e;
+        }
+      }
       id = this.connId;
       this.setState("authenticating");
       auth = await this.request(kind, body);
