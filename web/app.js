@@ -4,6 +4,7 @@
 
 import { Session, ConfabError, ConnectionLost, defaultWsUrl, defaultDeviceName } from "./client.js";
 import { describeEndpoint } from "./discovery.js";
+import { ConvCache, MESSAGES_KEPT, RECENT_KEPT } from "./cache.js";
 import { Model, describeMembership, dateSeparators, dayKey } from "./model.js";
 import { Drafts, dropDrafts } from "./drafts.js";
 import { Audience, ConversationKind, ErrorCode, MemberRole, PresenceState, charCount, errorName } from "./proto.js";
@@ -49,8 +50,22 @@ let drafts = username ? new Drafts(globalThis.localStorage, username) : null;
 let blocked = new Map();
 const leaving = new Set(); // groups this user is leaving (their "left" is no surprise)
 
-// Debugging aid (read-only use): the session and the model.
-window.confab = { session, model };
+// What this browser keeps of the signed-in user for the next page load
+// (cache.js): the list and the newest messages of the conversations opened
+// last, painted before the network answers; the resume and sync that follow
+// bring them up to date.
+const cache = new ConvCache({
+  onError: (e) => showAlert(new Error(`this browser refused to keep your conversations for the next visit (${e?.name ?? "Error"}: ${e?.message ?? e}); they will load from the server instead`), "saved conversations"),
+});
+let seeded = false; // the model shows the cache's state, not yet the server's list
+let cacheUser = null; // whose state the cache painted (user id string)
+let cacheMeta = null; // its meta (inboxSeq: the inbox position it was saved at)
+let recent = []; // conversation ids opened, most recent first (their messages are kept)
+let cacheTimer = null;
+
+// Debugging aid (read-only use): the session and the model; the e2e test
+// waits for the cache with flushCache.
+window.confab = { session, model, cache, flushCache: () => saveCache().then(() => cache.idle()) };
 
 // ---------------------------------------------------------------------------
 // Errors shown to the user
@@ -173,8 +188,13 @@ session.on("state", (s) => {
   }
   if (s.state === "online") {
     clearAlerts({ connectionOnly: true });
-    // Back online: refresh what is not carried by the inbox.
-    if (openId) refreshReceipts(openId);
+    // Back online: refresh what is not carried by the inbox, and load the
+    // open conversation's history if it could not be fetched until now.
+    if (openId) {
+      const c = model.conversations.get(openId);
+      if (c && !c.historyLoaded) loadNewest(c);
+      refreshReceipts(openId);
+    }
     scheduleRender();
   }
 });
@@ -194,6 +214,13 @@ function forgetSignedOutUser() {
   username = null;
   listLoaded = false;
   openId = null;
+  // Nothing of the user stays on the device: the saved conversations go too.
+  clearTimeout(cacheTimer);
+  seeded = false;
+  cacheUser = null;
+  cacheMeta = null;
+  recent = [];
+  cache.dropAllBut(null);
   blocked = new Map();
   model.reset();
   $("composer-text").value = "";
@@ -208,29 +235,57 @@ function forgetSignedOutUser() {
 // ---------------------------------------------------------------------------
 
 session.bootstrap = async (auth) => {
-  model.reset();
-  model.setMe(auth);
+  // Painted from the cache: kept on screen while the list comes, then
+  // reconciled with it (model.reconcileList). Otherwise built from nothing.
+  const fromCache = seeded && cacheUser === String(auth.userId);
+  if (!fromCache) {
+    model.reset();
+    model.setMe(auth);
+  }
   // §8.7: a client without local state builds its view from the list.
+  const snapshots = [];
   let before = null;
   for (;;) {
     const req = { limit: 0 };
     if (before) Object.assign(req, before);
     const page = await session.request("listConversations", req);
-    for (const c of page.conversations) model.applyConversation(c);
+    if (fromCache) snapshots.push(...page.conversations);
+    else for (const c of page.conversations) model.applyConversation(c);
     if (!page.hasMore || page.conversations.length === 0) break;
     const lastC = page.conversations[page.conversations.length - 1];
     before = { activeBeforeMs: lastC.activityMs, beforeConversationId: lastC.conversationId };
   }
+  if (fromCache) model.reconcileList(snapshots);
+  seeded = false;
   listLoaded = true;
   loadBlocked();
   subscribePeers();
+  if (openId) {
+    // Opened from the cache: still one of the user's? Then its newest page.
+    const c = model.conversations.get(openId);
+    if (c && c.known && !c.left) {
+      loadNewest(c);
+      refreshReceipts(openId);
+    } else openId = null;
+  }
   followUrl(); // a reload reopens the conversation the URL names
   scheduleRender();
 };
 
 session.on("auth", ({ auth, fresh, kind }) => {
-  if (fresh) {
+  const userId = String(auth.userId);
+  // Another user's saved conversations never outlive this sign-in.
+  cache.dropAllBut(userId);
+  if (seeded && (cacheUser !== userId || (cacheMeta && auth.inboxHead < cacheMeta.inboxSeq))) {
+    // Painted for someone else, or from an inbox the server no longer has
+    // (its data was restored or replaced, §8.5): start from nothing.
+    if (cacheUser === userId) cache.dropUser(userId);
+    seeded = false;
+    model.reset();
     openId = null;
+  }
+  if (fresh) {
+    if (!seeded) openId = null;
     listLoaded = false;
     model.setMe(auth);
   }
@@ -264,6 +319,9 @@ session.on("reset", () => {
   model.me = me;
   openId = null;
   listLoaded = false;
+  seeded = false;
+  // What is saved came from the inbox the server no longer has (§8.5).
+  if (me) cache.dropUser(String(me.userId));
   scheduleRender();
 });
 
@@ -336,6 +394,7 @@ function scheduleRender() {
       console.error(e);
       showAlert(e, "display");
     }
+    saveCacheSoon();
   });
 }
 
@@ -495,7 +554,9 @@ function renderOpen() {
   }
   const scroller = $("messages");
   const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
-  const messages = model.messagesOf(c);
+  // Until its newest page is in (a cache's messages and live ones may not
+  // join yet), only the newest messages without a hole are shown.
+  const messages = c.historyLoaded ? model.messagesOf(c) : model.cacheMessages(c, Infinity);
   const stored = new Set(messages.map((m) => m.clientMsgId).filter(Boolean));
   const pending = outbox.filter((e) => e.conversationId === c.id && !stored.has(e.clientMsgId));
 
@@ -599,6 +660,8 @@ async function openConversation(id, { push = true } = {}) {
     $("composer-text").value = draftFor(id);
     updateCount();
   }
+  // Its newest messages are kept for the next page load (cache.js).
+  recent = [id, ...recent.filter((r) => r !== id)].slice(0, RECENT_KEPT);
   scheduleRender();
   requestAnimationFrame(() => {
     const s = $("messages");
@@ -606,17 +669,32 @@ async function openConversation(id, { push = true } = {}) {
     if (window.matchMedia("(max-width: 700px)").matches) $("back").focus();
     else $("composer-text").focus();
   });
-  if (!c.historyLoaded) {
-    try {
-      const page = await session.request("history", { conversationId: c.conversationId, limit: HISTORY_PAGE });
-      model.applyHistory(page, { older: false });
-      scheduleRender();
-      requestAnimationFrame(() => ($("messages").scrollTop = $("messages").scrollHeight));
-    } catch (e) {
-      handleConvError(c, e, "history");
-    }
-  }
+  // Not signed in yet (painted from the cache, or reconnecting): the
+  // history and receipts are fetched once the session is (bootstrap, "online").
+  if (!signedIn()) return;
+  if (!c.historyLoaded) await loadNewest(c);
   refreshReceipts(id);
+}
+
+/** The session is authenticated: requests may go out (the catch-up may still run). */
+const signedIn = () => session.state === "online" || session.state === "syncing";
+
+const newestLoading = new Set(); // conversation ids whose newest page is on its way
+
+/** Fetches the newest history page of `c` (once at a time). */
+async function loadNewest(c) {
+  if (newestLoading.has(c.id)) return;
+  newestLoading.add(c.id);
+  try {
+    const page = await session.request("history", { conversationId: c.conversationId, limit: HISTORY_PAGE });
+    model.applyHistory(page, { older: false });
+    scheduleRender();
+    if (c.id === openId) requestAnimationFrame(() => ($("messages").scrollTop = $("messages").scrollHeight));
+  } catch (e) {
+    handleConvError(c, e, "history");
+  } finally {
+    newestLoading.delete(c.id);
+  }
 }
 
 const conversationHash = (id) => `#c/${id}`;
@@ -630,8 +708,8 @@ function urlConversation() {
 
 /** Shows what the URL names: a conversation, or the list. */
 function followUrl() {
-  // Before the list is loaded nothing is known; bootstrap calls this again.
-  if (!listLoaded) return;
+  // Before the list (or the cache) is in nothing is known; bootstrap calls this again.
+  if (!listLoaded && !seeded) return;
   const id = urlConversation();
   if (id === openId) return;
   const c = id ? model.conversations.get(id) : null;
@@ -639,6 +717,8 @@ function followUrl() {
     openConversation(id, { push: false });
     return;
   }
+  // Not in the cache: the server's list will tell.
+  if (!listLoaded) return;
   // Unknown (another user's, or no longer ours): quietly show the list.
   if (location.hash) history.replaceState(null, "", listUrl());
   openId = null;
@@ -647,7 +727,7 @@ function followUrl() {
 
 async function refreshReceipts(id) {
   const c = model.conversations.get(id);
-  if (!c || c.left) return;
+  if (!c || c.left || !signedIn()) return;
   try {
     const list = await session.request("readReceipts", { conversationId: c.conversationId });
     for (const r of list.receipts) model.applyReceipt(r);
@@ -891,7 +971,10 @@ function initChat() {
   $("conn-retry").addEventListener("click", () => session.reconnectNow());
   window.addEventListener("online", () => session.reconnectNow());
   // Leaving the page: store the cursor now rather than after the debounce.
-  window.addEventListener("pagehide", () => session.ack());
+  window.addEventListener("pagehide", () => {
+    session.ack();
+    saveCache();
+  });
 
   $("messages").addEventListener("scroll", () => {
     if ($("messages").scrollTop < 80) loadOlder();
@@ -902,6 +985,7 @@ function initChat() {
   document.addEventListener("visibilitychange", () => {
     scheduleRender();
     awayTracking();
+    if (document.visibilityState === "hidden") saveCache();
   });
 
   // Conversation list: arrow keys move between conversations.
@@ -1469,6 +1553,56 @@ function awayTracking() {
 }
 
 // ---------------------------------------------------------------------------
+// The saved conversations (cache.js)
+// ---------------------------------------------------------------------------
+
+/**
+ * Paints the list and the conversation the URL names from what this browser
+ * kept of `stored` (the user of the stored token), unless the server
+ * answered first or the user changed meanwhile.
+ */
+async function paintFromCache(stored) {
+  const data = await cache.load(stored.userId);
+  if (!data || session.auth || listLoaded || session.storedUser?.userId !== stored.userId || !session.token) return;
+  model.reset();
+  model.setMe({ userId: BigInt(stored.userId), username: stored.username });
+  for (const rec of data.conversations) model.restoreConversation(rec, data.messages.get(rec.id) ?? []);
+  recent = Array.isArray(data.meta.recent) ? data.meta.recent : [];
+  cacheMeta = data.meta;
+  cacheUser = String(stored.userId);
+  seeded = true;
+  followUrl();
+  scheduleRender();
+}
+
+/** Saves the user's state a moment after it changed (many changes, one write). */
+function saveCacheSoon() {
+  if (cacheTimer || !listLoaded) return;
+  cacheTimer = setTimeout(() => {
+    cacheTimer = null;
+    saveCache();
+  }, 800);
+}
+
+/** Saves the user's state now: the list, the newest messages of the conversations opened last. */
+function saveCache() {
+  clearTimeout(cacheTimer);
+  cacheTimer = null;
+  const me = model.me;
+  // Only the server's view of a signed-in user (not a half-built one).
+  if (!listLoaded || !session.auth || !me || String(session.auth.userId) !== String(me.userId)) return Promise.resolve(false);
+  const convs = model.sortedConversations();
+  const known = new Set(convs.map((c) => c.id));
+  recent = recent.filter((id) => known.has(id)).slice(0, RECENT_KEPT);
+  const messages = new Map();
+  for (const id of recent) {
+    const list = model.cacheMessages(model.conversations.get(id), MESSAGES_KEPT);
+    if (list.length) messages.set(id, list);
+  }
+  return cache.save(String(me.userId), { username: me.username, inboxSeq: session.last, recent, conversations: convs.map((c) => model.cacheRecord(c)), messages });
+}
+
+// ---------------------------------------------------------------------------
 // Start
 // ---------------------------------------------------------------------------
 
@@ -1476,6 +1610,7 @@ initAuth();
 initChat();
 showView(session.token ? "chat" : "auth");
 if (session.storedUser) $("me-name").textContent = session.storedUser.username;
+if (session.token && session.storedUser?.userId) paintFromCache(session.storedUser);
 session.start();
 setInterval(() => {
   // Relative times ("last seen 3 min ago") and expired typing indicators.

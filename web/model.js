@@ -52,6 +52,8 @@ export class Model {
         readSeq: 0n,
         memberCount: 0,
         countSeq: 0n, // the seq member_count is as of (a snapshot's last_seq, or a membership change)
+        titleSeq: 0n, // the seq the title is as of (a snapshot's last_seq, or a RENAMED)
+        roleSeq: 0n, // the seq this user's role is as of (a snapshot's last_seq, or a ROLE_CHANGED)
         role: MemberRole.UNSPECIFIED,
         lastMessage: null,
         activityMs: 0n,
@@ -72,16 +74,22 @@ export class Model {
   applyConversation(s) {
     const c = this.conv(s.conversationId);
     c.kind = s.kind;
-    c.title = s.title;
     c.peerUserId = s.peerUserId;
     c.peerUsername = s.peerUsername;
     c.createdAtMs = s.createdAtMs;
-    // An older snapshot than the changes already counted does not undo them.
+    // An older snapshot than the changes already applied does not undo them.
     if (s.lastSeq >= c.countSeq) {
       c.memberCount = s.memberCount;
       c.countSeq = s.lastSeq;
     }
-    c.role = s.role;
+    if (s.lastSeq >= c.titleSeq) {
+      c.title = s.title;
+      c.titleSeq = s.lastSeq;
+    }
+    if (s.lastSeq >= c.roleSeq) {
+      c.role = s.role;
+      c.roleSeq = s.lastSeq;
+    }
     c.lastSeq = maxBig(c.lastSeq, s.lastSeq);
     c.readSeq = maxBig(c.readSeq, s.readSeq);
     if (s.lastMessage) this.addMessage(s.lastMessage, { fromSnapshot: true });
@@ -115,12 +123,20 @@ export class Model {
 
   applyMembership(c, m) {
     const ch = m.membership;
+    // Older history (a page of older messages, the cache) does not undo a
+    // newer rename or role.
     switch (ch.action) {
       case MembershipAction.RENAMED:
-        if (ch.title) c.title = ch.title;
+        if (ch.title && m.seq > c.titleSeq) {
+          c.title = ch.title;
+          c.titleSeq = m.seq;
+        }
         break;
       case MembershipAction.ROLE_CHANGED:
-        if (this.me && ch.users.some((u) => u.userId === this.me.userId)) c.role = ch.role;
+        if (this.me && ch.users.some((u) => u.userId === this.me.userId) && m.seq > c.roleSeq) {
+          c.role = ch.role;
+          c.roleSeq = m.seq;
+        }
         break;
       default:
         break;
@@ -176,11 +192,72 @@ export class Model {
   /** Applies a HistoryPage; `older`: it was a before_seq page. */
   applyHistory(page, { older }) {
     const c = this.conv(page.conversationId);
+    if (!older && page.messages.length > 0) {
+      // The newest page: what is held below it must join it without a hole
+      // (messages from the cache, or live before the conversation was
+      // opened); what does not is dropped, and paging fetches it again.
+      const first = page.messages[0].seq;
+      const pageSeqs = new Set(page.messages.map((m) => String(m.seq)));
+      let s = first - 1n;
+      while (s > 0n && c.messages.has(String(s))) s--;
+      for (const [k, m] of c.messages) if (m.seq <= s && !pageSeqs.has(k)) c.messages.delete(k);
+    }
     for (const m of page.messages) this.addMessage(m);
     if (older || !c.historyLoaded) c.hasOlder = page.hasMore && page.messages.length > 0;
     if (page.messages.length > 0 && page.messages[0].seq <= 1n) c.hasOlder = false;
     c.historyLoaded = true;
     this.changed({ conversation: c.id, history: true });
+  }
+
+  // ---- the cache (cache.js) ------------------------------------------------
+
+  /** The part of conversation `c` kept on the device: its snapshot fields. */
+  cacheRecord(c) {
+    const { id, kind, title, peerUserId, peerUsername, createdAtMs, lastSeq, readSeq, memberCount, countSeq, titleSeq, roleSeq, role, lastMessage, activityMs, peerReadSeq } = c;
+    return { id, kind, title, peerUserId, peerUsername, createdAtMs, lastSeq, readSeq, memberCount, countSeq, titleSeq, roleSeq, role, lastMessage, activityMs, peerReadSeq };
+  }
+
+  /**
+   * The newest messages held for `c`, at most `max`, without a hole: the
+   * run that ends at the newest one held.
+   */
+  cacheMessages(c, max) {
+    const all = this.messagesOf(c);
+    const out = [];
+    for (let i = all.length - 1; i >= 0 && out.length < max; i--) {
+      if (out.length && all[i].seq !== out[0].seq - 1n) break;
+      out.unshift(all[i]);
+    }
+    return out;
+  }
+
+  /**
+   * Restores a conversation and its newest messages from the cache. The
+   * history counts as not loaded: opening it fetches the newest page.
+   */
+  restoreConversation(rec, messages = []) {
+    const c = this.conv(rec.id);
+    Object.assign(c, this.cacheRecord(rec), { conversationId: BigInt(rec.id), known: true, left: false, historyLoaded: false, hasOlder: true });
+    for (const m of messages) this.addMessage(m);
+    this.changed({ conversation: c.id });
+    return c;
+  }
+
+  /**
+   * The server's whole conversation list after a start from the cache: a
+   * conversation it does not list is no longer one of the user's, and one
+   * whose cached messages go beyond the server's last_seq (its data is not
+   * what was cached, §8.5) starts again from nothing. The snapshots are
+   * then applied.
+   */
+  reconcileList(snapshots) {
+    const listed = new Map(snapshots.map((s) => [String(s.conversationId), s]));
+    for (const [id, c] of this.conversations) {
+      const s = listed.get(id);
+      if (!s || c.lastSeq > s.lastSeq) this.conversations.delete(id);
+    }
+    for (const s of snapshots) this.applyConversation(s);
+    this.changed({ list: true });
   }
 
   applyPresence(p) {
