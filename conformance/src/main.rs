@@ -72,6 +72,19 @@ enum Command {
         /// slow_consumer.cut_off, which sends that much and more.
         #[arg(long)]
         outbound_queue_bytes: Option<u64>,
+        /// The server's handshake deadline in ms (default 10,000 in
+        /// confabd): enables handshake.timeout.
+        #[arg(long)]
+        handshake_timeout_ms: Option<u64>,
+        /// The server's authentication deadline in ms (default 30,000 in
+        /// confabd): enables auth.timeout.
+        #[arg(long)]
+        auth_timeout_ms: Option<u64>,
+        /// Also run heartbeat.timeout, which waits 2.5 heartbeat intervals
+        /// (50 s at the default interval; it runs anyway when the interval
+        /// is 2 s or less).
+        #[arg(long)]
+        slow: bool,
         /// List the checks and exit.
         #[arg(long)]
         list: bool,
@@ -121,6 +134,9 @@ async fn main() -> ExitCode {
             only,
             presence_grace_ms,
             outbound_queue_bytes,
+            handshake_timeout_ms,
+            auth_timeout_ms,
+            slow,
             list,
         } => {
             if list {
@@ -154,7 +170,17 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let opts = Options { target, settings: Settings { presence_grace_ms, outbound_queue_bytes }, only };
+            let opts = Options {
+                target,
+                settings: Settings {
+                    presence_grace_ms,
+                    outbound_queue_bytes,
+                    handshake_timeout_ms,
+                    auth_timeout_ms,
+                    slow,
+                },
+                only,
+            };
             let mut report = Report::new(format!("confab-conformance server {}", transport.name()), true);
             if let Err(e) = server::run(&opts, &mut report).await {
                 eprintln!("confab-conformance: cannot run the suite against {addr}: {e}");

@@ -30,6 +30,15 @@ pub struct Settings {
     /// many bytes queued (its outbound queue): enables the slow-consumer
     /// scenario (spec §8.9).
     pub outbound_queue_bytes: Option<u64>,
+    /// The handshake deadline (§4.1), when known: enables
+    /// handshake.timeout.
+    pub handshake_timeout_ms: Option<u64>,
+    /// The authentication deadline (§4.1), when known: enables
+    /// auth.timeout.
+    pub auth_timeout_ms: Option<u64>,
+    /// Run the checks that wait 2.5 heartbeat intervals (50 s at the
+    /// default interval).
+    pub slow: bool,
 }
 
 /// The suite's options.
@@ -104,6 +113,9 @@ scenarios! {
     "handshake.welcome", "§4.2", "Hello gets a Welcome with version 1, every limit and a sane heartbeat" => welcome;
     "handshake.unsupported_version", "§4.2", "a Hello with no version the server speaks gets a fatal UNSUPPORTED_VERSION, then the close" => unsupported_version;
     "handshake.ping", "§4.6", "a PingRequest gets a Pong with the same nonce" => ping;
+    "handshake.timeout", "§4.1", "a connection that sends no Hello is closed with a fatal HANDSHAKE_TIMEOUT after the deadline" => handshake_timeout;
+    "auth.timeout", "§4.1", "a session that does not authenticate is closed with a fatal AUTH_TIMEOUT after the deadline" => auth_timeout;
+    "heartbeat.timeout", "§4.6", "a session that sends nothing for 2.5 heartbeat intervals is closed with a fatal HEARTBEAT_TIMEOUT" => heartbeat_timeout;
     "auth.required", "§4.1", "a request before authentication gets UNAUTHENTICATED and the session goes on" => auth_required;
     "accounts.username_taken", "§6.1", "signing up with a taken username gets USERNAME_TAKEN" => username_taken;
     "accounts.wrong_password", "§6.2", "a wrong password gets INVALID_CREDENTIALS, not fatal" => wrong_password;
@@ -360,6 +372,121 @@ async fn ping(c: &Ctx) -> Fallible<Verdict> {
         }
         other => Err(format!("ping: {}", describe(&other))),
     }
+}
+
+/// Waits for the fatal `code` on `p` no sooner than `at_least` and no later
+/// than `at_most` from `since`.
+async fn closed_with(
+    p: &mut Peer,
+    code: ErrorCode,
+    since: std::time::Instant,
+    at_least: Duration,
+    at_most: Duration,
+) -> Fallible<Verdict> {
+    let e = p.until_fatal(at_most + Duration::from_secs(2)).await?;
+    let took = since.elapsed();
+    ensure!(e.code == code.0, "closed with {} ({}), expected {code} ({})", ErrorCode(e.code), e.code, code.0);
+    ensure!(
+        took + Duration::from_millis(200) >= at_least,
+        "closed after {} ms, before the deadline of {} ms",
+        took.as_millis(),
+        at_least.as_millis()
+    );
+    ensure!(
+        took <= at_most + Duration::from_secs(2),
+        "closed only after {} ms (deadline {} ms)",
+        took.as_millis(),
+        at_most.as_millis()
+    );
+    PASS
+}
+
+async fn handshake_timeout(c: &Ctx) -> Fallible<Verdict> {
+    let Some(ms) = c.settings.handshake_timeout_ms else {
+        return Ok(Verdict::Skip("needs the server's handshake deadline: --handshake-timeout-ms".into()));
+    };
+    let since = std::time::Instant::now();
+    let mut p = Peer::connect(&c.target).await?;
+    let d = Duration::from_millis(ms);
+    if let Some(conn) = p.quic() {
+        // Nothing sent: the session stream does not exist yet, so there is
+        // nowhere to write the Error; the connection's close code says it
+        // (§2.1).
+        let closed = tokio::time::timeout(d + Duration::from_secs(2), conn.closed())
+            .await
+            .map_err(|_| format!("still open {} ms after the deadline", 2000))?;
+        let took = since.elapsed();
+        ensure!(
+            took + Duration::from_millis(700) >= d,
+            "closed after {} ms, before the {ms} ms deadline",
+            took.as_millis()
+        );
+        return match closed {
+            quinn::ConnectionError::ApplicationClosed(a) if a.error_code == quinn::VarInt::from_u32(107) => PASS,
+            other => Err(format!("the connection ended with {other}, not application close 107 (HANDSHAKE_TIMEOUT)")),
+        };
+    }
+    closed_with(&mut p, ErrorCode::HANDSHAKE_TIMEOUT, since, d.saturating_sub(Duration::from_millis(500)), d).await
+}
+
+async fn auth_timeout(c: &Ctx) -> Fallible<Verdict> {
+    let Some(ms) = c.settings.auth_timeout_ms else {
+        return Ok(Verdict::Skip("needs the server's authentication deadline: --auth-timeout-ms".into()));
+    };
+    let mut p = c.hello().await?;
+    let since = std::time::Instant::now();
+    // Pings keep the heartbeat satisfied; only authentication is missing.
+    let d = Duration::from_millis(ms);
+    let pinger = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let id = p.next_id();
+            if p.send(id, Body::Ping(pb::PingRequest { nonce: id })).await.is_err()
+                || since.elapsed() > d + Duration::from_secs(3)
+            {
+                break;
+            }
+            match p.recv_within(Duration::from_secs(2)).await {
+                Ok(Recv::Frame(pb::ServerFrame { body: Some(Reply::Error(e)), .. })) if e.fatal => return Ok(e),
+                Ok(Recv::Frame(_)) => {}
+                Ok(_) => return Err("closed without a fatal Error".to_string()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(format!("still open {} ms after the deadline", (since.elapsed().saturating_sub(d)).as_millis()))
+    };
+    let e = pinger.await?;
+    let took = since.elapsed();
+    ensure!(
+        e.code == ErrorCode::AUTH_TIMEOUT.0,
+        "closed with {} ({}), expected AUTH_TIMEOUT (110)",
+        ErrorCode(e.code),
+        e.code
+    );
+    ensure!(
+        took + Duration::from_millis(600) >= d,
+        "closed after {} ms, before the {ms} ms deadline",
+        took.as_millis()
+    );
+    PASS
+}
+
+async fn heartbeat_timeout(c: &Ctx) -> Fallible<Verdict> {
+    let mut p = c.session(3).await?;
+    let hb = u64::from(p.welcome.as_ref().map_or(20_000, |w| w.heartbeat_interval_ms));
+    if !c.settings.slow && hb > 2000 {
+        return Ok(Verdict::Skip(format!("waits 2.5 heartbeat intervals ({} s here): --slow", hb * 5 / 2000)));
+    }
+    let since = std::time::Instant::now();
+    let d = Duration::from_millis(hb * 5 / 2);
+    closed_with(
+        &mut p,
+        ErrorCode::HEARTBEAT_TIMEOUT,
+        since,
+        d.saturating_sub(Duration::from_millis(500)),
+        d + Duration::from_millis(hb),
+    )
+    .await
 }
 
 async fn auth_required(c: &Ctx) -> Fallible<Verdict> {

@@ -1,15 +1,14 @@
 //! Replays every vector of spec/vectors/invalid on a live server, as
-//! spec/vectors/README.md ("Against a live server") says: `framing`,
-//! `parse` and `session` vectors after their `after` frames on a fresh
-//! session; `validate` vectors after a Hello and, unless the request is a
-//! signup, login or resume, after authenticating with a user of the pool.
+//! spec/vectors/README.md ("Against a live server") says: each on a fresh
+//! session, after its `after` frames and what its `needs` names (nothing,
+//! a handshake, or authentication as a user of the pool).
 //! The server's one answer must match `expect` (or an `also_accepted`) in
 //! code, request_id and fatal.
 
 use std::time::{Duration, Instant};
 
 use confab_protocol::ErrorCode;
-use confab_protocol::pb::{self, client_frame::Body, server_frame::Body as Reply};
+use confab_protocol::pb::{self, server_frame::Body as Reply};
 use serde_json::Value;
 
 use crate::report::{Outcome, Report};
@@ -103,13 +102,19 @@ async fn replay(ctx: &Ctx, v: &Value, stage: &str) -> Fallible<Option<String>> {
             };
             p.send_bytes(&b).await?;
         }
-    } else if stage == "validate" {
-        p.hello().await?;
-        let raw = hex::decode(hex_str).map_err(|e| e.to_string())?;
-        let frame = payload(&raw).and_then(|b| <pb::ClientFrame as prost::Message>::decode(b.as_slice()).ok());
-        let pre_auth = matches!(frame.and_then(|f| f.body), Some(Body::Signup(_) | Body::Login(_) | Body::Resume(_)));
-        if !pre_auth {
+    }
+    // The vector says what the server must have been told before it.
+    match v.get("needs").and_then(Value::as_str) {
+        Some("fresh-session") => {}
+        Some("handshake") => {
+            p.hello().await?;
+        }
+        Some("authenticated") => {
+            p.hello().await?;
             p.resume(&ctx.users[3].token).await?;
+        }
+        other => {
+            return Err(format!("the vector's \"needs\" is {other:?}, not fresh-session, handshake or authenticated"));
         }
     }
     p.send_bytes(&bytes).await?;

@@ -119,6 +119,11 @@ struct InvalidFile<'a> {
     max_frame_bytes: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     after: Vec<String>,
+    /// What a live server must have been told before `hex` (README,
+    /// "Against a live server"): "fresh-session" (nothing but `after`),
+    /// "handshake" (a Hello answered with Welcome) or "authenticated" (and
+    /// a signup, login or resume answered with AuthOk).
+    needs: &'static str,
     expect: Expect<'a>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     also_accepted: Vec<Expect<'a>>,
@@ -261,6 +266,7 @@ fn write_invalid(dir: &Path, v: &Invalid) -> Result<()> {
         hex: hex::encode(&v.wire),
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         after: v.after.iter().map(hex::encode).collect(),
+        needs: needs(v),
         expect: Expect { stage: v.stage, code: v.code.0, name, request_id: v.request_id.to_string(), fatal: v.fatal },
         also_accepted: ALSO_ACCEPTED
             .iter()
@@ -272,6 +278,26 @@ fn write_invalid(dir: &Path, v: &Invalid) -> Result<()> {
             .collect::<Result<_>>()?,
     };
     write_json(&dir.join(format!("{}.json", v.name)), &file)
+}
+
+/// The state a live server needs before an invalid vector (see
+/// `InvalidFile::needs`): `validate` vectors need an admitted request, so
+/// a handshake, and authentication unless the request is one of those
+/// that come before it; the others carry what they need in `after`.
+fn needs(v: &Invalid) -> &'static str {
+    use confab_protocol::pb::client_frame::Body;
+    if v.stage != Stage::Validate {
+        return "fresh-session";
+    }
+    let mut payload = &v.wire[..];
+    let body = prost::encoding::decode_varint(&mut payload)
+        .ok()
+        .and_then(|_| <confab_protocol::pb::ClientFrame as prost::Message>::decode(payload).ok())
+        .and_then(|f| f.body);
+    match body {
+        Some(Body::Signup(_) | Body::Login(_) | Body::Resume(_)) => "handshake",
+        _ => "authenticated",
+    }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
