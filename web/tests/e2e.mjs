@@ -17,11 +17,19 @@
 // and sign-in; group info (roles and the controls they allow, rename, a
 // refusal shown in words, leave, remove), blocking from a DM's header and
 // the account dialog's block list, privacy settings refusing a DM and a
-// group add, the password change. Screenshots go to --out.
+// group add, the password change. A reload with the network down paints
+// from the saved conversations (IndexedDB), then syncs once it is back;
+// sign-out and a revoked device delete them. Last, discovery (§2.5): one
+// node keeps a page on its origin; two nodes (answered by the test) send it
+// to the first, and a node that goes away to the other. Screenshots go to --out.
 
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import http from "node:http";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { NetProxy } from "./netproxy.mjs";
+
+const webDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 const args = Object.fromEntries(
   process.argv
@@ -59,6 +67,9 @@ const target = new URL(baseUrl);
 const proxy = new NetProxy({ host: target.hostname, port: Number(target.port) });
 await proxy.listen();
 const proxiedUrl = `http://127.0.0.1:${proxy.port}/`;
+const proxyOrigin = `http://127.0.0.1:${proxy.port}`;
+const proxyWs = `ws://127.0.0.1:${proxy.port}/v1/ws`;
+const serverWs = `ws://${target.host}/v1/ws`;
 log(`server ${baseUrl}, alice through proxy ${proxiedUrl}`);
 
 const browser = await chromium.launch({
@@ -79,12 +90,13 @@ log(`chromium ${browser.version()}`);
 
 const pages = {};
 const consoleLines = [];
-async function newUser(name, url, viewport = { width: 1100, height: 760 }) {
+async function newUser(name, url, viewport = { width: 1100, height: 760 }, setup = null) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
   page.on("console", (m) => consoleLines.push(`[${name} console.${m.type()}] ${m.text()}`));
   page.on("pageerror", (e) => consoleLines.push(`[${name} pageerror] ${e.stack || e.message}`));
+  if (setup) await setup(page);
   await page.goto(url);
   pages[name] = page;
   return page;
@@ -153,6 +165,55 @@ async function waitFor(what, fn, timeoutMs = 20000) {
   }
 }
 
+/** Rows kept in the page's IndexedDB cache (cache.js), all stores; -1 without IndexedDB. */
+const savedRows = (page) =>
+  page.evaluate(async () => {
+    await confab.cache.idle();
+    const db = await confab.cache.db();
+    if (!db) return -1;
+    const tx = db.transaction(["meta", "conversations", "messages"]);
+    const counts = await Promise.all(["meta", "conversations", "messages"].map((n) => new Promise((r, j) => {
+      const q = tx.objectStore(n).count();
+      q.onsuccess = () => r(q.result);
+      q.onerror = () => j(q.error);
+    })));
+    return counts.reduce((a, b) => a + b, 0);
+  });
+
+/** A /v1/discover answer naming two nodes, a and b (spec §2.5). */
+const twoNodes = (a, b) =>
+  JSON.stringify({
+    protocol: "confab.v1",
+    nodes: [
+      { node: "a", quic: null, tcp: null, ws: a, fingerprint: "sha256:00", load: { sessions: 0, connections_free: 100, cpu: 0.1 } },
+      { node: "b", quic: null, tcp: null, ws: b, fingerprint: "sha256:00", load: { sessions: 0, connections_free: 100, cpu: 0.2 } },
+    ],
+  });
+
+/** The HTTP status of a WebSocket upgrade to `host` (host:port) from a page of `origin`: 101 or a refusal. */
+function upgradeStatus(host, origin) {
+  const [hostname, port] = [host.slice(0, host.lastIndexOf(":")), Number(host.slice(host.lastIndexOf(":") + 1))];
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: hostname,
+      port,
+      path: "/v1/ws",
+      headers: { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "confab.v1", Origin: origin },
+    });
+    req.on("upgrade", (_res, socket) => {
+      socket.destroy();
+      resolve(101);
+    });
+    req.on("response", (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on("error", reject);
+    req.setTimeout(5000, () => req.destroy(new Error("no answer to the upgrade within 5 s")));
+    req.end();
+  });
+}
+
 function assertContiguous(list, what) {
   for (let i = 1; i < list.length; i++) if (list[i] !== list[i - 1] + 1) throw new Error(`${what}: seqs not contiguous/ascending: ${list.join(",")}`);
 }
@@ -167,6 +228,9 @@ try {
   await signup(bob, bobName);
   check(true, "alice and bob signed up and are online");
   check(await alice.evaluate(() => confab.session.tickerWorker !== null), "the heartbeat ticks on a worker (not throttled in hidden tabs)");
+  // One server: discovery names its own address, the page keeps to its origin (the proxy).
+  const aliceEp = await alice.evaluate(() => ({ ...confab.session.endpoint }));
+  check(aliceEp.url === proxyWs && aliceEp.listed === 1 && aliceEp.error === null, `a single server listed by /v1/discover: alice stays on her page's origin (${aliceEp.url}), not the address it names`);
 
   // A refused request shows the Error frame's code name.
   await alice.getByLabel("Message a user").fill(aliceName);
@@ -328,6 +392,41 @@ try {
   check((await draftKeys(alice)).length === 0 && (await alice.getByLabel("Message", { exact: true }).inputValue()) === "", "sending the draft cleared it (composer and storage)");
   check((await alice.locator("#message-list li.day", { hasText: "Today" }).count()) === 1, "one date separator (Today) above today's messages");
 
+  // --- a reload without the network: painted from the saved conversations ---------
+  await waitFor("alice's conversations saved in IndexedDB", () =>
+    alice.evaluate(async (last) => {
+      await confab.flushCache();
+      const saved = await confab.cache.load(confab.session.auth.userId);
+      return !!saved && [...saved.messages.values()].some((list) => list.at(-1)?.text === last);
+    }, expected.at(-1)),
+  );
+  // The page itself must come from somewhere with the network down (as from
+  // the browser's cache): the proxy serves its files from web/ for this
+  // reload; /v1/discover and the WebSocket are refused like the rest.
+  log("alice's network goes down; she reloads");
+  proxy.down({ shell: webDir });
+  await alice.reload();
+  await alice.locator("#conv-title", { hasText: bobName }).waitFor();
+  await waitFor("the saved messages on screen", async () => JSON.stringify(await messageTexts(alice)) === JSON.stringify(expected));
+  const offlineState = await alice.locator("#conn").getAttribute("data-state");
+  check(
+    offlineState !== "online" && offlineState !== "syncing" && (await convItem(alice, bobName).count()) === 1,
+    `with the network down (${offlineState}), a reload paints the list and the open conversation's ${expected.length} last messages from IndexedDB`,
+  );
+  const cachedSeqs = await seqs(alice);
+  assertContiguous(cachedSeqs, "alice from the cache");
+  const whileDown = "sent while alice reloaded offline";
+  await send(bob, whileDown);
+  await bob.locator("#message-list li.msg:not(.pending) .text", { hasText: whileDown }).waitFor();
+  log("alice's network is back");
+  proxy.restore();
+  await alice.locator('#conn[data-state="online"]').waitFor({ timeout: 90000 });
+  expected.push(whileDown);
+  await waitFor("alice to catch up after the offline reload", async () => (await messageTexts(alice)).includes(whileDown));
+  check(JSON.stringify(await messageTexts(alice)) === JSON.stringify(expected), "back online, the resume and sync add what was missed: every message once, in order");
+  assertContiguous(await seqs(alice), "alice after the offline reload");
+  check((await convItem(alice, bobName).count()) === 1 && (await alice.locator(".conv-item").count()) === 1, "the conversation list is not doubled either");
+
   // --- history paging ---------------------------------------------------------
   const N = 70;
   for (let i = 1; i <= N; i++) await send(bob, `bulk ${i}`);
@@ -427,6 +526,10 @@ try {
   // --- devices: a second browser of alice's, signed out from the first ------------
   const alice2 = await newUser("alice2", baseUrl);
   await login(alice2, aliceName, "Second browser");
+  await waitFor("the second browser's conversations saved", async () => {
+    await alice2.evaluate(() => confab.flushCache());
+    return (await savedRows(alice2)) > 1;
+  });
   await alice.getByRole("button", { name: "Devices" }).click();
   const devices = alice.getByRole("dialog", { name: "Devices" });
   await devices.locator(".device", { hasText: "Second browser" }).waitFor();
@@ -436,6 +539,7 @@ try {
   await devices.locator(".device", { hasText: "Second browser" }).getByRole("button", { name: /^Sign out/ }).click();
   await alice2.locator("#auth-error", { hasText: "DEVICE_REVOKED" }).waitFor();
   check(await alice2.locator("#auth-view").isVisible(), "the second browser was signed out (DEVICE_REVOKED, sign-in form)");
+  check((await savedRows(alice2)) === 0, "the revoked browser deleted its saved conversations (IndexedDB)");
   await waitFor("the list down to one device", async () => (await devices.locator(".device").count()) === 1);
   check((await devices.locator(".device", { hasText: "This device" }).count()) === 1, "alice's list now has only this device");
 
@@ -449,10 +553,15 @@ try {
   await alice2.locator(".conv-item", { hasText: bobName }).click();
   await alice2.getByLabel("Message", { exact: true }).fill("never sent");
   check((await draftKeys(alice2)).length === 1, "the second browser keeps a draft");
+  await waitFor("the second browser's saved conversations", async () => {
+    await alice2.evaluate(() => confab.flushCache());
+    return (await savedRows(alice2)) > 2;
+  });
   await alice2.getByRole("button", { name: "Sign out", exact: true }).click();
   await alice2.locator("#auth-view").waitFor();
   check((await alertCount(alice2)) === 0, "signing out cleared the alerts");
   check((await draftKeys(alice2)).length === 0 && (await alice2.evaluate(() => location.hash)) === "", "signing out dropped the drafts and the conversation in the URL");
+  check((await savedRows(alice2)) === 0, "signing out deleted the saved conversations (IndexedDB)");
 
   await login(alice2, aliceName, "Second browser");
   await devices.getByRole("button", { name: "Close" }).click();
@@ -710,6 +819,100 @@ try {
   await bob.locator("#message-list .text", { hasText: "bulk 70" }).waitFor();
   await bob.screenshot({ path: join(outDir, "bob-phone.png") });
   check(true, `screenshots saved in ${outDir}`);
+
+  // --- discovery (§2.5): a cluster's nodes --------------------------------------
+  // Dave's page is served through the proxy, as alice's; /v1/discover answers
+  // that this is a cluster of two: node a, the server's direct address (not
+  // the proxy), then node b, the proxy (the page's own origin).
+  const daveName = `dave${suffix}`;
+  const asked = [];
+  const opened = [];
+  const dave = await newUser("dave", proxiedUrl, undefined, async (page) => {
+    page.on("websocket", (ws) => opened.push(ws.url()));
+    await page.route("**/v1/discover", (route) => {
+      asked.push(route.request().url());
+      return route.fulfill({ status: 200, contentType: "application/json", body: twoNodes(serverWs, proxyWs) });
+    });
+  });
+  // Whether node a lets a page of the proxy's origin open a WebSocket: by
+  // default a server accepts only pages of its own address (docs/CLUSTER.md,
+  // "Browsers and several nodes").
+  const status = await upgradeStatus(target.host, proxyOrigin);
+  check(status === 101 || status === 403, `node a answers a WebSocket from the proxy's origin with ${status}`);
+  await signup(dave, daveName);
+  check(asked.length >= 1 && opened[0] === serverWs, `dave asked /v1/discover and opened his first WebSocket to node a (${opened[0]})`);
+  const daveNode = async () => dave.evaluate(() => ({ node: document.getElementById("conn").dataset.node, url: document.getElementById("conn").dataset.url, title: document.getElementById("conn").title }));
+  if (status === 101) {
+    const on = await daveNode();
+    check(on.node === "a" && on.url === serverWs && on.title.includes("node a"), `dave is on node a (${on.title})`);
+  } else {
+    // Refused (403): the next attempt asks discovery again and goes to the
+    // other node rather than the one that refused.
+    const on = await daveNode();
+    check(on.node === "b" && on.url === proxyWs && opened.slice(-1)[0] === proxyWs && asked.length >= 2, `node a refused the page's origin; dave asked again and is on node b (${on.title})`);
+  }
+  await dave.getByRole("button", { name: "Account" }).click();
+  const daveWhere = await dave.locator("#account-server").textContent();
+  check(daveWhere.startsWith(`Connected to Server node ${status === 101 ? "a" : "b"}`) && daveWhere.includes("one of 2 nodes"), `the account dialog names the node ("${daveWhere}")`);
+  await dave.getByRole("dialog", { name: "Account" }).getByRole("button", { name: "Close" }).click();
+  await dave.getByLabel("Message a user").fill(aliceName);
+  await dave.getByRole("button", { name: "Open" }).click();
+  await dave.locator("#conv-title", { hasText: aliceName }).waitFor();
+  // On node a the proxy is not on the way: its network going away changes nothing.
+  if (status === 101) proxy.down();
+  await send(dave, "hello from a cluster node");
+  await dave.locator("#message-list li.msg:not(.pending) .text", { hasText: "hello from a cluster node" }).waitFor();
+  check((await dave.locator('#conn[data-state="online"]').count()) === 1, `dave's message was stored through node ${status === 101 ? "a, with the proxy down" : "b"}`);
+  if (status === 101) proxy.restore();
+  await alice.locator('#conn[data-state="online"]').waitFor({ timeout: 90000 });
+  await convItem(alice, daveName).click();
+  await alice.locator("#message-list .text", { hasText: "hello from a cluster node" }).waitFor();
+  check(true, "alice has dave's message");
+
+  // A node at another address than the page's, which accepts it: node a is
+  // reached through a reverse proxy that sends its upstream's address as
+  // Host (nginx's default), so the server sees this page's own origin.
+  // Then node a goes away (cut off): the client asks discovery again and
+  // moves to node b, the server's direct address, with nothing lost.
+  const nodeA = new NetProxy({ host: target.hostname, port: Number(target.port) }, { hostHeader: target.host });
+  await nodeA.listen();
+  const nodeAWs = `ws://127.0.0.1:${nodeA.port}/v1/ws`;
+  const asked2 = [];
+  const opened2 = [];
+  const dave2 = await newUser("dave2", baseUrl, undefined, async (page) => {
+    page.on("websocket", (ws) => opened2.push(ws.url()));
+    await page.route("**/v1/discover", (route) => {
+      asked2.push(route.request().url());
+      return route.fulfill({ status: 200, contentType: "application/json", body: twoNodes(nodeAWs, serverWs) });
+    });
+  });
+  try {
+    await login(dave2, daveName, "Dave's second browser");
+    const on = await dave2.evaluate(() => document.getElementById("conn").dataset.node);
+    check(
+      on === "a" && opened2.length > 0 && opened2.every((u) => u === nodeAWs) && nodeA.accepted >= 1,
+      `dave's second browser connected to node a at another address than its page (${nodeAWs}; on ${on}, opened ${JSON.stringify(opened2)})`,
+    );
+    await convItem(dave2, aliceName).click();
+    await send(dave2, "through node a");
+    await alice.locator("#message-list .text", { hasText: "through node a" }).waitFor();
+    check(true, "a message through node a reached alice");
+    const askedBefore = asked2.length;
+    log("node a goes away");
+    nodeA.down();
+    await waitFor("dave's second browser on node b", async () => (await dave2.evaluate(() => document.getElementById("conn").dataset.state === "online" && document.getElementById("conn").dataset.node)) === "b");
+    check(asked2.length > askedBefore && opened2.at(-1) === serverWs, "cut off from node a, it asked /v1/discover again and reconnected to node b");
+    await send(alice, "after the move");
+    await dave2.locator("#message-list .text", { hasText: "after the move" }).waitFor();
+    const daveTexts = await messageTexts(dave2);
+    check(
+      JSON.stringify(daveTexts) === JSON.stringify(["hello from a cluster node", "through node a", "after the move"]),
+      `on node b it has every message once, in order (${JSON.stringify(daveTexts)})`,
+    );
+    assertContiguous(await seqs(dave2), "dave on node b");
+  } finally {
+    await nodeA.close();
+  }
 } catch (e) {
   failed = e;
   for (const [name, page] of Object.entries(pages)) {

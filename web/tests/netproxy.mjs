@@ -3,11 +3,19 @@
 // (every connection reset, new ones refused) while the other keeps talking.
 
 import net from "node:net";
+import { readFile } from "node:fs/promises";
+import { extname, join, normalize } from "node:path";
 
 export class NetProxy {
-  /** Forwards 127.0.0.1:<ephemeral> to `target` ({host, port}). */
-  constructor(target) {
+  /**
+   * Forwards 127.0.0.1:<ephemeral> to `target` ({host, port}). With
+   * `hostHeader`, the Host header of each connection's first request is
+   * replaced by it, as a reverse proxy that sends its upstream's address
+   * does (nginx's default).
+   */
+  constructor(target, { hostHeader = null } = {}) {
     this.target = target;
+    this.hostHeader = hostHeader;
     this.up = true;
     this.sockets = new Set();
     this.pairs = new Set();
@@ -28,6 +36,10 @@ export class NetProxy {
 
   onConnection(client) {
     if (!this.up) {
+      if (this.shellDir) {
+        serveShell(client, this.shellDir, () => this.refused++);
+        return;
+      }
       this.refused++;
       client.resetAndDestroy();
       return;
@@ -48,7 +60,12 @@ export class NetProxy {
     this.pairs.add(entry);
     client.on("close", () => this.pairs.delete(entry));
     // Forward by hand so a pair can be frozen (bytes silently dropped).
-    client.on("data", (d) => entry.frozen || upstream.write(d));
+    const toUpstream = this.hostHeader ? rewriteFirstHost(this.hostHeader) : (d) => d;
+    client.on("data", (d) => {
+      if (entry.frozen) return;
+      const out = toUpstream(d);
+      if (out) upstream.write(out);
+    });
     upstream.on("data", (d) => entry.frozen || client.write(d));
   }
 
@@ -62,9 +79,15 @@ export class NetProxy {
     for (const p of this.pairs) p.frozen = true;
   }
 
-  /** The network goes away: every open connection is reset, new ones are refused. */
-  down() {
+  /**
+   * The network goes away: every open connection is reset, new ones are
+   * refused. With `shell` (a directory), the page's own files are still
+   * served from it, as the browser's cache or a service worker would (a
+   * reload can show the page), while the server (/v1/…) stays unreachable.
+   */
+  down({ shell = null } = {}) {
     this.up = false;
+    this.shellDir = shell;
     for (const s of [...this.sockets]) {
       if (typeof s.resetAndDestroy === "function") s.resetAndDestroy();
       else s.destroy();
@@ -73,6 +96,7 @@ export class NetProxy {
 
   /** The network is back. */
   restore() {
+    this.shellDir = null;
     for (const p of [...this.pairs]) if (p.frozen) for (const s of p.pair) s.destroy();
     this.up = true;
   }
@@ -81,4 +105,53 @@ export class NetProxy {
     this.down();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * A filter for a connection's bytes that replaces the Host header of its
+ * first request (held back until the header block is complete), then
+ * passes everything through as it is.
+ */
+function rewriteFirstHost(host) {
+  let head = Buffer.alloc(0);
+  let done = false;
+  return (d) => {
+    if (done) return d;
+    head = Buffer.concat([head, d]);
+    const end = head.indexOf("\r\n\r\n");
+    if (end < 0 && head.length < 65536) return null;
+    done = true;
+    if (end < 0) return head;
+    const text = head.subarray(0, end).toString("latin1").replace(/^host:[^\r\n]*$/im, `Host: ${host}`);
+    return Buffer.concat([Buffer.from(text, "latin1"), head.subarray(end)]);
+  };
+}
+
+const TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".json": "application/json" };
+
+/**
+ * Answers one HTTP request on `client` with a file of `dir` (404 when there
+ * is none); a request for the server (/v1/…) is reset, as by a dead network.
+ */
+function serveShell(client, dir, refused) {
+  let head = "";
+  client.on("error", () => {});
+  client.on("data", async (d) => {
+    head += d.toString("latin1");
+    if (!head.includes("\r\n\r\n")) return;
+    client.removeAllListeners("data");
+    const path = decodeURIComponent((/^[A-Z]+ ([^ ?#]*)/.exec(head)?.[1] ?? "/"));
+    if (path.startsWith("/v1/")) {
+      refused();
+      client.resetAndDestroy();
+      return;
+    }
+    const file = normalize(join(dir, path === "/" ? "index.html" : path));
+    let body = null;
+    if (file.startsWith(normalize(dir))) body = await readFile(file).catch(() => null);
+    const status = body ? "200 OK" : "404 Not Found";
+    body ??= Buffer.from("not found\n");
+    const type = TYPES[extname(file)] ?? "application/octet-stream";
+    client.end(Buffer.concat([Buffer.from(`HTTP/1.1 ${status}\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n`, "latin1"), body]));
+  });
 }
