@@ -71,6 +71,9 @@ async fn health_metrics_and_discovery() {
     let (status, head, body) = get(http, "/v1/discover").await;
     assert_eq!(status, 200);
     assert!(head.contains("content-type: application/json"), "{head}");
+    // A page served by another node may read it (the browser client asks
+    // the node it last used when its own origin does not answer).
+    assert!(head.contains("access-control-allow-origin: *"), "{head}");
     let d: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(d["protocol"], "confab.v1");
     let node = &d["nodes"][0];

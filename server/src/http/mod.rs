@@ -217,6 +217,9 @@ async fn discover(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let body = serde_json::json!({ "protocol": ws::SUBPROTOCOL, "nodes": nodes });
     let mut resp = axum::Json(body).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Public by design (addresses, fingerprint, load): a page served by one
+    // node may ask another where to go when its own node is gone.
+    resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     resp
 }
 
