@@ -227,7 +227,13 @@ impl Peer {
                     .map_err(|e| format!("QUIC TLS set-up: {e}"))?;
                 let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
                 let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| format!("QUIC endpoint: {e}"))?;
-                endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+                let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+                // The server's liveness rules are under test, not quinn's
+                // default 30 s idle timeout on this side.
+                let mut transport = quinn::TransportConfig::default();
+                transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(300_000))));
+                config.transport_config(Arc::new(transport));
+                endpoint.set_default_client_config(config);
                 let conn = endpoint
                     .connect(addr, &target.server_name)
                     .map_err(|e| format!("QUIC connect to {addr}: {e}"))?
