@@ -33,8 +33,103 @@ fn expect_of(v: &Value) -> Option<Expect> {
     })
 }
 
-/// Replays them all into `report` (ids `vector.<name>`).
+/// Replays them all into `report` (ids `vector.<name>`), and on WebSocket
+/// the vectors of spec/vectors/websocket (ids `vector.ws.<name>`).
 pub async fn replay_all(ctx: &Ctx, report: &mut Report, only: &[String]) {
+    replay_invalid(ctx, report, only).await;
+    if ctx.target.transport == Transport::Ws {
+        replay_websocket(ctx, report, only).await;
+    }
+}
+
+async fn replay_websocket(ctx: &Ctx, report: &mut Report, only: &[String]) {
+    for (name, json) in WEBSOCKET {
+        let id = format!("vector.ws.{name}");
+        if !only.is_empty() && !only.iter().any(|o| id.contains(o.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        let (title, outcome) = match serde_json::from_str::<Value>(json) {
+            Err(e) => (name.to_string(), Outcome::Fail(format!("the vector does not parse: {e}"))),
+            Ok(v) => {
+                let title = v.get("description").and_then(Value::as_str).unwrap_or(name).to_string();
+                let outcome = match tokio::time::timeout(Duration::from_secs(30), replay_ws(ctx, &v)).await {
+                    Ok(Ok(())) => Outcome::Pass,
+                    Ok(Err(why)) => Outcome::Fail(why),
+                    Err(_) => Outcome::Fail("no answer within 30 s".into()),
+                };
+                (title, outcome)
+            }
+        };
+        report.add(&id, "§2.3", &title, outcome, started.elapsed());
+    }
+}
+
+async fn replay_ws(ctx: &Ctx, v: &Value) -> Fallible<()> {
+    let expect = v.get("expect").and_then(expect_of).ok_or("the vector has no usable expect")?;
+    let close = v.get("expect").and_then(|e| e.get("close_status")).and_then(Value::as_u64);
+    let msg = v.get("message").ok_or("the vector has no message")?;
+    let mut p = Peer::connect(&ctx.target).await?;
+    match v.get("needs").and_then(Value::as_str) {
+        Some("fresh-session") => {}
+        Some("handshake") => {
+            p.hello().await?;
+        }
+        Some("authenticated") => {
+            p.hello().await?;
+            p.resume(&ctx.users[3].token).await?;
+        }
+        other => return Err(format!("the vector's \"needs\" is {other:?}")),
+    }
+    match msg.get("type").and_then(Value::as_str) {
+        Some("text") => p.send_text(msg.get("text").and_then(Value::as_str).unwrap_or_default()).await?,
+        Some("binary") => {
+            let len = msg.get("length").and_then(Value::as_u64).ok_or("a binary message without length")?;
+            let fill =
+                msg.get("fill").and_then(Value::as_str).map_or(Ok(vec![0]), hex::decode).map_err(|e| e.to_string())?;
+            let len = usize::try_from(len).map_err(|e| e.to_string())?;
+            let body: Vec<u8> = fill.iter().copied().cycle().take(len).collect();
+            // The server may close before it has read it all.
+            let _ = p.send_bytes(&body).await;
+        }
+        other => return Err(format!("unknown message type {other:?}")),
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut got_error = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match p.recv_within(left).await.map_err(|e| format!("no Error: {e}"))? {
+            Recv::Frame(pb::ServerFrame { request_id, body: Some(Reply::Error(e)) }) if !got_error => {
+                let got = Expect { code: e.code, request_id, fatal: e.fatal };
+                if got != expect {
+                    return Err(format!(
+                        "got Error {} ({}) request_id {request_id}{}, expected {} ({}) fatal",
+                        e.code,
+                        ErrorCode(e.code),
+                        if e.fatal { " fatal" } else { "" },
+                        expect.code,
+                        ErrorCode(expect.code)
+                    ));
+                }
+                got_error = true;
+            }
+            Recv::Frame(f) if got_error => return Err(format!("a frame after the fatal Error: {f:?}")),
+            Recv::Frame(_) => {}
+            Recv::Closed(status) if got_error => {
+                return match (close, status) {
+                    (Some(want), Some(s)) if u64::from(s) != want => {
+                        Err(format!("closed with status {s}, expected {want}"))
+                    }
+                    (Some(want), None) => Err(format!("closed without a close frame (expected status {want})")),
+                    _ => Ok(()),
+                };
+            }
+            Recv::Closed(_) | Recv::Cut(_) => return Err("the connection closed without the Error".into()),
+        }
+    }
+}
+
+async fn replay_invalid(ctx: &Ctx, report: &mut Report, only: &[String]) {
     for (name, json) in INVALID {
         let id = format!("vector.{name}");
         if !only.is_empty() && !only.iter().any(|o| id.contains(o.as_str())) {

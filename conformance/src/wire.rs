@@ -313,6 +313,14 @@ impl Peer {
         r.map_err(|e| format!("sending: {e}"))
     }
 
+    /// Sends a WebSocket text message (which the binding forbids, §2.3).
+    pub async fn send_text(&mut self, text: &str) -> Fallible<()> {
+        match &mut self.link {
+            Link::Ws(ws) => ws.send(Message::Text(text.into())).await.map_err(|e| format!("sending: {e}")),
+            Link::Stream { .. } => Err("text messages are WebSocket only".into()),
+        }
+    }
+
     /// Sends one frame with this request id.
     pub async fn send(&mut self, request_id: u64, body: Body) -> Fallible<()> {
         let frame = pb::ClientFrame { request_id, body: Some(body) };
