@@ -173,7 +173,13 @@ pub enum Command {
     /// Chat interactively in the terminal: conversation list, messages,
     /// typing and presence, live; /help inside lists the keys and
     /// commands (docs/CHAT.md describes them).
-    Chat,
+    Chat {
+        /// No terminal: the same UI drawn off screen, typing what
+        /// CONFAB_CONFORMANCE_CONVERSATION and CONFAB_CONFORMANCE_SEND say
+        /// (for the client conformance suite); runs until killed.
+        #[arg(long, hide = true)]
+        headless: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

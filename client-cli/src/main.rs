@@ -95,7 +95,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Group(g) => group(&mut ctx, g).await,
         Command::Presence { users } => presence(&mut ctx, &users).await,
         Command::Tail => tail(&mut ctx).await,
-        Command::Chat => chat::run(&mut ctx).await,
+        Command::Chat { headless: false } => chat::run(&mut ctx).await,
+        Command::Chat { headless: true } => chat::run_headless(&mut ctx).await,
     }
 }
 

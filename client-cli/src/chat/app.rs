@@ -3,22 +3,26 @@
 //! in the same task (see `net`), so neither waits for the other.
 
 use std::collections::HashMap;
+use std::ops::DerefMut;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use confab_client::ClientError;
 use confab_protocol::pb;
+use ratatui::Terminal;
+use ratatui::backend::{Backend, TestBackend};
 use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc;
 
 use super::command::{self, Input, Slash};
 use super::complete::{self, Cycle};
 use super::conversation::Kind;
+use super::headless::{self, Script};
 use super::input::InputLine;
 use super::model::{ChatModel, Link, Retry, SendRequest};
 use super::net::{self, NetCommand, NetEvent};
-use super::terminal::{self, Tui};
+use super::terminal;
 use super::text::format_seen;
 use super::view::{self, ViewState};
 use crate::cli::{Ctx, Failure};
@@ -34,50 +38,81 @@ const QUIT_GRACE: Duration = Duration::from_secs(1);
 /// that is not logged in fails before it starts; the connection is made
 /// from inside (a server that is down is waited for, with backoff).
 pub async fn run(ctx: &mut Ctx) -> crate::cli::Result<()> {
-    if ctx.profile.token.is_none() {
-        return Err(Failure::Local("not logged in: run `confab login USER` (or `confab signup USER`)".into()));
-    }
-    let me = ctx.profile.username.clone().unwrap_or_default();
-    let me_id = ctx.profile.user_id;
-    let mut tui = terminal::enter().map_err(|e| Failure::Local(format!("cannot use the terminal: {e}")))?;
-    let (key_tx, mut keys) = mpsc::unbounded_channel();
+    let model = logged_in(ctx)?;
+    let tui = terminal::enter().map_err(|e| Failure::Local(format!("cannot use the terminal: {e}")))?;
+    let (key_tx, keys) = mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));
     terminal::spawn_reader(key_tx, stop.clone());
-    let (net_tx, mut net_rx) = mpsc::unbounded_channel();
-    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
-    let mut ui = Ui::new(ChatModel::new(&me, me_id), cmd_tx);
-    let result = {
-        let ui_side = async move {
-            let r = tokio::select! {
-                r = ui.run(&mut tui, &mut keys, &mut net_rx) => r,
-                () = terminal::terminated() => Ok(()),
-            };
-            // The terminal comes back at once; dropping the UI closes the
-            // command channel, which tells the network side to end its
-            // session.
-            drop(tui);
-            drop(ui);
-            r
-        };
-        let network = net::run(ctx, net_tx, &mut cmd_rx);
-        tokio::pin!(ui_side, network);
-        let mut network_done = false;
-        let result = loop {
-            tokio::select! {
-                r = &mut ui_side => break r,
-                // Gave up (the link says why); the UI stays until the user
-                // quits.
-                () = &mut network, if !network_done => network_done = true,
-            }
-        };
-        if !network_done {
-            let _ = tokio::time::timeout(QUIT_GRACE, &mut network).await;
-        }
-        result
-    };
+    let result = run_ui(ctx, model, None, tui, keys).await;
     stop.store(true, Ordering::SeqCst);
     let _ = ctx.save();
     result.map_err(|e| Failure::Local(format!("terminal: {e}")))
+}
+
+/// `confab chat --headless`: the same UI, model and network side, drawn
+/// into an off-screen buffer and typed into by a script instead of a
+/// keyboard (see `headless`). Runs until killed.
+pub async fn run_headless(ctx: &mut Ctx) -> crate::cli::Result<()> {
+    let model = logged_in(ctx)?;
+    let script = Script::from_env().map_err(Failure::Local)?;
+    let Ok(screen) = Terminal::new(TestBackend::new(headless::WIDTH, headless::HEIGHT));
+    // No keyboard: the sender stays here, unused, so the UI does not take
+    // its end for the terminal going away.
+    let (_no_keys, keys) = mpsc::unbounded_channel();
+    let Ok(()) = run_ui(ctx, model, Some(script), Box::new(screen), keys).await;
+    let _ = ctx.save();
+    Ok(())
+}
+
+/// The model for the profile's user; fails when it is not logged in.
+fn logged_in(ctx: &Ctx) -> crate::cli::Result<ChatModel> {
+    if ctx.profile.token.is_none() {
+        return Err(Failure::Local("not logged in: run `confab login USER` (or `confab signup USER`)".into()));
+    }
+    Ok(ChatModel::new(&ctx.profile.username.clone().unwrap_or_default(), ctx.profile.user_id))
+}
+
+/// Runs the UI on `screen` (a terminal, or anything that holds one) beside
+/// the network side, until the user quits or a signal says stop; then gives
+/// the network side a moment to end its session.
+async fn run_ui<B: Backend, S: DerefMut<Target = Terminal<B>>>(
+    ctx: &mut Ctx,
+    model: ChatModel,
+    script: Option<Script>,
+    mut screen: S,
+    mut keys: mpsc::UnboundedReceiver<Event>,
+) -> Result<(), B::Error> {
+    let (net_tx, mut net_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let mut ui = Ui::new(model, cmd_tx);
+    ui.script = script;
+    let ui_side = async move {
+        let r = tokio::select! {
+            r = ui.run(&mut screen, &mut keys, &mut net_rx) => r,
+            () = terminal::terminated() => Ok(()),
+        };
+        // The terminal comes back at once; dropping the UI closes the
+        // command channel, which tells the network side to end its
+        // session.
+        drop(screen);
+        drop(ui);
+        r
+    };
+    let network = net::run(ctx, net_tx, &mut cmd_rx);
+    tokio::pin!(ui_side, network);
+    let mut network_done = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut ui_side => break r,
+            // Gave up (the link says why); the UI stays until the user
+            // quits.
+            () = &mut network, if !network_done => network_done = true,
+        }
+    };
+    if !network_done {
+        let _ = tokio::time::timeout(QUIT_GRACE, &mut network).await;
+    }
+    result
 }
 
 /// The UI's state besides the model.
@@ -93,6 +128,8 @@ struct Ui {
     clear: bool,
     /// Tab completion in progress.
     completing: Option<Cycle>,
+    /// What `--headless` types (never set in a terminal).
+    script: Option<Script>,
 }
 
 impl Ui {
@@ -107,24 +144,26 @@ impl Ui {
             quit_warned: false,
             clear: false,
             completing: None,
+            script: None,
         }
     }
 
-    async fn run(
+    async fn run<B: Backend>(
         &mut self,
-        tui: &mut Tui,
+        terminal: &mut Terminal<B>,
         keys: &mut mpsc::UnboundedReceiver<Event>,
         net: &mut mpsc::UnboundedReceiver<NetEvent>,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), B::Error> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.play_script();
             let now = Instant::now();
             self.model.expire(now);
             if std::mem::take(&mut self.clear) {
-                tui.terminal.clear()?;
+                terminal.clear()?;
             }
-            tui.terminal.draw(|f| view::draw(f, &self.model, &self.input, &mut self.view, now))?;
+            terminal.draw(|f| view::draw(f, &self.model, &self.input, &mut self.view, now))?;
             self.after_draw();
             if self.quit {
                 return Ok(());
@@ -145,6 +184,14 @@ impl Ui {
                 }
                 _ = tick.tick() => {}
             }
+        }
+    }
+
+    /// Headless: the keys the script would press now, pressed.
+    fn play_script(&mut self) {
+        let Some(script) = &mut self.script else { return };
+        for ev in script.keys(&self.model) {
+            self.on_terminal(ev);
         }
     }
 
@@ -434,6 +481,9 @@ impl Ui {
     }
 
     fn on_net(&mut self, ev: NetEvent) {
+        if let Some(script) = &self.script {
+            script.saw(&ev);
+        }
         let now = Instant::now();
         match ev {
             NetEvent::Link(link) => {
@@ -532,5 +582,53 @@ fn presence_line(p: &pb::Presence) -> String {
         Ok(pb::PresenceState::Away) => format!("{} is away", p.username),
         _ if p.last_seen_ms > 0 => format!("{} is offline, last seen {} UTC", p.username, format_seen(p.last_seen_ms)),
         _ => format!("{} is offline", p.username),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_client::TransportKind;
+
+    fn direct(id: u64, peer: &str, activity_ms: i64) -> pb::Conversation {
+        pb::Conversation {
+            conversation_id: id,
+            kind: pb::ConversationKind::Direct as i32,
+            peer_user_id: id + 100,
+            peer_username: peer.into(),
+            activity_ms,
+            member_count: 2,
+            ..Default::default()
+        }
+    }
+
+    fn sends(rx: &mut mpsc::UnboundedReceiver<NetCommand>) -> Vec<SendRequest> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|c| match c {
+                NetCommand::Send(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_headless_script_types_through_the_ui_like_a_user() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut ui = Ui::new(ChatModel::new("me", 1), tx);
+        ui.script = Some(Script::new(7, vec!["hello".into(), "again".into()]));
+        let conversations = vec![direct(3, "newer", 2_000), direct(7, "peer", 1_000)];
+        ui.on_net(NetEvent::Snapshot { conversations, rebuild: true });
+        ui.play_script();
+        assert_eq!(ui.model.selected(), Some(3), "offline: nothing typed yet");
+        let server = "127.0.0.1:7443".to_string();
+        ui.on_net(NetEvent::Link(Link::Connected { server, transport: TransportKind::Tcp }));
+        ui.play_script();
+        assert_eq!(ui.model.selected(), Some(7), "`/go 2` opened it");
+        ui.play_script();
+        let sent = sends(&mut rx);
+        let texts: Vec<(u64, &str)> = sent.iter().map(|s| (s.conversation_id, s.text.as_str())).collect();
+        assert_eq!(texts, [(7, "hello"), (7, "again")]);
+        assert_ne!(sent[0].client_msg_id, sent[1].client_msg_id);
+        assert!(ui.input.is_empty());
     }
 }

@@ -15,6 +15,8 @@
 //! - `text`: wrapping, truncation and UTC dates by display width.
 //! - `net`: the connection: resume, catch up, live events, reconnect.
 //! - `app`: the loop between terminal, model and network.
+//! - `headless`: `--headless`, the same loop scripted, with no terminal
+//!   (for the client conformance suite).
 //! - `terminal`: raw mode and the alternate screen, restored on exit and on
 //!   panic.
 
@@ -22,6 +24,7 @@ mod app;
 mod command;
 mod complete;
 mod conversation;
+mod headless;
 mod input;
 mod model;
 mod net;
@@ -29,5 +32,5 @@ mod terminal;
 mod text;
 mod view;
 
-pub use app::run;
+pub use app::{run, run_headless};
 pub(crate) use view::membership_text;

@@ -5,6 +5,7 @@
 //! UI the normal way (see [`terminated`]) for the same reason.
 
 use std::io::{self, Stdout, Write};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +97,20 @@ pub async fn terminated() {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+impl Deref for Tui {
+    type Target = Terminal<CrosstermBackend<Stdout>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.terminal
+    }
+}
+
+impl DerefMut for Tui {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.terminal
     }
 }
 
