@@ -262,6 +262,63 @@ pub fn pin_self(cpu: u32) -> anyhow::Result<()> {
 }
 
 /// CPU use of the generator and the server over a window, from `/proc`.
+/// `perf record` of the server over one measured window, when
+/// `CONFAB_BENCH_PERF` names a directory: window n (counted over the run)
+/// goes to DIR/n.data, so a profile holds the steady state only (no
+/// set-up, signups or warm-up). Call graphs by DWARF unwinding (release
+/// builds keep their unwind tables); `CONFAB_BENCH_PERF_ARGS` replaces the
+/// default `-F 499 --call-graph dwarf,32768`.
+pub struct Profile {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl Profile {
+    /// Starts recording `pids`, if asked to; says so on stderr.
+    pub fn start(pids: &[u32]) -> Option<Profile> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static WINDOW: AtomicUsize = AtomicUsize::new(0);
+        let dir = PathBuf::from(std::env::var_os("CONFAB_BENCH_PERF")?);
+        let n = WINDOW.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("profile: cannot create {}: {e}", dir.display());
+            return None;
+        }
+        let file = dir.join(format!("{n}.data"));
+        let args = std::env::var("CONFAB_BENCH_PERF_ARGS").unwrap_or_else(|_| "-F 499 --call-graph dwarf,32768".into());
+        let pid_list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let child = std::process::Command::new("perf")
+            .arg("record")
+            .args(args.split_whitespace())
+            .args(["-p", &pid_list, "-o"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => {
+                eprintln!("profile: window {n} of pids {pid_list} -> {}", file.display());
+                Some(Profile { child, file })
+            }
+            Err(e) => {
+                eprintln!("profile: cannot start perf: {e}");
+                None
+            }
+        }
+    }
+
+    /// Stops recording (SIGINT, so perf writes its file) and waits for it.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        match self.child.wait() {
+            // perf ends on the SIGINT it was sent, having written its file.
+            Ok(status) if status.success() || std::os::unix::process::ExitStatusExt::signal(&status) == Some(2) => {}
+            Ok(status) => eprintln!("profile: perf ended with {status} ({})", self.file.display()),
+            Err(e) => eprintln!("profile: {e}"),
+        }
+    }
+}
+
 /// The server may be several processes (a cluster: every confabd and
 /// every nats-server); its figures are their sums.
 #[derive(Debug, Clone)]

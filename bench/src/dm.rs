@@ -147,11 +147,16 @@ pub async fn measured<L: load::Link>(
 ) -> anyhow::Result<(Outcome, Reading, Vec<(u32, L)>)> {
     let mut meter = None;
     let mut reading = Reading::default();
+    let mut profile = None;
     let (outcome, links) = load::run(cast, params.warmup, params.duration, |start| {
         if start {
             meter = Some(Meter::over(pids.to_vec()));
+            profile = crate::daemon::Profile::start(pids);
         } else if let Some(m) = &meter {
             reading = m.read();
+            if let Some(p) = profile.take() {
+                p.stop();
+            }
         }
     })
     .await?;
