@@ -200,8 +200,8 @@ impl Ui {
     }
 
     /// What the frame just drawn calls for: older history when its top is
-    /// on screen, a read marker for what is shown, details of conversations
-    /// known only from a message.
+    /// on screen, a read marker for what is shown, sends whose wait after a
+    /// refusal is over, details of conversations known only from a message.
     fn after_draw(&mut self) {
         if let Some((conversation_id, before_seq)) = self.model.poll_history(self.view.at_top) {
             self.request(NetCommand::History { conversation_id, before_seq });
@@ -211,6 +211,9 @@ impl Ui {
         }
         if let Some(conversation_id) = self.model.poll_receipts(Instant::now()) {
             self.request(NetCommand::Receipts { conversation_id });
+        }
+        for req in self.model.poll_deferred(Instant::now()) {
+            self.request(NetCommand::Send(req));
         }
         while let Some(conversation_id) = self.model.poll_unknown() {
             self.request(NetCommand::GetConversation { conversation_id });
@@ -523,6 +526,13 @@ impl Ui {
                     self.model.handle_sent(&m);
                     self.model.clear_error_notice();
                 }
+                // The server could not take it now: again later, same id
+                // (spec §8.2: until `Sent` or a 3xx error).
+                Err(ClientError::Server { code, message, retry_after_ms }) if code.is_retryable() => {
+                    let error = short_error(&ClientError::Server { code, message, retry_after_ms });
+                    let wait = Duration::from_millis(retry_after_ms);
+                    self.model.handle_send_deferred(&client_msg_id, &error, wait, now);
+                }
                 Err(e) => {
                     let lost = matches!(e, ClientError::Disconnected(_) | ClientError::Connect(_));
                     self.model.handle_send_error(&client_msg_id, &short_error(&e), lost);
@@ -589,6 +599,9 @@ fn presence_line(p: &pb::Presence) -> String {
 mod tests {
     use super::*;
     use confab_client::TransportKind;
+    use confab_protocol::ErrorCode;
+
+    use crate::chat::model::PendingState;
 
     fn direct(id: u64, peer: &str, activity_ms: i64) -> pb::Conversation {
         pb::Conversation {
@@ -630,5 +643,16 @@ mod tests {
         assert_eq!(texts, [(7, "hello"), (7, "again")]);
         assert_ne!(sent[0].client_msg_id, sent[1].client_msg_id);
         assert!(ui.input.is_empty());
+
+        // A refusal for now keeps the message for another try (§8.2); a
+        // 3xx one fails it.
+        let refused = |code: ErrorCode| Err(ClientError::Server { code, message: String::new(), retry_after_ms: 1500 });
+        let (first, second) = (sent[0].client_msg_id.clone(), sent[1].client_msg_id.clone());
+        ui.on_net(NetEvent::Sent { client_msg_id: first, result: refused(ErrorCode::RATE_LIMITED) });
+        ui.on_net(NetEvent::Sent { client_msg_id: second, result: refused(ErrorCode::MESSAGE_TOO_LONG) });
+        let states: Vec<&PendingState> = ui.model.pending(7).map(|p| &p.state).collect();
+        assert!(matches!(states[..], [PendingState::Deferred { .. }, PendingState::Failed(_)]), "{states:?}");
+        ui.after_draw();
+        assert!(sends(&mut rx).is_empty(), "not before retry_after_ms");
     }
 }

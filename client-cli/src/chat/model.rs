@@ -29,6 +29,14 @@ pub enum PendingState {
     Sending,
     /// The connection is down; sent again (same client_msg_id) on reconnect.
     Waiting,
+    /// The server could not take it now (a rate limit, a busy or failing
+    /// server, spec §8.2): sent again (same client_msg_id) at `at`.
+    Deferred {
+        /// Why, for the screen.
+        error: String,
+        /// When it goes out again.
+        at: Instant,
+    },
     /// The server refused it; Ctrl-R sends it again with the same id.
     Failed(String),
 }
@@ -44,6 +52,8 @@ pub struct PendingSend {
     pub text: String,
     /// How it is going.
     pub state: PendingState,
+    /// Times the server could not take it yet (the backoff grows with it).
+    pub deferrals: u32,
 }
 
 /// What a send request needs.
@@ -126,6 +136,12 @@ pub struct Notice {
 }
 
 const NOTICE_FOR: Duration = Duration::from_secs(8);
+
+/// A send the server could not take is tried again after at least this
+/// long, doubling with each refusal up to `DEFER_MAX` (and never sooner
+/// than the server's `retry_after_ms`).
+const DEFER_START: Duration = Duration::from_millis(500);
+const DEFER_MAX: Duration = Duration::from_secs(30);
 
 /// How often the read receipts of the open group are asked for (groups get
 /// no live receipts, spec §8.10).
@@ -560,6 +576,19 @@ impl ChatModel {
         }
     }
 
+    /// The server could not take a send now (RATE_LIMITED, SERVER_BUSY,
+    /// INTERNAL, UNAVAILABLE …: any 4xx or 5xx answer; spec §8.2 keeps a
+    /// message until `Sent` or a 3xx error). It goes out again with the
+    /// same id once `retry_after` has passed and a backoff that doubles with
+    /// each refusal (see [`ChatModel::poll_deferred`]).
+    pub fn handle_send_deferred(&mut self, client_msg_id: &str, error: &str, retry_after: Duration, now: Instant) {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.client_msg_id == client_msg_id) {
+            let backoff = DEFER_START.saturating_mul(1 << p.deferrals.min(16)).min(DEFER_MAX);
+            p.deferrals = p.deferrals.saturating_add(1);
+            p.state = PendingState::Deferred { error: error.to_string(), at: now + retry_after.max(backoff) };
+        }
+    }
+
     /// The link changed. On connect, returns the sends to resend (same ids).
     pub fn set_link(&mut self, link: Link, now: Instant) -> Vec<SendRequest> {
         let connected = matches!(link, Link::Connected { .. });
@@ -666,7 +695,7 @@ impl ChatModel {
             return Err("not sent: signed out".into());
         }
         let state = if self.connected() { PendingState::Sending } else { PendingState::Waiting };
-        let p = PendingSend { client_msg_id, conversation_id: c.id, text: text.to_string(), state };
+        let p = PendingSend { client_msg_id, conversation_id: c.id, text: text.to_string(), state, deferrals: 0 };
         let request = (p.state == PendingState::Sending).then(|| SendRequest::from(&p));
         self.pending.push(p);
         Ok(request)
@@ -733,6 +762,22 @@ impl ChatModel {
         }
         c.read_requested = seq;
         Some((c.id, seq))
+    }
+
+    /// Deferred sends whose time has come, oldest first (none while
+    /// disconnected: they wait for the link, then for their time).
+    pub fn poll_deferred(&mut self, now: Instant) -> Vec<SendRequest> {
+        if !self.connected() {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        for p in &mut self.pending {
+            if matches!(p.state, PendingState::Deferred { at, .. } if at <= now) {
+                p.state = PendingState::Sending;
+                due.push(SendRequest::from(&*p));
+            }
+        }
+        due
     }
 
     /// The open group whose read receipts to ask for now: once when it is

@@ -453,6 +453,9 @@ fn item_lines(item: &Item, cols: &Columns, width: usize, me: &str) -> Vec<Line<'
                 PendingState::Waiting => {
                     (Span::styled("  …  ", dim()), Some(("waiting for the connection".to_string(), dim())))
                 }
+                PendingState::Deferred { error, .. } => {
+                    (Span::styled("  …  ", dim()), Some((format!("not sent yet: {error}; trying again"), dim())))
+                }
                 PendingState::Failed(e) => (
                     Span::styled("  ✗  ", Style::new().fg(Color::Red)),
                     Some((format!("✗ not sent: {e} (Ctrl-R retries, Ctrl-X drops)"), Style::new().fg(Color::Red))),

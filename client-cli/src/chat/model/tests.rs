@@ -343,6 +343,44 @@ fn a_refused_send_is_marked_failed_and_retried_with_the_same_id() {
 }
 
 #[test]
+fn a_rate_limited_send_goes_out_again_after_retry_after_with_the_same_id() {
+    let now = Instant::now();
+    let mut m = with_dm(1..=1, now);
+    m.send("retry me", "cid-r".into()).unwrap();
+    m.handle_send_deferred("cid-r", "RATE_LIMITED (slow down)", Duration::from_millis(1500), now);
+    assert!(matches!(m.pending(1).next().map(|p| &p.state), Some(PendingState::Deferred { .. })));
+    assert_eq!(m.unconfirmed(), 1, "its outcome is still to come: quitting warns");
+    assert_eq!(m.retry_failed(), Retry::Nothing, "not failed: Ctrl-R has nothing to do");
+    assert!(m.poll_deferred(now + Duration::from_millis(1499)).is_empty(), "no sooner than retry_after_ms");
+    let again = m.poll_deferred(now + Duration::from_millis(1500));
+    assert_eq!(again, [SendRequest { conversation_id: 1, client_msg_id: "cid-r".into(), text: "retry me".into() }]);
+    assert_eq!(m.pending(1).next().map(|p| p.state.clone()), Some(PendingState::Sending));
+    assert!(m.poll_deferred(now + Duration::from_secs(60)).is_empty(), "sent once");
+
+    // Refused again without a retry_after_ms (INTERNAL): a backoff that
+    // doubles with each refusal (the first one was 0.5 s, under 1.5 s).
+    m.handle_send_deferred("cid-r", "INTERNAL", Duration::ZERO, now);
+    assert!(m.poll_deferred(now + Duration::from_millis(999)).is_empty());
+    assert_eq!(m.poll_deferred(now + Duration::from_millis(1000)).len(), 1);
+    m.handle_send_deferred("cid-r", "INTERNAL", Duration::ZERO, now);
+    assert!(m.poll_deferred(now + Duration::from_millis(1999)).is_empty());
+    assert_eq!(m.poll_deferred(now + Duration::from_millis(2000)).len(), 1);
+
+    // Disconnected when its time comes: it waits for the link (not sent
+    // twice on reconnect), then goes.
+    m.handle_send_deferred("cid-r", "SERVER_BUSY", Duration::from_secs(1), now);
+    m.set_link(down(now), now);
+    let later = now + Duration::from_secs(10);
+    assert!(m.poll_deferred(later).is_empty());
+    assert!(m.set_link(up(), later).is_empty(), "not among the sends waiting for the connection");
+    assert_eq!(m.poll_deferred(later).len(), 1);
+    let mut stored = text(1, 2, ME, "retry me");
+    stored.client_msg_id = "cid-r".into();
+    m.handle_sent(&stored);
+    assert_eq!(m.unconfirmed(), 0);
+}
+
+#[test]
 fn sends_during_an_outage_wait_and_go_out_on_reconnect() {
     let now = Instant::now();
     let mut m = with_dm(1..=1, now);
