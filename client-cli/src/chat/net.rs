@@ -200,7 +200,7 @@ async fn connect_loop(
                 return signed_out();
             }
             Ended::Lost(reason) => (reason, jitter(backoff)),
-            Ended::GoAway(reason, after) => (reason, after.max(jitter(backoff))),
+            Ended::GoAway(reason, after) => (reason, after_goaway(after)),
         };
         if !pause(events, commands, reason, wait, attempt).await {
             return None;
@@ -228,6 +228,14 @@ fn retry_after(e: &ClientError) -> Duration {
 fn jitter(d: Duration) -> Duration {
     let ms = d.as_millis() as u64;
     Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms + 1))
+}
+
+/// How long to wait after `GoAway`: `reconnect_after_ms` plus a jitter of
+/// up to as much again, at least 0–1 s (spec §13), whatever the backoff, so
+/// that the clients of a restarting server do not all come back at once.
+fn after_goaway(after: Duration) -> Duration {
+    let spread = after.max(Duration::from_secs(1)).as_millis() as u64;
+    after + Duration::from_millis(rand::random::<u64>() % (spread + 1))
 }
 
 /// Shows "reconnecting" and waits, answering commands with "not
@@ -509,5 +517,21 @@ pub fn role_word(role: pb::MemberRole) -> &'static str {
         pb::MemberRole::Owner => "owner",
         pb::MemberRole::Admin => "admin",
         _ => "member",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_goaway_it_waits_reconnect_after_ms_plus_a_jitter() {
+        let ms = |d: Duration| d.as_millis();
+        let waits: Vec<u128> = (0..200).map(|_| ms(after_goaway(Duration::from_millis(1500)))).collect();
+        assert!(waits.iter().all(|w| (1500..=3000).contains(w)), "{waits:?}");
+        assert!(waits.iter().any(|w| *w > 1600), "jittered: {waits:?}");
+        let waits: Vec<u128> = (0..200).map(|_| ms(after_goaway(Duration::ZERO))).collect();
+        assert!(waits.iter().all(|w| *w <= 1000), "at least 0-1 s of jitter: {waits:?}");
+        assert!(waits.iter().any(|w| *w > 100), "{waits:?}");
     }
 }
