@@ -127,6 +127,75 @@ async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
         .ok_or_else(|| ClientError::Connect(format!("{server}: no address")))
 }
 
+/// A TCP connect that failed, with what to check.
+fn tcp_failed(e: &std::io::Error, addr: SocketAddr) -> ClientError {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        ClientError::Connect(format!(
+            "{addr}: connection refused: nothing listens there (is confabd running, on this port?)"
+        ))
+    } else {
+        ClientError::Connect(format!("{addr}: {e}"))
+    }
+}
+
+/// A TLS handshake that failed; a plain HTTP port answers TLS with bytes
+/// that are not TLS records.
+fn tls_failed(e: &std::io::Error, addr: SocketAddr, transport: &str) -> ClientError {
+    let text = e.to_string();
+    if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        let hint = if transport == "wss" {
+            "this port speaks plain HTTP: use --transport ws here"
+        } else {
+            "this looks like the server's HTTP port (WebSocket bridge): use --transport ws here, or the TCP+TLS port (7443 by default) for tcp"
+        };
+        ClientError::Connect(format!("{addr}: the server did not answer in TLS ({text}); {hint}"))
+    } else {
+        ClientError::Connect(format!("TLS: {text}"))
+    }
+}
+
+/// A QUIC handshake, failing fast when nothing listens: a server that is
+/// not running answers UDP with ICMP port unreachable, which QUIC cannot
+/// see, so after a moment a TCP connect to the same address asks the
+/// question QUIC cannot (confabd serves QUIC and TCP+TLS on one port by
+/// default). Refused there too, and still no QUIC answer: give up at once
+/// instead of waiting out the timeout.
+async fn quic_or_nothing(connecting: quinn::Connecting, addr: SocketAddr) -> Result<quinn::Connection, ClientError> {
+    tokio::pin!(connecting);
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(false),
+            Ok(Ok(_)) => Some(true),
+            _ => None,
+        }
+    };
+    tokio::pin!(probe);
+    let mut tcp_answers = None;
+    loop {
+        tokio::select! {
+            r = &mut connecting => {
+                return r.map_err(|e| match tcp_answers {
+                    Some(true) => ClientError::Connect(format!(
+                        "QUIC: {e}; {addr} accepts TCP, so UDP may be blocked on the way: try --transport tcp"
+                    )),
+                    _ => ClientError::Connect(format!("QUIC: {e}")),
+                });
+            }
+            found = &mut probe, if tcp_answers.is_none() => match found {
+                Some(false) => {
+                    return Err(ClientError::Connect(format!(
+                        "{addr}: no QUIC answer, and TCP to the same port was refused: nothing listens there \
+                         (is confabd running, on this port?)"
+                    )));
+                }
+                Some(true) => tcp_answers = Some(true),
+                None => tcp_answers = Some(false),
+            },
+        }
+    }
+}
+
 fn server_name(server: &str) -> Result<rustls::pki_types::ServerName<'static>, ClientError> {
     let host = match server.rsplit_once(':') {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
@@ -152,18 +221,14 @@ impl Connection {
         let mut quic = None;
         let (reader, writer, closer): (Reader, Writer, Option<Closer>) = match opts.transport {
             TransportKind::Ws => {
-                let tcp = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
+                let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| tcp_failed(&e, addr))?;
                 let _ = tcp.set_nodelay(true);
                 let pipe = crate::ws::connect(&format!("ws://{}/v1/ws", opts.server), tcp).await?;
                 let (r, w) = tokio::io::split(pipe);
                 (Box::new(r), Box::new(w), None)
             }
             TransportKind::Wss => {
-                let tcp = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
+                let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| tcp_failed(&e, addr))?;
                 let _ = tcp.set_nodelay(true);
                 // HTTPS offers ALPN http/1.1, not confab/1.
                 let mut http_tls = (*tls_config).clone();
@@ -171,20 +236,18 @@ impl Connection {
                 let stream = tokio_rustls::TlsConnector::from(Arc::new(http_tls))
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| ClientError::Connect(format!("TLS: {e}")))?;
+                    .map_err(|e| tls_failed(&e, addr, "wss"))?;
                 let pipe = crate::ws::connect(&format!("wss://{}/v1/ws", opts.server), stream).await?;
                 let (r, w) = tokio::io::split(pipe);
                 (Box::new(r), Box::new(w), None)
             }
             TransportKind::Tcp => {
-                let tcp = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
+                let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| tcp_failed(&e, addr))?;
                 let _ = tcp.set_nodelay(true);
                 let stream = tokio_rustls::TlsConnector::from(tls_config)
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| ClientError::Connect(format!("TLS: {e}")))?;
+                    .map_err(|e| tls_failed(&e, addr, "tcp"))?;
                 let (r, w) = tokio::io::split(stream);
                 (Box::new(r), Box::new(w), None)
             }
@@ -201,11 +264,8 @@ impl Connection {
                     rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
                     _ => "localhost".to_string(),
                 };
-                let conn = endpoint
-                    .connect(addr, &host)
-                    .map_err(|e| ClientError::Connect(e.to_string()))?
-                    .await
-                    .map_err(|e| ClientError::Connect(format!("QUIC: {e}")))?;
+                let connecting = endpoint.connect(addr, &host).map_err(|e| ClientError::Connect(e.to_string()))?;
+                let conn = quic_or_nothing(connecting, addr).await?;
                 let (send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
                 quic = Some(conn.clone());
                 let closer = move || close_quic(conn, endpoint);

@@ -30,9 +30,20 @@ where
     let mut request = url.into_client_request().map_err(|e| ClientError::Connect(format!("{url}: {e}")))?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
     let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME as usize));
-    let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-        .await
-        .map_err(|e| ClientError::Connect(format!("WebSocket {url}: {e}")))?;
+    let (ws, response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await.map_err(|e| {
+            let e = e.to_string();
+            if e.contains("httparse") || e.contains("HTTP version") {
+                // A TLS or QUIC port answers a plain HTTP request with a
+                // TLS alert or nothing: not HTTP at all.
+                ClientError::Connect(format!(
+                    "{url}: the server did not answer in HTTP ({e}). This port speaks TCP+TLS (or QUIC), not \
+                     WebSocket: use --transport tcp (or quic) here, or the server's HTTP port for ws"
+                ))
+            } else {
+                ClientError::Connect(format!("WebSocket {url}: {e}"))
+            }
+        })?;
     let chosen = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok());
     if chosen != Some(SUBPROTOCOL) {
         return Err(ClientError::Connect(format!("WebSocket {url}: the server did not select {SUBPROTOCOL}")));

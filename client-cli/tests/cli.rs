@@ -178,3 +178,39 @@ fn discovery_picks_the_node_to_connect_to() {
     );
     rt.block_on(server.shutdown());
 }
+
+/// Pointing the client at the wrong kind of port, or at nothing, says what
+/// to do next instead of a parser's complaint, and QUIC to a port where
+/// nothing listens fails in seconds, not after the 10 s timeout.
+#[test]
+fn the_wrong_port_or_no_server_says_what_to_do() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = rt.block_on(Server::start(config(dir.path()))).unwrap();
+    let profile = dir.path().join("p");
+    let run = |server_addr: String, transport: &str| {
+        let cli = Cli { server: server_addr, cert: server.cert_path() };
+        let started = Instant::now();
+        let out = cli.run(
+            &profile,
+            &["--transport", transport, "signup", "wanda", "--password-stdin"],
+            Some("wanda-password\n"),
+        );
+        assert!(!out.status.success());
+        (String::from_utf8_lossy(&out.stderr).into_owned(), started.elapsed())
+    };
+    // WebSocket to the TCP+TLS port.
+    let (said, _) = run(server.tcp_addr().unwrap().to_string(), "ws");
+    assert!(said.contains("This port speaks TCP+TLS") && said.contains("--transport tcp"), "{said}");
+    // TCP+TLS to the HTTP port.
+    let (said, _) = run(server.http_addr().unwrap().to_string(), "tcp");
+    assert!(said.contains("did not answer in TLS") && said.contains("--transport ws"), "{said}");
+    // Nothing at all: a port just freed.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (said, _) = run(free.clone(), "tcp");
+    assert!(said.contains("nothing listens there"), "{said}");
+    let (said, took) = run(free, "quic");
+    assert!(said.contains("nothing listens there"), "{said}");
+    assert!(took < Duration::from_secs(6), "QUIC to nothing took {took:?}");
+    rt.block_on(server.shutdown());
+}
