@@ -302,22 +302,35 @@ fn pending_or(done: bool, why: impl FnOnce() -> String) -> Option<Fallible<()>> 
 }
 
 fn grade_handshake(log: &Log, done: bool) -> Option<Fallible<()>> {
-    let mut fs = frames(log).filter(|(r, _)| r.conn == 1);
-    let Some((_, first)) = fs.next() else { return pending_or(done, || "the client sent nothing".into()) };
-    match &first.body {
-        Some(Body::Hello(h)) => {
-            check!(first.request_id != 0, "the Hello has request_id 0 (§4.5)");
-            check!(h.versions.contains(&1), "the Hello offers versions {:?}, not 1", h.versions);
+    // Every connection starts with a Hello (a driver may use several: a
+    // login, then the client).
+    for c in connections(log) {
+        let Some((_, first)) = frames(log).find(|(r, _)| r.conn == c.conn) else { continue };
+        match &first.body {
+            Some(Body::Hello(h)) => {
+                check!(first.request_id != 0, "connection {}: the Hello has request_id 0 (§4.5)", c.conn);
+                check!(
+                    h.versions.contains(&1),
+                    "connection {}: the Hello offers versions {:?}, not 1",
+                    c.conn,
+                    h.versions
+                );
+            }
+            other => {
+                return Some(Err(format!("connection {}: the first frame is {other:?}, not Hello (§4.1)", c.conn)));
+            }
         }
-        other => return Some(Err(format!("the first frame is {other:?}, not Hello (§4.1)"))),
     }
-    let Some((_, second)) = fs.next() else { return pending_or(done, || "nothing after the Hello".into()) };
-    match &second.body {
-        Some(Body::Login(l)) => check!(l.username == USERNAME, "logged in as {:?}", l.username),
-        Some(Body::Resume(_)) => return Some(Err("resumed with a token this server never issued".into())),
-        other => return Some(Err(format!("after Welcome came {other:?}, not a login"))),
+    // The first authentication is a login (there is no token yet).
+    let auth = frames(log).find(|(_, f)| matches!(&f.body, Some(Body::Login(_) | Body::Resume(_) | Body::Signup(_))));
+    match auth.map(|(_, f)| &f.body) {
+        None => return pending_or(done, || "the client never logged in".into()),
+        Some(Some(Body::Login(l))) => check!(l.username == USERNAME, "logged in as {:?}", l.username),
+        Some(other) => return Some(Err(format!("the first authentication is {other:?}, not a login"))),
     }
-    let synced = frames(log).any(|(_, f)| matches!(&f.body, Some(Body::Sync(s)) if s.after == 0));
+    // Catch-up from the start (§8.4), or from AuthOk.inbox_head after
+    // building the view from the conversation list (§8.7, a new device).
+    let synced = frames(log).any(|(_, f)| matches!(&f.body, Some(Body::Sync(s)) if s.after == 0 || s.after == WAITING));
     let acked = frames(log).any(|(_, f)| matches!(&f.body, Some(Body::AckCursor(a)) if a.inbox_seq == WAITING));
     if synced && acked {
         return Some(Ok(()));
@@ -326,7 +339,9 @@ fn grade_handshake(log: &Log, done: bool) -> Option<Fallible<()>> {
         if synced {
             format!("synced but never acked inbox_seq {WAITING} (§8.6)")
         } else {
-            "never sent SyncRequest{after: 0} after the login (§8.4)".into()
+            format!(
+                "never sent SyncRequest{{after: 0}} (or after: {WAITING}, the inbox_head) after the login (§8.4, §8.7)"
+            )
         }
     })
 }
@@ -462,8 +477,13 @@ fn grade_goaway(log: &Log, done: bool) -> Option<Fallible<()>> {
 
 fn grade_retry_after(log: &Log, done: bool) -> Option<Fallible<()>> {
     let s = sends(log);
-    let Some((first, f, _)) = s.first() else { return pending_or(done, || "the client sent nothing".into()) };
+    let Some((first, f, id)) = s.first() else { return pending_or(done, || "the client sent nothing".into()) };
     check!(f.text == "retry me", "sent {:?}", f.text);
+    // The wait runs from the refusal.
+    let refused_at = log
+        .iter()
+        .find(|r| r.conn == first.conn && matches!(r.what, What::Answered(a) if a == *id))
+        .map_or(first.at, |r| r.at);
     match s.get(1) {
         Some((r, again, _)) => {
             check!(
@@ -473,8 +493,12 @@ fn grade_retry_after(log: &Log, done: bool) -> Option<Fallible<()>> {
                 f.client_msg_id
             );
             check!(again.text == f.text, "the retry has another text");
-            let after = r.at - first.at;
-            check!(after >= Duration::from_millis(1500), "retried {} ms after retry_after_ms 1500", after.as_millis());
+            let after = r.at.saturating_sub(refused_at);
+            check!(
+                after >= Duration::from_millis(1500),
+                "retried {} ms after RATE_LIMITED with retry_after_ms 1500",
+                after.as_millis()
+            );
             Some(Ok(()))
         }
         None => pending_or(done, || "the refused send was never retried".into()),

@@ -140,7 +140,11 @@ fn welcome_sets_the_limits_and_the_heartbeat() {
     let limits = cl.c.limits();
     assert_eq!((limits.max_frame_bytes, limits.max_in_flight), (1024, 8));
     assert_eq!(limits.max_message_chars, 100_000, "absent fields fall back to the defaults");
-    assert_eq!(cl.c.poll_timeout(), Some(cl.t0 + Duration::from_secs(5)), "the next ping is due after 5 s");
+    assert_eq!(
+        cl.c.poll_timeout(),
+        Some(cl.t0 + Duration::from_millis(2500)),
+        "the next ping is due after half of 5 s"
+    );
     // The advertised max_frame_bytes now applies to what the server sends.
     let now = cl.now();
     cl.c.handle_input(&mut BytesMut::from(&[0x81, 0x08][..]), now); // length 1025
@@ -152,7 +156,8 @@ fn a_heartbeat_of_zero_means_the_default() {
     // PROTOCOL.md §4.2: "a client that reads 0 uses 20,000".
     let mut cl = Client::new();
     cl.welcome(pb::Welcome { heartbeat_interval_ms: 0, ..welcome() });
-    assert_eq!(cl.c.poll_timeout(), Some(cl.t0 + Duration::from_secs(20)));
+    // Next ping after half of it (§4.6).
+    assert_eq!(cl.c.poll_timeout(), Some(cl.t0 + Duration::from_secs(10)));
 }
 
 #[test]
@@ -274,41 +279,60 @@ fn typing_is_sent_with_request_id_zero_and_is_not_a_request() {
 }
 
 #[test]
-fn a_quiet_client_pings_once_per_interval() {
+fn a_quiet_client_pings_every_half_interval() {
+    // §4.6: "A client that has sent nothing for half an interval sends a
+    // PingRequest", so the server hears something well within each one.
     let mut cl = Client::new();
     cl.welcome(welcome());
-    cl.advance(19_999);
+    cl.advance(9_999);
     cl.timeout();
-    assert!(cl.sent().is_empty(), "no ping before the interval");
+    assert!(cl.sent().is_empty(), "no ping before half the interval");
     cl.advance(1);
     cl.timeout();
     let sent = cl.sent();
     let ids = pings(&sent);
     assert_eq!(ids.len(), 1, "{sent:?}");
     cl.timeout();
-    assert!(cl.sent().is_empty(), "one ping per quiet interval");
+    assert!(cl.sent().is_empty(), "one ping per quiet half interval");
     // The Pong is the machine's business, not the application's.
     cl.receive(ids[0], Reply::Pong(pb::Pong { nonce: 0, server_time_ms: 0 }));
     assert!(cl.events().is_empty());
     assert_eq!(cl.c.in_flight(), 0);
+    cl.advance(10_000);
+    cl.timeout();
+    assert_eq!(pings(&cl.sent()).len(), 1, "the next half interval");
 }
 
 #[test]
 fn sending_anything_postpones_the_ping() {
     let mut cl = Client::new();
     cl.welcome(welcome());
-    cl.advance(15_000);
+    cl.advance(9_000);
+    cl.receive(0, Reply::Presence(pb::Presence { user_id: 2, ..Default::default() }));
+    cl.events();
     cl.request(list());
     cl.sent();
-    cl.advance(10_000);
-    cl.timeout();
-    assert!(pings(&cl.sent()).is_empty(), "a request went out 10 s ago");
     cl.advance(9_999);
     cl.timeout();
-    assert!(pings(&cl.sent()).is_empty(), "a request went out 19.999 s ago");
+    assert!(pings(&cl.sent()).is_empty(), "a request went out and an event came 9.999 s ago");
     cl.advance(1);
     cl.timeout();
-    assert_eq!(pings(&cl.sent()).len(), 1, "quiet for 20 s since the request");
+    assert_eq!(pings(&cl.sent()).len(), 1, "quiet both ways for half the interval");
+}
+
+#[test]
+fn a_client_that_only_sends_still_pings_when_it_hears_nothing() {
+    // §4.6: its own frames say nothing about the way back.
+    let mut cl = Client::new();
+    cl.welcome(welcome());
+    let mut pinged = 0;
+    for _ in 0..12 {
+        cl.advance(1000);
+        cl.c.send_typing(7, cl.now()).unwrap();
+        cl.timeout();
+        pinged += pings(&cl.sent()).len();
+    }
+    assert_eq!(pinged, 1, "one ping for the silence, not one per timeout");
 }
 
 #[test]
@@ -321,7 +345,9 @@ fn a_silent_server_is_declared_dead_after_two_and_a_half_intervals() {
         cl.timeout();
         pinged += pings(&cl.sent()).len();
     }
-    assert_eq!(pinged, 2, "pings at 20 s and 40 s");
+    // Every 10 s of quiet: the first for the silence both ways, the others
+    // because nothing was sent for half an interval.
+    assert_eq!(pinged, 4, "pings at 10, 20, 30 and 40 s");
     assert!(cl.events().is_empty(), "alive at 49 s");
     assert_eq!(cl.c.poll_timeout(), Some(cl.t0 + Duration::from_secs(50)));
     cl.advance(1000);

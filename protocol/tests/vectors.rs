@@ -99,17 +99,39 @@ fn the_vector_set_is_complete_and_tidy() {
         assert!(vectors.iter().filter(|v| v.kind == kind).count() >= 10, "too few {kind} vectors");
     }
     for v in &vectors {
-        assert!(["client", "server", "invalid"].contains(&v.kind.as_str()), "{}: unknown folder", v.path.display());
+        assert!(
+            ["client", "server", "invalid", "websocket"].contains(&v.kind.as_str()),
+            "{}: unknown folder",
+            v.path.display()
+        );
         assert!(
             v.str("description").len() >= 10,
             "{}: every vector needs a description that says what it shows",
             v.path.display()
         );
     }
-    // Nothing but the README and the three folders of vectors.
+    // Nothing but the README and the four folders of vectors.
     for entry in fs::read_dir(vectors_dir()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(["README.md", "client", "server", "invalid"].contains(&name.as_str()), "stray entry {name}");
+        assert!(
+            ["README.md", "client", "server", "invalid", "websocket"].contains(&name.as_str()),
+            "stray entry {name}"
+        );
+    }
+    // The WebSocket vectors (replayed live by confab-conformance): each
+    // names a message, what the server needs first, and its answer.
+    let ws: Vec<_> = vectors.iter().filter(|v| v.kind == "websocket").collect();
+    assert!(ws.len() >= 2, "too few websocket vectors");
+    for v in ws {
+        let name = v.path.display();
+        assert!(["text", "binary"].contains(&v.doc["message"]["type"].as_str().unwrap_or("")), "{name}: message.type");
+        assert!(
+            ["fresh-session", "handshake", "authenticated"].contains(&v.doc["needs"].as_str().unwrap_or("")),
+            "{name}: needs"
+        );
+        let code = u32::try_from(v.doc["expect"]["code"].as_u64().unwrap()).unwrap();
+        assert_eq!(ErrorCode(code).name(), v.doc["expect"]["name"].as_str(), "{name}: code and name agree");
+        assert!(v.doc["expect"]["close_status"].as_u64().is_some(), "{name}: close_status");
     }
 }
 

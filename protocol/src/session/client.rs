@@ -82,6 +82,8 @@ pub struct ClientSession {
     heartbeat: Duration,
     last_sent: Instant,
     last_heard: Instant,
+    /// When the last ping went out.
+    last_ping: Option<Instant>,
     closed: bool,
     /// `typing-datagram` was negotiated: typing notices go out as
     /// datagrams (QUIC, spec §2.1).
@@ -104,6 +106,7 @@ impl ClientSession {
             heartbeat: Duration::from_millis(u64::from(DEFAULT_HEARTBEAT_INTERVAL_MS)),
             last_sent: now,
             last_heard: now,
+            last_ping: None,
             closed: false,
             datagrams: false,
             datagrams_out: VecDeque::new(),
@@ -299,13 +302,24 @@ impl ClientSession {
         if self.closed {
             return None;
         }
-        let ping_at = self.last_sent + self.heartbeat;
-        let dead_at = self.last_heard + self.heartbeat.mul_f64(HEARTBEAT_GRACE_FACTOR);
-        Some(ping_at.min(dead_at))
+        let half = self.heartbeat / 2;
+        let mut at = (self.last_sent + half).min(self.last_heard + self.heartbeat.mul_f64(HEARTBEAT_GRACE_FACTOR));
+        if !self.ping_since_heard() {
+            at = at.min(self.last_heard + half);
+        }
+        Some(at)
     }
 
-    /// Sends a ping if the session has been quiet for a heartbeat interval;
-    /// closes it if the server has been silent for 2.5 intervals.
+    /// Whether a ping went out after the last thing heard (its answer is
+    /// awaited: no second one for the silence that caused it).
+    fn ping_since_heard(&self) -> bool {
+        self.last_ping.is_some_and(|p| p >= self.last_heard)
+    }
+
+    /// Sends a ping when nothing was sent for half an interval, or nothing
+    /// heard for half an interval and no ping is out for it yet (§4.6: its
+    /// own frames say nothing about the way back); closes the session if
+    /// the server has been silent for 2.5 intervals.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.closed {
             return;
@@ -313,9 +327,13 @@ impl ClientSession {
         if now >= self.last_heard + self.heartbeat.mul_f64(HEARTBEAT_GRACE_FACTOR) {
             return self.close(ErrorCode::HEARTBEAT_TIMEOUT, "nothing heard from the server".into());
         }
-        if now >= self.last_sent + self.heartbeat {
+        let half = self.heartbeat / 2;
+        let quiet_out = now >= self.last_sent + half;
+        let quiet_in = now >= self.last_heard + half && !self.ping_since_heard();
+        if quiet_out || quiet_in {
             let id = self.queue(Body::Ping(pb::PingRequest { nonce: 0 }), now);
             self.pings.insert(id);
+            self.last_ping = Some(now);
         }
     }
 }
