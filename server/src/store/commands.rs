@@ -154,6 +154,26 @@ impl Tx<'_> {
         }
         Ok(((), Deliveries::default()))
     }
+
+    /// Disables or enables an account (the operator's abuse control):
+    /// only the flag changes, never its devices, conversations or
+    /// messages. Returns whether it changed (disabling a disabled account
+    /// keeps its first `disabled_at_ms`).
+    pub fn set_disabled(&mut self, user_id: u64, disabled: bool, now_ms: i64) -> Result<bool> {
+        let key = keys::user(UserId(user_id));
+        let Some(mut user) = self.get_record::<UserRecord>(Ks::Users, &key)? else {
+            return refuse(Refusal::UserNotFound(String::new()));
+        };
+        if user.disabled == disabled {
+            return Ok((false, Deliveries::default()));
+        }
+        user.disabled = disabled;
+        if disabled {
+            user.disabled_at_ms = now_ms;
+        }
+        self.put_record(Ks::Users, &key, &user);
+        Ok((true, Deliveries::default()))
+    }
 }
 
 // ----- conversations and messages ---------------------------------------------

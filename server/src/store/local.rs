@@ -14,9 +14,9 @@ use super::tokens;
 use super::tx::Tx;
 use super::writer::{Deliveries, Log, WriterSettings};
 use super::{
-    Accounts, Blocked, CommandError, CommitHook, Conversations, Created, Db, Device, DueJob, HistoryRange, Messages,
-    NewAccount, Op, Privacy, PushOutbox, PushPlan, PushSettle, PushTarget, PushTiming, Reach, Refusal, Resumed, Scope,
-    SendOutcome, Store, StoreError, User, UserRef, Writer,
+    Accounts, Blocked, CommandError, CommitHook, Conversations, Copied, CopyError, Created, Db, Device, DueJob,
+    ExportItem, HistoryRange, Messages, NewAccount, Op, Privacy, PushOutbox, PushPlan, PushSettle, PushTarget,
+    PushTiming, Reach, Refusal, Resumed, Scope, SendOutcome, Store, StoreError, User, UserRef, Writer,
 };
 use crate::delivery::Delivery;
 
@@ -157,6 +157,49 @@ impl LocalStore {
     /// The database (tests and tools read it directly).
     pub fn db(&self) -> &Arc<Db> {
         &self.db
+    }
+
+    /// Accounts in username order, those starting with `prefix`, after
+    /// `after`, at most `limit`, each with its number of devices; and
+    /// whether more follow (the operator's list).
+    pub fn users_page(&self, prefix: String, after: String, limit: usize) -> Op<(Vec<(User, usize)>, bool)> {
+        self.read(move |db| db.users_page(&prefix, &after, limit))
+    }
+
+    /// Disables or enables an account; whether that changed it. Ending
+    /// its sessions is the caller's.
+    pub fn set_disabled(&self, user_id: u64, disabled: bool, now_ms: i64) -> Op<bool> {
+        self.write(move |tx| tx.set_disabled(user_id, disabled, now_ms))
+    }
+
+    /// Everything the store holds about a user, from one snapshot, as a
+    /// stream of items read on a blocking thread as fast as the receiver
+    /// takes them (a bounded queue: the read is at most 64 items ahead).
+    /// Dropping the receiver stops the read.
+    pub fn export(&self, user_id: u64) -> tokio::sync::mpsc::Receiver<Result<ExportItem, StoreError>> {
+        let (items, receiver) = tokio::sync::mpsc::channel(64);
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let mut emit = |item| items.blocking_send(Ok(item)).is_ok();
+            if let Err(e) = db.export_user(user_id, &mut emit) {
+                let _ = items.blocking_send(Err(e));
+            }
+        });
+        receiver
+    }
+
+    /// Copies the whole store as of now into a new database in `dir` (see
+    /// [`Db::copy_to`]) on a blocking thread, while the writer goes on.
+    pub async fn backup(
+        &self,
+        dir: std::path::PathBuf,
+        cancelled: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Result<Copied, CopyError> {
+        let db = Arc::clone(&self.db);
+        match tokio::task::spawn_blocking(move || db.copy_to(&dir, &*cancelled)).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Corrupt { keyspace: "-", detail: format!("backup task failed: {e}") }.into()),
+        }
     }
 
     /// Queues a writer command now; its outcome when awaited.
@@ -471,6 +514,10 @@ impl Privacy for LocalStore {
 }
 
 impl Store for LocalStore {
+    fn single_node(&self) -> Option<&LocalStore> {
+        Some(self)
+    }
+
     fn check(&self) -> Op<()> {
         self.read(|db| db.inbox_head(0).map(|_| ()))
     }

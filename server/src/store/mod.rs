@@ -18,6 +18,8 @@
 //!   commands, each doing every check before its first write.
 //! - `error`: [`StoreError`], [`Refusal`], [`CommandError`].
 //! - `local`: [`LocalStore`], the seam over all of the above.
+//! - `export`, `backup`: the operator's whole-store reads on one node (a
+//!   user's data, an online copy), each from one fjall snapshot.
 //!
 //! Reads are blocking calls on committed data, run off the async workers.
 //! Every write goes through the single writer thread, which applies
@@ -32,10 +34,12 @@
 //! the same batch as the message that causes them, so they are exactly as
 //! durable as the message.
 
+mod backup;
 mod commands;
 mod db;
 mod effects;
 mod error;
+mod export;
 mod groups;
 mod keys;
 mod local;
@@ -56,10 +60,12 @@ use std::pin::Pin;
 use confab_protocol::pb;
 use fjall::PersistMode;
 
+pub use backup::{Copied, CopyError};
 pub use commands::{SendOutcome, UserRef};
 pub use db::{Db, FORMAT_VERSION};
 use db::{Ks, decode};
 pub use error::{CommandError, Refusal, StoreError};
+pub use export::{ExportItem, ExportedConversation};
 pub use local::{LocalStore, StoreSettings};
 pub use partition::Partitioning;
 pub use privacy::Reach;
@@ -167,7 +173,7 @@ pub trait Accounts: Send + Sync + 'static {
     /// A new device for a user (a login), and its new token.
     fn create_device(&self, user_id: u64, device_name: String, now_ms: i64) -> Op<(Device, String)>;
     /// The device of `token`, its user and inbox head; `None` for an
-    /// unknown or revoked token.
+    /// unknown or revoked token, and for a disabled account's.
     fn resume(&self, token: String) -> Op<Option<Resumed>>;
     /// A user's devices with ids above `after`, at most `limit`, in id
     /// (creation) order; and whether more follow.
@@ -289,6 +295,14 @@ pub trait Store: Accounts + Conversations + Messages + PushOutbox + Privacy {
     /// Syncs everything to disk and stops taking writes (shutdown); what
     /// was queued before is written first.
     fn close(&self) -> Op<()>;
+
+    /// The store of one machine behind this seam, for the operator's
+    /// commands that need all of it (listing accounts, disabling one,
+    /// exporting a user, an online backup); `None` in cluster mode, where
+    /// no node holds every partition.
+    fn single_node(&self) -> Option<&LocalStore> {
+        None
+    }
 }
 
 /// The storage records (values), the cluster log's records and its RPC

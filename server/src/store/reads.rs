@@ -4,6 +4,7 @@ use confab_protocol::pb;
 use prost::Message as _;
 
 use super::keys::{ConversationId, DeviceId, InboxSeq, Seq, UserId};
+use super::privacy::Lookup;
 use super::records::{
     ConversationRecord, DeviceRecord, InboxRecord, MemberRecord, UserConversationRecord, UserRecord, inbox_record,
 };
@@ -80,6 +81,45 @@ impl Db {
                 }
                 out.push(device);
             }
+        }
+        Ok((out, false))
+    }
+
+    /// Accounts in username order (the operator's list): those whose
+    /// username starts with `prefix`, after `after` (exclusive; "" from the
+    /// first), at most `limit`, each with its number of devices; and
+    /// whether more follow.
+    pub fn users_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<(UserRecord, usize)>, bool), StoreError> {
+        use std::ops::Bound;
+        let start = if after.as_bytes() >= prefix.as_bytes() {
+            Bound::Excluded(after.as_bytes().to_vec())
+        } else {
+            Bound::Included(prefix.as_bytes().to_vec())
+        };
+        let devices = self.ks(Ks::UserDevices)?;
+        let mut out = Vec::new();
+        for kv in self.ks(Ks::Usernames)?.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (name, id) = kv.into_inner()?;
+            if !name.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let id = keys::read_u64(&id, 0)
+                .ok_or(StoreError::Corrupt { keyspace: keys::USERNAMES, detail: "short id".into() })?;
+            let Some(user) = self.user(id)? else { continue };
+            let mut count = 0;
+            for d in devices.prefix(keys::of_user(UserId(id))) {
+                d.key()?;
+                count += 1;
+            }
+            out.push((user, count));
         }
         Ok((out, false))
     }
@@ -327,10 +367,11 @@ impl Db {
     }
 
     /// What a token (by its SHA-256) resumes: its device, the device's
-    /// user, and the user's inbox head.
+    /// user, and the user's inbox head. Nothing for a disabled account's
+    /// devices (their tokens work again once it is enabled).
     pub fn resume(&self, token_hash: &[u8]) -> Result<Option<(UserRecord, DeviceRecord, u64)>, StoreError> {
         let Some(device) = self.device_by_token_hash(token_hash)? else { return Ok(None) };
-        let Some(user) = self.user(device.user_id)? else { return Ok(None) };
+        let Some(user) = self.user(device.user_id)?.filter(|u| !u.disabled) else { return Ok(None) };
         let head = self.inbox_head(user.user_id)?;
         Ok(Some((user, device, head)))
     }
@@ -389,29 +430,43 @@ impl Db {
         range: super::HistoryRange,
         max_bytes: usize,
     ) -> Result<Option<(Vec<pb::Message>, bool)>, StoreError> {
-        let visible_to = if self.current_member(user, conversation)?.is_some() {
-            u64::MAX
-        } else if let Some(v) =
-            self.ks(Ks::FormerMembers)?.get(keys::former_member(ConversationId(conversation), UserId(user)))?
-        {
-            keys::read_u64(&v, 0)
-                .ok_or(StoreError::Corrupt { keyspace: keys::FORMER_MEMBERS, detail: "not 8 bytes".into() })?
-        } else if self.same_partition(user, conversation)
-            && let Some(m) = self.membership(user, conversation)?
-            && m.left_seq != 0
-        {
-            // Left before former members were recorded.
-            m.left_seq
-        } else {
-            return Ok(None);
-        };
+        let Some(visible_to) = visible_to(self, self.partitioning, user, conversation)? else { return Ok(None) };
         let (before, after, oldest_first, limit) = (range.before_seq, range.after_seq, range.oldest_first, range.limit);
         self.history(conversation, before, after, oldest_first, limit, visible_to, max_bytes).map(Some)
     }
 }
 
-/// Cuts a list to `limit` items and `max_bytes` of encoded size (always
-/// keeping at least one); says whether anything was cut.
+/// How far `user` may read a conversation's history (PROTOCOL.md §7.1):
+/// everything (`u64::MAX`) while a member, up to the seq at which they
+/// left after leaving; `None` when they never were one. Read in the
+/// conversation's partition (committed data, or a snapshot of it).
+pub(crate) fn visible_to(
+    r: &impl Lookup,
+    partitioning: super::Partitioning,
+    user: u64,
+    conversation: u64,
+) -> Result<Option<u64>, StoreError> {
+    let (c, u) = (ConversationId(conversation), UserId(user));
+    if r.lookup(Ks::Members, &keys::member(c, u))?.is_some() {
+        return Ok(Some(u64::MAX));
+    }
+    if let Some(v) = r.lookup(Ks::FormerMembers, &keys::former_member(c, u))? {
+        return keys::read_u64(&v, 0)
+            .map(Some)
+            .ok_or(StoreError::Corrupt { keyspace: keys::FORMER_MEMBERS, detail: "not 8 bytes".into() });
+    }
+    if partitioning.of_id(user) == partitioning.of_id(conversation)
+        && let Some(v) = r.lookup(Ks::UserConversations, &keys::user_conversation(u, c))?
+    {
+        // Left before former members were recorded.
+        let m: UserConversationRecord = decode(Ks::UserConversations, &v)?;
+        if m.left_seq != 0 {
+            return Ok(Some(m.left_seq));
+        }
+    }
+    Ok(None)
+}
+
 /// A user's view of a conversation: the partition's summary with their
 /// read marker.
 pub fn with_read_seq(mut view: pb::Conversation, read_seq: u64) -> pb::Conversation {
@@ -436,6 +491,8 @@ pub fn conversation_page(
     cut_page(all, limit, max_bytes)
 }
 
+/// Cuts a list to `limit` items and `max_bytes` of encoded size (always
+/// keeping at least one); says whether anything was cut.
 fn cut_page<M: prost::Message>(mut items: Vec<M>, limit: usize, max_bytes: usize) -> (Vec<M>, bool) {
     let mut bytes = PAGE_OVERHEAD;
     let mut keep = 0;
