@@ -77,9 +77,13 @@ pub(super) fn login(core: &Arc<Core>, peer: SocketAddr, r: pb::LoginRequest) -> 
                 return Err(shed(&core, why));
             }
         };
-        let Some(user) = user.filter(|_| ok) else {
+        // A disabled account gets exactly what a wrong password gets (the
+        // same answer after the same work, a failure counted), so nobody
+        // learns from a login that it exists and is disabled.
+        let disabled = ok && user.as_ref().is_some_and(|u| u.disabled);
+        let Some(user) = user.filter(|_| ok && !disabled) else {
             core.metrics.auth_failures.fetch_add(1, Relaxed);
-            tracing::info!(username = %r.username, %peer, "failed login");
+            tracing::info!(username = %r.username, %peer, disabled, "failed login");
             return Err(ApiError::invalid_credentials());
         };
         logins.succeeded(&r.username, peer.ip(), Instant::now());
