@@ -208,8 +208,12 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Cmd {
-    /// Act on an account of the running server, through its admin socket
-    /// (DATA_DIR/admin.sock, reachable only by the data dir's owner).
+    /// Act on the running server's accounts and data, through its admin socket.
+    ///
+    /// The socket is DATA_DIR/admin.sock, reachable only by the data dir's
+    /// owner: give the server's --data-dir (or --config). In cluster mode,
+    /// users, disable, enable, export and backup refuse and say what to do
+    /// instead.
     #[command(subcommand)]
     Admin(AdminCmd),
 }
@@ -235,6 +239,66 @@ enum AdminCmd {
     RevokeDevices {
         /// The username.
         username: String,
+    },
+    /// List accounts, a page at a time (JSON lines, or --table).
+    ///
+    /// In username order: username, user id, created, last seen, devices,
+    /// disabled. One JSON object per line, or a table with --table. When
+    /// more follow, the --after for the next page is said on stderr.
+    Users {
+        /// Only usernames that start with this.
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u64,
+        /// Start after this username (the last of the previous page).
+        #[arg(long, value_name = "NAME")]
+        after: Option<String>,
+        /// A table for people instead of JSON lines.
+        #[arg(long)]
+        table: bool,
+    },
+    /// Disable an account: no login or resume, its sessions end now.
+    ///
+    /// An abuse control. The account cannot log in (answered exactly as a
+    /// wrong password is) or resume, and every live session of it ends now
+    /// with DEVICE_REVOKED. Its devices, conversations and messages stay;
+    /// `enable` undoes it. Stored: it survives restarts.
+    Disable {
+        /// The username.
+        username: String,
+    },
+    /// Enable a disabled account: it logs in again.
+    Enable {
+        /// The username.
+        username: String,
+    },
+    /// Everything the server holds about one user, as JSON lines.
+    ///
+    /// The account, devices, block list, privacy settings and push
+    /// registrations, every conversation with its members and the user's
+    /// read marker, and every message the user can see, read from one
+    /// snapshot. No password or token hash, no push keys or secrets. The
+    /// last line is of type "end"; the export streams, whatever the
+    /// history's size.
+    Export {
+        /// The username.
+        username: String,
+        /// Write to this new file (mode 0600) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Back the running server up into DIR, which is a data dir.
+    ///
+    /// The store as of one instant and the keys beside it (certificate,
+    /// VAPID key, QUIC reset key), taken while the server serves. DIR must
+    /// be new or empty. To restore, start confabd with --data-dir on a copy
+    /// of DIR (offline: nothing else to run).
+    Backup {
+        /// Where the backup goes (created; outside the data dir).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -420,48 +484,44 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 #[cfg(unix)]
 #[allow(clippy::print_stdout)]
 fn admin(data_dir: &std::path::Path, op: AdminCmd) -> anyhow::Result<()> {
-    use std::io::{BufRead, BufReader, Write};
-    let (request, generated) = match &op {
-        AdminCmd::User { username } => (serde_json::json!({"op": "user", "username": username}), None),
-        AdminCmd::RevokeDevices { username } => {
-            (serde_json::json!({"op": "revoke-devices", "username": username}), None)
-        }
+    use confab_server::admin::client::AdminClient;
+    use serde_json::{Value, json};
+    use std::io::BufRead;
+    use std::time::Duration;
+    let mut generated = None;
+    let request = match &op {
+        AdminCmd::User { username } => json!({"op": "user", "username": username}),
+        AdminCmd::RevokeDevices { username } => json!({"op": "revoke-devices", "username": username}),
         AdminCmd::ResetPassword { username, password_stdin } => {
-            let (password, generated) = if *password_stdin {
+            let password = if *password_stdin {
                 let mut line = String::new();
                 std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
-                (line.trim_end_matches(['\r', '\n']).to_string(), None)
+                line.trim_end_matches(['\r', '\n']).to_string()
             } else {
-                let p = generate_password();
-                (p.clone(), Some(p))
+                generated.insert(generate_password()).clone()
             };
-            (serde_json::json!({"op": "reset-password", "username": username, "password": password}), generated)
+            json!({"op": "reset-password", "username": username, "password": password})
+        }
+        AdminCmd::Users { prefix, limit, after, .. } => {
+            json!({"op": "users", "prefix": prefix, "limit": limit, "after": after})
+        }
+        AdminCmd::Disable { username } => json!({"op": "disable", "username": username}),
+        AdminCmd::Enable { username } => json!({"op": "enable", "username": username}),
+        AdminCmd::Export { username, .. } => json!({"op": "export", "username": username}),
+        AdminCmd::Backup { dir } => {
+            let dir = std::path::absolute(dir).with_context(|| format!("{}", dir.display()))?;
+            json!({"op": "backup", "dir": dir})
         }
     };
-    let path = confab_server::admin::socket_path(data_dir);
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
-            "no confabd is running on {} (nothing answers at {}); start it first",
-            data_dir.display(),
-            path.display()
-        ),
-        std::io::ErrorKind::PermissionDenied => {
-            anyhow::anyhow!("{} is not yours: run as the user that runs confabd", path.display())
-        }
-        _ => anyhow::anyhow!("connecting to {}: {e}", path.display()),
-    })?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    let mut line = request.to_string();
-    line.push('\n');
-    stream.write_all(line.as_bytes()).context("sending the request")?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).context("reading the answer")?;
-    let answer: serde_json::Value = serde_json::from_str(&answer).context("the server's answer is not JSON")?;
-    if answer.get("ok") != Some(&serde_json::Value::Bool(true)) {
-        let why = answer.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
-        anyhow::bail!("{why}");
-    }
-    let revoked = answer.get("revoked_devices").and_then(|r| r.as_u64()).unwrap_or(0);
+    // A backup answers once it is written, however long that takes.
+    let timeout = match op {
+        AdminCmd::Backup { .. } => None,
+        _ => Some(Duration::from_secs(60)),
+    };
+    let mut client = AdminClient::connect(data_dir)?;
+    let answer = client.ask(&request, timeout)?;
+    let count = |key: &str| answer.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let revoked = count("revoked_devices");
     match op {
         AdminCmd::User { .. } => println!("{}", serde_json::to_string_pretty(&answer)?),
         AdminCmd::ResetPassword { username, .. } => {
@@ -472,8 +532,169 @@ fn admin(data_dir: &std::path::Path, op: AdminCmd) -> anyhow::Result<()> {
             println!("{revoked} device(s) signed out");
         }
         AdminCmd::RevokeDevices { username } => println!("{revoked} device(s) of {username} signed out"),
+        AdminCmd::Users { table, .. } => print_users(&answer, table)?,
+        AdminCmd::Disable { username } => {
+            let was = if answer.get("changed") == Some(&Value::Bool(false)) { " (it already was)" } else { "" };
+            println!("{username} disabled{was}: cannot log in or resume");
+            println!("{} device(s) online signed out", count("devices_online"));
+        }
+        AdminCmd::Enable { username } => {
+            let was = if answer.get("changed") == Some(&Value::Bool(false)) { " (it was not disabled)" } else { "" };
+            println!("{username} enabled{was}: can log in again");
+        }
+        AdminCmd::Export { username, out } => export(&mut client, &username, out.as_deref())?,
+        AdminCmd::Backup { dir } => {
+            let files: Vec<&str> = answer
+                .get("files")
+                .and_then(Value::as_array)
+                .map(|f| f.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!(
+                "backup written to {}: {} keys ({} KiB) as of commit {}",
+                dir.display(),
+                count("keys"),
+                count("bytes") >> 10,
+                count("commit_seq")
+            );
+            println!("files: {}", if files.is_empty() { "none".into() } else { files.join(", ") });
+            println!("to restore: copy it, then start confabd --data-dir on the copy");
+        }
     }
     Ok(())
+}
+
+/// `admin users`: JSON lines, or a table; the next page's `--after` on
+/// stderr when more follow.
+#[cfg(unix)]
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn print_users(answer: &serde_json::Value, table: bool) -> anyhow::Result<()> {
+    let users = answer.get("users").and_then(|u| u.as_array()).map(Vec::as_slice).unwrap_or_default();
+    let text = |u: &serde_json::Value, key: &str| u.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let number = |u: &serde_json::Value, key: &str| u.get(key).and_then(|v| v.as_i64()).unwrap_or(0);
+    if table {
+        println!(
+            "{:<32} {:>12} {:<17} {:<17} {:>7} DISABLED",
+            "USERNAME", "USER_ID", "CREATED", "LAST_SEEN", "DEVICES"
+        );
+        for u in users {
+            let disabled = if u.get("disabled").and_then(|d| d.as_bool()).unwrap_or(false) { "yes" } else { "no" };
+            println!(
+                "{:<32} {:>12} {:<17} {:<17} {:>7} {disabled}",
+                text(u, "username"),
+                number(u, "user_id"),
+                utc_minute(number(u, "created_at_ms")),
+                utc_minute(number(u, "last_seen_ms")),
+                number(u, "devices"),
+            );
+        }
+    } else {
+        for u in users {
+            println!("{u}");
+        }
+    }
+    if answer.get("more").and_then(|m| m.as_bool()).unwrap_or(false)
+        && let Some(last) = users.last()
+    {
+        eprintln!("more accounts follow: --after {}", text(last, "username"));
+    }
+    Ok(())
+}
+
+/// `admin export`: the lines after the answer, to `out` (a new file, mode
+/// 0600, removed if the export does not finish) or stdout, until the `end`
+/// record.
+#[cfg(unix)]
+#[allow(clippy::print_stderr)]
+fn export(
+    client: &mut confab_server::admin::client::AdminClient,
+    username: &str,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut sink: Box<dyn Write> = match out {
+        Some(path) => {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let file = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+            Box::new(std::io::BufWriter::new(file))
+        }
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let copied = copy_export(client, &mut sink);
+    let flushed = copied.and_then(|end| {
+        sink.flush().context("writing the export")?;
+        Ok(end)
+    });
+    drop(sink);
+    let end = match flushed {
+        Ok(end) => end,
+        Err(e) => {
+            if let Some(path) = out {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.context(format!("the export of {username} did not finish")));
+        }
+    };
+    if let Some(path) = out {
+        std::fs::File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", path.display()))?;
+    }
+    let count = |key: &str| end.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    eprintln!(
+        "exported {username}{}: {} conversation(s), {} message(s), {} device(s)",
+        out.map(|p| format!(" to {}", p.display())).unwrap_or_default(),
+        count("conversations"),
+        count("messages"),
+        count("devices"),
+    );
+    Ok(())
+}
+
+/// Copies the export's lines to `sink` up to its `end` record (returned).
+#[cfg(unix)]
+fn copy_export(
+    client: &mut confab_server::admin::client::AdminClient,
+    sink: &mut dyn std::io::Write,
+) -> anyhow::Result<serde_json::Value> {
+    let mut line = String::new();
+    loop {
+        if !client.next_line(&mut line)? {
+            anyhow::bail!("the server closed the connection before the end");
+        }
+        let record: serde_json::Value =
+            serde_json::from_str(&line).context("the server sent a line that is not JSON")?;
+        match record.get("type").and_then(|t| t.as_str()) {
+            Some("error") => {
+                let why = record.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
+                anyhow::bail!("{why}");
+            }
+            Some("end") => {
+                writeln!(sink, "{line}").context("writing the export")?;
+                return Ok(record);
+            }
+            _ => writeln!(sink, "{line}").context("writing the export")?,
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) of a time in unix ms; `-` for 0.
+#[cfg(unix)]
+fn utc_minute(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    let (days, minute) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) / 60_000);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", minute / 60, minute % 60)
 }
 
 #[cfg(not(unix))]
