@@ -240,12 +240,16 @@ pub enum Failure {
     Server(ClientError),
     /// A connection or local failure (exit code 3).
     Local(String),
+    /// A failure no retry can fix, that a person has to decide about: the
+    /// server's certificate is not the pinned one (exit code 3).
+    Untrusted(String),
 }
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Server { .. } => Failure::Server(e),
+            ClientError::CertificateChanged { .. } => Failure::Untrusted(e.to_string()),
             other => Failure::Local(other.to_string()),
         }
     }

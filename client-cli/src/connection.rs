@@ -219,7 +219,56 @@ impl Connection {
         let (tls_config, verifier) =
             tls::client_config(opts.trust.clone()).map_err(|e| ClientError::Connect(e.to_string()))?;
         let mut quic = None;
-        let (reader, writer, closer): (Reader, Writer, Option<Closer>) = match opts.transport {
+        let connected = Self::transport(opts, addr, name, tls_config, &mut quic).await;
+        let (reader, writer, closer) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                // A pin that failed is not a network error: say which
+                // certificate came and which was expected.
+                if let (tls::Trust::Fingerprint(pinned), Some(seen)) = (&opts.trust, verifier.seen())
+                    && *pinned != seen
+                {
+                    return Err(ClientError::CertificateChanged {
+                        server: opts.server.clone(),
+                        seen,
+                        pinned: pinned.clone(),
+                    });
+                }
+                return Err(e);
+            }
+        };
+        let fingerprint = verifier.seen().unwrap_or_default();
+        let capabilities = if quic.is_some() {
+            vec![
+                confab_protocol::session::REQUEST_STREAMS.to_string(),
+                confab_protocol::session::TYPING_DATAGRAM.to_string(),
+            ]
+        } else {
+            vec![]
+        };
+        let config = ClientConfig { client_name: opts.client_name.clone(), capabilities };
+        let session = ClientSession::new(&config, Instant::now());
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (welcome_tx, welcome_rx) = oneshot::channel();
+        tokio::spawn(drive(session, reader, writer, quic.clone(), commands_rx, events_tx, welcome_tx));
+        let welcome = match welcome_rx.await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ClientError::Connect("the connection closed during the handshake".into())),
+        };
+        Ok(Connection { commands, events, welcome, fingerprint, closer, quic })
+    }
+
+    /// The transport's byte stream (and, on QUIC, its connection).
+    async fn transport(
+        opts: &ConnectOptions,
+        addr: SocketAddr,
+        name: rustls::pki_types::ServerName<'static>,
+        tls_config: Arc<rustls::ClientConfig>,
+        quic: &mut Option<quinn::Connection>,
+    ) -> Result<(Reader, Writer, Option<Closer>), ClientError> {
+        Ok(match opts.transport {
             TransportKind::Ws => {
                 let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| tcp_failed(&e, addr))?;
                 let _ = tcp.set_nodelay(true);
@@ -267,32 +316,11 @@ impl Connection {
                 let connecting = endpoint.connect(addr, &host).map_err(|e| ClientError::Connect(e.to_string()))?;
                 let conn = quic_or_nothing(connecting, addr).await?;
                 let (send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
-                quic = Some(conn.clone());
+                *quic = Some(conn.clone());
                 let closer = move || close_quic(conn, endpoint);
                 (Box::new(recv), Box::new(send), Some(Box::new(closer) as Closer))
             }
-        };
-        let fingerprint = verifier.seen().unwrap_or_default();
-        let capabilities = if quic.is_some() {
-            vec![
-                confab_protocol::session::REQUEST_STREAMS.to_string(),
-                confab_protocol::session::TYPING_DATAGRAM.to_string(),
-            ]
-        } else {
-            vec![]
-        };
-        let config = ClientConfig { client_name: opts.client_name.clone(), capabilities };
-        let session = ClientSession::new(&config, Instant::now());
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (welcome_tx, welcome_rx) = oneshot::channel();
-        tokio::spawn(drive(session, reader, writer, quic.clone(), commands_rx, events_tx, welcome_tx));
-        let welcome = match welcome_rx.await {
-            Ok(Ok(w)) => w,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(ClientError::Connect("the connection closed during the handshake".into())),
-        };
-        Ok(Connection { commands, events, welcome, fingerprint, closer, quic })
+        })
     }
 
     /// The server's Welcome.

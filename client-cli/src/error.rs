@@ -23,6 +23,23 @@ pub enum ClientError {
     /// Could not connect (DNS, TCP/QUIC, TLS, handshake).
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The server's certificate is not the one pinned for it: never
+    /// retried (it would fail the same way), the user has to decide.
+    #[error(
+        "the server at {server} presented certificate sha256:{seen}, but this profile trusts sha256:{pinned} for it. \
+         If its operator replaced the certificate, check the new fingerprint with them (confabd prints \
+         \"fingerprint: sha256:…\" at start), then trust it with --trust-cert CERT.pem or by deleting \"{server}\" \
+         from \"known_servers\" in the profile's profile.json; if nobody replaced it, someone may be intercepting \
+         the connection"
+    )]
+    CertificateChanged {
+        /// The address connected to.
+        server: String,
+        /// The fingerprint the server presented (hex).
+        seen: String,
+        /// The fingerprint pinned for it (hex).
+        pinned: String,
+    },
     /// The server answered with something the request does not expect.
     #[error("unexpected response: {0}")]
     Unexpected(String),

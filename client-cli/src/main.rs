@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
-        Err(Failure::Local(e)) => {
+        Err(Failure::Local(e) | Failure::Untrusted(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(3)
         }
@@ -113,7 +113,11 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
         let read = || {
             let mut line = String::new();
             match std::io::stdin().lock().read_line(&mut line) {
-                Ok(0) => Err(Failure::Local("reading the password: stdin ended".into())),
+                Ok(0) => Err(Failure::Local(
+                    "no password: there is no terminal to ask on and stdin has nothing to read; give it on stdin, \
+                     e.g. printf '%s\\n' \"$PASSWORD\" | confab signup NAME --password-stdin"
+                        .into(),
+                )),
                 Ok(_) => Ok(line.trim_end_matches(['\r', '\n']).to_string()),
                 Err(e) => Err(Failure::Local(format!("reading the password from stdin: {e}"))),
             }
@@ -552,6 +556,7 @@ async fn tail(ctx: &mut Ctx) -> Result<()> {
             }
             Err(Failure::Server(e)) if !e.is_retryable() => return Err(Failure::Server(e)),
             Err(Failure::Local(e)) if e.starts_with("not logged in") => return Err(Failure::Local(e)),
+            Err(e @ Failure::Untrusted(_)) => return Err(e),
             Err(Failure::Server(e)) => {
                 eprintln!("note: {e}; reconnecting");
                 backoff.max(Duration::from_millis(retry_after(&e))) + jitter(backoff / 2)

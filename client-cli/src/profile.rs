@@ -48,8 +48,13 @@ impl Profile {
     pub fn load(dir: &Path) -> Result<Profile, ClientError> {
         let path = dir.join(FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ClientError::Local(format!("{}: not a valid profile: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Local(format!(
+                    "{}: not a valid profile ({e}). Move it away (or delete it) to start a fresh one: \
+                         this device will have to log in again",
+                    path.display()
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Profile::default()),
             Err(e) => Err(ClientError::Local(format!("{}: {e}", path.display()))),
         }

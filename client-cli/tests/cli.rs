@@ -214,3 +214,36 @@ fn the_wrong_port_or_no_server_says_what_to_do() {
     assert!(took < Duration::from_secs(6), "QUIC to nothing took {took:?}");
     rt.block_on(server.shutdown());
 }
+
+/// A server whose certificate is not the pinned one: the client says
+/// which it got, which it expected and what to do, and does not retry.
+#[test]
+fn a_changed_certificate_is_reported_once_with_what_to_do() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = rt.block_on(Server::start(config(dir.path()))).unwrap();
+    let profile = dir.path().join("p");
+    let addr = server.tcp_addr().unwrap().to_string();
+    let confab = |args: &[&str], stdin: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+        cmd.args(["--profile", profile.to_str().unwrap(), "--server", &addr, "--transport", "tcp"]).args(args);
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Trust on first use, then the pin no longer matches.
+    let out = confab(&["signup", "carl", "--password-stdin"], "carl-password\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = profile.join("profile.json");
+    let mut p: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    p["known_servers"][&addr] = "00".repeat(32).into();
+    std::fs::write(&path, p.to_string()).unwrap();
+    let out = confab(&["send", "@carl", "hello"], "");
+    assert_eq!(out.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("presented certificate sha256:{}", server.fingerprint())), "{said}");
+    assert!(said.contains(&format!("trusts sha256:{}", "00".repeat(32))) && said.contains("--trust-cert"), "{said}");
+    assert!(!said.contains("retrying"), "a pin mismatch is not retried: {said}");
+    rt.block_on(server.shutdown());
+}

@@ -157,6 +157,11 @@ async fn connect_loop(
                     let _ = events.send(NetEvent::Link(Link::Failed(e.to_string())));
                     return Some(e.to_string());
                 }
+                // The certificate is not the pinned one: the user decides.
+                Err(Failure::Untrusted(e)) => {
+                    let _ = events.send(NetEvent::Link(Link::Failed(e.clone())));
+                    return Some(e);
+                }
                 Err(Failure::Server(e)) => {
                     attempt += 1;
                     let wait = retry_after(&e).max(jitter(backoff));
