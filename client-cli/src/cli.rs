@@ -17,7 +17,7 @@ use serde_json::Value;
 /// Exit codes: 0 success; 1 the server refused the request (the message
 /// names its error code); 2 bad usage; 3 connection or local failure.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "confab", version, about, long_about)]
 pub struct Cli {
     /// Server address, HOST:PORT (default: the profile's server — on the
     /// port of the transport used, when the profile's was for another kind
@@ -129,6 +129,7 @@ pub enum Command {
     /// Send a message to @USER (a direct conversation) or a conversation id.
     Send {
         /// @username or conversation id.
+        #[arg(value_parser = conversation_ref)]
         to: String,
         /// The text, or '-' to read it from stdin.
         text: String,
@@ -136,6 +137,7 @@ pub enum Command {
     /// Page a conversation's history (newest page by default).
     History {
         /// Conversation id, or @username for the direct conversation.
+        #[arg(value_parser = conversation_ref)]
         conversation: String,
         /// Only messages before this seq.
         #[arg(long)]
@@ -151,8 +153,9 @@ pub enum Command {
     Conversations,
     /// Mark a conversation read up to a seq (default: all).
     Read {
-        /// Conversation id.
-        conversation: u64,
+        /// Conversation id, or @username for the direct conversation.
+        #[arg(value_parser = conversation_ref)]
+        conversation: String,
         /// Up to this seq.
         seq: Option<u64>,
     },
@@ -193,7 +196,8 @@ pub enum GroupCommand {
     },
     /// Add members (owner or admin; all or none).
     Add {
-        /// Conversation id.
+        /// Group conversation id (see `confab conversations`).
+        #[arg(value_parser = group_id)]
         conversation: u64,
         /// @usernames.
         #[arg(required = true)]
@@ -201,37 +205,63 @@ pub enum GroupCommand {
     },
     /// Remove a member (owner or admin).
     Remove {
-        /// Conversation id.
+        /// Group conversation id (see `confab conversations`).
+        #[arg(value_parser = group_id)]
         conversation: u64,
         /// @username.
         user: String,
     },
     /// Leave a group.
     Leave {
-        /// Conversation id.
+        /// Group conversation id (see `confab conversations`).
+        #[arg(value_parser = group_id)]
         conversation: u64,
     },
     /// Rename a group (owner or admin).
     Rename {
-        /// Conversation id.
+        /// Group conversation id (see `confab conversations`).
+        #[arg(value_parser = group_id)]
         conversation: u64,
         /// The new title.
         title: String,
     },
     /// List a group's members and roles.
     Members {
-        /// Conversation id.
+        /// Group conversation id (see `confab conversations`).
+        #[arg(value_parser = group_id)]
         conversation: u64,
     },
     /// Set a member's role (owner only): owner, admin or member.
     Role {
-        /// Conversation id.
+        /// Group conversation id (see `confab conversations`).
+        #[arg(value_parser = group_id)]
         conversation: u64,
         /// @username.
         user: String,
         /// owner, admin or member.
         role: String,
     },
+}
+
+/// "@username" or a conversation id, checked before anything connects
+/// (a usage error, exit code 2).
+fn conversation_ref(s: &str) -> std::result::Result<String, String> {
+    match s.strip_prefix('@') {
+        Some(user) if !user.is_empty() => Ok(s.to_string()),
+        _ if s.parse::<u64>().is_ok() => Ok(s.to_string()),
+        _ => Err(format!("'{s}' is neither @username nor a conversation id (`confab conversations` lists them)")),
+    }
+}
+
+/// A group's conversation id; `@user` names a direct conversation, which
+/// is never a group, so it gets a sentence rather than a parse error.
+fn group_id(s: &str) -> std::result::Result<u64, String> {
+    if let Some(user) = s.strip_prefix('@') {
+        return Err(format!(
+            "@{user} names a direct conversation, not a group: give the group's conversation id (`confab conversations` lists them)"
+        ));
+    }
+    s.parse().map_err(|_| format!("'{s}' is not a conversation id (`confab conversations` lists them)"))
 }
 
 /// How a command failed, for the exit code.

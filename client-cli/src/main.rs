@@ -84,6 +84,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Conversations => conversations(&mut ctx).await,
         Command::Read { conversation, seq } => {
             let (conn, _) = ctx.session().await?;
+            let conversation = conversation_id(&conn, &conversation).await?;
             let state = conn.mark_read(conversation, seq.unwrap_or(u64::MAX)).await?;
             ctx.out(
                 json!({"conversation_id": state.conversation_id, "read_seq": state.read_seq, "unread": state.unread_count}),
