@@ -17,7 +17,7 @@ use confab_server::store::Durability;
 /// /metrics, /healthz, /readyz, /v1/discover) on 127.0.0.1:7080. Settings come from the defaults, then the
 /// TOML file given with --config, then these flags (flags win).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "confabd", version, about, long_about)]
 struct Args {
     /// TOML config file (keys as in the flags, with '_' for '-'; limits
     /// under a [limits] table).
@@ -411,22 +411,111 @@ fn not_carried_bytes(meta: &tracing::Metadata<'_>) -> bool {
             .any(|c| meta.target().strip_prefix(c).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
+/// `--help` with each setting's default, read from `Config::default()`
+/// (the flags are optional so that a config file can set them too, which
+/// hides their defaults from clap).
+fn command_with_defaults() -> clap::Command {
+    let d = Config::default();
+    let shown: Vec<(&str, String)> = vec![
+        ("data_dir", d.data_dir.display().to_string()),
+        ("quic", d.quic.map_or("off".into(), |a| a.to_string())),
+        ("tcp", d.tcp.map_or("off".into(), |a| a.to_string())),
+        ("http", d.http.map_or("off".into(), |a| a.to_string())),
+        ("durability", format!("{:?}", d.durability).to_lowercase()),
+        ("max_connections", d.max_connections.to_string()),
+        ("max_connections_per_address", d.max_connections_per_address.to_string()),
+        ("outbound_queue", d.outbound_queue.to_string()),
+        ("outbound_queue_bytes", d.outbound_queue_bytes.to_string()),
+        ("handshake_timeout_ms", d.handshake_timeout_ms.to_string()),
+        ("auth_timeout_ms", d.auth_timeout_ms.to_string()),
+        ("signups_per_address_per_hour", d.signups_per_address_per_hour.to_string()),
+        ("logins_per_address_per_minute", d.logins_per_address_per_minute.to_string()),
+        ("logins_per_user_per_minute", d.logins_per_user_per_minute.to_string()),
+        ("max_message_chars", d.limits.max_message_chars.to_string()),
+        ("max_frame_bytes", d.limits.max_frame_bytes.to_string()),
+        ("max_group_members", d.limits.max_group_members.to_string()),
+        ("send_rate", d.limits.send_rate_per_sec.to_string()),
+        ("send_burst", d.limits.send_burst.to_string()),
+        ("request_rate", d.limits.request_rate_per_sec.to_string()),
+        ("request_burst", d.limits.request_burst.to_string()),
+        ("push_delay_ms", d.push.delay_ms.to_string()),
+        ("push_coalesce_ms", d.push.coalesce_ms.to_string()),
+    ];
+    let mut cmd = <Args as clap::CommandFactory>::command();
+    for (id, default) in shown {
+        cmd = cmd.mut_arg(id, |a| {
+            let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+            a.help(format!("{help} [default: {default}]"))
+        });
+    }
+    cmd
+}
+
+/// Start-up failures: one line on stderr, the causes joined (no backtrace
+/// whatever RUST_BACKTRACE says), exit status 1.
+fn main() -> std::process::ExitCode {
+    match start() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("confabd: {}", plain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error as one line, in words an operator can act on.
+fn plain(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    if text.contains("FjallError: Locked") {
+        let dir = e
+            .chain()
+            .find_map(|c| {
+                c.to_string()
+                    .strip_prefix("opening the store in ")
+                    .map(|rest| rest.split(':').next().unwrap_or(rest).to_string())
+            })
+            .unwrap_or_default();
+        return format!(
+            "another confabd is using this data dir ({dir} is locked): stop it, or give this one another --data-dir"
+        );
+    }
+    // Causes that repeat what the message before them already said (an
+    // io::Error quoted in its context) are said once.
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if !parts.last().is_some_and(|prev| prev.ends_with(&cause)) {
+            parts.push(cause);
+        }
+    }
+    parts.join(": ")
+}
+
+fn start() -> anyhow::Result<()> {
+    use clap::FromArgMatches as _;
+    let mut args = match Args::from_arg_matches(&command_with_defaults().get_matches()) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     let command = args.command.take();
     let (config, log) = args.into_config()?;
     if let Some(Cmd::Admin(op)) = command {
         return admin(&config.data_dir, op);
     }
+    if config.data_dir.exists() && !config.data_dir.is_dir() {
+        anyhow::bail!("--data-dir {} is a file, not a directory", config.data_dir.display());
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log))
         .context("invalid --log filter")?;
+    use std::io::IsTerminal as _;
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter.and(tracing_subscriber::filter::filter_fn(not_carried_bytes)));
     tracing_subscriber::registry().with(layer).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -436,7 +525,18 @@ fn main() -> anyhow::Result<()> {
 async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let durability = config.durability;
-    let server = Server::start(config).await?;
+    // A first start that fails (a port in use, a bad certificate path)
+    // leaves no half-made data dir behind to confuse the next one.
+    let fresh = !data_dir.exists();
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            if fresh {
+                let _ = std::fs::remove_dir_all(&data_dir);
+            }
+            return Err(e.into());
+        }
+    };
     // The startup banner: stdout, one fact per line, for people and scripts.
     #[allow(clippy::print_stdout)]
     {
