@@ -17,7 +17,7 @@ use serde_json::Value;
 /// Exit codes: 0 success; 1 the server refused the request (the message
 /// names its error code); 2 bad usage; 3 connection or local failure.
 #[derive(Debug, Parser)]
-#[command(name = "confab", version, about, long_about)]
+#[command(name = "confab", version, about = "Command-line client for Confab chat servers", long_about)]
 pub struct Cli {
     /// Server address, HOST:PORT (default: the profile's server — on the
     /// port of the transport used, when the profile's was for another kind
@@ -173,6 +173,20 @@ pub enum Command {
     /// Print events as they arrive until interrupted (reconnects and
     /// catches up by itself).
     Tail,
+    /// Push notifications for this device while it is away: a webhook the
+    /// server POSTs a signed JSON notice to (your own relay to FCM or APNs,
+    /// or a UnifiedPush distributor such as ntfy), or off.
+    #[command(subcommand)]
+    Push(PushCommand),
+    /// Print a shell completion script for confab (bash, zsh, fish,
+    /// elvish, powershell), e.g. `confab completions bash >
+    /// ~/.local/share/bash-completion/completions/confab`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `confab manpage | man -l -`.
+    Manpage,
     /// Chat interactively in the terminal: conversation list, messages,
     /// typing and presence, live; /help inside lists the keys and
     /// commands (docs/CHAT.md describes them).
@@ -183,6 +197,22 @@ pub enum Command {
         #[arg(long, hide = true)]
         headless: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    /// Have the server POST notifications for this device to URL (https;
+    /// http only if the operator allows it). Prints the HMAC secret the
+    /// server signs them with (header Confab-Signature, spec §10.5): give
+    /// it to whatever receives them. A new registration replaces the old
+    /// one and gets a new secret. With UnifiedPush, URL is the endpoint
+    /// your distributor gave the app (docs/OPERATING.md, "UnifiedPush").
+    Webhook {
+        /// Where the notices go.
+        url: String,
+    },
+    /// Stop push notifications for this device.
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,7 +17,7 @@ use confab_client::{ClientError, Connection, Event, InboxTracker, Profile};
 use confab_protocol::pb;
 use serde_json::{Value, json};
 
-use crate::cli::{Cli, Command, Ctx, Failure, GroupCommand, Result};
+use crate::cli::{Cli, Command, Ctx, Failure, GroupCommand, PushCommand, Result};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,7 +47,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// `completions` and `manpage`: from the clap definitions, no profile.
+fn print_generated(command: &Command) -> Option<Result<()>> {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    // Rendered into memory first: clap_complete panics on a failed write
+    // (a closed pipe), and nothing should.
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => clap_complete::generate(*shell, &mut Cli::command(), "confab", &mut text),
+        Command::Manpage => {
+            if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut text) {
+                return Some(Err(Failure::Local(format!("rendering the manual page: {e}"))));
+            }
+        }
+        _ => return None,
+    }
+    let mut out = std::io::stdout().lock();
+    Some(match out.write_all(&text).and_then(|()| out.flush()) {
+        // A reader that stopped early (`| head`) is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Local(format!("writing to stdout: {e}"))),
+        _ => Ok(()),
+    })
+}
+
 async fn run(cli: Cli) -> Result<()> {
+    if let Some(done) = print_generated(&cli.command) {
+        return done;
+    }
     let dir = match cli.profile.clone().or_else(Profile::default_dir) {
         Some(d) => d,
         None => return Err(Failure::Local("no config directory: pass --profile DIR".into())),
@@ -96,6 +123,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Group(g) => group(&mut ctx, g).await,
         Command::Presence { users } => presence(&mut ctx, &users).await,
         Command::Tail => tail(&mut ctx).await,
+        Command::Push(p) => push(&mut ctx, p).await,
+        Command::Completions { .. } | Command::Manpage => Ok(()),
         Command::Chat { headless: false } => chat::run(&mut ctx).await,
         Command::Chat { headless: true } => chat::run_headless(&mut ctx).await,
     }
@@ -528,6 +557,35 @@ async fn sync(ctx: &mut Ctx) -> Result<()> {
         ctx.save()?;
     }
     Ok(())
+}
+
+/// `confab push webhook URL` / `confab push off` (spec §10.1).
+async fn push(ctx: &mut Ctx, p: PushCommand) -> Result<()> {
+    let (conn, _) = ctx.session().await?;
+    match p {
+        PushCommand::Webhook { url } => {
+            let body = pb::client_frame::Body::RegisterPush(pb::RegisterPushRequest {
+                target: Some(pb::register_push_request::Target::Webhook(pb::WebhookTarget { url: url.clone() })),
+            });
+            match conn.request(body).await? {
+                pb::server_frame::Body::PushRegistered(r) => {
+                    let secret = hex::encode(&r.webhook_secret);
+                    ctx.out(json!({"webhook": url, "secret_hex": secret}), || {
+                        format!(
+                            "notices for this device go to {url}\nHMAC-SHA256 secret (hex), to check Confab-Signature: {secret}"
+                        )
+                    });
+                    Ok(())
+                }
+                other => Err(Failure::Local(format!("unexpected answer to RegisterPush: {other:?}"))),
+            }
+        }
+        PushCommand::Off => {
+            conn.request(pb::client_frame::Body::UnregisterPush(pb::UnregisterPushRequest {})).await?;
+            ctx.out(json!({"push": "off"}), || "no more push notifications for this device".to_string());
+            Ok(())
+        }
+    }
 }
 
 async fn tail(ctx: &mut Ctx) -> Result<()> {

@@ -247,3 +247,49 @@ fn a_changed_certificate_is_reported_once_with_what_to_do() {
     assert!(!said.contains("retrying"), "a pin mismatch is not retried: {said}");
     rt.block_on(server.shutdown());
 }
+
+#[test]
+fn completions_and_manual_page_come_from_the_flags() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_confab")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("_confab()") && bash.contains("--transport") && bash.contains("webhook"), "{bash}");
+    let fish = run(&["completions", "fish"]);
+    assert!(fish.contains("complete -c confab"), "{fish}");
+    let man = run(&["manpage"]);
+    assert!(man.contains(".TH confab 1") && man.contains("Command\\-line client for Confab"), "{man}");
+}
+
+/// `confab push webhook URL` registers this device's webhook and prints the
+/// secret notices are signed with; `confab push off` removes it; a URL the
+/// server does not take is the server's refusal (exit 1).
+#[test]
+fn push_webhooks_from_the_command_line() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.push.allow_http = true;
+    config.push.allow_private_addresses = true;
+    let server = rt.block_on(Server::start(config)).unwrap();
+    let cli = Cli { server: server.quic_addr().unwrap().to_string(), cert: server.cert_path() };
+    let p = dir.path().join("p");
+    cli.ok(&p, &["signup", "una", "--password-stdin"], Some("una-password\n"));
+    let out = cli.json(&p, &["push", "webhook", "http://127.0.0.1:9/up/una"]);
+    assert_eq!(out[0]["webhook"], "http://127.0.0.1:9/up/una");
+    let secret = out[0]["secret_hex"].as_str().unwrap();
+    assert_eq!(secret.len(), 64, "a 32-byte HMAC key: {secret}");
+    let again = cli.json(&p, &["push", "webhook", "http://127.0.0.1:9/up/una"]);
+    assert_ne!(again[0]["secret_hex"].as_str().unwrap(), secret, "a new registration, a new secret");
+    assert!(cli.ok(&p, &["push", "off"], None).contains("no more push notifications"));
+    let bad = cli.run(&p, &["push", "webhook", "ftp://example.com/x"], None);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("INVALID_ARGUMENT"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    rt.block_on(server.shutdown());
+}

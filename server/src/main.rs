@@ -216,6 +216,14 @@ enum Cmd {
     /// instead.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Print a shell completion script for confabd (bash, zsh, fish,
+    /// elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `confabd manpage | man -l -`.
+    Manpage,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -451,6 +459,17 @@ fn command_with_defaults() -> clap::Command {
     cmd
 }
 
+/// Generated text to stdout; a reader that stopped early (`| head`) is
+/// not a failure.
+fn write_stdout(text: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(e).context("writing to stdout")),
+        _ => Ok(()),
+    }
+}
+
 /// Start-up failures: one line on stderr, the causes joined (no backtrace
 /// whatever RUST_BACKTRACE says), exit status 1.
 fn main() -> std::process::ExitCode {
@@ -497,6 +516,19 @@ fn start() -> anyhow::Result<()> {
         Err(e) => e.exit(),
     };
     let command = args.command.take();
+    match &command {
+        Some(Cmd::Completions { shell }) => {
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut command_with_defaults(), "confabd", &mut text);
+            return write_stdout(&text);
+        }
+        Some(Cmd::Manpage) => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(command_with_defaults()).render(&mut text).context("rendering the manual page")?;
+            return write_stdout(&text);
+        }
+        _ => {}
+    }
     let (config, log) = args.into_config()?;
     if let Some(Cmd::Admin(op)) = command {
         return admin(&config.data_dir, op);

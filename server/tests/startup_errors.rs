@@ -109,3 +109,16 @@ fn help_shows_defaults_and_version_names_confabd() {
     let out = Command::new(env!("CARGO_BIN_EXE_confabd")).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("confabd "));
 }
+
+#[test]
+fn completions_and_manual_page_come_from_the_flags() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_confabd")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("_confabd()") && bash.contains("--data-dir") && bash.contains("reset-password"), "{bash}");
+    let man = run(&["manpage"]);
+    assert!(man.contains(".TH confabd 1") && man.contains("default: 127.0.0.1:7443"), "{man}");
+}
