@@ -182,7 +182,7 @@ export class Session {
     this.heartbeatMs = DEFAULT_HEARTBEAT_MS;
     this.nextRequestId = 1n;
     this.pending = new Map(); // requestId string -> {resolve, reject, name, timer}
-    this.waitingForSlot = []; // resolvers waiting for max_in_flight
+    this.waitingForSlot = []; // requests waiting for a max_in_flight slot, in order: {start, reject}
     this.lastSentAt = 0;
     this.lastReceivedAt = 0;
     this.pingSentAt = 0;
@@ -358,6 +358,7 @@ export class Session {
     }
     this.welcome = welcome;
     this.limits = effectiveLimits(welcome.limits);
+    this.releaseSlots(); // in case the server allows more in flight than the defaults
     this.heartbeatMs = welcome.heartbeatIntervalMs || DEFAULT_HEARTBEAT_MS;
     this.startHeartbeat(id);
     for (const w of this.welcomeWaiters.splice(0)) w.resolve();
@@ -500,11 +501,29 @@ export class Session {
     if (!this.ws) throw new ConnectionLost("not connected");
     // §13: after GoAway no new requests on this session; they go on the next.
     if (this.goingAway) throw new ConnectionLost("the server is going away");
+    // §4.7: at most max_in_flight unanswered; the others wait their turn in
+    // the order they were made (the outbox's sends in the order typed, §4.4).
+    // A slot that frees is handed to the first waiting request at once, in
+    // the same task (releaseSlots): nothing made meanwhile can take it.
+    if (this.pending.size < this.limits.maxInFlight && this.waitingForSlot.length === 0) return this.issue(name, body, timeoutMs);
     const ws = this.ws;
-    while (this.pending.size >= this.limits.maxInFlight) {
-      await new Promise((resolve, reject) => this.waitingForSlot.push({ resolve, reject }));
-      if (this.ws !== ws) throw new ConnectionLost("reconnected");
-    }
+    return new Promise((resolve, reject) => {
+      const start = () => {
+        if (this.ws !== ws) return reject(new ConnectionLost("reconnected"));
+        if (this.goingAway) return reject(new ConnectionLost("the server is going away"));
+        this.issue(name, body, timeoutMs).then(resolve, reject);
+      };
+      this.waitingForSlot.push({ start, reject });
+    });
+  }
+
+  /** Starts the requests waiting for a slot, first come first served, while there are slots. */
+  releaseSlots() {
+    while (this.waitingForSlot.length > 0 && this.pending.size < this.limits.maxInFlight) this.waitingForSlot.shift().start();
+  }
+
+  /** Sends request `name` now (a slot is free) and resolves with its response body's value. */
+  issue(name, body, timeoutMs) {
     let id = this.nextRequestId;
     while (this.pending.has(String(id))) id++;
     this.nextRequestId = id + 1n;
@@ -521,6 +540,7 @@ export class Session {
         clearTimeout(entry.timer);
         this.pending.delete(String(id));
         reject(e);
+        this.releaseSlots();
       }
     });
   }
@@ -582,20 +602,19 @@ export class Session {
     if (!p) return; // not ours (e.g. answered after a timeout): nothing to do
     this.pending.delete(key);
     clearTimeout(p.timer);
-    const slot = this.waitingForSlot.shift();
-    if (slot) slot.resolve();
     if (body === "error") {
       const e = frame.error;
       const err = new ConfabError(e.code, e.message, { retryAfterMs: Number(e.retryAfterMs), fatal: e.fatal, requestId: frame.requestId });
       p.reject(err);
       if (e.fatal) this.onSessionError(e);
-      return;
-    }
-    if (body === null) {
+    } else if (body === null) {
       p.reject(new Error(`request ${p.name} failed: the server answered with a response type this client does not know`));
-      return;
+    } else {
+      p.resolve(frame[body]);
     }
-    p.resolve(frame[body]);
+    // The slot goes to the first request waiting for one (after a fatal
+    // error there is none: the teardown refused them all).
+    this.releaseSlots();
   }
 
   onSessionError(e) {

@@ -102,6 +102,72 @@ test("an unanswered send is resent with the same client_msg_id and stored once",
   s.stop();
 });
 
+test("with max_in_flight 2, queued sends go out in the order typed, even when a request comes in between (§4.4, §4.7)", async () => {
+  const server = new FakeServer();
+  const { s } = client(server);
+  const hello = (frame, ws) => (ws.push({ requestId: frame.requestId, welcome: { version: 1, limits: { maxInFlight: 2 }, heartbeatIntervalMs: 20000, serverTimeMs: 1n, serverName: "fake" } }), true);
+  server.hooks.hello = hello;
+  s.start();
+  await until("online", () => s.state === "online");
+  assert.equal(s.limits.maxInFlight, 2);
+  // The first two sends are held; their messages are stored without a live event.
+  const held = [];
+  server.hooks.send = (frame, ws) => (held.length < 2 ? (held.push({ frame, ws }), true) : false);
+  const answer = ({ frame, ws }) => {
+    server.blackhole = true; // no live event for it: the inbox has a gap
+    const sent = server.store(frame.send);
+    server.blackhole = false;
+    ws.push({ requestId: frame.requestId, sent });
+  };
+  const texts = ["one", "two", "three", "four", "five"];
+  for (const t of texts) s.send(9n, t);
+  await until("two sends in flight", () => held.length === 2);
+  // Several frames read at once (as a WebSocket may hand them over in one
+  // task): one answer, a live event after a gap (a Sync request starts), the
+  // other answer. The Sync must not take a slot before the sends waiting for it.
+  try {
+    answer(held[0]);
+    server.addMessage("from bob");
+    answer(held[1]);
+    await until("all sent", () => s.outbox.size === 0);
+    const order = server.received.filter((f) => f.send).map((f) => f.send.text);
+    assert.deepEqual(order, texts);
+    assert.ok(server.received.some((f) => f.sync && f.sync.after === 0n), "the gap was synced");
+  } finally {
+    s.stop();
+  }
+});
+
+test("after GoAway a request waiting for a slot is not sent on that session but on the next one (§13)", async () => {
+  const server = new FakeServer();
+  const { s } = client(server);
+  server.hooks.hello = (frame, ws) => (ws.push({ requestId: frame.requestId, welcome: { version: 1, limits: { maxInFlight: 2 }, heartbeatIntervalMs: 20000, serverTimeMs: 1n, serverName: "fake" } }), true);
+  s.start();
+  await until("online", () => s.state === "online");
+  const first = server.live[0];
+  const held = [];
+  const on = []; // [socket, text] of every send received
+  server.hooks.send = (frame, ws) => {
+    on.push([ws, frame.send.text]);
+    if (ws !== first) return false;
+    held.push(frame);
+    return true;
+  };
+  try {
+    for (const t of ["one", "two", "three"]) s.send(9n, t);
+    await until("two sends in flight", () => held.length === 2);
+    first.push({ requestId: 0n, goAway: { code: ErrorCode.SHUTTING_DOWN, message: "restarting", reconnectAfterMs: 50n } });
+    for (const f of held) first.push({ requestId: f.requestId, sent: server.store(f.send) });
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(on.filter(([ws]) => ws === first).map(([, t]) => t), ["one", "two"], "nothing new after GoAway");
+    first.drop();
+    await until("all sent", () => s.outbox.size === 0);
+    assert.deepEqual(on.filter(([ws]) => ws !== first).map(([, t]) => t), ["three"]);
+  } finally {
+    s.stop();
+  }
+});
+
 test("a refused message (3xx) leaves the outbox as failed and is not resent", async () => {
   const server = new FakeServer();
   const { s } = client(server);
