@@ -1024,6 +1024,10 @@ async fn serve_conn(
     scene: SceneCfg,
     state: Shared,
 ) {
+    let mut tcp = tcp;
+    if transport == Transport::Ws && answered_discovery(&mut tcp).await {
+        return;
+    }
     let n = {
         let mut st = lock(&state);
         st.conns += 1;
@@ -1124,6 +1128,47 @@ async fn kill_group(child: &mut tokio::process::Child) {
     }
     let _ = child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+}
+
+/// A browser-like client asks `GET /v1/discover` before it connects
+/// (§2.5): answered with this one node, and not counted as a connection.
+async fn answered_discovery(tcp: &mut TcpStream) -> bool {
+    const ASK: &[u8] = b"GET /v1/discover";
+    let mut head = [0u8; 16];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    // Peek until the request line's start is in (or it is clearly not it).
+    loop {
+        match tcp.peek(&mut head).await {
+            Ok(n) if n >= ASK.len() || head[..n] != ASK[..n] || n == 0 => break,
+            Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => return false,
+        }
+    }
+    if head != *ASK {
+        return false;
+    }
+    // Read the request head, then answer and close.
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+        match tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => req.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let me = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let body = serde_json::json!({
+        "protocol": "confab.v1",
+        "nodes": [{ "node": "conformance", "quic": null, "tcp": null, "ws": format!("ws://{me}/v1/ws"), "fingerprint": "", "load": {} }]
+    })
+    .to_string();
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nAccess-Control-Allow-Origin: *\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.write_all(resp.as_bytes()).await;
+    let _ = tcp.shutdown().await;
+    true
 }
 
 fn tls_acceptor() -> Fallible<(tokio_rustls::TlsAcceptor, String)> {

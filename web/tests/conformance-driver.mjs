@@ -17,14 +17,10 @@
 // - the heartbeat ticks on the real web/ticker.js, run in a worker_threads
 //   worker behind a small shim of the browser's `Worker` (`workerTicker:
 //   true`, as a page has).
-// - discovery is off (app.js asks /v1/discover of the page's origin before
-//   every attempt): the scripted server answers nothing but the WebSocket
-//   upgrade and grades every connection it accepts, so the fetch (which
-//   fails at once, and the session then falls back to the page's /v1/ws
-//   without waiting) would count as a connection that sent something not a
-//   frame and fail every scenario. Without discovery every attempt goes to
-//   the page's own /v1/ws, the same URL discovery's fallback picks
-//   (discovery.test.mjs tests that path).
+// - discovery as on the page: app.js asks /v1/discover of the page's
+//   origin (here the scripted server's http://host:port) before every
+//   attempt; the scripted server answers it with itself (one node), so
+//   every attempt goes to its /v1/ws.
 // - the sign-in as on the page: it starts the session at load
 //   (session.start(): a connection, Hello, no token, so it closes it and
 //   shows the sign-in form) and the user submits the form (session.login(),
@@ -135,7 +131,9 @@ async function main() {
   globalThis.Worker = Worker;
 
   const storage = new MemoryStorage();
-  const session = new Session({ url, storage, WebSocket: globalThis.WebSocket, workerTicker: true, discovery: null });
+  const origin = new URL(url.replace(/^ws/, "http")).origin;
+  const discovery = { origin, fetch: (...a) => globalThis.fetch(...a) };
+  const session = new Session({ url, storage, WebSocket: globalThis.WebSocket, workerTicker: true, discovery });
   const model = new Model();
   let drafts = null;
 
