@@ -80,6 +80,10 @@ enum Command {
         /// confabd): enables auth.timeout.
         #[arg(long)]
         auth_timeout_ms: Option<u64>,
+        /// A shell command that shuts the server down gracefully (e.g.
+        /// "kill -TERM 1234"): enables shutdown.goaway, run last.
+        #[arg(long, value_name = "CMD")]
+        shutdown_command: Option<String>,
         /// Also run heartbeat.timeout, which waits 2.5 heartbeat intervals
         /// (50 s at the default interval; it runs anyway when the interval
         /// is 2 s or less).
@@ -137,6 +141,7 @@ async fn main() -> ExitCode {
             handshake_timeout_ms,
             auth_timeout_ms,
             slow,
+            shutdown_command,
             list,
         } => {
             if list {
@@ -178,6 +183,7 @@ async fn main() -> ExitCode {
                     handshake_timeout_ms,
                     auth_timeout_ms,
                     slow,
+                    shutdown_command,
                 },
                 only,
             };

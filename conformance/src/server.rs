@@ -39,6 +39,9 @@ pub struct Settings {
     /// Run the checks that wait 2.5 heartbeat intervals (50 s at the
     /// default interval).
     pub slow: bool,
+    /// A shell command that shuts the server down gracefully (e.g.
+    /// `kill -TERM 1234`): enables shutdown.goaway, which runs last.
+    pub shutdown_command: Option<String>,
 }
 
 /// The suite's options.
@@ -148,6 +151,8 @@ scenarios! {
     "typing.dm", "§9.4", "a typing notice reaches the other member with an expiry, and not the sender" => typing;
     "limits.send_rate", "§12", "sending past send_burst gets RATE_LIMITED with retry_after_ms, not fatal" => send_rate;
     "slow_consumer.cut_off", "§8.9", "a session that stops reading is cut off, and syncs everything after resuming" => slow_consumer;
+    "errors.group_full", "§7.2, §12", "adding a member past max_group_members gets GROUP_FULL and adds nobody" => group_full;
+    "shutdown.goaway", "§13", "a server shutting down says GoAway (SHUTTING_DOWN, reconnect_after_ms), then the fatal SHUTTING_DOWN, then closes" => shutdown;
 }
 
 // ----- the runner ------------------------------------------------------------------
@@ -178,7 +183,8 @@ pub async fn run(opts: &Options, report: &mut Report) -> Fallible<()> {
     drop(first);
     let ctx = Ctx { target: target.clone(), limits, users, settings: opts.settings.clone(), run };
 
-    for s in all() {
+    let (last, first): (Vec<Scenario>, Vec<Scenario>) = all().into_iter().partition(|s| s.id == "shutdown.goaway");
+    for s in first {
         if !opts.only.is_empty() && !opts.only.iter().any(|o| s.id.contains(o.as_str())) {
             continue;
         }
@@ -193,6 +199,20 @@ pub async fn run(opts: &Options, report: &mut Report) -> Fallible<()> {
     }
     if opts.only.is_empty() || opts.only.iter().any(|o| "vector".contains(o.as_str()) || o.starts_with("vector")) {
         vectors::replay_all(&ctx, report, &opts.only).await;
+    }
+    // Last: it stops the server.
+    for s in last {
+        if !opts.only.is_empty() && !opts.only.iter().any(|o| s.id.contains(o.as_str())) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(Duration::from_secs(120), (s.run)(&ctx)).await {
+            Ok(Ok(Verdict::Pass)) => Outcome::Pass,
+            Ok(Ok(Verdict::Skip(why))) => Outcome::Skip(why),
+            Ok(Err(why)) => Outcome::Fail(why),
+            Err(_) => Outcome::Fail("did not finish within 120 s".into()),
+        };
+        report.add(s.id, s.section, s.title, outcome, started.elapsed());
     }
     Ok(())
 }
@@ -841,6 +861,62 @@ async fn refused_by_user(c: &Ctx) -> Fallible<Verdict> {
     }
     let after = sent_seq(&send(&mut a, dm, &c.msg_id("post-block"), "after the unblock").await?)?;
     ensure!(after == before + 1, "the refused send used a seq: {before} then {after}");
+    PASS
+}
+
+async fn group_full(c: &Ctx) -> Fallible<Verdict> {
+    let max = c.limits.max_group_members as usize;
+    if max > c.users.len() - 1 {
+        return Ok(Verdict::Skip(format!(
+            "max_group_members is {max}: the suite has {} users to fill a group with (run a server with max_group_members {} or less)",
+            c.users.len(),
+            c.users.len() - 1
+        )));
+    }
+    let mut a = c.session(0).await?;
+    let members: Vec<&str> = (1..max).map(|i| c.name(i)).collect();
+    let g = create_group(&mut a, &format!("f-{}", c.run), &members).await?;
+    ensure!(g.member_count as usize == max, "the group has {} members, expected {max}", g.member_count);
+    let add = Body::AddMembers(pb::AddMembersRequest {
+        conversation_id: g.conversation_id,
+        usernames: vec![c.name(max).into()],
+    });
+    expect_error(a.request(add).await, ErrorCode::GROUP_FULL, "adding a member to a full group")?;
+    match a.request(Body::ListMembers(pb::ListMembersRequest { conversation_id: g.conversation_id })).await? {
+        Reply::MemberList(l) => ensure!(l.members.len() == max, "{} members after a refused add", l.members.len()),
+        other => return Err(format!("list_members: {}", describe(&other))),
+    }
+    PASS
+}
+
+async fn shutdown(c: &Ctx) -> Fallible<Verdict> {
+    let Some(cmd) = &c.settings.shutdown_command else {
+        return Ok(Verdict::Skip("needs a way to stop the server: --shutdown-command (it runs last)".into()));
+    };
+    let mut p = c.session(1).await?;
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .await
+        .map_err(|e| format!("running the shutdown command: {e}"))?;
+    ensure!(status.success(), "the shutdown command failed: {status}");
+    let go = p.until(Duration::from_secs(30), "GoAway", |f| matches!(f.body, Some(Reply::GoAway(_)))).await?;
+    ensure!(go.request_id == 0, "GoAway has request_id {}", go.request_id);
+    if let Some(Reply::GoAway(g)) = go.body {
+        ensure!(
+            g.code == ErrorCode::SHUTTING_DOWN.0,
+            "GoAway code {} ({}), expected SHUTTING_DOWN",
+            g.code,
+            ErrorCode(g.code)
+        );
+    }
+    let e = p.until_fatal(Duration::from_secs(30)).await?;
+    ensure!(
+        e.code == ErrorCode::SHUTTING_DOWN.0,
+        "closed with {} ({}), expected SHUTTING_DOWN",
+        ErrorCode(e.code),
+        e.code
+    );
     PASS
 }
 
