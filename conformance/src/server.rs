@@ -146,6 +146,7 @@ scenarios! {
     "devices.in_sync", "§8.3", "a message reaches every device of the recipient and the sender's other devices" => devices_in_sync;
     "read.receipts", "§8.10", "mark_read answers ReadState, the DM peer gets a live receipt, the reader's other device a read event" => read_receipts;
     "read.group_list", "§8.10", "ReadReceiptsRequest in a group lists every member ordered by user_id" => read_group_list;
+    "read.group_receipt", "§8.10", "in a group, the author of the newest message read gets the reader's receipt live, the other members do not" => read_group_receipt;
     "presence.subscribe", "§9.2", "subscribing reports a user with a live session online, duplicates removed" => presence_subscribe;
     "presence.offline", "§9.1", "a user whose last session ends is reported offline after the grace period, with last_seen" => presence_offline;
     "typing.dm", "§9.4", "a typing notice reaches the other member with an expiry, and not the sender" => typing;
@@ -1112,6 +1113,37 @@ async fn read_group_list(c: &Ctx) -> Fallible<Verdict> {
         }
         other => Err(format!("read_receipts: {}", describe(&other))),
     }
+}
+
+async fn read_group_receipt(c: &Ctx) -> Fallible<Verdict> {
+    let mut a = c.session(0).await?;
+    let mut b = c.session(1).await?;
+    let mut d = c.session(3).await?;
+    let g = create_group(&mut a, &format!("rr-{}", c.run), &[c.name(1), c.name(3)]).await?.conversation_id;
+    let seq = sent_seq(&send(&mut a, g, &c.msg_id("seen"), "seen by?").await?)?;
+    match b.request(Body::MarkRead(pb::MarkReadRequest { conversation_id: g, seq })).await? {
+        Reply::ReadState(s) => ensure!(s.read_seq == seq, "ReadState.read_seq {} (marked {seq})", s.read_seq),
+        other => return Err(format!("mark_read: {}", describe(&other))),
+    }
+    a.until(LIVE, "the reader's live ReadReceipt at the author", |f| {
+        matches!(&f.body, Some(Reply::ReadReceipt(r)) if r.conversation_id == g && r.read_seq == seq && r.username == c.name(1))
+    })
+    .await?;
+    // d, a member who wrote nothing, hears nothing of it: a ping's answer
+    // comes back first (frames of one session keep their order).
+    let id = d.next_id();
+    d.send(id, Body::Ping(pb::PingRequest { nonce: 7 })).await?;
+    loop {
+        let f = d.event_within(LIVE).await?;
+        ensure!(
+            !matches!(&f.body, Some(Reply::ReadReceipt(r)) if r.conversation_id == g),
+            "a member who is not the author got the receipt"
+        );
+        if f.request_id == id {
+            break;
+        }
+    }
+    PASS
 }
 
 // ----- presence and typing -----------------------------------------------------------

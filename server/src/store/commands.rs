@@ -374,6 +374,14 @@ impl Tx<'_> {
             self.inbox_event(user.user_id, record, pb::inbox_event::Event::Read(state), &mut out)?;
             self.read_marker(conversation, user.user_id, target);
             let peer = if local { self.direct_peer(conversation, user.user_id)? } else { direct(&membership) };
+            // In a group, only the author of the newest message read hears
+            // of it live (§8.10): one receipt per move, where "Seen by" is
+            // shown, never one per member.
+            let peer = match peer {
+                Some(p) => Some(p),
+                None if local => self.author(conversation, target)?.filter(|a| *a != user.user_id),
+                None => None,
+            };
             if let Some(peer) = peer {
                 let receipt = pb::ReadReceipt {
                     conversation_id: conversation,
@@ -389,6 +397,13 @@ impl Tx<'_> {
             }
         }
         Ok((read_state(conversation, membership.read_seq, last_seq), out))
+    }
+
+    /// Who wrote message `seq` of a conversation in this partition.
+    fn author(&self, conversation: u64, seq: u64) -> std::result::Result<Option<u64>, CommandError> {
+        let message =
+            self.get_record::<pb::Message>(Ks::Messages, &keys::message(ConversationId(conversation), Seq(seq)))?;
+        Ok(message.map(|m| m.sender_id).filter(|id| *id != 0))
     }
 
     /// The other member of a direct conversation in this partition.
