@@ -477,9 +477,10 @@ try {
   await send(carol, "hi all, carol here");
   await bob.locator("#message-list .text", { hasText: "carol here" }).waitFor();
   check(true, "alice added carol; carol reads the group's history and posts; bob sees it");
-  // Group read markers are fetched when the group opens (no live receipts
-  // in groups), and carol's marker goes out a moment after she saw the
-  // message: reopen the group until both readers are in (10 s at most).
+  // Group read markers are fetched when the group opens (live receipts go
+  // only to the author of the message read), and carol's marker goes out a
+  // moment after she saw the message: reopen the group until both readers
+  // are in (10 s at most).
   let seenBy = "";
   for (let attempt = 0; attempt < 20; attempt++) {
     await alice.locator(".conv-item", { hasText: bobName }).click();
@@ -490,6 +491,19 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
   check(seenBy.includes(bobName) && seenBy.includes(carolName), `alice sees who read her group message ("${seenBy}")`);
+  // Live (§8.10): the author hears of a read at once. Bob looks elsewhere
+  // while alice posts; once her post-send refresh (3 s) is over, nothing
+  // but the live receipt can tell her bob read it.
+  await bob.locator(".conv-item", { hasText: aliceName }).click();
+  await send(alice, "who has seen this one?");
+  await alice.locator("#message-list li.msg:not(.pending) .text", { hasText: "who has seen this one?" }).waitFor();
+  await new Promise((resolve) => setTimeout(resolve, 3500));
+  const lastStatus = alice.locator("#message-list li.msg", { hasText: "who has seen this one?" }).locator(".status");
+  check(!((await lastStatus.textContent()) ?? "").includes(bobName), "before bob opens the group, alice's new message is not seen by him");
+  await bob.locator(".conv-item", { hasText: "Weekend hike" }).click();
+  await bob.locator("#message-list .text", { hasText: "who has seen this one?" }).waitFor();
+  await lastStatus.filter({ hasText: bobName }).waitFor({ timeout: 2500 });
+  check(true, "bob reads the group: alice's \"Seen by\" names him at once (a live group receipt)");
   await carol.screenshot({ path: join(outDir, "carol-phone.png") });
   const created = await alice.locator("#message-list .system", { hasText: "created the group" }).textContent();
   check(created === `${aliceName} created the group with ${bobName}`, `the creator is not among "with …" ("${created}")`);
