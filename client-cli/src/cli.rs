@@ -326,6 +326,10 @@ pub struct Ctx {
     /// The server of the last connection (discovery may pick another each
     /// time).
     pub connected: Option<String>,
+    /// Notes for the user (a certificate trusted on first use) are kept
+    /// here instead of printed when Some: `confab chat` shows them in its
+    /// status bar rather than over its screen.
+    pub held_notes: Option<Vec<String>>,
 }
 
 impl Ctx {
@@ -399,10 +403,14 @@ impl Ctx {
         let conn = Connection::connect(&opts).await?;
         // Plain ws:// has no certificate to pin.
         if trust == Trust::FirstUse && !conn.fingerprint().is_empty() {
-            eprintln!(
-                "note: trusting {server}'s certificate sha256:{} (first use; stored in the profile)",
+            let note = format!(
+                "trusting {server}'s certificate sha256:{} (first use; stored in the profile)",
                 conn.fingerprint()
             );
+            match &mut self.held_notes {
+                Some(held) => held.push(note),
+                None => eprintln!("note: {note}"),
+            }
             self.profile.known_servers.insert(server, conn.fingerprint().to_string());
             self.save()?;
         }

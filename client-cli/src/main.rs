@@ -80,7 +80,7 @@ async fn run(cli: Cli) -> Result<()> {
         None => return Err(Failure::Local("no config directory: pass --profile DIR".into())),
     };
     let profile = Profile::load(&dir)?;
-    let mut ctx = Ctx { cli, dir, profile, connected: None };
+    let mut ctx = Ctx { cli, dir, profile, connected: None, held_notes: None };
     match std::mem::replace(&mut ctx.cli.command, Command::Whoami) {
         Command::Signup { user, device, password_stdin } => auth(&mut ctx, true, &user, &device, password_stdin).await,
         Command::Login { user, device, password_stdin } => auth(&mut ctx, false, &user, &device, password_stdin).await,

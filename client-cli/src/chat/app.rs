@@ -39,6 +39,9 @@ const QUIT_GRACE: Duration = Duration::from_secs(1);
 /// from inside (a server that is down is waited for, with backoff).
 pub async fn run(ctx: &mut Ctx) -> crate::cli::Result<()> {
     let model = logged_in(ctx)?;
+    // Notes (a certificate trusted on first use) go to the status bar, not
+    // over the screen.
+    ctx.held_notes = Some(Vec::new());
     let tui = terminal::enter().map_err(|e| Failure::Local(format!("cannot use the terminal: {e}")))?;
     let (key_tx, keys) = mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));

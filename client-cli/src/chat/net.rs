@@ -183,6 +183,9 @@ async fn connect_loop(
             }
         };
         let _ = events.send(NetEvent::Me { username: auth.username.clone(), user_id: auth.user_id });
+        for note in ctx.held_notes.as_mut().map(std::mem::take).unwrap_or_default() {
+            let _ = events.send(NetEvent::Done(note));
+        }
         let started = Instant::now();
         let ended = match session(ctx, conn, &auth, &mut tracker, events, commands).await {
             Ok(ended) => ended,
