@@ -33,6 +33,8 @@ const TYPING_EVERY: Duration = Duration::from_secs(3);
 /// How long the network side may take to end its session after the UI is
 /// gone (store the cursor, close the connection).
 const QUIT_GRACE: Duration = Duration::from_secs(1);
+/// How long a first `/leave` waits for the second that confirms it.
+const LEAVE_CONFIRM: Duration = Duration::from_secs(10);
 
 /// `confab chat`: runs the terminal UI until the user quits. Only a profile
 /// that is not logged in fails before it starts; the connection is made
@@ -128,6 +130,9 @@ struct Ui {
     quit: bool,
     /// Quitting was asked for once while sends were unconfirmed.
     quit_warned: bool,
+    /// `/leave` was asked once for this group, at this time: a second
+    /// within LEAVE_CONFIRM leaves.
+    leave_armed: Option<(u64, Instant)>,
     clear: bool,
     /// Tab completion in progress.
     completing: Option<Cycle>,
@@ -145,6 +150,7 @@ impl Ui {
             typing_sent: HashMap::new(),
             quit: false,
             quit_warned: false,
+            leave_armed: None,
             clear: false,
             completing: None,
             script: None,
@@ -448,7 +454,24 @@ impl Ui {
             Slash::GroupCreate { title, users } => NetCommand::CreateGroup { title, usernames: users },
             Slash::Add(usernames) => NetCommand::AddMembers { conversation_id: group()?, usernames },
             Slash::Remove(username) => NetCommand::RemoveMember { conversation_id: group()?, username },
-            Slash::Leave => NetCommand::Leave { conversation_id: group()? },
+            Slash::Leave => {
+                // Leaving cannot be undone by the leaver (someone must add
+                // them back): the first /leave only asks.
+                let id = group()?;
+                let now = Instant::now();
+                if !self.leave_armed.is_some_and(|(armed, at)| armed == id && now.duration_since(at) < LEAVE_CONFIRM) {
+                    self.leave_armed = Some((id, now));
+                    let title = self.model.current().map(|c| c.title.clone()).unwrap_or_default();
+                    self.model.set_notice(
+                        format!("leave {title}? Only a member can add you back: /leave again within 10 s to leave"),
+                        false,
+                        now,
+                    );
+                    return Ok(());
+                }
+                self.leave_armed = None;
+                NetCommand::Leave { conversation_id: id }
+            }
             Slash::Rename(title) => NetCommand::Rename { conversation_id: group()?, title },
             Slash::Members => match current {
                 Some((conversation_id, _)) => NetCommand::Members { conversation_id },
@@ -625,6 +648,31 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn leave_asks_first_and_leaves_on_the_second() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut ui = Ui::new(ChatModel::new("me", 1), tx);
+        let group = pb::Conversation {
+            conversation_id: 9,
+            kind: pb::ConversationKind::Group as i32,
+            title: "hikers".into(),
+            member_count: 3,
+            ..Default::default()
+        };
+        ui.on_net(NetEvent::Snapshot { conversations: vec![group], rebuild: true });
+        ui.open(9);
+        let leaves = |rx: &mut mpsc::UnboundedReceiver<NetCommand>| {
+            std::iter::from_fn(|| rx.try_recv().ok()).filter(|c| matches!(c, NetCommand::Leave { .. })).count()
+        };
+        leaves(&mut rx);
+        assert_eq!(ui.command(Slash::Leave), Ok(()));
+        assert_eq!(leaves(&mut rx), 0, "the first /leave only asks");
+        let notice = ui.model.notice(Instant::now()).map(|n| n.text.clone()).unwrap_or_default();
+        assert!(notice.contains("leave hikers?"), "{notice}");
+        assert_eq!(ui.command(Slash::Leave), Ok(()));
+        assert_eq!(leaves(&mut rx), 1, "the second leaves");
     }
 
     #[test]
