@@ -107,6 +107,9 @@ pub struct Connection {
     closer: Option<Closer>,
     /// The QUIC connection, for request streams.
     quic: Option<quinn::Connection>,
+    /// Why the session ended, once it has: requests made after it say so
+    /// instead of a bare "session closed".
+    ended: Arc<std::sync::Mutex<Option<ClientError>>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -251,13 +254,15 @@ impl Connection {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (welcome_tx, welcome_rx) = oneshot::channel();
-        tokio::spawn(drive(session, reader, writer, quic.clone(), commands_rx, events_tx, welcome_tx));
+        let ended = Arc::new(std::sync::Mutex::new(None));
+        let link = Link { events: events_tx, ended: Arc::clone(&ended) };
+        tokio::spawn(drive(session, reader, writer, quic.clone(), commands_rx, link, welcome_tx));
         let welcome = match welcome_rx.await {
             Ok(Ok(w)) => w,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(ClientError::Connect("the connection closed during the handshake".into())),
         };
-        Ok(Connection { commands, events, welcome, fingerprint, closer, quic })
+        Ok(Connection { commands, events, welcome, fingerprint, closer, quic, ended })
     }
 
     /// The transport's byte stream (and, on QUIC, its connection).
@@ -342,10 +347,20 @@ impl Connection {
     /// becomes [`ClientError::Server`].
     pub async fn request(&self, body: Body) -> Result<Reply, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Request(body, tx))
-            .map_err(|_| ClientError::Disconnected("session closed".into()))?;
-        rx.await.map_err(|_| ClientError::Disconnected("session closed".into()))?
+        self.commands.send(Command::Request(body, tx)).map_err(|_| self.ended())?;
+        rx.await.map_err(|_| self.ended())?
+    }
+
+    /// Why the session ended (as a lost connection), or "session closed"
+    /// before the reason is known.
+    fn ended(&self) -> ClientError {
+        let why = self.ended.lock().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        match why {
+            Some(ClientError::Server { code, message, .. }) => ClientError::Disconnected(format!("{code}: {message}")),
+            Some(e @ ClientError::Disconnected(_)) => e,
+            Some(other) => ClientError::Disconnected(other.to_string()),
+            None => ClientError::Disconnected("session closed".into()),
+        }
     }
 
     /// Sends one request on its own QUIC request stream, so it never waits
@@ -384,9 +399,7 @@ impl Connection {
 
     /// Sends a typing notice (no response).
     pub fn typing(&self, conversation_id: u64) -> Result<(), ClientError> {
-        self.commands
-            .send(Command::Typing(conversation_id))
-            .map_err(|_| ClientError::Disconnected("session closed".into()))
+        self.commands.send(Command::Typing(conversation_id)).map_err(|_| self.ended())
     }
 
     /// The next server event; `None` after [`Event::Closed`].
@@ -443,15 +456,22 @@ impl Drop for Connection {
     }
 }
 
+/// Where the session task reports to: events, and why it ended.
+struct Link {
+    events: mpsc::UnboundedSender<Event>,
+    ended: Arc<std::sync::Mutex<Option<ClientError>>>,
+}
+
 async fn drive(
     mut session: ClientSession,
     mut reader: Reader,
     mut writer: Writer,
     datagrams: Option<quinn::Connection>,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    link: Link,
     welcome: oneshot::Sender<Result<pb::Welcome, ClientError>>,
 ) {
+    let Link { events, ended } = link;
     let mut welcome = Some(welcome);
     let mut incoming = datagrams.clone();
     let mut out = BytesMut::new();
@@ -559,6 +579,9 @@ async fn drive(
             ClientError::Server { code, message, .. } => ClientError::Disconnected(format!("{code}: {message}")),
             other => other.clone(),
         }));
+    }
+    if let Ok(mut slot) = ended.lock() {
+        *slot = Some(closed.clone());
     }
     let _ = events.send(Event::Closed(closed));
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
