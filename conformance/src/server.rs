@@ -185,29 +185,23 @@ pub async fn run(opts: &Options, report: &mut Report) -> Fallible<()> {
     let ctx = Ctx { target: target.clone(), limits, users, settings: opts.settings.clone(), run };
 
     let (last, first): (Vec<Scenario>, Vec<Scenario>) = all().into_iter().partition(|s| s.id == "shutdown.goaway");
-    for s in first {
-        if !opts.only.is_empty() && !opts.only.iter().any(|o| s.id.contains(o.as_str())) {
-            continue;
-        }
-        let started = std::time::Instant::now();
-        let outcome = match tokio::time::timeout(Duration::from_secs(120), (s.run)(&ctx)).await {
-            Ok(Ok(Verdict::Pass)) => Outcome::Pass,
-            Ok(Ok(Verdict::Skip(why))) => Outcome::Skip(why),
-            Ok(Err(why)) => Outcome::Fail(why),
-            Err(_) => Outcome::Fail("did not finish within 120 s".into()),
-        };
-        report.add(s.id, s.section, s.title, outcome, started.elapsed());
-    }
+    run_each(&ctx, first, &opts.only, report).await;
     if opts.only.is_empty() || opts.only.iter().any(|o| "vector".contains(o.as_str()) || o.starts_with("vector")) {
         vectors::replay_all(&ctx, report, &opts.only).await;
     }
     // Last: it stops the server.
-    for s in last {
-        if !opts.only.is_empty() && !opts.only.iter().any(|o| s.id.contains(o.as_str())) {
+    run_each(&ctx, last, &opts.only, report).await;
+    Ok(())
+}
+
+/// Runs the scenarios `only` selects, each within 120 s, into `report`.
+async fn run_each(ctx: &Ctx, scenarios: Vec<Scenario>, only: &[String], report: &mut Report) {
+    for s in scenarios {
+        if !only.is_empty() && !only.iter().any(|o| s.id.contains(o.as_str())) {
             continue;
         }
         let started = std::time::Instant::now();
-        let outcome = match tokio::time::timeout(Duration::from_secs(120), (s.run)(&ctx)).await {
+        let outcome = match tokio::time::timeout(Duration::from_secs(120), (s.run)(ctx)).await {
             Ok(Ok(Verdict::Pass)) => Outcome::Pass,
             Ok(Ok(Verdict::Skip(why))) => Outcome::Skip(why),
             Ok(Err(why)) => Outcome::Fail(why),
@@ -215,7 +209,6 @@ pub async fn run(opts: &Options, report: &mut Report) -> Fallible<()> {
         };
         report.add(s.id, s.section, s.title, outcome, started.elapsed());
     }
-    Ok(())
 }
 
 // ----- helpers -------------------------------------------------------------------

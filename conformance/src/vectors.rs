@@ -70,17 +70,7 @@ async fn replay_ws(ctx: &Ctx, v: &Value) -> Fallible<()> {
     let close = v.get("expect").and_then(|e| e.get("close_status")).and_then(Value::as_u64);
     let msg = v.get("message").ok_or("the vector has no message")?;
     let mut p = Peer::connect(&ctx.target).await?;
-    match v.get("needs").and_then(Value::as_str) {
-        Some("fresh-session") => {}
-        Some("handshake") => {
-            p.hello().await?;
-        }
-        Some("authenticated") => {
-            p.hello().await?;
-            p.resume(&ctx.users[3].token).await?;
-        }
-        other => return Err(format!("the vector's \"needs\" is {other:?}")),
-    }
+    prepare(ctx, &mut p, v).await?;
     match msg.get("type").and_then(Value::as_str) {
         Some("text") => p.send_text(msg.get("text").and_then(Value::as_str).unwrap_or_default()).await?,
         Some("binary") => {
@@ -160,6 +150,25 @@ async fn replay_invalid(ctx: &Ctx, report: &mut Report, only: &[String]) {
     }
 }
 
+/// Tells the server what the vector's `needs` says it must have been told
+/// first: nothing, a handshake, or authentication as a user of the pool.
+async fn prepare(ctx: &Ctx, p: &mut Peer, v: &Value) -> Fallible<()> {
+    match v.get("needs").and_then(Value::as_str) {
+        Some("fresh-session") => {}
+        Some("handshake") => {
+            p.hello().await?;
+        }
+        Some("authenticated") => {
+            p.hello().await?;
+            p.resume(&ctx.users[3].token).await?;
+        }
+        other => {
+            return Err(format!("the vector's \"needs\" is {other:?}, not fresh-session, handshake or authenticated"));
+        }
+    }
+    Ok(())
+}
+
 /// Strips a frame's length prefix (WebSocket carries none).
 fn payload(frame: &[u8]) -> Option<Vec<u8>> {
     let mut b = frame;
@@ -199,19 +208,7 @@ async fn replay(ctx: &Ctx, v: &Value, stage: &str) -> Fallible<Option<String>> {
         }
     }
     // The vector says what the server must have been told before it.
-    match v.get("needs").and_then(Value::as_str) {
-        Some("fresh-session") => {}
-        Some("handshake") => {
-            p.hello().await?;
-        }
-        Some("authenticated") => {
-            p.hello().await?;
-            p.resume(&ctx.users[3].token).await?;
-        }
-        other => {
-            return Err(format!("the vector's \"needs\" is {other:?}, not fresh-session, handshake or authenticated"));
-        }
-    }
+    prepare(ctx, &mut p, v).await?;
     p.send_bytes(&bytes).await?;
     // The first Error is the answer (Welcome and the like answer the
     // after frames).
