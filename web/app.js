@@ -181,6 +181,12 @@ function showView(which) {
 session.on("state", (s) => {
   renderConn(s);
   updateCount(); // the limits may have changed with Welcome
+  // Not connected: nobody's presence is known any more ("online" would be a
+  // claim from before); fresh presence replaces it after reconnecting.
+  if (s.state !== "online" && s.state !== "syncing" && model.presence.size) {
+    model.markPresenceStale();
+    scheduleRender();
+  }
   if (s.state === "signed-out") {
     forgetSignedOutUser();
     showView("auth");
@@ -400,7 +406,9 @@ function scheduleRender() {
 
 function presenceState(username) {
   const p = model.presence.get(username);
-  if (!p) return "unknown";
+  // Known only from before the connection went: nothing is claimed until
+  // the re-subscription after reconnecting says again (markPresenceStale).
+  if (!p || p.stale) return "unknown";
   return { [PresenceState.ONLINE]: "online", [PresenceState.AWAY]: "away", [PresenceState.OFFLINE]: "offline" }[p.state] ?? "unknown";
 }
 

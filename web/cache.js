@@ -88,6 +88,17 @@ export class ConvCache {
     end.catch(() => {}); // awaited below; an abort after a throw is not news
     try {
       const result = await fn(tx);
+      // Every write is asked for: commit now rather than when the page goes
+      // back to its event loop. The save at pagehide (a reload, closing the
+      // tab) is otherwise aborted with the page, and the next load paints
+      // an older state (a "Seen" back to "Sent").
+      if (mode === "readwrite") {
+        try {
+          tx.commit?.();
+        } catch {
+          // already committing
+        }
+      }
       await end;
       return result;
     } catch (e) {

@@ -265,6 +265,17 @@ export class Model {
     this.changed({ presence: p.username });
   }
 
+  /**
+   * The connection is gone: what is known of everyone's presence is from
+   * before, and nobody tells us of changes until the re-subscription after
+   * reconnecting answers (each answer replaces its entry). Until then an
+   * entry is stale.
+   */
+  markPresenceStale() {
+    for (const [u, p] of this.presence) if (!p.stale) this.presence.set(u, { ...p, stale: true });
+    this.changed({ presence: null });
+  }
+
   applyTyping(t, now = Date.now()) {
     if (this.me && t.userId === this.me.userId) return;
     const key = String(t.conversationId);

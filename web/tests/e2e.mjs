@@ -289,6 +289,19 @@ try {
   check(two === "hi alice\nsecond line", `Shift+Enter made a newline (${JSON.stringify(two)})`);
 
   // --- alice goes offline ------------------------------------------------------
+  // What alice knows of bob before: online (header and list), her message Seen.
+  const peerClaims = (page, peer) =>
+    page.evaluate((name) => {
+      const item = [...document.querySelectorAll(".conv-item")].find((b) => b.getAttribute("aria-label").startsWith(`${name},`));
+      return { sub: document.getElementById("conv-sub").textContent, label: item?.getAttribute("aria-label") ?? "", dot: item?.querySelector(".presence-dot")?.dataset.state ?? "" };
+    }, peer);
+  await waitFor("alice to see bob online", async () => {
+    const c = await peerClaims(alice, bobName);
+    return c.sub === "online" && c.label.startsWith(`${bobName}, online,`) && c.dot === "online";
+  });
+  check(true, "alice sees bob online (header, list and dot)");
+  const aliceStatuses = () => alice.locator("#message-list li.msg:not(.pending) .status").evaluateAll((els) => els.filter((e) => !e.hidden).map((e) => e.textContent));
+  check(JSON.stringify(await aliceStatuses()) === JSON.stringify(["Seen"]), "before going offline alice's message says Seen");
   log("alice's network goes down");
   proxy.down();
   // Read state and text together: between attempts it flips to "connecting".
@@ -315,6 +328,16 @@ try {
   check(true, "alice's offline message waits in the outbox");
   const aliceOfflineSeen = await messageTexts(alice);
   check(!aliceOfflineSeen.some((t) => t.startsWith("missed")), "alice cannot see bob's messages while offline");
+  // Offline, nothing of bob's presence is known: no "online" claimed in
+  // words (header, list) or by the dot until fresh presence comes.
+  const offlineClaims = await waitFor("alice to stop claiming bob is online", async () => {
+    const c = await peerClaims(alice, bobName);
+    return !/\bonline\b/.test(c.sub) && !/\bonline\b/.test(c.label.split(",")[1] ?? "") && c.dot !== "online" ? c : null;
+  });
+  check(offlineClaims.sub === "" && offlineClaims.dot === "unknown", `while offline alice does not show bob as online (header "${offlineClaims.sub}", dot ${offlineClaims.dot}, list "${offlineClaims.label}")`);
+  // Read state already known stays: "Seen" does not turn back into "Sent".
+  const offlineStatuses = await aliceStatuses();
+  check(JSON.stringify(offlineStatuses) === JSON.stringify(["Seen"]), `while offline alice's message still says Seen (${JSON.stringify(offlineStatuses)})`);
 
   // Bob sees alice go offline once the presence grace period has passed.
   await bob.locator('.conv-item .presence-dot[data-state="offline"]').waitFor({ timeout: 20000 });
@@ -324,6 +347,11 @@ try {
   proxy.restore();
   await alice.locator('#conn[data-state="online"]').waitFor({ timeout: 90000 });
   check(true, "alice reconnected (resume + sync)");
+  await waitFor("alice to see bob online again", async () => {
+    const c = await peerClaims(alice, bobName);
+    return c.sub === "online" && c.dot === "online";
+  });
+  check(true, "back online, fresh presence shows bob online again");
 
   await waitFor("alice to show the missed messages", async () => {
     const t = await messageTexts(alice);
@@ -400,6 +428,9 @@ try {
       return !!saved && [...saved.messages.values()].some((list) => list.at(-1)?.text === last);
     }, expected.at(-1)),
   );
+  // Bob (the DM open) has read the draft alice sent: her message says Seen.
+  // The reload follows at once: only the save at pagehide can keep that.
+  await waitFor("alice's draft Seen by bob", async () => JSON.stringify(await aliceStatuses()) === JSON.stringify(["Seen"]));
   // The page itself must come from somewhere with the network down (as from
   // the browser's cache): the proxy serves its files from web/ for this
   // reload; /v1/discover and the WebSocket are refused like the rest.
@@ -413,6 +444,10 @@ try {
     offlineState !== "online" && offlineState !== "syncing" && (await convItem(alice, bobName).count()) === 1,
     `with the network down (${offlineState}), a reload paints the list and the open conversation's ${expected.length} last messages from IndexedDB`,
   );
+  const reloadedStatuses = await aliceStatuses();
+  check(JSON.stringify(reloadedStatuses) === JSON.stringify(["Seen"]), `reloaded offline, alice's message still says Seen (${JSON.stringify(reloadedStatuses)})`);
+  const reloadedClaims = await peerClaims(alice, bobName);
+  check(reloadedClaims.sub === "" && reloadedClaims.dot === "unknown", `reloaded offline, bob's presence is not claimed (header "${reloadedClaims.sub}", dot ${reloadedClaims.dot})`);
   const cachedSeqs = await seqs(alice);
   assertContiguous(cachedSeqs, "alice from the cache");
   const whileDown = "sent while alice reloaded offline";

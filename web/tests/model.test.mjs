@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { Model, describeMembership, dateSeparators, dayLabel, dayKey } from "../model.js";
-import { ConversationKind, MembershipAction, MemberRole } from "../proto.js";
+import { ConversationKind, MembershipAction, MemberRole, PresenceState } from "../proto.js";
 
 const user = (id, username) => ({ userId: BigInt(id), username });
 const membership = (action, users, extra = {}) => ({
@@ -187,4 +187,16 @@ test("reconcileList: conversations the server no longer lists go, and so does on
   const rolled = model.conversations.get("11");
   assert.equal(rolled.lastSeq, 20n, "not the cached 50");
   assert.equal(rolled.messages.size, 0, "the cached messages beyond the server's are gone");
+});
+
+test("presence: stale once the connection went, fresh again with the next answer", () => {
+  const model = new Model();
+  model.applyPresence({ username: "bob", state: PresenceState.ONLINE, lastSeenMs: 0n });
+  model.markPresenceStale();
+  assert.equal(model.presence.get("bob").stale, true);
+  assert.equal(model.presence.get("bob").state, PresenceState.ONLINE); // what was last known is kept
+  model.markPresenceStale(); // again (every state change while offline): still the same entry
+  assert.equal(model.presence.get("bob").stale, true);
+  model.applyPresence({ username: "bob", state: PresenceState.ONLINE, lastSeenMs: 0n });
+  assert.equal(model.presence.get("bob").stale, undefined);
 });
