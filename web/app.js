@@ -625,7 +625,10 @@ function renderOpen() {
         // Only the newest of my messages says Sent, and the newest read one Seen.
         let text = w.key === lastSeen ? "Seen" : w.key === myLast ? "Sent" : "";
         if (w.key === myLast && c.kind === ConversationKind.GROUP) {
-          // Groups have no live receipts (§8.10): fetched on open, on reconnect and after sending.
+          // A member's read marker moving onto a message reaches its author live
+          // (§8.10); a marker that passes it on the way to a later message does
+          // not, so the receipts are also fetched on open, on reconnect, a moment
+          // after sending and every 30 s.
           const readers = [...c.receipts].filter(([u, seq]) => seq >= myLastSeq && u !== model.me?.username).map(([u]) => u);
           if (readers.length) text = `Seen by ${readers.length > 3 ? `${readers.slice(0, 3).join(", ")} and ${readers.length - 3} more` : readers.join(", ")}`;
         }
