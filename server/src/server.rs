@@ -62,6 +62,7 @@ impl Server {
             tracing::info!(path = %identity.cert_path.display(), "generated a self-signed certificate");
         }
         let tls_config = tls::server_config(&identity)?;
+        let quic_tls_config = tls::quic_config(&identity)?;
         let http_tls_config = tls::http_config(&identity)?;
         // The HTTP port answers from the start: `/readyz` says "not ready"
         // (503) while the store opens, instead of refusing connections.
@@ -220,7 +221,7 @@ impl Server {
             ingress.tracker.spawn(task);
         }
         if let Some(addr) = server.config.quic {
-            let endpoint = quic_endpoint(&server.config, addr, &tls_config)?;
+            let endpoint = quic_endpoint(&server.config, addr, &quic_tls_config)?;
             let bound = bound(endpoint.local_addr(), "reading the bound QUIC address")?;
             ingress.tracker.spawn(quic::serve(Arc::clone(&ingress), endpoint.clone(), shutdown.clone()));
             server.quic = Some((endpoint, bound));

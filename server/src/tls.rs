@@ -82,13 +82,27 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// TLS 1.3 server settings for the protocol (QUIC and TCP): ALPN
-/// `confab/1`, which a client must offer (§2.2): a ClientHello without it
-/// is refused in the handshake, as one offering only other protocols is.
+/// TLS 1.3 server settings for the protocol on TCP: ALPN `confab/1`, which
+/// a client must offer (§2.2). A ClientHello offering only other protocols
+/// gets rustls' `no_application_protocol` alert (RFC 7301 §3.2); one
+/// without the ALPN extension, which rustls would serve, is refused with
+/// `access_denied` ([`RequireAlpn`]).
 pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, SetupError> {
     let mut config = base_config(id)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.cert_resolver = Arc::new(RequireAlpn(Arc::clone(&config.cert_resolver)));
+    // We never accept early data.
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.3 server settings for QUIC: ALPN `confab/1`. rustls holds QUIC to
+/// RFC 9001 §8.1 itself: a ClientHello without `confab/1`, with no ALPN
+/// extension or other protocols only, fails with `no_application_protocol`
+/// (QUIC error 0x178).
+pub fn quic_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, SetupError> {
+    let mut config = base_config(id)?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
     // QUIC needs 0-RTT off or bounded; we never accept early data.
     config.max_early_data_size = 0;
     Ok(Arc::new(config))
@@ -112,17 +126,16 @@ fn base_config(id: &Identity) -> Result<rustls::ServerConfig, SetupError> {
         .map_err(|e| SetupError::Invalid(format!("certificate and key do not match: {e}")))
 }
 
-/// Serves the certificate only to a ClientHello that offers `confab/1`
-/// (rustls goes on when a client offers no ALPN, or none it knows);
-/// without a certificate the handshake fails with an `access_denied`
-/// alert.
+/// Refuses a ClientHello with no ALPN extension (rustls goes on without
+/// one); without a certificate the handshake fails with an `access_denied`
+/// alert. A ClientHello that offers only other protocols is resolved, and
+/// rustls then refuses it with `no_application_protocol`.
 #[derive(Debug)]
 struct RequireAlpn(Arc<dyn rustls::server::ResolvesServerCert>);
 
 impl rustls::server::ResolvesServerCert for RequireAlpn {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        let offered = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ALPN));
-        if offered { self.0.resolve(hello) } else { None }
+        if hello.alpn().is_some() { self.0.resolve(hello) } else { None }
     }
 }
 

@@ -235,19 +235,28 @@ impl TlsStream {
         queued
     }
 
-    /// After a TLS error: gets the alert rustls queued out (best effort,
-    /// without waiting) and returns the error. Processes once more only:
-    /// rustls does not drop the bytes that failed, and would fail on them
-    /// (and queue another alert) again.
+    /// After a TLS error: gets what rustls queued out (best effort, without
+    /// waiting) and returns the error. rustls hands queued records out
+    /// before it looks at input, one `EncodeTlsData` each, and the fatal
+    /// alert may come after other records of the same flight (taking only
+    /// the first sent `no_application_protocol` as a bare close), so this
+    /// takes them until another state shows. It gives rustls no input:
+    /// the bytes that failed are still in `incoming`, and a deframing error
+    /// on them again would queue a second alert (a debug assertion in
+    /// rustls).
     fn fail(&mut self, e: rustls::Error) -> io::Error {
         if !self.failed {
             self.failed = true;
-            let Self { conn, incoming, outgoing, .. } = self;
-            let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
-            if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
-                let _ = encode(&mut data, outgoing);
+            for _ in 0..8 {
+                let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+                let more = match state {
+                    Ok(ConnectionState::EncodeTlsData(mut data)) => encode(&mut data, &mut self.outgoing).is_ok(),
+                    _ => false,
+                };
+                if !more {
+                    break;
+                }
             }
-            consume(incoming, discard);
             let _ = self.try_flush_out();
         }
         tls_error(e)
