@@ -404,6 +404,9 @@ impl Args {
     }
 }
 
+/// The runtime's blocking threads at most (store reads, a flush, a backup).
+const BLOCKING_THREADS: usize = 32;
+
 /// Libraries that log the bytes they carry at debug and trace: WebSocket
 /// frames hold passwords, tokens and message text, which never go to a
 /// log at any level (docs/SECURITY.md). Their events above `info` are
@@ -558,7 +561,15 @@ fn start() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter.and(tracing_subscriber::filter::filter_fn(not_carried_bytes)));
     tracing_subscriber::registry().with(layer).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    // Store reads run on the runtime's blocking threads (one per read in
+    // progress): a burst of logins would otherwise start up to tokio's
+    // default of 512 of them. 32 keep a burst's threads (and their stacks)
+    // bounded; more reads wait their turn.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(run(config))
 }
 

@@ -53,18 +53,17 @@ async fn connect_from(target: &Target, from: IpAddr) -> Tls {
 
 /// Hello and a Login, written back to back.
 fn hello_and_login(username: &str, password: &str) -> Vec<u8> {
+    hello_and(Body::Login(pb::LoginRequest {
+        username: username.into(),
+        password: password.into(),
+        device_name: "flood".into(),
+    }))
+}
+
+/// Hello and then `request` (id 2), written back to back.
+fn hello_and(request: Body) -> Vec<u8> {
     let mut out = Vec::new();
-    for (id, body) in [
-        (1, Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })),
-        (
-            2,
-            Body::Login(pb::LoginRequest {
-                username: username.into(),
-                password: password.into(),
-                device_name: "flood".into(),
-            }),
-        ),
-    ] {
+    for (id, body) in [(1, Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })), (2, request)] {
         out.extend_from_slice(&framing::frame_bytes(&pb::ClientFrame { request_id: id, body: Some(body) }));
     }
     out
@@ -73,8 +72,24 @@ fn hello_and_login(username: &str, password: &str) -> Vec<u8> {
 /// Logs in from `from` and returns the login's answer: `Ok(())` or the
 /// error code.
 async fn login_from(target: &Target, from: IpAddr, username: &str, password: &str) -> Result<(), ErrorCode> {
+    authenticate_from(target, from, hello_and_login(username, password)).await
+}
+
+/// Signs up from `from` and returns the answer: `Ok(())` or the error code.
+async fn signup_from(target: &Target, from: IpAddr, username: &str, password: &str) -> Result<(), ErrorCode> {
+    let signup = Body::Signup(pb::SignupRequest {
+        username: username.into(),
+        password: password.into(),
+        device_name: "new".into(),
+    });
+    authenticate_from(target, from, hello_and(signup)).await
+}
+
+/// Writes `frames` (Hello, then an authenticating request with id 2) from
+/// `from` and returns that request's answer.
+async fn authenticate_from(target: &Target, from: IpAddr, frames: Vec<u8>) -> Result<(), ErrorCode> {
     let mut tls = connect_from(target, from).await;
-    tls.write_all(&hello_and_login(username, password)).await.unwrap();
+    tls.write_all(&frames).await.unwrap();
     tls.flush().await.unwrap();
     let decoder = FrameDecoder::new(confab_protocol::limits::DEFAULT_MAX_FRAME_BYTES);
     let mut buf = BytesMut::new();
@@ -88,7 +103,7 @@ async fn login_from(target: &Target, from: IpAddr, username: &str, password: &st
             }
         }
         let n = tokio::time::timeout(Duration::from_secs(30), tls.read_buf(&mut buf)).await.expect("no answer");
-        assert!(n.unwrap() > 0, "closed before the login was answered");
+        assert!(n.unwrap() > 0, "closed before the request was answered");
     }
 }
 
@@ -131,7 +146,7 @@ async fn login_bursts_that_hang_up_keep_memory_bounded_and_give_it_back() {
     .await;
     let pid = daemon.child.id().unwrap();
     let target = Target::of(&daemon);
-    let (_, baseline) = threads_and_rss(pid);
+    let (baseline_threads, baseline) = threads_and_rss(pid);
     let bound = baseline + CONCURRENCY * ARGON2_KIB + 96 * 1024;
     let addr: IpAddr = [127, 0, 0, 1].into();
     let (mut peak_rss, mut peak_threads) = (0, 0);
@@ -166,6 +181,10 @@ async fn login_bursts_that_hang_up_keep_memory_bounded_and_give_it_back() {
         bound / 1024
     );
     assert!(peak_rss < bound, "RSS {peak_rss} KiB under login bursts; bound {bound} KiB");
+    // Threads: the password pool's are fixed; the runtime's blocking
+    // threads (store reads) stop at confabd's cap of 32.
+    let thread_bound = baseline_threads + 32 + CONCURRENCY + 4;
+    assert!(peak_threads <= thread_bound, "{peak_threads} threads under login bursts; bound {thread_bound}");
     // The memory comes back once the pool has been idle a while.
     let deadline = Instant::now() + confab_server::passwords::IDLE_RELEASE + Duration::from_secs(20);
     loop {
@@ -218,13 +237,17 @@ async fn one_account_logging_in_flat_out_neither_gets_unlimited_logins_nor_locks
     let attacker: IpAddr = [127, 0, 0, 3].into();
     let victim: IpAddr = [127, 0, 0, 4].into();
     // 80 connections logging mallory in, each as fast as it is answered.
-    let stop = Instant::now() + Duration::from_secs(6);
+    // The flood lasts until the victim is done (well within a minute, the
+    // window of the per-account login limit).
+    let cap = Instant::now() + Duration::from_secs(50);
+    let victim_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut flood = tokio::task::JoinSet::new();
     for _ in 0..80 {
         let t = Arc::clone(&target);
+        let done = Arc::clone(&victim_done);
         flood.spawn(async move {
             let mut ok = 0u32;
-            while Instant::now() < stop {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < cap {
                 match login_from(&t, attacker, "mallory", "mallory-password").await {
                     Ok(()) => ok += 1,
                     Err(ErrorCode::RATE_LIMITED | ErrorCode::SERVER_BUSY) => {
@@ -236,21 +259,32 @@ async fn one_account_logging_in_flat_out_neither_gets_unlimited_logins_nor_locks
             ok
         });
     }
-    // Meanwhile the victim logs in now and then from another address.
-    let mut victim_ok = 0;
+    // Meanwhile the victim logs in now and then from another address, and
+    // newcomers there sign up.
+    let (mut victim_ok, mut signups_ok) = (0, 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for _ in 0..8 {
+    for i in 0..8 {
         match login_from(&target, victim, "victim", "victim-password").await {
             Ok(()) => victim_ok += 1,
             Err(code) => eprintln!("victim refused: {code}"),
         }
+        if i % 2 == 0 {
+            match signup_from(&target, victim, &format!("newcomer{i}"), &format!("newcomer-password-{i}")).await {
+                Ok(()) => signups_ok += 1,
+                Err(code) => eprintln!("newcomer refused: {code}"),
+            }
+        }
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
+    let still_flooding = Instant::now() < cap;
+    victim_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut mallory_ok = 0;
     while let Some(n) = flood.join_next().await {
         mallory_ok += n.unwrap();
     }
-    eprintln!("mallory logged in {mallory_ok} times; the victim {victim_ok} of 8");
+    eprintln!("mallory logged in {mallory_ok} times; the victim {victim_ok} of 8; signups {signups_ok} of 4");
+    assert!(still_flooding, "the victim's logins and signups must run during the flood");
     assert_eq!(victim_ok, 8, "a login flood from another address must not lock the victim out");
+    assert_eq!(signups_ok, 4, "a login flood from another address must not keep newcomers from signing up");
     assert!(mallory_ok <= 10, "logins per account per minute: {mallory_ok}");
 }
