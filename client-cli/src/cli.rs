@@ -15,7 +15,8 @@ use serde_json::Value;
 /// Command-line client for Confab chat servers.
 ///
 /// Exit codes: 0 success; 1 the server refused the request (the message
-/// names its error code); 2 bad usage; 3 connection or local failure.
+/// names its error code); 2 bad usage (a malformed argument, a password
+/// not given or not the same twice); 3 connection or local failure.
 #[derive(Debug, Parser)]
 #[command(name = "confab", version, about = "Command-line client for Confab chat servers", long_about)]
 pub struct Cli {
@@ -23,7 +24,7 @@ pub struct Cli {
     /// port of the transport used, when the profile's was for another kind
     /// of listener — else $CONFAB_SERVER, else 127.0.0.1:7443, or
     /// 127.0.0.1:7080 for --transport ws/wss).
-    #[arg(long, global = true, value_name = "HOST:PORT")]
+    #[arg(long, global = true, value_name = "HOST:PORT", value_parser = server_address)]
     pub server: Option<String>,
     /// Transport: quic (default), tcp (TCP+TLS), ws (WebSocket over plain
     /// HTTP, e.g. on loopback) or wss (WebSocket over TLS).
@@ -39,7 +40,7 @@ pub struct Cli {
     /// reconnect: the first node that serves the transport wins (a cluster
     /// lists its least loaded node first). Overrides --server; remembered
     /// in the profile at signup and login.
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", value_parser = discover_url)]
     pub discover: Option<String>,
     /// Profile directory: token, device id, cursor, trusted fingerprints
     /// (default: the user's config dir, e.g. ~/.config/confab).
@@ -268,9 +269,24 @@ pub enum GroupCommand {
         conversation: u64,
         /// @username.
         user: String,
-        /// owner, admin or member.
-        role: String,
+        /// The new role.
+        #[arg(value_enum, ignore_case = true)]
+        role: Role,
     },
+}
+
+/// HOST:PORT, checked before anything connects (a usage error, exit
+/// code 2); whether the host resolves is the connection's business.
+fn server_address(s: &str) -> std::result::Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+        _ => Err("give HOST:PORT, e.g. 127.0.0.1:7443 (the HTTP port, 7080 by default, for --transport ws)".into()),
+    }
+}
+
+/// A discovery URL, `http://HOST:PORT` (a usage error otherwise).
+fn discover_url(s: &str) -> std::result::Result<String, String> {
+    confab_client::discover::host_of(s).map(|_| s.to_string())
 }
 
 /// "@username" or a conversation id, checked before anything connects
@@ -298,6 +314,9 @@ fn group_id(s: &str) -> std::result::Result<u64, String> {
 pub enum Failure {
     /// The server refused the request (exit code 1).
     Server(ClientError),
+    /// What the user gave is not usable, found after clap's checks (e.g.
+    /// two passwords that differ): exit code 2, as clap's own usage errors.
+    Usage(String),
     /// A connection or local failure (exit code 3).
     Local(String),
     /// A failure no retry can fix, that a person has to decide about: the
@@ -467,6 +486,27 @@ mod server_tests {
         assert_eq!(stored_server_for("chat.example:7080", w, t).as_deref(), Some("chat.example:7443"));
         assert_eq!(stored_server_for("[::1]:9000", t, w).as_deref(), Some("[::1]:7080"));
         assert_eq!(stored_server_for("chat.example:9443", t, q).as_deref(), Some("chat.example:9443"));
+    }
+}
+
+/// A group member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// What an admin may do, and set roles (owners are peers).
+    Owner,
+    /// Add members, remove members (not admins or owners), rename.
+    Admin,
+    /// Send and read.
+    Member,
+}
+
+impl From<Role> for pb::MemberRole {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Owner => pb::MemberRole::Owner,
+            Role::Admin => pb::MemberRole::Admin,
+            Role::Member => pb::MemberRole::Member,
+        }
     }
 }
 

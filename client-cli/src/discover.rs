@@ -27,16 +27,23 @@ pub struct Node {
     pub fingerprint: Option<String>,
 }
 
+/// The `host:port` of a discovery URL (`http://host:port`, a path
+/// allowed), or what is wrong with it.
+pub fn host_of(url: &str) -> Result<&str, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| "give the server's plain HTTP address, e.g. http://127.0.0.1:7080".to_string())?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    if host.is_empty() {
+        return Err("no host: give the server's plain HTTP address, e.g. http://127.0.0.1:7080".into());
+    }
+    Ok(host)
+}
+
 /// The first node `url` (`http://host:port`) names for `transport`.
 pub async fn pick(url: &str, transport: TransportKind) -> Result<Node, String> {
     let fail = |e: String| format!("--discover {url}: {e}");
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| fail("give the server's plain HTTP address, e.g. http://127.0.0.1:7080".into()))?;
-    let host = rest.split('/').next().unwrap_or(rest);
-    if host.is_empty() {
-        return Err(fail("no host".into()));
-    }
+    let host = host_of(url).map_err(fail)?;
     let body = tokio::time::timeout(WITHIN, get(host, "/v1/discover"))
         .await
         .map_err(|_| fail(format!("no answer within {} s", WITHIN.as_secs())))?

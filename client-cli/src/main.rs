@@ -40,6 +40,10 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(Failure::Local(e) | Failure::Untrusted(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(3)
@@ -130,31 +134,53 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
+/// How to give a password without a terminal, for the messages.
+const SIGNUP_STDIN: &str = "printf '%s\\n' \"$PASSWORD\" | confab signup NAME --password-stdin";
+const LOGIN_STDIN: &str = "printf '%s\\n' \"$PASSWORD\" | confab login NAME --password-stdin";
+const PASSWD_STDIN: &str = "printf '%s\\n%s\\n' \"$CURRENT\" \"$NEW\" | confab passwd --password-stdin";
+
+/// One line of stdin without its line end; None at the end of input.
+fn stdin_line() -> Result<Option<String>> {
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some(line.trim_end_matches(['\r', '\n']).to_string())),
+        Err(e) => Err(Failure::Local(format!("reading the password from stdin: {e}"))),
+    }
+}
+
+/// A password: from stdin (`--password-stdin`, or when there is no
+/// terminal to ask on), else asked for, twice when `confirm`. What the
+/// user gave that cannot be used (nothing, two that differ) is a usage
+/// error; `example` shows how to give it on stdin.
+fn read_password(from_stdin: bool, confirm: bool, example: &str) -> Result<String> {
     if from_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::Local(format!("reading stdin: {e}")))?;
-        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+        return stdin_line()?.ok_or_else(|| {
+            Failure::Usage(format!(
+                "no password: --password-stdin reads it from stdin, which has nothing to read; e.g. {example}"
+            ))
+        });
     }
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         // No terminal to prompt on (a pipe, a script): one line per
         // prompt from stdin, as a terminal user would type them.
-        let read = || {
-            let mut line = String::new();
-            match std::io::stdin().lock().read_line(&mut line) {
-                Ok(0) => Err(Failure::Local(
-                    "no password: there is no terminal to ask on and stdin has nothing to read; give it on stdin, \
-                     e.g. printf '%s\\n' \"$PASSWORD\" | confab signup NAME --password-stdin"
-                        .into(),
-                )),
-                Ok(_) => Ok(line.trim_end_matches(['\r', '\n']).to_string()),
-                Err(e) => Err(Failure::Local(format!("reading the password from stdin: {e}"))),
+        let pw = stdin_line()?.ok_or_else(|| {
+            Failure::Usage(format!(
+                "no password: there is no terminal to ask on and stdin has nothing to read; give it on stdin, \
+                 e.g. {example}"
+            ))
+        })?;
+        if confirm {
+            let again = stdin_line()?.ok_or_else(|| {
+                Failure::Usage(format!(
+                    "the password is asked for twice and stdin had it once: without a terminal give it on two \
+                     lines, or once with --password-stdin, e.g. {example}"
+                ))
+            })?;
+            if again != pw {
+                return Err(Failure::Usage("passwords do not match".into()));
             }
-        };
-        let pw = read()?;
-        if confirm && read()? != pw {
-            return Err(Failure::Local("passwords do not match".into()));
         }
         return Ok(pw);
     }
@@ -163,7 +189,7 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
         let again =
             rpassword::prompt_password("Again: ").map_err(|e| Failure::Local(format!("reading password: {e}")))?;
         if again != pw {
-            return Err(Failure::Local("passwords do not match".into()));
+            return Err(Failure::Usage("passwords do not match".into()));
         }
     }
     Ok(pw)
@@ -173,13 +199,13 @@ async fn passwd(ctx: &mut Ctx, revoke_others: bool, password_stdin: bool) -> Res
     use std::io::IsTerminal;
     let (current, new) = if password_stdin || !std::io::stdin().is_terminal() {
         // One per line: the current password, then the new one.
-        let current = read_password(true, false)?;
-        (current, read_password(true, false)?)
+        let current = read_password(true, false, PASSWD_STDIN)?;
+        (current, read_password(true, false, PASSWD_STDIN)?)
     } else {
         let current = rpassword::prompt_password("Current password: ")
             .map_err(|e| Failure::Local(format!("reading password: {e}")))?;
         eprintln!("New password:");
-        (current, read_password(false, true)?)
+        (current, read_password(false, true, PASSWD_STDIN)?)
     };
     let (conn, _) = ctx.session().await?;
     conn.change_password(&current, &new, revoke_others).await?;
@@ -237,7 +263,7 @@ async fn privacy(ctx: &mut Ctx, dm: Option<cli::DmAudience>, groups: Option<cli:
 
 async fn auth(ctx: &mut Ctx, signup: bool, user: &str, device: &str, password_stdin: bool) -> Result<()> {
     let user = user.trim_start_matches('@').to_lowercase();
-    let password = read_password(password_stdin, signup)?;
+    let password = read_password(password_stdin, signup, if signup { SIGNUP_STDIN } else { LOGIN_STDIN })?;
     let conn = ctx.connect().await?;
     let ok = if signup {
         conn.signup(&user, &password, device).await?
@@ -298,7 +324,7 @@ async fn conversation_id(conn: &Connection, to: &str) -> Result<u64> {
     if let Some(user) = to.strip_prefix('@') {
         return Ok(conn.open_direct(&user.to_lowercase()).await?.conversation_id);
     }
-    to.parse().map_err(|_| Failure::Local(format!("'{to}' is neither @username nor a conversation id")))
+    to.parse().map_err(|_| Failure::Usage(format!("'{to}' is neither @username nor a conversation id")))
 }
 
 async fn send(ctx: &mut Ctx, to: &str, text: String) -> Result<()> {
@@ -329,7 +355,7 @@ async fn send(ctx: &mut Ctx, to: &str, text: String) -> Result<()> {
                     delay = delay.max(Duration::from_millis(*retry_after_ms));
                 }
             }
-            Err(Failure::Local(e)) if attempt < 5 && !e.starts_with("not logged in") && !e.contains("neither") => {
+            Err(Failure::Local(e)) if attempt < 5 && !e.starts_with("not logged in") => {
                 eprintln!("note: {e}; retrying");
             }
             Err(e) => return Err(e),
@@ -396,12 +422,7 @@ async fn group(ctx: &mut Ctx, cmd: GroupCommand) -> Result<()> {
             }
         }
         GroupCommand::Role { conversation, user, role } => {
-            let r = match role.to_lowercase().as_str() {
-                "owner" => pb::MemberRole::Owner,
-                "admin" => pb::MemberRole::Admin,
-                "member" => pb::MemberRole::Member,
-                other => return Err(Failure::Local(format!("unknown role '{other}': owner, admin or member"))),
-            };
+            let r = pb::MemberRole::from(role);
             conn.set_role(conversation, &user_name(&user), r).await?;
             ctx.out(
                 json!({"conversation_id": conversation, "user": user_name(&user), "role": role_name(r as i32)}),
@@ -615,7 +636,7 @@ async fn tail(ctx: &mut Ctx) -> Result<()> {
             }
             Err(Failure::Server(e)) if !e.is_retryable() => return Err(Failure::Server(e)),
             Err(Failure::Local(e)) if e.starts_with("not logged in") => return Err(Failure::Local(e)),
-            Err(e @ Failure::Untrusted(_)) => return Err(e),
+            Err(e @ (Failure::Untrusted(_) | Failure::Usage(_))) => return Err(e),
             Err(Failure::Server(e)) => {
                 eprintln!("note: {e}; reconnecting");
                 backoff.max(Duration::from_millis(retry_after(&e))) + jitter(backoff / 2)

@@ -158,7 +158,9 @@ async fn connect_loop(
                     return Some(e.to_string());
                 }
                 // The certificate is not the pinned one: the user decides.
-                Err(Failure::Untrusted(e)) => {
+                // (A usage error cannot come from here; were it to, a retry
+                // would not fix it either.)
+                Err(Failure::Untrusted(e) | Failure::Usage(e)) => {
                     let _ = events.send(NetEvent::Link(Link::Failed(e.clone())));
                     return Some(e);
                 }
