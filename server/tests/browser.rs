@@ -8,12 +8,20 @@
 //! test says so on stderr and is skipped, or fails under
 //! `CONFAB_REQUIRE_E2E=1` (as in CI). Screenshots and the browser console go
 //! to `target/browser-artifacts/`.
+//!
+//! The script restarts the server through this harness (`--control stdin`):
+//! it prints `e2e-control: stop-server` or `e2e-control: start-server` on
+//! its stdout and reads `ok` (or `error: …`) on its stdin. Stopping is the
+//! graceful shutdown `confabd` does on SIGTERM (GoAway, SHUTTING_DOWN, the
+//! store flushed and closed); starting opens the same data dir on the same
+//! HTTP address, so the pages reconnect to where they were.
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use confab_server::config::Config;
@@ -56,6 +64,59 @@ fn artifacts_dir(root: &Path) -> PathBuf {
     target.join("browser-artifacts")
 }
 
+/// What a line of the script's stdout asks of this harness.
+const CONTROL_PREFIX: &str = "e2e-control: ";
+
+/// Reads the script's stdout to the end on its own thread, passing the
+/// control requests among its lines to `requests`.
+fn read_stdout(
+    pipe: Option<impl Read + Send + 'static>,
+    requests: mpsc::Sender<String>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let Some(pipe) = pipe else { return all };
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line);
+            if let Some(request) = text.trim_end().strip_prefix(CONTROL_PREFIX) {
+                let _ = requests.send(request.to_string());
+            }
+            all.push_str(&text);
+        }
+        all
+    })
+}
+
+/// Does what the script asked: stop the server, or start it again on the
+/// same data dir and address. Returns the answer line.
+async fn control(request: &str, server: &mut Option<Server>, config: &Config) -> String {
+    match request {
+        "stop-server" => match server.take() {
+            Some(s) => {
+                s.shutdown().await;
+                "ok".to_string()
+            }
+            None => "error: the server is not running".to_string(),
+        },
+        "start-server" if server.is_some() => "error: the server is already running".to_string(),
+        "start-server" => match Server::start(config.clone()).await {
+            Ok(s) => {
+                *server = Some(s);
+                "ok".to_string()
+            }
+            Err(e) => format!("error: cannot start the server again: {e}"),
+        },
+        other => format!("error: unknown request {other:?}"),
+    }
+}
+
 /// Reads a child's pipe to the end on its own thread.
 fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
@@ -78,7 +139,7 @@ async fn browser_dm_offline_catch_up() {
 
     let dir = tempfile::tempdir().unwrap();
     let local = "127.0.0.1:0".parse().unwrap();
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         quic: None,
         tcp: None,
@@ -93,8 +154,11 @@ async fn browser_dm_offline_catch_up() {
         heartbeat_interval_ms: 2000,
         ..Config::default()
     };
-    let server = Server::start(config).await.unwrap();
+    let server = Server::start(config.clone()).await.unwrap();
     let addr = server.http_addr().expect("the server has no HTTP listener");
+    // A restart listens where the pages know the server is.
+    config.http = Some(addr);
+    let mut server = Some(server);
     let url = format!("http://{addr}");
     let out = artifacts_dir(&root);
 
@@ -106,20 +170,33 @@ async fn browser_dm_offline_catch_up() {
         .arg(&out)
         .arg("--chromium")
         .arg(CHROMIUM)
+        .arg("--control")
+        .arg("stdin")
         .current_dir(&root)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start node");
-    let stdout = drain(child.stdout.take());
+    let (requests_tx, requests) = mpsc::channel();
+    let stdout = read_stdout(child.stdout.take(), requests_tx);
     let stderr = drain(child.stderr.take());
+    let mut answers = child.stdin.take();
 
-    // Poll the child with a deadline (the server keeps running on the runtime).
+    // Poll the child with a deadline (the server keeps running on the
+    // runtime), doing what it asks of the server meanwhile.
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for node") {
             break Some(status);
+        }
+        while let Ok(request) = requests.try_recv() {
+            let answer = control(&request, &mut server, &config).await;
+            eprintln!("browser.rs: the script asked to {request}: {answer}");
+            if let Some(pipe) = answers.as_mut() {
+                // The script may have ended meanwhile: its exit status tells.
+                let _ = writeln!(pipe, "{answer}").and_then(|()| pipe.flush());
+            }
         }
         if started.elapsed() > E2E_DEADLINE {
             let _ = child.kill();
@@ -130,12 +207,19 @@ async fn browser_dm_offline_catch_up() {
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
+    drop(answers);
     println!("{stdout}");
     eprintln!("{stderr}");
-    server.shutdown().await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
 
     let status = status.unwrap_or_else(|| panic!("the browser e2e test did not finish within {E2E_DEADLINE:?}"));
     assert!(status.success(), "node web/tests/e2e.mjs failed ({status}); artifacts in {}", out.display());
     assert!(stdout.contains(", 0 failed"), "the e2e test did not report its result:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("{CONTROL_PREFIX}start-server")),
+        "the e2e test never restarted the server:\n{stdout}"
+    );
     assert!(out.join("alice.png").exists(), "no screenshot in {}", out.display());
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 // Browser end-to-end test of the Confab web client in headless Chromium.
 //
-//   node web/tests/e2e.mjs --url http://127.0.0.1:PORT [--out DIR] [--chromium PATH]
+//   node web/tests/e2e.mjs --url http://127.0.0.1:PORT [--out DIR] [--chromium PATH] [--control stdin]
 //
 // Needs a running confabd serving web/ over HTTP (server/tests/browser.rs
-// starts one) and Debian's chromium. Two browser contexts (alice and bob)
+// starts one) and Debian's chromium. With `--control stdin` (browser.rs
+// passes it) the server is also restarted mid-test: a line
+// "e2e-control: stop-server" / "e2e-control: start-server" on stdout asks
+// the harness, which answers "ok" on stdin; without it that phase is skipped. Two browser contexts (alice and bob)
 // sign up, open a DM and talk; alice's network is then taken away for real
 // (her browser reaches the server through a TCP proxy that resets every
 // connection and refuses new ones) while bob sends; when it is back alice
@@ -42,6 +45,10 @@ if (!baseUrl) {
   process.exit(2);
 }
 const outDir = resolve(args.out ?? "target/browser-artifacts");
+if (args.control && args.control !== "stdin") {
+  console.error(`e2e: --control ${args.control}: only "stdin" is known`);
+  process.exit(2);
+}
 const chromiumPath = args.chromium ?? "/usr/bin/chromium";
 mkdirSync(outDir, { recursive: true });
 for (const f of readdirSync(outDir)) if (/^failure-.*\.png$/.test(f)) rmSync(join(outDir, f));
@@ -148,6 +155,27 @@ async function send(page, text) {
   const box = page.getByLabel("Message", { exact: true });
   await box.fill(text);
   await box.press("Enter");
+}
+
+// Asking the harness to stop or start the server (--control stdin): the
+// request on stdout, the answer read from stdin.
+const controlAnswers = [];
+const controlWaiters = [];
+let controlInput = null;
+if (args.control === "stdin") {
+  const { createInterface } = await import("node:readline");
+  controlInput = createInterface({ input: process.stdin });
+  controlInput.on("line", (l) => (controlWaiters.length ? controlWaiters.shift()(l) : controlAnswers.push(l)));
+}
+async function serverControl(request, timeoutMs = 60000) {
+  console.log(`e2e-control: ${request}`);
+  let timer;
+  const answer = await Promise.race([
+    controlAnswers.length ? Promise.resolve(controlAnswers.shift()) : new Promise((r) => controlWaiters.push(r)),
+    new Promise((r) => (timer = setTimeout(() => r(`no answer within ${timeoutMs} ms`), timeoutMs))),
+  ]);
+  clearTimeout(timer);
+  if (answer !== "ok") throw new Error(`the harness could not ${request}: ${answer}`);
 }
 
 async function waitFor(what, fn, timeoutMs = 20000) {
@@ -394,6 +422,48 @@ try {
     check(JSON.stringify(await messageTexts(alice)) === JSON.stringify(expected), "after the half-open connection alice has every message once");
   } else {
     log(`half-open phase skipped: the server's heartbeat is ${heartbeatMs} ms (it needs <= 5000 to finish quickly)`);
+  }
+
+  // --- the server restarts (an upgrade): both reconnect, no error left ----------
+  if (controlInput) {
+    check((await alertCount(alice)) === 0 && (await alertCount(bob)) === 0, "no toast on screen before the server restarts");
+    log("the server stops (as on SIGTERM: GoAway, SHUTTING_DOWN, the store closed)");
+    await serverControl("stop-server");
+    for (const page of [alice, bob]) await page.locator('#conn[data-state="reconnecting"]').waitFor({ timeout: 20000 });
+    check(true, "the server stopped: alice and bob show Reconnecting…");
+    const duringRestart = ["bob, while the server restarts", "alice, while the server restarts"];
+    await send(bob, duringRestart[0]);
+    await send(alice, duringRestart[1]);
+    for (const page of [alice, bob]) await page.locator("#message-list li.msg.pending .status", { hasText: "Waiting for connection" }).waitFor();
+    check(true, "alice and bob each wrote a message while the server was down: it waits in the outbox");
+    // The GoAway is said (a toast about the connection) while it lasts.
+    for (const page of [alice, bob]) await page.locator('#alerts .alert[data-connection="true"]', { hasText: "the server is restarting" }).waitFor();
+    check(true, "both were told the server is restarting");
+    log("the server starts again (same data dir, same address)");
+    await serverControl("start-server");
+    for (const page of [alice, bob]) await page.locator('#conn[data-state="online"]').waitFor({ timeout: 90000 });
+    check(true, "after the restart alice and bob reconnected by themselves");
+    for (const page of [alice, bob]) {
+      await waitFor("the messages written during the restart, stored", async () => {
+        const t = await messageTexts(page);
+        return duringRestart.every((m) => t.includes(m)) && (await page.locator("#message-list li.pending").count()) === 0;
+      });
+    }
+    const aliceAfter = await messageTexts(alice);
+    const tail = aliceAfter.slice(expected.length);
+    check(
+      JSON.stringify(aliceAfter.slice(0, expected.length)) === JSON.stringify(expected) && tail.length === 2 && duringRestart.every((m) => tail.includes(m)),
+      `the messages written during the restart arrived once each (${JSON.stringify(tail)})`,
+    );
+    expected.push(...tail);
+    check(JSON.stringify(await messageTexts(bob)) === JSON.stringify(expected), "bob's and alice's views agree after the restart");
+    assertContiguous(await seqs(alice), "alice after the restart");
+    const leftAlice = await alertTexts(alice);
+    const leftBob = await alertTexts(bob);
+    check(leftAlice.length === 0 && leftBob.length === 0, `back online after the restart, no toast is left on screen${leftAlice.length + leftBob.length ? ` (alice: ${JSON.stringify(leftAlice)}, bob: ${JSON.stringify(leftBob)})` : ""}`);
+    check((await alice.locator("#conn").getAttribute("data-state")) === "online" && (await alice.locator("#conn-text").textContent()) === "Online", "alice's status says Online");
+  } else {
+    log("server restart phase skipped: no --control stdin (server/tests/browser.rs passes it)");
   }
 
   // --- reload: resume from localStorage, rebuild from the server ----------------
@@ -969,6 +1039,8 @@ try {
   }
 }
 
+controlInput?.close();
+process.stdin.destroy();
 writeFileSync(join(outDir, "console.log"), consoleLines.join("\n") + "\n");
 await browser.close().catch(() => {});
 await proxy.close().catch(() => {});
