@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Writes the README's screenshots of the browser client (headless Chromium):
-// the chat view, group info, the account dialog and the phone-width layout.
+// the sign-in form, the chat view, group info, the devices and account
+// dialogs and the phone-width layout.
 //
 //   confabd --data-dir "$(mktemp -d)" --no-quic --no-tcp --http 127.0.0.1:7080 --web-dir web &
 //   node web/tests/screenshots.mjs --url http://127.0.0.1:7080 [--out web/tests/screenshots] [--chromium PATH]
@@ -83,6 +84,14 @@ async function shot(page, name) {
 
 let failed = null;
 try {
+  // The sign-in form, as a new visitor sees it (the device name is the browser's).
+  const visitor = await (await browser.newContext({ viewport: { width: 1100, height: 700 }, deviceScaleFactor: 1, colorScheme: "light", locale: "en-GB" })).newPage();
+  await visitor.goto(args.url);
+  await visitor.getByRole("button", { name: "Log in" }).waitFor();
+  await visitor.getByLabel("Username", { exact: true }).fill("alice");
+  await shot(visitor, "sign-in");
+  await visitor.context().close();
+
   const alice = await user("alice", { width: 1100, height: 700 });
   const bob = await user("bob", { width: 390, height: 780 });
   const carol = await user("carol", { width: 1100, height: 700 });
@@ -124,6 +133,22 @@ try {
   await alice.locator('#member-list .member[data-username="carol"]').waitFor();
   await shot(alice, "group-info");
   await alice.getByRole("dialog", { name: "Group info" }).getByRole("button", { name: "Close" }).click();
+
+  // Alice's phone signs in too: the devices dialog lists both.
+  const phone = await (await browser.newContext({ viewport: { width: 390, height: 780 }, deviceScaleFactor: 1, colorScheme: "light", locale: "en-GB" })).newPage();
+  await phone.goto(args.url);
+  await phone.getByRole("tab", { name: "Log in" }).click();
+  await phone.getByLabel("Username", { exact: true }).fill("alice");
+  await phone.getByLabel("Password", { exact: true }).fill(password);
+  await phone.getByLabel("Device name", { exact: true }).fill("Alice's phone");
+  await phone.getByRole("button", { name: "Log in" }).click();
+  await phone.locator('#conn[data-state="online"]').waitFor();
+  await alice.getByRole("button", { name: "Devices" }).click();
+  const devices = alice.getByRole("dialog", { name: "Devices" });
+  await devices.locator(".device", { hasText: "Alice's phone" }).filter({ hasText: "online now" }).waitFor();
+  await devices.locator("#devices-status", { hasText: "1 other device is signed in." }).waitFor();
+  await shot(alice, "devices");
+  await devices.getByRole("button", { name: "Close" }).click();
 
   await alice.getByRole("button", { name: "Account" }).click();
   const account = alice.getByRole("dialog", { name: "Account" });
