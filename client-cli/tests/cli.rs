@@ -293,3 +293,130 @@ fn push_webhooks_from_the_command_line() {
     );
     rt.block_on(server.shutdown());
 }
+
+/// A profile.json that is not a profile: the message names the file and
+/// says how to start over (a local failure, exit 3), and following that
+/// advice works.
+#[test]
+fn a_corrupt_profile_names_the_file_and_how_to_start_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("p");
+    std::fs::create_dir_all(&profile).unwrap();
+    let file = profile.join("profile.json");
+    let corrupt = "{\"server\": \"127.0.0.1:7443\", \"token\": \"abc";
+    std::fs::write(&file, corrupt).unwrap();
+    let whoami = || Command::new(env!("CARGO_BIN_EXE_confab")).arg("--profile").arg(&profile).arg("whoami").output();
+    let out = whoami().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("{}: not a valid profile", file.display())), "{said}");
+    assert!(said.contains("Move it away (or delete it) to start a fresh one"), "{said}");
+    assert!(said.contains("log in again"), "{said}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), corrupt, "the file is left for the user to look at");
+    std::fs::rename(&file, profile.join("profile.json.broken")).unwrap();
+    let out = whoami().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not logged in: run `confab login USER`"), "a fresh profile: {said}");
+}
+
+/// A password that is not there (no terminal and nothing on stdin) or not
+/// the same twice is a usage error (exit 2) that says how to give it, found
+/// before anything connects: nothing listens at the address given, and no
+/// profile is written.
+#[test]
+fn a_password_not_given_or_not_the_same_twice_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("p");
+    let nowhere = Cli { server: "127.0.0.1:9".into(), cert: &dir.path().join("no-cert.pem") };
+    let cases: [(&[&str], Option<&str>, &[&str]); 5] = [
+        (
+            &["signup", "nina"],
+            None,
+            &[
+                "no password: there is no terminal to ask on and stdin has nothing to read",
+                "printf '%s\\n' \"$PASSWORD\" | confab signup NAME --password-stdin",
+            ],
+        ),
+        (&["login", "nina"], Some(""), &["no terminal to ask on", "| confab login NAME --password-stdin"]),
+        (&["signup", "nina"], Some("nina-password\nnina-passw0rd\n"), &["passwords do not match"]),
+        (&["signup", "nina"], Some("nina-password\n"), &["asked for twice", "once with --password-stdin"]),
+        (&["signup", "nina", "--password-stdin"], None, &["--password-stdin reads it from stdin"]),
+    ];
+    for (args, stdin, says) in cases {
+        let out = nowhere.run(&profile, args, stdin);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "confab {args:?} with stdin {stdin:?}: {said}");
+        for s in says {
+            assert!(said.contains(s), "confab {args:?} with stdin {stdin:?} does not say {s:?}: {said}");
+        }
+        assert!(!profile.exists(), "confab {args:?} wrote a profile");
+    }
+}
+
+/// `read @user` marks the direct conversation with that user read (all of
+/// it, or up to a seq); a conversation that is neither an id nor `@user`,
+/// a direct conversation where a group is needed, a role that is not one,
+/// a --server without a port and a --discover that is not plain HTTP are
+/// usage errors (exit 2), refused before anything is sent; `group role`
+/// takes the roles its --help lists.
+#[test]
+fn read_by_username_and_malformed_arguments() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = rt.block_on(Server::start(config(dir.path()))).unwrap();
+    let cli = Cli { server: server.quic_addr().unwrap().to_string(), cert: server.cert_path() };
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    cli.ok(&alice, &["signup", "alice", "--password-stdin"], Some("alice-password\n"));
+    cli.ok(&bob, &["signup", "bob", "--password-stdin"], Some("bob-password\n"));
+    let sent = cli.json(&alice, &["send", "@bob", "one"]);
+    let dm = sent[0]["conversation_id"].as_u64().unwrap();
+    cli.ok(&alice, &["send", "@bob", "two"], None);
+
+    let read = cli.json(&bob, &["read", "@alice", "1"]);
+    assert_eq!((read[0]["conversation_id"].as_u64(), read[0]["read_seq"].as_u64()), (Some(dm), Some(1)), "{read:?}");
+    assert_eq!(read[0]["unread"], 1, "{read:?}");
+    let said = cli.ok(&bob, &["read", "@Alice"], None);
+    assert_eq!(said, format!("conversation {dm}: read up to 2, 0 unread\n"));
+    assert_eq!(cli.json(&bob, &["conversations"])[0]["unread"], 0);
+
+    let g = cli.json(&alice, &["group", "create", "Crew", "@bob"]);
+    let gid = g[0]["conversation_id"].as_u64().unwrap().to_string();
+    let malformed: [(&[&str], &str); 8] = [
+        (&["read", "alice"], "'alice' is neither @username nor a conversation id"),
+        (&["read", "@"], "'@' is neither @username nor a conversation id"),
+        (&["history", "bob"], "'bob' is neither @username nor a conversation id"),
+        (&["send", "bob", "hi"], "'bob' is neither @username nor a conversation id"),
+        (&["group", "members", "@bob"], "@bob names a direct conversation, not a group"),
+        (&["group", "role", &gid, "@bob", "boss"], "[possible values: owner, admin, member]"),
+        (&["group", "role", &gid, "@bob"], "<ROLE>"),
+        (&["--discover", "https://127.0.0.1:1", "whoami"], "plain HTTP address"),
+    ];
+    for (args, says) in malformed {
+        let out = cli.run(&alice, args, None);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "confab {args:?}: {said}");
+        assert!(said.contains(says), "confab {args:?} does not say {says:?}: {said}");
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+    let out = cmd.arg("--profile").arg(&alice).args(["--server", "localhost", "whoami"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "--server without a port: {said}");
+    assert!(said.contains("give HOST:PORT"), "{said}");
+    // Nothing was sent: the group and the direct conversation are as they were.
+    let members = cli.json(&alice, &["group", "members", &gid]);
+    assert_eq!(members[1]["user"], "bob");
+    assert_eq!(members[1]["role"], "member");
+    assert_eq!(cli.json(&alice, &["history", "@bob"]).len(), 2);
+
+    let help = cli.ok(&alice, &["group", "role", "--help"], None);
+    assert!(help.contains("Possible values:"), "{help}");
+    for role in ["owner", "admin", "member"] {
+        assert!(help.contains(&format!("- {role}:")), "{role} is not in the help: {help}");
+    }
+    // Any case.
+    let set = cli.json(&alice, &["group", "role", &gid, "@Bob", "Admin"]);
+    assert_eq!(set[0]["role"], "admin", "{set:?}");
+    assert_eq!(cli.json(&alice, &["group", "members", &gid])[1]["role"], "admin");
+    rt.block_on(server.shutdown());
+}
