@@ -4,7 +4,9 @@
 //!
 //! What differs between runs is normalized on both sides: clock times
 //! (`11:16:06Z`), the certificate fingerprint, `sent_at_ms` values, the
-//! server's address (the README's `127.0.0.1:7443` is the test server's),
+//! server's address (the README's `127.0.0.1:7443` is the test server's
+//! QUIC and TCP address; its HTTP listener is on port 7080 of the same
+//! host, where `--transport ws` takes a profile made over QUIC or TCP),
 //! and `/tmp/` (a temp dir). Passwords: each `Password:` / `Again:` line the
 //! README shows is one line of stdin. HTML comments in the README direct
 //! what happens in other terminals:
@@ -242,29 +244,50 @@ fn shows(actual: &[String], expect: &[String]) -> bool {
     a.len() >= e.len() && a[..e.len()] == e[..] && expect.iter().filter(|l| is_presence(l)).all(|l| actual.contains(l))
 }
 
+/// The port a profile made over QUIC or TCP uses for `--transport ws`
+/// (the client's default WebSocket port): the README's WebSocket step
+/// relies on it, so the test server's HTTP listener is there.
+const HTTP_PORT: u16 = 7080;
+
 fn start_server(dir: &std::path::Path) -> (tokio::runtime::Runtime, Server, String) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    // QUIC and TCP on one port, as the defaults (7443) have them.
-    for _ in 0..50 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+    // QUIC and TCP on one port, as the defaults (7443) have them, and HTTP
+    // on 7080 of the same host: 127.0.0.1 if 7080 is free there, else
+    // another loopback address (Linux routes all of 127/8 to lo), since a
+    // profile keeps its server's host when it changes port for WebSocket.
+    let pid = std::process::id();
+    for attempt in 0..50u32 {
+        let host: std::net::Ipv4Addr = if attempt == 0 {
+            [127, 0, 0, 1].into()
+        } else {
+            [127, 0, (pid % 250) as u8 + 1, attempt as u8 + 1].into()
+        };
+        if std::net::TcpListener::bind((host, HTTP_PORT)).is_err() {
+            eprintln!("{host}:{HTTP_PORT} is taken (or {host} is not usable); trying another loopback address");
             continue;
         }
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let port = std::net::TcpListener::bind((host, 0)).unwrap().local_addr().unwrap().port();
+        if std::net::UdpSocket::bind((host, port)).is_err() {
+            continue;
+        }
+        let addr = std::net::SocketAddr::from((host, port));
         let config = Config {
             data_dir: dir.to_path_buf(),
             quic: Some(addr),
             tcp: Some(addr),
-            http: Some("127.0.0.1:0".parse().unwrap()),
+            http: Some((host, HTTP_PORT).into()),
             presence_grace_ms: GRACE_MS,
             ..Config::default()
         };
         match rt.block_on(Server::start(config)) {
-            Ok(server) => return (rt, server, format!("127.0.0.1:{port}")),
-            Err(e) => eprintln!("port {port}: {e}; trying another"),
+            Ok(server) => return (rt, server, addr.to_string()),
+            Err(e) => eprintln!("{addr}: {e}; trying another"),
         }
     }
-    panic!("no port free for both QUIC and TCP");
+    panic!(
+        "no loopback address with port {HTTP_PORT} free for HTTP and another free for both QUIC and TCP \
+         (the README's --transport ws step needs the HTTP listener on {HTTP_PORT})"
+    );
 }
 
 #[test]
