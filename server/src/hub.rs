@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -53,6 +53,8 @@ pub struct Hub {
     next_session: AtomicU64,
     queue_len: usize,
     queue_bytes: usize,
+    /// Bytes waiting in every session's queue.
+    queued: Arc<AtomicUsize>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -87,7 +89,20 @@ impl Hub {
     /// An empty table whose sessions queue up to `queue_len` frames and
     /// `queue_bytes` bytes each.
     pub fn new(queue_len: usize, queue_bytes: usize, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Hub { users: Mutex::new(HashMap::new()), next_session: AtomicU64::new(1), queue_len, queue_bytes, metrics }
+        Hub {
+            users: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            queue_len,
+            queue_bytes,
+            queued: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// Bytes delivered to this node's sessions and not yet taken by their
+    /// connections: the node's outbound backlog.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed) as u64
     }
 
     /// Queues one frame for one session, or cuts the session off when its
@@ -134,7 +149,7 @@ impl Hub {
         datagrams: Option<quinn::Connection>,
     ) -> Registration {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(OutboundQueue::new(self.queue_len, self.queue_bytes));
+        let queue = Arc::new(OutboundQueue::counted(self.queue_len, self.queue_bytes, Arc::clone(&self.queued)));
         let entry = Entry { session, device, queue: Arc::clone(&queue), kill, datagrams };
         self.users().entry(user).or_default().push(entry);
         tracing::debug!(user, device, session, %peer, ?transport, "session registered");

@@ -11,6 +11,17 @@ use confab_protocol::pb::{client_frame::Body, server_frame::Body as Reply};
 
 use crate::link::Transport;
 
+/// What the session table knows now, for [`Metrics::render`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live {
+    /// Authenticated sessions.
+    pub sessions: usize,
+    /// Users with at least one live session.
+    pub users_online: usize,
+    /// The outbound backlog in bytes.
+    pub queued_bytes: u64,
+}
+
 /// A histogram with fixed upper bounds.
 pub struct Histogram {
     bounds: &'static [f64],
@@ -298,7 +309,8 @@ impl Metrics {
     }
 
     /// Renders the Prometheus text exposition.
-    pub fn render(&self, sessions: usize, users_online: usize) -> String {
+    pub fn render(&self, live: Live) -> String {
+        let Live { sessions, users_online, queued_bytes } = live;
         let mut o = String::with_capacity(8 * 1024);
         let gauge = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -324,6 +336,12 @@ impl Metrics {
         }
         gauge(&mut o, "confab_sessions", "Authenticated sessions.", sessions as u64);
         gauge(&mut o, "confab_users_online", "Users with at least one live session.", users_online as u64);
+        gauge(
+            &mut o,
+            "confab_outbound_queued_bytes",
+            "Bytes delivered to sessions and not yet written to their connections (the outbound backlog).",
+            queued_bytes,
+        );
         let _ = writeln!(
             o,
             "# HELP confab_frames_in_total Frames received by type.\n# TYPE confab_frames_in_total counter"
@@ -517,7 +535,7 @@ mod tests {
         m.connection_opened(Transport::Tcp);
         m.committed(3, 2, Duration::from_micros(700));
         m.error(311);
-        let text = m.render(1, 1);
+        let text = m.render(Live { sessions: 1, users_online: 1, queued_bytes: 0 });
         assert!(text.contains("confab_connections{transport=\"tcp\"} 1"));
         assert!(text.contains("confab_store_commit_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("confab_store_commit_batch_size_bucket{le=\"5\"} 1"));
@@ -526,7 +544,7 @@ mod tests {
         m.push.sent(false, 3200);
         m.push.failed("timeout");
         m.push.skipped(true);
-        let text = m.render(1, 1);
+        let text = m.render(Live { sessions: 1, users_online: 1, queued_bytes: 0 });
         assert!(text.contains("confab_push_sent_total{kind=\"webhook\"} 1"));
         assert!(text.contains("confab_push_failed_total{reason=\"timeout\"} 1"));
         assert!(text.contains("confab_push_skipped_total{reason=\"read\"} 1"));

@@ -11,7 +11,8 @@
 //! a burst has drained, plus a [`Notify`] that wakes the session's task.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -44,12 +45,20 @@ pub struct OutboundQueue {
     wake: Notify,
     max_frames: usize,
     max_bytes: usize,
+    /// Bytes queued in every queue sharing this counter (the node's
+    /// outbound backlog, which a cluster node publishes as load).
+    total: Arc<AtomicUsize>,
 }
 
 impl OutboundQueue {
     /// An empty queue (it allocates nothing until a frame arrives).
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
-        OutboundQueue { frames: Mutex::new(Frames::default()), wake: Notify::new(), max_frames, max_bytes }
+        Self::counted(max_frames, max_bytes, Arc::default())
+    }
+
+    /// An empty queue whose bytes also count in `total`.
+    pub fn counted(max_frames: usize, max_bytes: usize, total: Arc<AtomicUsize>) -> Self {
+        OutboundQueue { frames: Mutex::new(Frames::default()), wake: Notify::new(), max_frames, max_bytes, total }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Frames> {
@@ -69,6 +78,7 @@ impl OutboundQueue {
         }
         let was_empty = q.frames.is_empty();
         q.bytes += frame.len();
+        self.total.fetch_add(frame.len(), Ordering::Relaxed);
         q.frames.push_back(frame);
         drop(q);
         // The reader drains until the queue is empty before it waits, so
@@ -97,13 +107,15 @@ impl OutboundQueue {
     /// (at least one frame if any is queued); returns how many.
     pub fn drain_into(&self, out: &mut BytesMut, max_bytes: usize) -> usize {
         let mut q = self.lock();
-        let mut n = 0;
+        let (mut n, mut taken) = (0, 0);
         while n == 0 || out.len() < max_bytes {
             let Some(frame) = q.frames.pop_front() else { break };
-            q.bytes -= frame.len();
+            taken += frame.len();
             out.extend_from_slice(&frame);
             n += 1;
         }
+        q.bytes -= taken;
+        self.total.fetch_sub(taken, Ordering::Relaxed);
         if q.frames.is_empty() && q.frames.capacity() > KEEP_CAPACITY {
             q.frames = VecDeque::new();
         }
@@ -115,6 +127,7 @@ impl OutboundQueue {
         let mut q = self.lock();
         let frame = q.frames.pop_front()?;
         q.bytes -= frame.len();
+        self.total.fetch_sub(frame.len(), Ordering::Relaxed);
         Some(frame)
     }
 
@@ -123,6 +136,7 @@ impl OutboundQueue {
         let mut q = self.lock();
         q.closed = true;
         q.frames = VecDeque::new();
+        self.total.fetch_sub(q.bytes, Ordering::Relaxed);
         q.bytes = 0;
     }
 }
@@ -130,6 +144,26 @@ impl OutboundQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queues_sharing_a_total_count_their_bytes_in_it() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let a = OutboundQueue::counted(8, 1024, Arc::clone(&total));
+        let b = OutboundQueue::counted(8, 1024, Arc::clone(&total));
+        a.push(Bytes::from_static(b"12345"));
+        a.push(Bytes::from_static(b"678"));
+        b.push(Bytes::from_static(b"abcdefgh"));
+        assert_eq!(total.load(Ordering::Relaxed), 16);
+        let mut out = BytesMut::new();
+        a.drain_into(&mut out, 4);
+        assert_eq!(total.load(Ordering::Relaxed), 11, "one frame of a taken");
+        assert!(b.try_recv().is_some());
+        assert_eq!(total.load(Ordering::Relaxed), 3);
+        a.close();
+        assert_eq!(total.load(Ordering::Relaxed), 0, "closing gives back what was queued");
+        assert_eq!(a.push(Bytes::from_static(b"x")), Pushed::Closed);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+    }
 
     #[tokio::test]
     async fn bounded_in_frames_and_bytes() {

@@ -85,6 +85,21 @@ impl Server {
         let db = Arc::new(db);
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(config.outbound_queue, config.outbound_queue_bytes, Arc::clone(&metrics)));
+        // In a cluster, NATS first: the nodes share facts (the VAPID key)
+        // that the services below are built with.
+        let nats = match &config.cluster {
+            Some(c) => Some(ClusterNode::connect(c).await?),
+            None => None,
+        };
+        if let Some(n) = &nats
+            && config.push.enabled
+            && config.push.web_push
+        {
+            let path =
+                config.push.vapid_key.clone().unwrap_or_else(|| crate::push::default_vapid_path(&config.data_dir));
+            crate::cluster::share_vapid_key(&n.facts, &path, config.push.vapid_key.is_some(), Duration::from_secs(10))
+                .await?;
+        }
         let push = Push::new(&config.push, &config.data_dir)?.map(Arc::new);
         let limits = config.limits.clone();
         let hook = commit_hook(Arc::clone(&metrics), push.clone());
@@ -129,7 +144,10 @@ impl Server {
                     presence: Arc::clone(&presence),
                     on_takeover,
                 };
-                let node = ClusterNode::start(c, parts).await?;
+                let Some(nats) = nats else {
+                    return Err(SetupError::Invalid("cluster mode without its NATS connection".into()));
+                };
+                let node = ClusterNode::start(c, parts, nats).await?;
                 (Arc::clone(&node.store), Arc::clone(&node.delivery), Some(node))
             }
         };
@@ -259,6 +277,7 @@ impl Server {
                 connections_free: ingress.connections.available_permits() as u64,
                 connections_max: max,
                 cpu: 0.0,
+                queued_bytes: ingress.core.hub.queued_bytes(),
             }));
         }
         Ok(server)

@@ -3,7 +3,8 @@
 //! once, by that partition's owner, whichever node the sender used; and
 //! when that owner is killed (-9) while the job waits for its delay, the
 //! node that takes the partition over sends it: once, not twice, not
-//! never. Real processes: three nats-servers, three confabd nodes, and a
+//! never. Every node advertises (and signs Web Push with) the same VAPID
+//! key. Real processes: three nats-servers, three confabd nodes, and a
 //! webhook receiver on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -63,6 +64,14 @@ async fn a_device_away_from_every_node_is_pushed_once_even_when_the_jobs_owner_d
     let mut receiver = Receiver::http().await;
 
     let node = |i: usize| nodes[i].as_ref().unwrap();
+    // Web Push: every node signs with the one VAPID key a browser was
+    // given by whichever node it subscribed through.
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        keys.push(node(i).connect(TransportKind::Tcp).await.welcome().vapid_public_key.clone());
+    }
+    assert!(!keys[0].is_empty(), "Web Push is on");
+    assert!(keys.iter().all(|k| *k == keys[0]), "one VAPID key across the cluster: {keys:?}");
     let alice = node(0).connect(TransportKind::Tcp).await;
     let a = settled(|| alice.signup("alice", "alice-password", "laptop")).await;
     let bob = node(1).connect(TransportKind::Tcp).await;

@@ -101,22 +101,31 @@ pub struct NodeParts {
 }
 
 impl ClusterNode {
-    /// Joins the cluster: connects, checks the layout, and starts taking
-    /// partitions.
-    pub async fn start(config: &ClusterConfig, parts: NodeParts) -> Result<ClusterNode, ClusterError> {
-        let NodeParts { db, sessions: local, hook, settings, stats, presence, on_takeover } = parts;
+    /// Connects to NATS and checks (or creates) the cluster's layout: the
+    /// first step of joining, before [`ClusterNode::start`].
+    pub async fn connect(config: &ClusterConfig) -> Result<nats::Nats, ClusterError> {
         config.validate().map_err(ClusterError::Config)?;
-        stats.enabled.store(true, std::sync::atomic::Ordering::Relaxed);
-        let ttl = Duration::from_millis(config.lease_ttl_ms);
-        let nats = nats::connect(
+        nats::connect(
             &config.nats,
             &config.node_id,
             config.partitions,
             config.replicas,
-            ttl,
+            Duration::from_millis(config.lease_ttl_ms),
             Duration::from_millis(config.connect_timeout_ms),
         )
-        .await?;
+        .await
+    }
+
+    /// Joins the cluster over `nats` (from [`ClusterNode::connect`]) and
+    /// starts taking partitions.
+    pub async fn start(
+        config: &ClusterConfig,
+        parts: NodeParts,
+        nats: nats::Nats,
+    ) -> Result<ClusterNode, ClusterError> {
+        let NodeParts { db, sessions: local, hook, settings, stats, presence, on_takeover } = parts;
+        stats.enabled.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ttl = Duration::from_millis(config.lease_ttl_ms);
         let stop = CancellationToken::new();
         let delivery = delivery::ClusterDelivery::start(
             nats.client.clone(),
@@ -189,4 +198,51 @@ impl ClusterNode {
         self.stop.cancel();
         let _ = self.owners.await;
     }
+}
+
+/// The fact under which the cluster keeps its VAPID key pair (PEM).
+const VAPID_FACT: &str = "vapid.pem";
+
+/// Makes the VAPID key at `path` the cluster's: a browser subscribes with
+/// the public key of the node it is connected to, and the push is signed by
+/// whichever node owns the user's partition, so every node must sign with
+/// the same key or push services refuse the pushes. The first node to get
+/// here publishes its key (generated now if it has none); the others adopt
+/// it, replacing their own file — unless the operator gave the key
+/// (`explicit`, `--vapid-key`), which must then be the cluster's.
+pub async fn share_vapid_key(
+    facts: &async_nats::jetstream::kv::Store,
+    path: &std::path::Path,
+    explicit: bool,
+    within: Duration,
+) -> Result<(), crate::setup::SetupError> {
+    use crate::setup::SetupError;
+    if !path.exists() && !explicit {
+        if let Some(dir) = path.parent() {
+            crate::setup::create_private_dir(dir)?;
+        }
+        crate::push::webpush::Vapid::load_or_generate(path, "", &ring::rand::SystemRandom::new())?;
+    }
+    let mine = std::fs::read(path).map_err(SetupError::file("reading the VAPID key", path))?;
+    let theirs = nats::shared_fact(facts, VAPID_FACT, mine.clone(), within).await?;
+    let normal = |pem: &[u8]| String::from_utf8_lossy(pem).replace('\r', "").trim().to_string();
+    if normal(&theirs) == normal(&mine) {
+        return Ok(());
+    }
+    if explicit {
+        return Err(ClusterError::Config(format!(
+            "--vapid-key {} is not the cluster's VAPID key: a browser subscribed through one node would have \
+             its pushes refused when another node signs them. Give every node the same key file, or none \
+             (the cluster then shares the one its first node made)",
+            path.display()
+        ))
+        .into());
+    }
+    // Replace the file whole: a crash leaves the old key or the new one.
+    let staged = path.with_extension("pem.new");
+    let _ = std::fs::remove_file(&staged);
+    crate::setup::write_private(&staged, &theirs)?;
+    std::fs::rename(&staged, path).map_err(SetupError::file("replacing the VAPID key", path))?;
+    tracing::info!(path = %path.display(), "adopted the cluster's VAPID key (every node signs Web Push with one key)");
+    Ok(())
 }

@@ -5,7 +5,8 @@
 //!   for other partitions (`confab.p<p>.fx.<q>`); file storage, `replicas`
 //!   copies, atomic batches allowed, nothing ever expires.
 //! - KV `confab_cluster`: facts fixed when the cluster was created (the
-//!   partition count).
+//!   partition count) or by its first node to need them (the VAPID key
+//!   pair every node signs Web Push with).
 //! - KV `confab_owners`: one lease per partition (`p<p>` → node id), expiring
 //!   after the lease TTL unless renewed.
 
@@ -60,6 +61,8 @@ pub struct Nats {
     pub owners: kv::Store,
     /// The live nodes.
     pub nodes: kv::Store,
+    /// Cluster-wide facts.
+    pub facts: kv::Store,
 }
 
 /// Connects to `urls` (comma-separated), waiting at most `within` for a
@@ -97,7 +100,7 @@ pub async fn connect(
     // elected its leaders: what fails for a reason that may pass is tried
     // again until `within`; a wrong layout fails at once.
     let deadline = tokio::time::Instant::now() + within;
-    let (owners, nodes) = loop {
+    let (owners, nodes, facts) = loop {
         match layout(&js, urls, partitions, replicas, lease_ttl).await {
             Ok(buckets) => break buckets,
             Err(e @ ClusterError::Layout(_)) => return Err(e),
@@ -108,7 +111,7 @@ pub async fn connect(
             Err(e) => return Err(e),
         }
     };
-    Ok(Nats { client, js, owners, nodes })
+    Ok(Nats { client, js, owners, nodes, facts })
 }
 
 /// Checks JetStream and the partition count, and creates (or finds) the
@@ -119,26 +122,30 @@ async fn layout(
     partitions: u32,
     replicas: usize,
     lease_ttl: Duration,
-) -> Result<(kv::Store, kv::Store), ClusterError> {
+) -> Result<(kv::Store, kv::Store, kv::Store), ClusterError> {
     js.query_account().await.map_err(|e| {
         ClusterError::Config(format!("JetStream is not available on {urls} (start nats-server with -js): {e}"))
     })?;
-    check_partitions(js, partitions, replicas).await?;
+    let facts = check_partitions(js, partitions, replicas).await?;
     for p in 0..partitions {
         ensure_stream(js, p, partitions, replicas).await?;
     }
     let owners = ensure_bucket(js, OWNERS, lease_ttl, replicas).await?;
     let nodes = ensure_bucket(js, NODES, lease_ttl, replicas).await?;
-    Ok((owners, nodes))
+    Ok((owners, nodes, facts))
 }
 
 /// The partition count is fixed when the cluster is created: the first
-/// node writes it, every later node must agree.
-async fn check_partitions(js: &jetstream::Context, partitions: u32, replicas: usize) -> Result<(), ClusterError> {
+/// node writes it, every later node must agree. Returns the facts bucket.
+async fn check_partitions(
+    js: &jetstream::Context,
+    partitions: u32,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
     let facts = ensure_bucket(js, CLUSTER, Duration::ZERO, replicas).await?;
     let mine = partitions.to_string();
     match facts.create("partitions", mine.clone().into()).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(facts),
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             // A get may be answered by a replica that has not seen the
             // value yet: only a value read counts, and none is a reason to
@@ -150,7 +157,7 @@ async fn check_partitions(js: &jetstream::Context, partitions: u32, replicas: us
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
                 .ok_or_else(|| ClusterError::Nats("the partition count is not readable yet".into()))?;
             if theirs == mine {
-                Ok(())
+                Ok(facts)
             } else {
                 Err(ClusterError::Layout(format!(
                     "this cluster has {theirs} partitions; this node was started with --partitions {partitions}"
@@ -160,6 +167,33 @@ async fn check_partitions(js: &jetstream::Context, partitions: u32, replicas: us
         // A timeout or no stream leader yet: whether it was written is
         // found out by trying again.
         Err(e) => Err(ClusterError::Nats(format!("recording the partition count: {e}"))),
+    }
+}
+
+/// The cluster's value of fact `key`: `mine` if no node has written one
+/// yet (it is written now), else the one written first. A read that finds
+/// nothing yet (a replica behind) is tried again until `within`.
+pub async fn shared_fact(
+    facts: &kv::Store,
+    key: &str,
+    mine: Vec<u8>,
+    within: Duration,
+) -> Result<Vec<u8>, ClusterError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let outcome = match facts.create(key, mine.clone().into()).await {
+            Ok(_) => return Ok(mine),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match facts.get(key).await {
+                Ok(Some(v)) => return Ok(v.to_vec()),
+                Ok(None) => format!("{key} is not readable yet"),
+                Err(e) => format!("reading {key}: {e}"),
+            },
+            Err(e) => format!("recording {key}: {e}"),
+        };
+        if tokio::time::Instant::now() + Duration::from_millis(200) >= deadline {
+            return Err(ClusterError::Nats(outcome));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -28,18 +28,28 @@ pub struct Load {
     /// Its process's CPU over the last round, as a share of the machine
     /// (0 to 1).
     pub cpu: f64,
+    /// Bytes delivered to its sessions and not yet written out: a node
+    /// whose clients or network cannot keep up builds a backlog here.
+    pub queued_bytes: u64,
 }
 
+/// An outbound backlog this large counts as a full node
+/// ([`Load::busy`]): 256 MiB is, at the default 8 MiB per session, 32
+/// sessions about to be cut off, or thousands of sessions each behind by
+/// tens of kilobytes.
+pub const BACKLOG_FULL: u64 = 256 * 1024 * 1024;
+
 impl Load {
-    /// 0 (idle) to 1 (full): the larger of the share of connections in
-    /// use and the CPU.
+    /// 0 (idle) to 1 (full): the largest of the share of connections in
+    /// use, the CPU, and the outbound backlog against [`BACKLOG_FULL`].
     pub fn busy(&self) -> f64 {
         let used = if self.connections_max == 0 {
             0.0
         } else {
             1.0 - self.connections_free.min(self.connections_max) as f64 / self.connections_max as f64
         };
-        used.max(self.cpu.clamp(0.0, 1.0))
+        let backlog = self.queued_bytes.min(BACKLOG_FULL) as f64 / BACKLOG_FULL as f64;
+        used.max(self.cpu.clamp(0.0, 1.0)).max(backlog)
     }
 }
 
@@ -332,7 +342,7 @@ mod tests {
         Card {
             node: node.into(),
             tcp: Some("10.0.0.1:7443".into()),
-            load: Load { sessions, connections_free: free, connections_max: 1000, cpu },
+            load: Load { sessions, connections_free: free, connections_max: 1000, cpu, queued_bytes: 0 },
             ..Card::default()
         }
     }
@@ -343,6 +353,21 @@ mod tests {
         assert_eq!(card("a", 500, 500, 0.2).load.busy(), 0.5);
         assert_eq!(card("a", 10, 990, 0.9).load.busy(), 0.9);
         assert_eq!(Load::default().busy(), 0.0);
+    }
+
+    #[test]
+    fn an_outbound_backlog_makes_a_node_busy() {
+        let backlogged = |queued_bytes| Load { queued_bytes, ..card("a", 10, 990, 0.1).load };
+        assert_eq!(backlogged(0).busy(), 0.1);
+        assert_eq!(backlogged(BACKLOG_FULL / 2).busy(), 0.5);
+        assert_eq!(backlogged(BACKLOG_FULL * 4).busy(), 1.0);
+        // Between two nodes alike but for the backlog, discovery prefers
+        // the one that keeps up.
+        let nodes = Nodes::new("me", None, Duration::from_secs(10));
+        nodes.saw(Card { load: backlogged(BACKLOG_FULL / 2), ..card("behind", 10, 990, 0.1) });
+        nodes.saw(card("keeping-up", 10, 990, 0.1));
+        let list: Vec<String> = nodes.discover(card("me", 900, 100, 0.9)).into_iter().map(|c| c.node).collect();
+        assert_eq!(list.first().map(String::as_str), Some("keeping-up"), "{list:?}");
     }
 
     #[test]

@@ -173,7 +173,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let core = &app.ingress.core;
-    let body = core.metrics.render(core.hub.sessions(), core.hub.users_online());
+    let body = core.metrics.render(crate::metrics::Live {
+        sessions: core.hub.sessions(),
+        users_online: core.hub.users_online(),
+        queued_bytes: core.hub.queued_bytes(),
+    });
     let mut resp = body.into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -207,6 +211,7 @@ async fn discover(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 load: crate::cluster::nodes::Load {
                     sessions: ingress.core.hub.sessions() as u64,
                     connections_free: ingress.connections.available_permits() as u64,
+                    queued_bytes: ingress.core.hub.queued_bytes(),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -236,6 +241,7 @@ fn node_json(card: &crate::cluster::nodes::Card, host_asked: Option<&str>) -> se
     let mut load = serde_json::json!({
         "sessions": card.load.sessions,
         "connections_free": card.load.connections_free,
+        "queued_bytes": card.load.queued_bytes,
     });
     if card.node != "local" {
         load["cpu"] = serde_json::json!((card.load.cpu * 100.0).round() / 100.0);

@@ -76,6 +76,11 @@ impl std::fmt::Debug for Push {
     }
 }
 
+/// Where the VAPID key pair lives when `--vapid-key` does not say.
+pub fn default_vapid_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("push").join("vapid.pem")
+}
+
 impl Push {
     /// Sets up push from the settings (loading or generating the VAPID key
     /// in `data_dir`), or `None` when push is disabled.
@@ -85,7 +90,7 @@ impl Push {
         }
         let rng = SystemRandom::new();
         let vapid = if config.web_push {
-            let path = config.vapid_key.clone().unwrap_or_else(|| data_dir.join("push").join("vapid.pem"));
+            let path = config.vapid_key.clone().unwrap_or_else(|| default_vapid_path(data_dir));
             Some(webpush::Vapid::load_or_generate(&path, &config.vapid_subject, &rng)?)
         } else {
             None
