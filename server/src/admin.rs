@@ -2,7 +2,8 @@
 //! data dir's owner can open (the dir is 0700, the socket 0600), where
 //! `confabd admin` asks the running server to act: look an account up,
 //! list accounts, reset a password, revoke devices, disable or enable an
-//! account, export a user's data, back the store up. Whoever can open the
+//! account, export a user's data, back the store up, drain the node (stop
+//! it as SIGTERM does). Whoever can open the
 //! socket can already read the database, so the file permissions are the
 //! authentication.
 //!
@@ -79,13 +80,21 @@ struct Ctx {
     data_dir: PathBuf,
     /// The server is shutting down: long commands stop.
     stop: CancellationToken,
+    /// Cancelled to ask the server to drain and stop.
+    drain: CancellationToken,
 }
 
 /// Answers requests until `stop`; removes the socket file then.
 #[cfg(unix)]
-pub async fn serve(core: Arc<Core>, listener: tokio::net::UnixListener, path: PathBuf, stop: CancellationToken) {
+pub async fn serve(
+    core: Arc<Core>,
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    stop: CancellationToken,
+    drain: CancellationToken,
+) {
     let data_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let ctx = Arc::new(Ctx { core, data_dir, stop: stop.clone() });
+    let ctx = Arc::new(Ctx { core, data_dir, stop: stop.clone(), drain });
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => break,
@@ -147,6 +156,12 @@ async fn answer(ctx: &Ctx, request: &Value, out: &mut (impl AsyncWrite + Unpin))
         "export" => return export::stream(ctx, request, out).await,
         "users" => users(&ctx.core, request).await,
         "backup" => backup::backup(ctx, request).await,
+        "drain" => {
+            // The answer goes out before the sessions are told to go.
+            let already = ctx.drain.is_cancelled();
+            ctx.drain.cancel();
+            json!({"ok": true, "already": already, "sessions": ctx.core.hub.sessions()})
+        }
         _ => account(ctx, op, request).await,
     };
     send(out, &answer).await;

@@ -308,6 +308,15 @@ enum AdminCmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Drain the server and stop it, exactly as SIGTERM does.
+    ///
+    /// For when you can reach the data dir but not signal the process. In
+    /// a cluster the node first stops being listed by /v1/discover; then
+    /// every session gets GoAway (clients ask discovery again and move to
+    /// another node), requests in progress are answered, the writers
+    /// finish, partitions are handed back and the process exits. Returns
+    /// once the server has taken the request.
+    Drain,
 }
 
 fn set<T>(dst: &mut T, v: Option<T>) {
@@ -611,7 +620,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         println!("certificate: {}", server.cert_path().display());
         println!("fingerprint: sha256:{}", server.fingerprint());
     }
-    wait_for_signal().await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        () = server.drain_asked() => tracing::info!("drain asked through the admin socket"),
+    }
     server.shutdown().await;
     Ok(())
 }
@@ -663,6 +675,7 @@ fn admin(data_dir: &std::path::Path, op: AdminCmd) -> anyhow::Result<()> {
             let dir = std::path::absolute(dir).with_context(|| format!("{}", dir.display()))?;
             json!({"op": "backup", "dir": dir})
         }
+        AdminCmd::Drain => json!({"op": "drain"}),
     };
     // A backup answers once it is written, however long that takes.
     let timeout = match op {
@@ -694,6 +707,16 @@ fn admin(data_dir: &std::path::Path, op: AdminCmd) -> anyhow::Result<()> {
             println!("{username} enabled{was}: can log in again");
         }
         AdminCmd::Export { username, out } => export(&mut client, &username, out.as_deref())?,
+        AdminCmd::Drain => {
+            if answer.get("already") == Some(&Value::Bool(true)) {
+                println!("the server is already draining");
+            } else {
+                println!(
+                    "draining: {} session(s) are told to go (GoAway); the server exits once they are done",
+                    count("sessions")
+                );
+            }
+        }
         AdminCmd::Backup { dir } => {
             let files: Vec<&str> = answer
                 .get("files")

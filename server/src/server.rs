@@ -41,6 +41,8 @@ pub struct Server {
     cert_path: std::path::PathBuf,
     /// The store, flushed last at shutdown.
     db: Arc<Db>,
+    /// Cancelled when an operator asks for a drain (`confabd admin drain`).
+    drain_asked: CancellationToken,
 }
 
 /// The address a listener actually bound (port 0 resolved).
@@ -227,6 +229,7 @@ impl Server {
             fingerprint: identity.fingerprint(),
             cert_path: identity.cert_path.clone(),
             db,
+            drain_asked: CancellationToken::new(),
         };
         if let Some(addr) = server.config.tcp {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SetupError::Bind {
@@ -248,7 +251,13 @@ impl Server {
         match crate::admin::bind(&server.config.data_dir) {
             Ok(listener) => {
                 let path = crate::admin::socket_path(&server.config.data_dir);
-                let task = crate::admin::serve(Arc::clone(&ingress.core), listener, path, shutdown.clone());
+                let task = crate::admin::serve(
+                    Arc::clone(&ingress.core),
+                    listener,
+                    path,
+                    shutdown.clone(),
+                    server.drain_asked.clone(),
+                );
                 ingress.tracker.spawn(task);
             }
             // Not fatal: the chat service does not need it.
@@ -381,9 +390,17 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Graceful shutdown: stop accepting, GoAway to every session, let
-    /// requests in flight finish (up to the grace period), then flush and
-    /// close the store.
+    /// Resolves when an operator asked for a drain through the admin
+    /// socket (`confabd admin drain`); the caller then runs
+    /// [`Server::shutdown`], as on SIGTERM.
+    pub async fn drain_asked(&self) {
+        self.drain_asked.cancelled().await;
+    }
+
+    /// Graceful shutdown (SIGTERM, or a drain asked for): in a cluster the
+    /// node stops being listed by discovery first; then stop accepting,
+    /// GoAway to every session, let requests in flight finish (up to the
+    /// grace period), then flush and close the store.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         if let Some(node) = &self.cluster {

@@ -108,3 +108,40 @@ async fn the_operator_resets_a_password_and_revokes_devices() {
     assert_eq!(closed_with(&mut again).await, Some(ErrorCode::DEVICE_REVOKED));
     server.connect(Tcp).await.login("bob", &generated, "laptop").await.unwrap();
 }
+
+/// `confabd admin drain` stops the server as SIGTERM does: its sessions
+/// get GoAway, then the fatal SHUTTING_DOWN, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_drains_the_server_through_the_admin_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Daemon::start(dir.path(), &[]).await;
+    let mut bob = server.connect(Tcp).await;
+    bob.signup("bob", "bob-password", "laptop").await.unwrap();
+
+    let (ok, out, err) = confabd_admin(dir.path(), &["drain"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("draining: 1 session(s) are told to go"), "{out}");
+
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut go_away = false;
+        loop {
+            match bob.next_event().await {
+                Some(Event::GoAway(g)) => {
+                    assert_eq!(g.code, u32::from(ErrorCode::SHUTTING_DOWN.0));
+                    go_away = true;
+                }
+                Some(Event::Closed(e)) => return (go_away, e.code()),
+                Some(_) => continue,
+                None => return (go_away, None),
+            }
+        }
+    })
+    .await
+    .expect("the session did not end");
+    assert_eq!(told, (true, Some(ErrorCode::SHUTTING_DOWN)), "GoAway, then the fatal SHUTTING_DOWN");
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .expect("confabd did not exit after the drain")
+        .unwrap();
+    assert!(status.success(), "a drained confabd exits 0: {status}");
+}
