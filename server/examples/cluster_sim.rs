@@ -44,6 +44,17 @@ struct Args {
     takeover_ms: f64,
     watch_ms: f64,
     seed: u64,
+    scenario: Scenario,
+    event_at_h: f64,
+}
+
+/// One event instead of random crashes: a node joins the cluster, or one
+/// leaves it gracefully (gives its leases back, as on SIGTERM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Crashes,
+    Join,
+    Leave,
 }
 
 impl Default for Args {
@@ -62,13 +73,20 @@ impl Default for Args {
             takeover_ms: 15.0,
             watch_ms: 5.0,
             seed: 1,
+            scenario: Scenario::Crashes,
+            event_at_h: 1.0,
         }
     }
 }
 
 const USAGE: &str = "cluster_sim [--nodes N] [--partitions P] [--lease-ms MS] [--max-moves N] [--hours H] \
 [--mtbf-hours H] [--down-s S] [--replay-rate RECORDS_PER_S] [--records-per-partition-s R] [--history-days D] \
-[--takeover-ms MS] [--watch-ms MS] [--seed N]";
+[--takeover-ms MS] [--watch-ms MS] [--seed N] [--scenario crashes|join|leave] [--event-at-h H]
+
+--scenario join: --nodes nodes hold the partitions; one more, with an empty
+data directory, joins at --event-at-h. --scenario leave: one of --nodes
+leaves gracefully then. Either runs without crashes and stops once the
+partitions are spread evenly again (or after --hours).";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args::default();
@@ -93,6 +111,15 @@ fn parse() -> Result<Args, String> {
             "--takeover-ms" => a.takeover_ms = num(&value)?,
             "--watch-ms" => a.watch_ms = num(&value)?,
             "--seed" => a.seed = num(&value)? as u64,
+            "--event-at-h" => a.event_at_h = num(&value)?,
+            "--scenario" => {
+                a.scenario = match value.as_str() {
+                    "crashes" => Scenario::Crashes,
+                    "join" => Scenario::Join,
+                    "leave" => Scenario::Leave,
+                    _ => return Err(format!("--scenario: crashes, join or leave\n{USAGE}")),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -143,6 +170,9 @@ enum Event {
     Restart {
         node: usize,
     },
+    Leave {
+        node: usize,
+    },
 }
 
 #[derive(Default)]
@@ -179,12 +209,20 @@ struct Sim {
     listings: u64,
     renewals: u64,
     replayed: f64,
+    /// Partitions moved by rebalancing or a leave and not yet writable
+    /// again, at most at once.
+    max_moving: usize,
+    /// When the scenario's event happened, and when the partitions were
+    /// spread evenly again after it.
+    event_t: Option<f64>,
+    balanced_t: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Cause {
     Crash,
     Moved,
+    Left,
     Start,
 }
 
@@ -284,19 +322,29 @@ impl Sim {
         let end = self.a.hours * 3_600_000.0;
         // Steady state at the start: partitions spread evenly, every node
         // up to date with what it owns.
+        let present = self.present();
         for p in 0..self.a.partitions {
-            let node = p as usize % self.nodes.len();
+            let node = p as usize % present;
             self.lease[p as usize] = Some((node, self.a.lease_ms));
             self.nodes[node].held.insert(p);
             self.nodes[node].ready.insert(p);
         }
-        for node in 0..self.nodes.len() {
+        for node in 0..present {
             self.nodes[node].alive = true;
             self.nodes[node].key_expires = self.a.lease_ms;
             let phase = self.rng.unit() * self.round_ms();
             self.at(phase, Event::Round { node, epoch: 0, timed: true });
-            let crash = self.rng.exp(self.a.mtbf_hours * 3_600_000.0);
-            self.at(crash, Event::Crash { node });
+            if self.a.scenario == Scenario::Crashes {
+                let crash = self.rng.exp(self.a.mtbf_hours * 3_600_000.0);
+                self.at(crash, Event::Crash { node });
+            }
+        }
+        let event = self.a.event_at_h * 3_600_000.0;
+        match self.a.scenario {
+            Scenario::Crashes => {}
+            // The node that joins is the last one, absent until then.
+            Scenario::Join => self.at(event, Event::Restart { node: present }),
+            Scenario::Leave => self.at(event, Event::Leave { node: 0 }),
         }
         let mut next_sample = 60_000.0;
         while let Some(Reverse((t, _, e))) = self.queue.pop() {
@@ -323,6 +371,7 @@ impl Sim {
                         {
                             self.gaps.entry(cause).or_default().push(self.now - since);
                         }
+                        self.check_balanced();
                     }
                 }
                 Event::Expire { partition } => {
@@ -338,11 +387,62 @@ impl Sim {
                     n.busy_until = self.now;
                     let epoch = n.epoch;
                     self.at(self.now, Event::Round { node, epoch, timed: true });
-                    let crash = self.now + self.rng.exp(self.a.mtbf_hours * 3_600_000.0);
-                    self.at(crash, Event::Crash { node });
+                    if self.a.scenario == Scenario::Crashes {
+                        let crash = self.now + self.rng.exp(self.a.mtbf_hours * 3_600_000.0);
+                        self.at(crash, Event::Crash { node });
+                    } else {
+                        self.event_t = Some(self.now);
+                    }
                 }
+                Event::Leave { node } => self.leave(node),
             }
             self.max_unowned = self.max_unowned.max(self.unowned.len());
+            let moving = self.unowned.values().filter(|(_, c)| matches!(c, Cause::Moved | Cause::Left)).count();
+            self.max_moving = self.max_moving.max(moving);
+            if self.balanced_t.is_some() {
+                break;
+            }
+        }
+    }
+
+    /// Nodes present at the start (a joining node is not).
+    fn present(&self) -> usize {
+        if self.a.scenario == Scenario::Join { self.nodes.len() - 1 } else { self.nodes.len() }
+    }
+
+    /// A graceful leave: the node gives every lease back (each release
+    /// wakes the other nodes) and deletes its key.
+    fn leave(&mut self, node: usize) {
+        let t = self.now;
+        self.event_t = Some(t);
+        for p in std::mem::take(&mut self.nodes[node].held) {
+            self.lease[p as usize] = None;
+            self.unowned.insert(p, (t, Cause::Left));
+        }
+        let n = &mut self.nodes[node];
+        n.ready.clear();
+        n.alive = false;
+        n.epoch += 1;
+        n.key_expires = t;
+        for other in 0..self.nodes.len() {
+            if other != node && self.nodes[other].alive {
+                let epoch = self.nodes[other].epoch;
+                self.at(t + self.a.watch_ms, Event::Round { node: other, epoch, timed: false });
+            }
+        }
+    }
+
+    /// After the scenario's event: whether every partition is writable and
+    /// every live node holds its share, rounded down or up.
+    fn check_balanced(&mut self) {
+        if self.event_t.is_none() || self.balanced_t.is_some() || !self.unowned.is_empty() {
+            return;
+        }
+        let counts: Vec<usize> = self.nodes.iter().filter(|n| n.alive).map(|n| n.ready.len()).collect();
+        let p = self.a.partitions as usize;
+        let (floor, ceil) = (p / counts.len(), p.div_ceil(counts.len()));
+        if counts.iter().all(|c| (floor..=ceil).contains(c)) {
+            self.balanced_t = Some(self.now);
         }
     }
 
@@ -401,7 +501,7 @@ fn main() {
         queue: BinaryHeap::new(),
         seq: 0,
         rng: Rng(a.seed),
-        nodes: (0..a.nodes).map(|_| Node::default()).collect(),
+        nodes: (0..a.nodes + usize::from(a.scenario == Scenario::Join)).map(|_| Node::default()).collect(),
         lease: vec![None; a.partitions as usize],
         unowned: HashMap::new(),
         gaps: HashMap::new(),
@@ -412,15 +512,18 @@ fn main() {
         listings: 0,
         renewals: 0,
         replayed: 0.0,
+        max_moving: 0,
+        event_t: None,
+        balanced_t: None,
         a: a.clone(),
     };
     let started = std::time::Instant::now();
     sim.run();
-    let secs = a.hours * 3600.0;
+    let secs = sim.now.min(a.hours * 3_600_000.0) / 1000.0;
     println!("cluster_sim: {:?}", a);
     println!(
-        "simulated {:.0} h in {:.1} s: {} crashes, {:.0} KV ops/s (renewals {:.0}/s, listings {:.0}/s, creates {:.2}/s)",
-        a.hours,
+        "simulated {:.1} h in {:.1} s: {} crashes, {:.0} KV ops/s (renewals {:.0}/s, listings {:.0}/s, creates {:.2}/s)",
+        secs / 3600.0,
         started.elapsed().as_secs_f64(),
         sim.crashes,
         (sim.renewals + sim.listings + sim.creates) as f64 / secs,
@@ -428,7 +531,11 @@ fn main() {
         sim.listings as f64 / secs,
         sim.creates as f64 / secs,
     );
-    for (cause, label) in [(Cause::Crash, "after a crash"), (Cause::Moved, "moved by rebalancing")] {
+    for (cause, label) in [
+        (Cause::Crash, "after a crash"),
+        (Cause::Moved, "moved by rebalancing"),
+        (Cause::Left, "given back by a leave"),
+    ] {
         let mut v = sim.gaps.remove(&cause).unwrap_or_default();
         let n = v.len();
         println!(
@@ -439,6 +546,22 @@ fn main() {
         );
     }
     println!("ownerless partitions at once: at most {}", sim.max_unowned);
+    println!("moved (rebalancing or a leave) and not yet writable again, at once: at most {}", sim.max_moving);
+    if let Some(event) = sim.event_t {
+        let what = if a.scenario == Scenario::Join { "joined" } else { "left" };
+        let live = sim.nodes.iter().filter(|n| n.alive).count();
+        match sim.balanced_t {
+            Some(t) => println!(
+                "a node {what} at {:.2} h ({live} nodes now): partitions spread evenly again {:.1} s later",
+                event / 3_600_000.0,
+                (t - event) / 1000.0
+            ),
+            None => println!(
+                "a node {what} at {:.2} h ({live} nodes now): not spread evenly within the simulated time",
+                event / 3_600_000.0
+            ),
+        }
+    }
     let mut spread = sim.spread.clone();
     println!(
         "partitions per live node, max / mean (sampled each minute): p50 {:.2}  p99 {:.2}  max {:.2}",
