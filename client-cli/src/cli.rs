@@ -410,8 +410,27 @@ impl Ctx {
         let discover = self.cli.discover.clone().or(remembered);
         let (server, named) = match &discover {
             Some(url) => {
-                let node = confab_client::discover::pick(url, self.transport()).await.map_err(Failure::Local)?;
-                (node.address, node.fingerprint)
+                // The URL given first, then the nodes the last answer
+                // listed (the first may be the node that went away).
+                let mut urls = vec![url.clone()];
+                urls.extend(self.profile.discover_nodes.iter().filter(|u| *u != url).cloned());
+                match confab_client::discover::pick_first(&urls, self.transport()).await {
+                    Ok(answer) => {
+                        if answer.peers != self.profile.discover_nodes {
+                            self.profile.discover_nodes = answer.peers;
+                            if self.profile.token.is_some() {
+                                self.save()?;
+                            }
+                        }
+                        (answer.node.address, answer.node.fingerprint)
+                    }
+                    // No node answered: the node of the last connection, if
+                    // this process made one, else the failure.
+                    Err(e) => match self.connected.clone() {
+                        Some(last) => (last, None),
+                        None => return Err(Failure::Local(e)),
+                    },
+                }
             }
             None => (self.server(), None),
         };

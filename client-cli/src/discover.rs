@@ -2,7 +2,9 @@
 //! to: the first listed node that serves the transport in use. A cluster
 //! lists its live nodes least loaded first and leaves out one that is
 //! shutting down, so asking again on every reconnect moves a client off a
-//! node that told it to go.
+//! node that told it to go. The other nodes an answer lists are asked in
+//! turn when the first URL does not answer (that node may be the one that
+//! died), as spec §2.5 says: "of any node it knows".
 
 use std::time::Duration;
 
@@ -10,8 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::TransportKind;
 
-/// How long asking may take.
-const WITHIN: Duration = Duration::from_secs(5);
+/// How long asking one URL may take.
+const WITHIN: Duration = Duration::from_secs(3);
+/// The most discovery URLs asked for one connection.
+const MAX_ASKED: usize = 8;
 /// The most of an answer read.
 const MAX_ANSWER: u64 = 1 << 20;
 
@@ -40,15 +44,61 @@ pub fn host_of(url: &str) -> Result<&str, String> {
     Ok(host)
 }
 
+/// What one discovery answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The node to connect to.
+    pub node: Node,
+    /// The discovery URL of every node listed that serves plain HTTP, to
+    /// ask next time if the first URL does not answer.
+    pub peers: Vec<String>,
+}
+
 /// The first node `url` (`http://host:port`) names for `transport`.
 pub async fn pick(url: &str, transport: TransportKind) -> Result<Node, String> {
+    ask(url, transport).await.map(|a| a.node)
+}
+
+/// Asks `urls` in order until one answers: the node it names for
+/// `transport` and the nodes it lists. The error names every URL asked and
+/// what each said.
+pub async fn pick_first(urls: &[String], transport: TransportKind) -> Result<Answer, String> {
+    let mut failures = Vec::new();
+    for url in urls.iter().take(MAX_ASKED) {
+        match ask(url, transport).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+async fn ask(url: &str, transport: TransportKind) -> Result<Answer, String> {
     let fail = |e: String| format!("--discover {url}: {e}");
     let host = host_of(url).map_err(fail)?;
     let body = tokio::time::timeout(WITHIN, get(host, "/v1/discover"))
         .await
         .map_err(|_| fail(format!("no answer within {} s", WITHIN.as_secs())))?
         .map_err(fail)?;
-    choose(&body, transport).map_err(fail)
+    let node = choose(&body, transport).map_err(fail)?;
+    Ok(Answer { node, peers: peers(&body) })
+}
+
+/// The discovery URLs (`http://host:port`) of the nodes an answer lists,
+/// in its order: those whose `ws` is plain `ws://` (this client asks
+/// discovery over plain HTTP only).
+pub fn peers(body: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        let Some(rest) = n["ws"].as_str().and_then(|w| w.strip_prefix("ws://")) else { continue };
+        let host = rest.split('/').next().unwrap_or(rest);
+        let url = format!("http://{host}");
+        if !host.is_empty() && !out.contains(&url) {
+            out.push(url);
+        }
+    }
+    out
 }
 
 /// The first node of a discovery answer that serves `transport`.
@@ -117,5 +167,38 @@ mod tests {
         let none = r#"{"nodes":[{"node":"a","quic":null}]}"#;
         assert!(choose(none, TransportKind::Quic).unwrap_err().contains("no node serves quic"));
         assert!(choose("<html>", TransportKind::Tcp).is_err());
+    }
+
+    #[test]
+    fn the_nodes_listed_are_remembered_by_their_plain_http_address() {
+        assert_eq!(peers(ANSWER), ["http://10.0.0.2:7080"]);
+        let mixed = r#"{"nodes":[{"ws":"wss://a:443/v1/ws"},{"ws":"ws://b:7080/v1/ws"},{"ws":"ws://b:7080/v1/ws"},{"ws":null}]}"#;
+        assert_eq!(peers(mixed), ["http://b:7080"], "wss is not asked; duplicates once");
+        assert!(peers("<html>").is_empty());
+    }
+
+    #[tokio::test]
+    async fn when_the_first_url_does_not_answer_the_next_is_asked() {
+        // Nothing listens on the first; the second answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let body = ANSWER;
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            s.write_all(reply.as_bytes()).await.unwrap();
+        });
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let urls = [format!("http://{dead}"), format!("http://{addr}")];
+        let answer = pick_first(&urls, TransportKind::Tcp).await.unwrap();
+        assert_eq!(answer.node.node, "b");
+        assert_eq!(answer.peers, ["http://10.0.0.2:7080"]);
+        let none = pick_first(&urls[..1], TransportKind::Tcp).await.unwrap_err();
+        assert!(none.contains(&dead.to_string()), "{none}");
     }
 }

@@ -19,6 +19,9 @@ pub struct Profile {
     /// Where to ask which node to use (`--discover`), if it was given at
     /// login.
     pub discover: Option<String>,
+    /// The discovery URLs of the nodes the last answer listed: asked in
+    /// turn when `discover` does not answer.
+    pub discover_nodes: Vec<String>,
     /// The transport last used.
     pub transport: Option<TransportKind>,
     /// Logged-in user.

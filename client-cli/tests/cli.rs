@@ -157,6 +157,8 @@ fn discovery_picks_the_node_to_connect_to() {
     let profile: Value = serde_json::from_str(&std::fs::read_to_string(alice.join("profile.json")).unwrap()).unwrap();
     assert_eq!(profile["server"], server.tcp_addr().unwrap().to_string());
     assert_eq!(profile["discover"], url.as_str());
+    // The nodes the answer listed are kept, to ask when that URL is gone.
+    assert_eq!(profile["discover_nodes"], serde_json::json!([url.as_str()]));
     // A later command without --server asks again (the remembered URL):
     // even with the stored server made unreachable, it finds the node.
     let mut stored = profile.clone();
@@ -168,6 +170,27 @@ fn discovery_picks_the_node_to_connect_to() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains(&server.tcp_addr().unwrap().to_string()), "{said}");
+    // The remembered URL gone too (its node died): a node the last answer
+    // listed is asked instead (spec §2.5: "of any node it knows").
+    stored["discover"] = "http://127.0.0.1:9".into();
+    std::fs::write(alice.join("profile.json"), stored.to_string()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+    cmd.args(["--profile", alice.to_str().unwrap(), "--trust-cert", server.cert_path().to_str().unwrap()]);
+    let out = cmd.args(["--transport", "tcp", "whoami"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&server.tcp_addr().unwrap().to_string()));
+    // With no node known but the dead one, the error names what was asked.
+    stored["discover_nodes"] = serde_json::json!([]);
+    std::fs::write(alice.join("profile.json"), stored.to_string()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+    cmd.args(["--profile", alice.to_str().unwrap(), "--trust-cert", server.cert_path().to_str().unwrap()]);
+    let out = cmd.args(["--transport", "tcp", "whoami"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("http://127.0.0.1:9"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A URL that is not a discovery endpoint is a clear error.
     let bad = nowhere.run(&alice, &["--discover", "https://127.0.0.1:1", "--transport", "tcp", "whoami"], None);
     assert!(!bad.status.success());
