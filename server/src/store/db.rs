@@ -85,10 +85,20 @@ impl Ks {
 /// Memtable bytes (all keyspaces) after which they are flushed: what a
 /// crash can leave to replay into memory. fjall's own defaults (64 MiB per
 /// keyspace, 512 MiB of journal) let a restart after a kill under load
-/// take 4-9 s. An open also reads the current journal file whole (fjall
-/// starts a new one past 64 MB), at about 18 ms per MB on the reference
-/// box: bench/README.md, "Restart time".
-pub const UNFLUSHED_LIMIT: u64 = 16 << 20;
+/// take 4-9 s. An open reads every journal file not yet deleted (the
+/// active one, and sealed ones whose memtables are not all flushed) at
+/// about 18 ms per MB on the reference box, whatever it replays: this and
+/// [`JOURNAL_FILE_SIZE`] bound that read (bench/README.md, "Restart
+/// time").
+pub const UNFLUSHED_LIMIT: u64 = 8 << 20;
+
+/// Size past which the active journal file is sealed and a new one started
+/// (fjall's default is 64 MB, over a second to read at start). fjall checks
+/// it when a memtable flush begins, so at half [`UNFLUSHED_LIMIT`] nearly
+/// every flush starts a new file, and the sealed one is deleted once its
+/// memtables are tables. The store's patched fjall (vendor/fjall) makes it
+/// a setting.
+pub const JOURNAL_FILE_SIZE: u64 = 4 << 20;
 
 /// The open database.
 ///
@@ -127,6 +137,7 @@ impl Handles {
             .manual_journal_persist(durability == Durability::Fsync)
             // A backstop for UNFLUSHED_LIMIT (the smallest fjall takes).
             .max_journaling_size(64 << 20)
+            .journal_rotation_size(JOURNAL_FILE_SIZE)
             .open()?;
         let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
         for ks in Ks::ALL {
@@ -271,10 +282,12 @@ impl Db {
             // above): the next start replays it.
             ks.rotate_memtable_and_wait()?;
         }
-        // fjall deletes a journal file once everything in it is in tables,
-        // when a flush finishes; the last flushes above can finish out of
-        // order and leave one behind. One more small flush, after all of
-        // them, lets it go.
+        // Everything is in tables: a new journal file, so the next start
+        // reads (nearly) nothing, and the sealed one is deleted once fjall
+        // sees its memtables flushed. The last flushes above can finish
+        // out of order and keep it a moment; one more small flush, after
+        // all of them, lets it go.
+        handles.db.rotate_journal()?;
         let now_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let meta = handles.ks(Ks::Meta);
@@ -310,8 +323,8 @@ impl Db {
     }
 
     /// Bytes of journal written in the store's directory now (what a start
-    /// would replay, at most). fjall sizes each journal file to 64 MiB up
-    /// front (sparse), so the blocks written count, not the length.
+    /// reads). fjall sizes each journal file to 64 MiB up front (sparse),
+    /// so the blocks written count, not the length.
     pub fn journal_bytes(dir: &Path) -> u64 {
         let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
         entries

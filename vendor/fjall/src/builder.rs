@@ -122,6 +122,26 @@ impl<O: Openable> Builder<O> {
         self
     }
 
+    /// Size past which the active journal file is sealed and a new one is
+    /// started, checked whenever a memtable is flushed.
+    ///
+    /// Recovery reads the active journal file whole, so a smaller size
+    /// makes a start after a crash quicker, at the cost of more (smaller)
+    /// journal files.
+    ///
+    /// Default = 64 MB
+    ///
+    /// # Panics
+    ///
+    /// Panics if < 1 MiB.
+    #[must_use]
+    pub fn journal_rotation_size(mut self, bytes: u64) -> Self {
+        assert!(bytes >= 1_024 * 1_024);
+
+        self.inner.journal_rotation_size_in_bytes = bytes;
+        self
+    }
+
     /// Maximum size of all memtables in bytes.
     ///
     /// Similar to `db_write_buffer_size` in `RocksDB`, however it is disabled by default in `RocksDB`.

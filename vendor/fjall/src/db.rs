@@ -361,6 +361,43 @@ impl Database {
         Ok(())
     }
 
+    /// Seals the active journal file and starts a new one.
+    ///
+    /// A sealed journal file is deleted once every memtable it covers has
+    /// been flushed. Called after every keyspace's memtable was flushed
+    /// (before a planned shutdown), it leaves recovery only the new, nearly
+    /// empty file to read at the next start.
+    ///
+    /// # Errors
+    ///
+    /// Returns error, if an IO error occurred.
+    pub fn rotate_journal(&self) -> crate::Result<()> {
+        if self.is_poisoned.is_poisoned() {
+            return Err(crate::Error::Poisoned);
+        }
+
+        let mut journal_writer = self.supervisor.journal.get_writer()?;
+
+        #[expect(clippy::expect_used)]
+        let mut journal_manager = self
+            .supervisor
+            .journal_manager
+            .write()
+            .expect("lock is poisoned");
+
+        let seqno_map = {
+            #[expect(clippy::expect_used)]
+            let keyspaces = self.supervisor.keyspaces.write().expect("lock is poisoned");
+
+            self.supervisor.build_seqno_map(&keyspaces)
+        };
+
+        journal_manager.rotate_journal(&mut journal_writer, seqno_map)?;
+        journal_manager.maintenance()?;
+
+        Ok(())
+    }
+
     #[doc(hidden)]
     #[must_use]
     pub fn cache_capacity(&self) -> u64 {

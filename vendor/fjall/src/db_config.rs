@@ -28,7 +28,12 @@ pub struct Config {
     pub(crate) descriptor_table: Option<Arc<DescriptorTable>>,
 
     /// Max size of all journals in bytes
-    pub(crate) max_journaling_size_in_bytes: u64, // TODO: should be configurable during runtime: AtomicU64
+    pub(crate) max_journaling_size_in_bytes: u64,
+
+    /// Size past which the active journal file is sealed and a new one
+    /// started (at the next flush). Recovery reads the active journal
+    /// whole, so this bounds that read.
+    pub(crate) journal_rotation_size_in_bytes: u64, // TODO: should be configurable during runtime: AtomicU64
 
     /// Max size of all active memtables
     ///
@@ -75,6 +80,7 @@ impl Config {
             descriptor_table: Some(Arc::new(DescriptorTable::new(get_open_file_limit()))),
             max_write_buffer_size_in_bytes: None,
             max_journaling_size_in_bytes: /* 512 MiB */ 512 * 1_024 * 1_024,
+            journal_rotation_size_in_bytes: /* 64 MB */ 64_000_000,
             worker_threads,
             // journal_recovery_mode: RecoveryMode::default(),
             manual_journal_persist: false,
