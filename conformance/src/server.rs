@@ -136,7 +136,7 @@ scenarios! {
     "send.idempotent", "§8.2", "a resend with the same client_msg_id gets the same message, duplicate = true, stored once" => send_idempotent;
     "send.length", "§8.1, §12", "max_message_chars Unicode scalars are accepted, one more gets MESSAGE_TOO_LONG" => send_length;
     "send.not_member", "§8.1", "sending to a conversation one is not in gets CONVERSATION_NOT_FOUND" => send_not_member;
-    "send.check_order", "§8.1", "the text is checked before membership: an outsider's empty text gets EMPTY_MESSAGE" => send_check_order;
+    "send.check_order", "§8.1", "the text is checked before membership and idempotency: an outsider's empty text, and a stored client_msg_id resent with an empty or too long text, get EMPTY_MESSAGE or MESSAGE_TOO_LONG" => send_check_order;
     "errors.device_not_found", "§6.5", "revoking a device that is not one's own gets DEVICE_NOT_FOUND" => device_not_found;
     "errors.not_a_group", "§7.2", "a group request on a direct conversation gets NOT_A_GROUP" => not_a_group;
     "errors.refused_by_user", "§6.7", "after the recipient blocks the sender, a send gets REFUSED_BY_USER and stores nothing" => refused_by_user;
@@ -806,6 +806,30 @@ async fn send_check_order(c: &Ctx) -> Fallible<Verdict> {
     let body =
         Body::Send(pb::SendRequest { conversation_id: g, client_msg_id: c.msg_id("order"), text: String::new() });
     expect_error(d.request(body).await, ErrorCode::EMPTY_MESSAGE, "an outsider's empty text")?;
+    // The text is checked before idempotency too: a stored client_msg_id
+    // with an empty or too long text is refused, not answered with the
+    // stored message.
+    let id = c.msg_id("stored");
+    let first = send(&mut a, g, &id, "stored once").await?;
+    let resend = |text: String| Body::Send(pb::SendRequest { conversation_id: g, client_msg_id: id.clone(), text });
+    expect_error(
+        a.request(resend(String::new())).await,
+        ErrorCode::EMPTY_MESSAGE,
+        "a stored client_msg_id resent with an empty text",
+    )?;
+    let max = c.limits.max_message_chars as usize;
+    if max + 200 <= c.limits.max_frame_bytes as usize {
+        expect_error(
+            a.request(resend("x".repeat(max + 1))).await,
+            ErrorCode::MESSAGE_TOO_LONG,
+            "a stored client_msg_id resent with a text one character too long",
+        )?;
+    }
+    let again = send(&mut a, g, &id, "stored once").await?;
+    ensure!(
+        again.duplicate && sent_seq(&again)? == sent_seq(&first)?,
+        "after the refused resends the client_msg_id no longer answers with the stored message"
+    );
     PASS
 }
 
