@@ -120,6 +120,10 @@ scenarios! {
     "auth.timeout", "§4.1", "a session that does not authenticate is closed with a fatal AUTH_TIMEOUT after the deadline" => auth_timeout;
     "heartbeat.timeout", "§4.6", "a session that sends nothing for 2.5 heartbeat intervals is closed with a fatal HEARTBEAT_TIMEOUT" => heartbeat_timeout;
     "auth.required", "§4.1", "a request before authentication gets UNAUTHENTICATED and the session goes on" => auth_required;
+    "errors.malformed_streak", "§3", "malformed frames get MALFORMED_FRAME with their request_id; a well-formed one resets the count; the eighth in a row gets a fatal PROTOCOL_VIOLATION, then the close" => malformed_streak;
+    "errors.refused_streak", "§4.3", "frames refused by §4.3 rules 4, 6 and 7 get 102, 106 and 105; a request that passes resets the count; the 65th in a row gets a fatal PROTOCOL_VIOLATION, then the close" => refused_streak;
+    "quic.request_streams", "§2.1", "with request-streams, a request stream serves a ping; a body not allowed there, bytes after the frame and a FIN inside the frame get PROTOCOL_VIOLATION, not fatal, on that stream, and nothing is stored" => request_streams;
+    "quic.no_request_streams", "§2.1", "without request-streams negotiated, a further bidirectional stream is reset with code 109 and nothing is served on it; the session goes on" => no_request_streams;
     "accounts.username_taken", "§6.1", "signing up with a taken username gets USERNAME_TAKEN" => username_taken;
     "accounts.wrong_password", "§6.2", "a wrong password gets INVALID_CREDENTIALS, not fatal" => wrong_password;
     "accounts.bad_token", "§6.3", "resuming with an unknown token gets INVALID_TOKEN" => bad_token;
@@ -252,8 +256,8 @@ impl Ctx {
 
 fn expect_error(r: Fallible<Reply>, code: ErrorCode, what: &str) -> Fallible<pb::Error> {
     let r = r?;
-    let (got, _) = error_code(&r).map_err(|e| format!("{what}: {e}, not {code} ({})", code.0))?;
-    ensure!(got == code, "{what}: got {got} ({}), expected {code} ({})", got.0, code.0);
+    let (got, _) = error_code(&r).map_err(|e| format!("{what}: {e}, not {code}"))?;
+    ensure!(got == code, "{what}: got {got}, expected {code}");
     match r {
         Reply::Error(e) => Ok(e),
         _ => Err("unreachable".into()),
@@ -514,6 +518,293 @@ async fn auth_required(c: &Ctx) -> Fallible<Verdict> {
     // The session goes on: it can still authenticate.
     p.resume(&c.users[0].token).await?;
     PASS
+}
+
+/// The next `Error` on `p` (other frames skipped) and the request_id it
+/// carried.
+async fn next_error(p: &mut Peer, what: &str) -> Fallible<(u64, pb::Error)> {
+    let f = p.until(LIVE, &format!("an Error for {what}"), |f| matches!(f.body, Some(Reply::Error(_)))).await?;
+    match f.body {
+        Some(Reply::Error(e)) => Ok((f.request_id, e)),
+        _ => Err("unreachable: not an Error".into()),
+    }
+}
+
+/// An Error and its request_id as a failure message shows them.
+fn show(request_id: u64, e: &pb::Error) -> String {
+    format!("{} request_id {request_id}{}", ErrorCode(e.code), if e.fatal { " fatal" } else { "" })
+}
+
+/// The WebSocket close status after a fatal `code` (§2.3).
+fn ws_close_status(code: ErrorCode) -> u16 {
+    match code.0 {
+        101 => 1009,
+        502 => 1001,
+        500..=599 => 1011,
+        _ => 1008,
+    }
+}
+
+/// After the fatal `code` and the close (`status`, its WebSocket close
+/// status): the transport said the same, as the QUIC application close code
+/// (§2.1) or the WebSocket close status (§2.3).
+async fn check_close(p: &mut Peer, code: ErrorCode, status: Option<u16>) -> Fallible<()> {
+    if p.is_ws() {
+        let want = ws_close_status(code);
+        ensure!(
+            status == Some(want),
+            "the WebSocket closed with status {status:?} after {code}, expected {want} (§2.3)"
+        );
+    }
+    if let Some(conn) = p.quic() {
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .map_err(|_| "the QUIC connection stayed open 5 s after the fatal Error".to_string())?;
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(a) if a.error_code == quinn::VarInt::from_u32(code.0) => {}
+            other => {
+                return Err(format!(
+                    "the QUIC connection ended with {other}, not an application close with code {} (§2.1)",
+                    code.0
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A frame's bytes: `request_id`, then field 10 (`hello`) announcing 5
+/// bytes and holding 1. Malformed to every protobuf parser (not a wrong
+/// wire type, which stock parsers keep as an unknown field), and the
+/// request_id before the damage can be read (like the vector
+/// `invalid/truncated_nested_field`).
+fn malformed_payload(request_id: u64) -> Vec<u8> {
+    let mut b = vec![0x08];
+    prost::encoding::encode_varint(request_id, &mut b);
+    b.extend_from_slice(&[0x52, 0x05, 0x00]);
+    b
+}
+
+async fn malformed_streak(c: &Ctx) -> Fallible<Verdict> {
+    let mut p = c.session(0).await?;
+    // Seven in a row, a ping, then eight in a row: only the last ends it.
+    for (round, count) in [(1, 7), (2, 8)] {
+        for n in 1..=count {
+            let id = p.next_id();
+            p.send_payload(&malformed_payload(id)).await?;
+            let what = format!("malformed frame {n} of round {round}");
+            let (rid, e) = next_error(&mut p, &what).await?;
+            if n < 8 {
+                ensure!(
+                    e.code == ErrorCode::MALFORMED_FRAME.0 && rid == id && !e.fatal,
+                    "{what} ({} in a row) got {}, expected MALFORMED_FRAME (100) request_id {id}, not fatal",
+                    n,
+                    show(rid, &e)
+                );
+            } else {
+                ensure!(
+                    e.code == ErrorCode::PROTOCOL_VIOLATION.0 && rid == 0 && e.fatal,
+                    "the eighth malformed frame in a row got {}, expected PROTOCOL_VIOLATION (109) request_id 0 fatal",
+                    show(rid, &e)
+                );
+                let status = p.closed_after_fatal().await?;
+                check_close(&mut p, ErrorCode::PROTOCOL_VIOLATION, status).await?;
+            }
+        }
+        if round == 1 {
+            match p.request(Body::Ping(pb::PingRequest { nonce: 8 })).await? {
+                Reply::Pong(_) => {}
+                other => return Err(format!("a ping after seven malformed frames: {}", describe(&other))),
+            }
+        }
+    }
+    PASS
+}
+
+async fn refused_streak(c: &Ctx) -> Fallible<Verdict> {
+    let mut p = c.session(0).await?;
+    // Refusals by rule 4 (no body: 102), rule 6 (request_id 0: 106, with
+    // request_id 0) and rule 7 (Hello when authenticated: 105), in turn;
+    // 64 in a row, a ping (it passes rule 7), then 65 in a row.
+    for (round, count) in [(1, 64), (2, 65)] {
+        for n in 1..=count {
+            let (rid_sent, want) = match n % 3 {
+                0 => {
+                    let id = p.next_id();
+                    let empty = prost::Message::encode_to_vec(&pb::ClientFrame { request_id: id, body: None });
+                    p.send_payload(&empty).await?;
+                    (id, ErrorCode::UNKNOWN_REQUEST)
+                }
+                1 => {
+                    p.send(0, Body::Ping(pb::PingRequest { nonce: n })).await?;
+                    (0, ErrorCode::INVALID_REQUEST_ID)
+                }
+                _ => {
+                    let id = p.next_id();
+                    p.send(id, Body::Hello(pb::Hello { versions: vec![1], ..Default::default() })).await?;
+                    (id, ErrorCode::INVALID_STATE)
+                }
+            };
+            let what = format!("refused frame {n} of round {round}");
+            let (rid, e) = next_error(&mut p, &what).await?;
+            if n <= 64 {
+                ensure!(
+                    e.code == want.0 && rid == rid_sent && !e.fatal,
+                    "{what} ({n} in a row) got {}, expected {want} request_id {rid_sent}, not fatal",
+                    show(rid, &e)
+                );
+            } else {
+                ensure!(
+                    e.code == ErrorCode::PROTOCOL_VIOLATION.0 && rid == 0 && e.fatal,
+                    "the 65th refused frame in a row got {}, expected PROTOCOL_VIOLATION (109) request_id 0 fatal",
+                    show(rid, &e)
+                );
+                let status = p.closed_after_fatal().await?;
+                check_close(&mut p, ErrorCode::PROTOCOL_VIOLATION, status).await?;
+            }
+        }
+        if round == 1 {
+            match p.request(Body::Ping(pb::PingRequest { nonce: 64 })).await? {
+                Reply::Pong(_) => {}
+                other => return Err(format!("a ping after 64 refused frames: {}", describe(&other))),
+            }
+        }
+    }
+    PASS
+}
+
+/// A frame with its length prefix, as a request stream carries it.
+fn prefixed(request_id: u64, body: Body) -> Vec<u8> {
+    confab_protocol::framing::frame_bytes(&pb::ClientFrame { request_id, body: Some(body) }).to_vec()
+}
+
+/// What came back on a QUIC request stream.
+enum StreamAnswer {
+    /// The frames the server wrote before finishing the stream.
+    Frames(Vec<pb::ServerFrame>),
+    /// The server reset the stream with this code.
+    Reset(u64),
+}
+
+/// Opens a bidirectional stream, writes `bytes`, finishes it, and reads
+/// to the end.
+async fn on_request_stream(conn: &quinn::Connection, bytes: &[u8]) -> Fallible<StreamAnswer> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("opening a stream: {e}"))?;
+    // The server may stop the stream before it has read it all.
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    let data = match tokio::time::timeout(LIVE, recv.read_to_end(4 * 1024 * 1024)).await {
+        Err(_) => return Err(format!("the stream was neither finished nor reset within {} s", LIVE.as_secs())),
+        Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)))) => {
+            return Ok(StreamAnswer::Reset(code.into_inner()));
+        }
+        Ok(Err(e)) => return Err(format!("reading the stream: {e}")),
+        Ok(Ok(data)) => data,
+    };
+    let mut buf = bytes::BytesMut::from(&data[..]);
+    let decoder = confab_protocol::FrameDecoder::new(confab_protocol::limits::DEFAULT_MAX_FRAME_BYTES);
+    let mut frames = Vec::new();
+    while let Some(f) = decoder.next_frame(&mut buf).map_err(|e| format!("a bad frame length on the stream: {e}"))? {
+        frames.push(
+            confab_protocol::framing::decode_server_frame(&f)
+                .map_err(|e| format!("a frame on the stream that does not decode: {e:?}"))?,
+        );
+    }
+    ensure!(buf.is_empty(), "the stream ended inside a frame ({} bytes of it)", buf.len());
+    Ok(StreamAnswer::Frames(frames))
+}
+
+/// The one frame a request stream answered with.
+fn one_frame(answer: StreamAnswer, what: &str) -> Fallible<pb::ServerFrame> {
+    match answer {
+        StreamAnswer::Reset(code) => Err(format!("{what}: the stream was reset with code {code}, not answered")),
+        StreamAnswer::Frames(mut f) if f.len() == 1 => Ok(f.remove(0)),
+        StreamAnswer::Frames(f) => Err(format!("{what}: {} frames on the stream, expected exactly one", f.len())),
+    }
+}
+
+async fn request_streams(c: &Ctx) -> Fallible<Verdict> {
+    if c.target.transport != Transport::Quic {
+        return Ok(Verdict::Skip("request streams are QUIC only".into()));
+    }
+    let mut p = Peer::connect(&c.target).await?;
+    let w = p.hello_offering(&["request-streams"]).await?;
+    if !w.capabilities.iter().any(|cap| cap == "request-streams") {
+        return Ok(Verdict::Skip("the server does not offer request-streams (§11)".into()));
+    }
+    p.resume(&c.users[0].token).await?;
+    let dm = open_direct(&mut p, c.name(1)).await?.conversation_id;
+    let conn = p.quic().ok_or("no QUIC connection")?.clone();
+    let ping = prefixed(5, Body::Ping(pb::PingRequest { nonce: 5 }));
+    let f = one_frame(on_request_stream(&conn, &ping).await?, "a ping on a request stream")?;
+    ensure!(
+        f.request_id == 5 && matches!(f.body, Some(Reply::Pong(ref pong)) if pong.nonce == 5),
+        "a ping on a request stream got request_id {} {:?}, expected its Pong",
+        f.request_id,
+        f.body
+    );
+    let violation = |f: pb::ServerFrame, what: &str, request_id: Option<u64>| -> Fallible<()> {
+        match f.body {
+            Some(Reply::Error(e)) if e.code == ErrorCode::PROTOCOL_VIOLATION.0 && !e.fatal => {
+                if let Some(id) = request_id {
+                    ensure!(
+                        f.request_id == id,
+                        "{what}: the Error has request_id {}, not the stream's {id}",
+                        f.request_id
+                    );
+                }
+                Ok(())
+            }
+            Some(Reply::Error(e)) => {
+                Err(format!("{what}: got {}, expected PROTOCOL_VIOLATION (109), not fatal", show(f.request_id, &e)))
+            }
+            other => Err(format!("{what}: got {other:?}, expected PROTOCOL_VIOLATION (109)")),
+        }
+    };
+    let id = c.msg_id("on-stream");
+    let send_body = Body::Send(pb::SendRequest {
+        conversation_id: dm,
+        client_msg_id: id.clone(),
+        text: "on a request stream".into(),
+    });
+    let what = "a send on a request stream";
+    violation(one_frame(on_request_stream(&conn, &prefixed(6, send_body)).await?, what)?, what, Some(6))?;
+    let mut two = ping.clone();
+    two.extend_from_slice(&ping);
+    let what = "bytes after the request stream's frame";
+    violation(one_frame(on_request_stream(&conn, &two).await?, what)?, what, None)?;
+    let what = "a FIN inside the request stream's frame";
+    violation(one_frame(on_request_stream(&conn, &ping[..ping.len() - 1]).await?, what)?, what, None)?;
+    // The session goes on, and the refused send stored nothing.
+    let sent = send(&mut p, dm, &id, "on the session stream").await?;
+    ensure!(!sent.duplicate, "the send refused on a request stream was stored (its client_msg_id is a duplicate now)");
+    PASS
+}
+
+async fn no_request_streams(c: &Ctx) -> Fallible<Verdict> {
+    if c.target.transport != Transport::Quic {
+        return Ok(Verdict::Skip("request streams are QUIC only".into()));
+    }
+    // Hello offers no capabilities.
+    let mut p = c.session(0).await?;
+    let conn = p.quic().ok_or("no QUIC connection")?.clone();
+    let ping = prefixed(5, Body::Ping(pb::PingRequest { nonce: 5 }));
+    match on_request_stream(&conn, &ping).await? {
+        StreamAnswer::Reset(code) => ensure!(
+            code == u64::from(ErrorCode::PROTOCOL_VIOLATION.0),
+            "the stream was reset with code {code}, expected 109 (PROTOCOL_VIOLATION)"
+        ),
+        StreamAnswer::Frames(f) => {
+            return Err(format!(
+                "a stream opened without request-streams was answered ({} frames), not reset",
+                f.len()
+            ));
+        }
+    }
+    match p.request(Body::Ping(pb::PingRequest { nonce: 6 })).await? {
+        Reply::Pong(pong) if pong.nonce == 6 => PASS,
+        other => Err(format!("a ping on the session stream after the reset: {}", describe(&other))),
+    }
 }
 
 // ----- accounts ------------------------------------------------------------------
@@ -928,13 +1219,15 @@ async fn shutdown(c: &Ctx) -> Fallible<Verdict> {
             ErrorCode(g.code)
         );
     }
-    let e = p.until_fatal(Duration::from_secs(30)).await?;
+    let (e, status) = p.until_fatal_close(Duration::from_secs(30)).await?;
     ensure!(
         e.code == ErrorCode::SHUTTING_DOWN.0,
         "closed with {} ({}), expected SHUTTING_DOWN",
         ErrorCode(e.code),
         e.code
     );
+    // QUIC code 502, WebSocket 1001.
+    check_close(&mut p, ErrorCode::SHUTTING_DOWN, status).await?;
     PASS
 }
 

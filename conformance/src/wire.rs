@@ -321,6 +321,19 @@ impl Peer {
         }
     }
 
+    /// Sends `payload` (the bytes of a `ClientFrame`, well-formed or not)
+    /// as one frame: with its length prefix on a byte stream, as one binary
+    /// message on WebSocket.
+    pub async fn send_payload(&mut self, payload: &[u8]) -> Fallible<()> {
+        if self.is_ws() {
+            return self.send_bytes(payload).await;
+        }
+        let mut bytes = BytesMut::new();
+        prost::encoding::encode_varint(payload.len() as u64, &mut bytes);
+        bytes.extend_from_slice(payload);
+        self.send_bytes(&bytes).await
+    }
+
     /// Sends one frame with this request id.
     pub async fn send(&mut self, request_id: u64, body: Body) -> Fallible<()> {
         let frame = pb::ClientFrame { request_id, body: Some(body) };
@@ -472,10 +485,24 @@ impl Peer {
     /// Reads (skipping other frames) until the fatal Error and the close
     /// after it; returns the Error.
     pub async fn until_fatal(&mut self, within: Duration) -> Fallible<pb::Error> {
+        self.until_fatal_close(within).await.map(|(e, _)| e)
+    }
+
+    /// [`Peer::until_fatal`], also returning the WebSocket close status
+    /// (None on the other transports, or when the close had no status).
+    pub async fn until_fatal_close(&mut self, within: Duration) -> Fallible<(pb::Error, Option<u16>)> {
         let f = self.until(within, "fatal Error", |f| matches!(&f.body, Some(Reply::Error(e)) if e.fatal)).await?;
         let Some(Reply::Error(e)) = f.body else { return Err("unreachable: not an Error".into()) };
+        let status = self.closed_after_fatal().await?;
+        Ok((e, status))
+    }
+
+    /// After a fatal Error has been read: the close must come next, with
+    /// no frame before it. Returns the WebSocket close status (None on the
+    /// other transports, or when the close had no status).
+    pub async fn closed_after_fatal(&mut self) -> Fallible<Option<u16>> {
         match self.recv_within(Duration::from_secs(5)).await {
-            Ok(Recv::Closed(_)) => Ok(e),
+            Ok(Recv::Closed(status)) => Ok(status),
             Ok(Recv::Cut(n)) => Err(format!("{n} bytes of a frame followed the fatal Error (§4.1)")),
             Ok(Recv::Frame(f)) => Err(format!("a frame followed the fatal Error (§4.1): {f:?}")),
             Err(_) => Err("the connection stayed open 5 s after the fatal Error (§4.1)".into()),
@@ -486,9 +513,15 @@ impl Peer {
 
     /// Hello (versions [1]); the answer must be Welcome.
     pub async fn hello(&mut self) -> Fallible<pb::Welcome> {
+        self.hello_offering(&[]).await
+    }
+
+    /// Hello (versions [1]) offering `capabilities`; the answer must be
+    /// Welcome.
+    pub async fn hello_offering(&mut self, capabilities: &[&str]) -> Fallible<pb::Welcome> {
         let body = Body::Hello(pb::Hello {
             versions: vec![1],
-            capabilities: vec![],
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             client_name: "confab-conformance".into(),
         });
         match self.request(body).await? {
