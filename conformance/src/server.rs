@@ -144,6 +144,7 @@ scenarios! {
     "errors.device_not_found", "§6.5", "revoking a device that is not one's own gets DEVICE_NOT_FOUND" => device_not_found;
     "errors.not_a_group", "§7.2", "a group request on a direct conversation gets NOT_A_GROUP" => not_a_group;
     "errors.refused_by_user", "§6.7", "after the recipient blocks the sender, a send gets REFUSED_BY_USER and stores nothing" => refused_by_user;
+    "errors.feature_unavailable", "§10.1", "registering a Web Push target on a server whose Welcome has no vapid_public_key gets FEATURE_UNAVAILABLE" => feature_unavailable;
     "catchup.offline", "§8.4, §8.7", "what arrives while a device is offline is synced after resume, in order, nothing missing, and the acked cursor is kept" => catchup;
     "sync.paging", "§8.4", "sync pages by limit with has_more and no gaps" => sync_paging;
     "history.paging", "§8.8", "history pages come in ascending seq from the newest end, bounded by before_seq or after_seq (not both), or from seq 1 with oldest_first" => history_paging;
@@ -157,6 +158,7 @@ scenarios! {
     "limits.send_rate", "§12", "sending past send_burst gets RATE_LIMITED with retry_after_ms, not fatal" => send_rate;
     "slow_consumer.cut_off", "§8.9", "a session that stops reading is cut off, and syncs everything after resuming" => slow_consumer;
     "errors.group_full", "§7.2, §12", "adding a member past max_group_members gets GROUP_FULL and adds nobody" => group_full;
+    "errors.too_many_devices", "§6.5, §12", "a login past max_devices gets TOO_MANY_DEVICES, not fatal, and makes no device" => too_many_devices;
     "shutdown.goaway", "§13", "a server shutting down says GoAway (SHUTTING_DOWN, reconnect_after_ms), then the fatal SHUTTING_DOWN, then closes" => shutdown;
 }
 
@@ -1173,6 +1175,36 @@ async fn refused_by_user(c: &Ctx) -> Fallible<Verdict> {
     PASS
 }
 
+/// The P-256 generator point, uncompressed: a valid `p256dh`.
+const P256_G: [u8; 65] = [
+    0x04, 0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40, 0xf2, 0x77, 0x03,
+    0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2, 0x96, 0x4f, 0xe3, 0x42, 0xe2, 0xfe,
+    0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e, 0x16, 0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce,
+    0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51, 0xf5,
+];
+
+async fn feature_unavailable(c: &Ctx) -> Fallible<Verdict> {
+    let mut p = c.session(0).await?;
+    let vapid = p.welcome.as_ref().map(|w| w.vapid_public_key.clone()).unwrap_or_default();
+    if !vapid.is_empty() {
+        return Ok(Verdict::Skip(
+            "the server offers Web Push (Welcome.vapid_public_key is set): run one without it".into(),
+        ));
+    }
+    // A target valid in every field, so that only the kind is refused.
+    let target = pb::WebPushTarget {
+        endpoint: format!("https://push.example.com/conformance/{}", c.run),
+        p256dh: P256_G.to_vec().into(),
+        auth: vec![0x5a; 16].into(),
+    };
+    let body = Body::RegisterPush(pb::RegisterPushRequest {
+        target: Some(pb::register_push_request::Target::WebPush(target)),
+    });
+    let e = expect_error(p.request(body).await, ErrorCode::FEATURE_UNAVAILABLE, "Web Push without a VAPID key")?;
+    ensure!(!e.fatal, "FEATURE_UNAVAILABLE was fatal");
+    PASS
+}
+
 async fn group_full(c: &Ctx) -> Fallible<Verdict> {
     let max = c.limits.max_group_members as usize;
     if max > c.users.len() - 1 {
@@ -1196,6 +1228,71 @@ async fn group_full(c: &Ctx) -> Fallible<Verdict> {
         other => return Err(format!("list_members: {}", describe(&other))),
     }
     PASS
+}
+
+/// The user's non-revoked devices (every page).
+async fn device_ids(p: &mut Peer) -> Fallible<Vec<u64>> {
+    let mut ids = Vec::new();
+    loop {
+        let after = ids.last().copied().unwrap_or(0);
+        match p.request(Body::ListDevices(pb::ListDevicesRequest { after_device_id: after, limit: 0 })).await? {
+            Reply::DeviceList(l) => {
+                ids.extend(l.devices.iter().map(|d| d.device_id));
+                if !l.has_more || l.devices.is_empty() {
+                    return Ok(ids);
+                }
+            }
+            other => return Err(format!("list_devices: {}", describe(&other))),
+        }
+    }
+}
+
+async fn too_many_devices(c: &Ctx) -> Fallible<Verdict> {
+    const MOST_LOGINS: usize = 4;
+    let u = &c.users[3];
+    let max = c.limits.max_devices as usize;
+    let mut p = c.session(3).await?;
+    let have = device_ids(&mut p).await?.len();
+    let needed = max.saturating_sub(have);
+    if max == 0 || needed > MOST_LOGINS {
+        return Ok(Verdict::Skip(format!(
+            "max_devices is {max} and the user has {have}: filling it would take {needed} logins, past most servers' login limits (run a server with max_devices {} or less)",
+            have + MOST_LOGINS
+        )));
+    }
+    let mut made = Vec::new();
+    let checked = fill_devices(c, u, needed, &mut made, max).await;
+    // Revoke what was made, whatever happened, so later runs start alike.
+    for id in made {
+        match p.request(Body::RevokeDevice(pb::RevokeDeviceRequest { device_id: id })).await? {
+            Reply::Done(_) => {}
+            other => return Err(format!("revoke_device {id} after the check: {}", describe(&other))),
+        }
+    }
+    checked?;
+    PASS
+}
+
+/// Logs `u` in `needed` times (each a new device, into `made`), then once
+/// more: TOO_MANY_DEVICES, and still `max` devices.
+async fn fill_devices(c: &Ctx, u: &User, needed: usize, made: &mut Vec<u64>, max: usize) -> Fallible<()> {
+    for i in 0..needed {
+        let mut p = c.hello().await?;
+        let ok = p.login(&u.name, &u.password, &format!("conformance-fill-{i}")).await?;
+        made.push(ok.device_id);
+    }
+    let mut p = c.hello().await?;
+    let body = Body::Login(pb::LoginRequest {
+        username: u.name.clone(),
+        password: u.password.clone(),
+        device_name: "conformance-one-too-many".into(),
+    });
+    let e = expect_error(p.request(body).await, ErrorCode::TOO_MANY_DEVICES, "a login past max_devices")?;
+    ensure!(!e.fatal, "TOO_MANY_DEVICES was fatal");
+    let mut check = c.session(3).await?;
+    let now = device_ids(&mut check).await?.len();
+    ensure!(now == max, "{now} devices after a refused login (max_devices {max})");
+    Ok(())
 }
 
 async fn shutdown(c: &Ctx) -> Fallible<Verdict> {

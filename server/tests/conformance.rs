@@ -58,8 +58,12 @@ async fn confabd_passes_the_server_conformance_suite_on_every_transport() {
         c.tcp_send_buffer_bytes = 16 * 1024;
         c.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
         c.auth_timeout_ms = AUTH_TIMEOUT_MS;
-        // Small enough for the suite's four users to fill a group with.
+        // Small enough for the suite's four users to fill a group, and for
+        // a few logins to fill an account's devices.
         c.limits.max_group_members = 3;
+        c.limits.max_devices = 3;
+        // No VAPID key in Welcome: registering Web Push is FEATURE_UNAVAILABLE.
+        c.push.web_push = false;
     })
     .await;
     let s = server.server();
