@@ -1,5 +1,9 @@
 //! confabd passes the server conformance suite (confab-conformance) on
-//! all three transports, with the settings its optional scenarios need.
+//! all three transports, with the settings its optional scenarios need:
+//! every scenario runs on every transport it applies to, three of them
+//! against servers of their own (heartbeat.timeout needs a 1 s heartbeat,
+//! which would end every idle session of the other scenarios, and
+//! shutdown.goaway stops its server).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,6 +19,8 @@ const OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024;
 const PRESENCE_GRACE_MS: u64 = 1000;
 const HANDSHAKE_TIMEOUT_MS: u64 = 1500;
 const AUTH_TIMEOUT_MS: u64 = 2000;
+/// The shortest heartbeat interval a server may advertise (§4.6).
+const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 
 const TRANSPORTS: [Transport; 3] = [Transport::Tcp, Transport::Quic, Transport::Ws];
 
@@ -72,8 +78,8 @@ async fn confabd_passes_the_server_conformance_suite_on_every_transport() {
         outbound_queue_bytes: Some(OUTBOUND_QUEUE_BYTES as u64),
         handshake_timeout_ms: Some(HANDSHAKE_TIMEOUT_MS),
         auth_timeout_ms: Some(AUTH_TIMEOUT_MS),
-        // 2.5 intervals of 20 s on each transport would add minutes;
-        // heartbeat timeouts are tested in the server's own tests.
+        // The heartbeat is the default 20 s here: heartbeat.timeout runs
+        // in confabd_ends_silent_sessions_as_the_suite_expects below.
         slow: false,
         // The in-process server cannot be stopped by a command: see
         // confabd_shuts_down_as_the_suite_expects below.
@@ -90,9 +96,9 @@ async fn confabd_passes_the_server_conformance_suite_on_every_transport() {
         let report = run_suite(&addr.unwrap().to_string(), transport, s.fingerprint(), settings.clone(), &[]).await;
         let (passed, _, _) = report.counts();
         assert!(passed > 40, "{}", report.summary());
-        // Skipped here, and only these: heartbeat.timeout (a 20 s
-        // heartbeat), shutdown.goaway (below), the QUIC-only ones
-        // elsewhere, the framing vectors on WebSocket. A new skip fails.
+        // Skipped here, and only these: the two scenarios run below, the
+        // QUIC-only ones elsewhere, the framing vectors on WebSocket. A
+        // new skip fails.
         let mut expected: BTreeSet<String> =
             ["heartbeat.timeout", "shutdown.goaway"].into_iter().map(String::from).collect();
         if transport != Transport::Quic {
@@ -106,6 +112,28 @@ async fn confabd_passes_the_server_conformance_suite_on_every_transport() {
         failed.extend(report.failures().into_iter().map(|f| format!("[{}] {f}", transport.name())));
     }
     assert!(failed.is_empty(), "{}\n{}", summaries.join("\n"), failed.join("\n"));
+    server.stop().await;
+}
+
+/// heartbeat.timeout on every transport, against a server with the
+/// shortest heartbeat interval allowed: it waits 2.5 intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confabd_ends_silent_sessions_as_the_suite_expects() {
+    let server = TestServer::start_with(|c| c.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS).await;
+    let s = server.server();
+    let f = s.fingerprint();
+    let only = ["heartbeat"];
+    let (tcp, quic, ws) =
+        (s.tcp_addr().unwrap().to_string(), s.quic_addr().unwrap().to_string(), s.http_addr().unwrap().to_string());
+    let reports = tokio::join!(
+        run_suite(&tcp, Transport::Tcp, f, Settings::default(), &only),
+        run_suite(&quic, Transport::Quic, f, Settings::default(), &only),
+        run_suite(&ws, Transport::Ws, f, Settings::default(), &only),
+    );
+    for report in [reports.0, reports.1, reports.2] {
+        assert_eq!(report.counts(), (1, 0, 0), "{}\n{}", report.summary(), report.failures().join("\n"));
+        assert_eq!(report.entries[0].id, "heartbeat.timeout");
+    }
     server.stop().await;
 }
 
@@ -168,11 +196,21 @@ impl Drop for Confabd {
     }
 }
 
-/// shutdown.goaway against a confabd process the suite stops with SIGTERM.
+/// shutdown.goaway on every transport, each against a confabd process the
+/// suite stops with SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confabd_shuts_down_as_the_suite_expects() {
-    let mut daemon = Confabd::start();
-    let report = daemon.shut_down_over(Transport::Tcp).await;
-    assert_eq!(report.counts(), (1, 0, 0), "{}\n{}", report.summary(), report.failures().join("\n"));
-    assert!(daemon.child.wait().unwrap().success(), "confabd exits 0 after SIGTERM");
+    let mut daemons: Vec<Confabd> = TRANSPORTS.iter().map(|_| Confabd::start()).collect();
+    let reports = tokio::join!(
+        daemons[0].shut_down_over(TRANSPORTS[0]),
+        daemons[1].shut_down_over(TRANSPORTS[1]),
+        daemons[2].shut_down_over(TRANSPORTS[2]),
+    );
+    for report in [reports.0, reports.1, reports.2] {
+        assert_eq!(report.counts(), (1, 0, 0), "{}\n{}", report.summary(), report.failures().join("\n"));
+        assert_eq!(report.entries[0].id, "shutdown.goaway");
+    }
+    for (d, transport) in daemons.iter_mut().zip(TRANSPORTS) {
+        assert!(d.child.wait().unwrap().success(), "confabd exits 0 after SIGTERM ({})", transport.name());
+    }
 }
