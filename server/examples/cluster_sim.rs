@@ -1,18 +1,21 @@
 //! Cluster ownership at a size this machine cannot run, in simulated time.
 //!
 //! Runs the ownership rules of `server/src/cluster/owners.rs` (its
-//! `share`, `to_give` and `to_take`, the code the nodes run) for hundreds
+//! `share`, `plan` and `to_take`, the code the nodes run) for hundreds
 //! of nodes and thousands of partitions over a day or more, with node
 //! crashes and restarts, and reports how long a partition is unwritable
 //! after its owner dies or gives it away, how many are ownerless at once,
 //! how evenly partitions spread, and what the leases cost NATS.
 //!
 //! What is modelled: leases with a TTL renewed every TTL/3 by each node's
-//! round (rounds of different nodes out of phase); a released lease waking
+//! round (rounds of different nodes out of phase); each node's card (the
+//! count of partitions it can write) as of its last round or finished
+//! takeover, which is what other nodes plan with; a released lease waking
 //! every node (the KV watch) after `--watch-ms`; an expired one noticed
 //! only at a node's next round (an expiry leaves no delete marker);
-//! takeovers one after another on a node (its leases renewed meanwhile),
-//! each `--takeover-ms` plus the
+//! takeovers one at a time on a node (its leases and card renewed
+//! meanwhile; it decides again as soon as one is done), each
+//! `--takeover-ms` plus the
 //! log tail it must replay at `--replay-rate` records/s (the tail since
 //! the node last owned the partition, or the whole log, `--history-days`
 //! deep, if it never did); crashes with exponential time between them
@@ -21,13 +24,20 @@
 //! itself failing, clock skew (leases are judged by NATS, not by nodes),
 //! network partitions (a cut node is a crashed one here).
 //!
-//!     cargo run --release -p confab-server --example cluster_sim -- --nodes 200 --partitions 4096
+//! `--scenario join` (a node joins with an empty data directory) and
+//! `--scenario leave` (a node leaves gracefully) replace the crashes with
+//! that one event at `--event-at-h`, and report how many partitions were
+//! moving at once, how long until they were spread evenly again and how
+//! long each moved partition was unwritable. docs/CAPACITY.md has runs.
+//!
+//!     cargo run -p confab-server --example cluster_sim -- --nodes 200 --partitions 4096
+//!     cargo run -p confab-server --example cluster_sim -- --nodes 42 --partitions 1024 --scenario join
 #![allow(clippy::print_stdout)]
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 
-use confab_server::cluster::owners::{plan, to_take};
+use confab_server::cluster::owners::{plan, share, to_take};
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -182,6 +192,8 @@ struct Node {
     /// Leased by this node (ready or being taken over).
     held: BTreeSet<u32>,
     ready: BTreeSet<u32>,
+    /// The count of writable partitions its card says.
+    card: usize,
     busy_until: f64,
     key_expires: f64,
     /// When this node last stopped owning each partition (its applied
@@ -244,73 +256,80 @@ impl Sim {
         let t = self.now;
         let lease_ms = self.a.lease_ms;
         // Renew (a live node's renewals are on time, also during long
-        // takeovers) and say it is alive.
+        // takeovers) and say it is alive: its card, with the partitions it
+        // can write.
         for p in self.nodes[node].held.clone() {
             self.lease[p as usize] = Some((node, t + lease_ms));
             self.renewals += 1;
         }
-        self.nodes[node].key_expires = t + lease_ms;
+        let n = &mut self.nodes[node];
+        n.key_expires = t + lease_ms;
+        n.card = n.ready.len();
+        // A node in the middle of a takeover renews (above) but decides
+        // nothing new until it is done, as `owners::run` does.
+        if n.busy_until > t {
+            if timed {
+                let epoch = n.epoch;
+                self.at(t + self.round_ms(), Event::Round { node, epoch, timed: true });
+            }
+            return;
+        }
         self.listings += 1;
-        // Every live node's count (a node's card is as fresh as its last
-        // round; here, exact).
+        // Every live node's count, from the cards (each as of that node's
+        // last round or finished takeover).
         let counts: Vec<(String, usize)> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].key_expires > t)
-            .map(|i| (format!("n{i}"), self.nodes[i].held.len()))
+            .map(|i| (format!("n{i}"), self.nodes[i].card))
             .collect();
-        let all_leased = self.lease.iter().all(|l| l.is_some_and(|(_, exp)| exp > t));
+        let free = self.lease.iter().filter(|l| !l.is_some_and(|(_, exp)| exp > t)).count();
         let me = format!("n{node}");
         let moves = if timed { self.a.max_moves } else { 0 };
-        let held = self.nodes[node].held.len();
-        let timed_plan = plan(self.a.partitions, counts.len(), &me, held, Some(&counts), all_leased, moves);
-        // A node in the middle of takeovers renews (above) but decides
-        // nothing new until they are done, as `owners::run` does.
-        if self.nodes[node].busy_until > t {
+        let held = self.nodes[node].ready.len();
+        let nodes = counts.len();
+        let plan_for = |free| plan(self.a.partitions, nodes, &me, held, Some(&counts), Some(free), moves);
+        // The leases are listed when the node may take or would give.
+        if held < share(self.a.partitions, nodes) || plan_for(0).give > 0 {
+            self.listings += 1;
+        }
+        let round_plan = plan_for(free);
+        let give: Vec<u32> = self.nodes[node].ready.iter().rev().take(round_plan.give).copied().collect();
+        for p in give {
+            let n = &mut self.nodes[node];
+            n.held.remove(&p);
+            n.ready.remove(&p);
+            n.left.insert(p, t);
+            self.lease[p as usize] = None;
+            self.unowned.insert(p, (t, Cause::Moved));
+            // The KV watch wakes every other live node.
+            for other in 0..self.nodes.len() {
+                if other != node && self.nodes[other].alive {
+                    let epoch = self.nodes[other].epoch;
+                    self.at(t + self.a.watch_ms, Event::Round { node: other, epoch, timed: false });
+                }
+            }
+        }
+        if round_plan.take == 0 {
             if timed {
                 let epoch = self.nodes[node].epoch;
                 self.at(t + self.round_ms(), Event::Round { node, epoch, timed: true });
             }
             return;
         }
-        if timed {
-            let n = &self.nodes[node];
-            let give: Vec<u32> = n.ready.iter().rev().take(timed_plan.give).copied().collect();
-            for p in give {
-                let n = &mut self.nodes[node];
-                n.held.remove(&p);
-                n.ready.remove(&p);
-                n.left.insert(p, t);
-                self.lease[p as usize] = None;
-                self.unowned.insert(p, (t, Cause::Moved));
-                // The KV watch wakes every other live node.
-                for other in 0..self.nodes.len() {
-                    if other != node && self.nodes[other].alive {
-                        let epoch = self.nodes[other].epoch;
-                        self.at(t + self.a.watch_ms, Event::Round { node: other, epoch, timed: false });
-                    }
-                }
-            }
-        }
-        let held = self.nodes[node].held.len();
-        let hold_up_to = timed_plan.hold_up_to;
-        if held < hold_up_to {
-            self.listings += 1;
-            let leased: HashSet<u32> =
-                (0..self.a.partitions).filter(|p| self.lease[*p as usize].is_some_and(|(_, exp)| exp > t)).collect();
-            for p in to_take(self.a.partitions, &leased, hold_up_to - held) {
-                self.creates += 1;
-                self.lease[p as usize] = Some((node, t + lease_ms));
-                self.unowned.entry(p).or_insert((t, Cause::Start));
-                let since = self.nodes[node].left.get(&p).copied();
-                let tail = self.log_len(t) - since.map_or(0.0, |s| self.log_len(s));
-                self.replayed += tail;
-                let took = self.a.takeover_ms + tail / self.a.replay_rate * 1000.0;
-                let n = &mut self.nodes[node];
-                n.held.insert(p);
-                let start = n.busy_until.max(t);
-                n.busy_until = start + took;
-                let (epoch, done) = (n.epoch, n.busy_until);
-                self.at(done, Event::TakeDone { node, epoch, partition: p });
-            }
+        let leased: HashSet<u32> =
+            (0..self.a.partitions).filter(|p| self.lease[*p as usize].is_some_and(|(_, exp)| exp > t)).collect();
+        for p in to_take(self.a.partitions, &leased, round_plan.take) {
+            self.creates += 1;
+            self.lease[p as usize] = Some((node, t + lease_ms));
+            self.unowned.entry(p).or_insert((t, Cause::Start));
+            let since = self.nodes[node].left.get(&p).copied();
+            let tail = self.log_len(t) - since.map_or(0.0, |s| self.log_len(s));
+            self.replayed += tail;
+            let took = self.a.takeover_ms + tail / self.a.replay_rate * 1000.0;
+            let n = &mut self.nodes[node];
+            n.held.insert(p);
+            n.busy_until = t + took;
+            let (epoch, done) = (n.epoch, n.busy_until);
+            self.at(done, Event::TakeDone { node, epoch, partition: p });
         }
         if timed {
             let epoch = self.nodes[node].epoch;
@@ -332,6 +351,7 @@ impl Sim {
         for node in 0..present {
             self.nodes[node].alive = true;
             self.nodes[node].key_expires = self.a.lease_ms;
+            self.nodes[node].card = self.nodes[node].ready.len();
             let phase = self.rng.unit() * self.round_ms();
             self.at(phase, Event::Round { node, epoch: 0, timed: true });
             if self.a.scenario == Scenario::Crashes {
@@ -366,6 +386,10 @@ impl Sim {
                     let n = &mut self.nodes[node];
                     if n.alive && n.epoch == epoch && n.held.contains(&partition) {
                         n.ready.insert(partition);
+                        // The card says so at once, and the node decides
+                        // again at once (`owners::run`).
+                        n.card = n.ready.len();
+                        self.at(self.now, Event::Round { node, epoch, timed: false });
                         if let Some((since, cause)) = self.unowned.remove(&partition)
                             && cause != Cause::Start
                         {

@@ -447,7 +447,13 @@ pub struct ClusterConfig {
     pub publish_timeout_ms: u64,
     /// How long startup waits for NATS, in milliseconds.
     pub connect_timeout_ms: u64,
-    /// Partitions given to other nodes at most per lease round.
+    /// Partitions moved between live nodes for balance at most at once,
+    /// cluster-wide: given back by their owners and not yet writable on
+    /// the node that takes them over (which replays their log). Given
+    /// only when no other move or takeover is in progress, one per node
+    /// that needs partitions, at most this many; every node should have
+    /// the same value. A dead or leaving node's partitions are taken at
+    /// once whatever this says.
     pub max_moves: usize,
     /// The host name (or address) other nodes give clients for this one
     /// in `/v1/discover` when it listens on a wildcard address.

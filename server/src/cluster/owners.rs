@@ -1,11 +1,36 @@
 //! The ownership loop: every round (a third of the lease TTL) this node
-//! renews the leases it holds, says it is alive, gives partitions back when
-//! it holds more than its share (at most `max_moves` a round), and takes
-//! free ones up to its share. A lease it cannot renew (it expired while the
-//! node was paused or cut off, and another node took it) ends its
-//! partition here at once. A lease given back (a rebalance, a node
-//! shutting down) starts a round on every other node at once, so a
-//! partition that moves is without an owner only for its takeover.
+//! renews the leases it holds, says it is alive (its card, with the
+//! partitions it owns), gives a partition back when [`plan`] says the
+//! cluster is settled and this node is among the most loaded, and takes a
+//! free partition while it holds less than its share. A lease it cannot
+//! renew (it expired while the node was paused or cut off, and another
+//! node took it) ends its partition here at once. A lease given back (a
+//! rebalance, a node shutting down) starts a round on every other node at
+//! once, so a partition that moves is without an owner only for its
+//! takeover.
+//!
+//! **The bound on moves.** A partition taken from a live owner is
+//! unwritable until its new owner has replayed its log, and a node replays
+//! one partition after another. So:
+//!
+//! - a node takes **one** partition at a time, and decides again (at once)
+//!   only when that one is writable: it never holds a lease of a partition
+//!   that waits behind another's replay;
+//! - a node gives a partition back for balance only in a timed round in
+//!   which it sees **nothing in motion**: every partition has a lease, and
+//!   the live nodes' cards add up to every partition (a card counts only
+//!   writable partitions, so a takeover in progress anywhere shows as a
+//!   shortfall);
+//! - and then only the `min(max_moves, takers)` most loaded nodes give one
+//!   each, where `takers` is the number of nodes that need partitions.
+//!
+//! Hence at most `min(max_moves, takers)` partitions of live owners are
+//! moving for balance at once, cluster-wide, each replayed by a different
+//! node; the next ones are given back once they are all writable. Every
+//! node ranks from the same cards, and a giver's card still shows its old
+//! count until its next round, so the others do not give in its stead.
+//! Partitions without an owner (their node died or left) are not held
+//! back by any of this: every node below its share takes one at once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -48,7 +73,15 @@ pub async fn run(ctx: Arc<Context>, owned: Owned, lease_ttl: Duration, max_moves
         if timed {
             next = tokio::time::Instant::now() + round;
         }
-        one_round(&ctx, &owned, &mut held, lease_ttl, if timed { max_moves } else { 0 }).await;
+        let took = one_round(&ctx, &owned, &mut held, lease_ttl, if timed { max_moves } else { 0 }).await;
+        if stop.is_cancelled() {
+            break;
+        }
+        // A node that has just taken a partition over decides again at
+        // once: more may be free (a dead node's), and it takes one at a time.
+        if took {
+            continue;
+        }
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(next) => {}
@@ -178,66 +211,90 @@ pub fn share(partitions: u32, nodes: usize) -> usize {
     (partitions as usize).div_ceil(nodes.max(1))
 }
 
-/// How many of its `held` partitions a node gives back in one round (the
-/// highest-numbered ones): what it holds above its share, at most
-/// `max_moves`.
-pub fn to_give(held: usize, share: usize, max_moves: usize) -> usize {
-    held.saturating_sub(share).min(max_moves)
-}
-
-/// What a node does in a timed round.
+/// What a node does in a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
-    /// Partitions it gives back (its highest-numbered ones).
+    /// Partitions it gives back for balance (its highest-numbered ones).
     pub give: usize,
-    /// Free partitions it takes, up to this many held.
-    pub hold_up_to: usize,
+    /// Free partitions it takes over this round: 0 or 1.
+    pub take: usize,
 }
 
-/// The round's plan for node `me`, holding `held` of `partitions`, with
-/// `nodes` live nodes whose partition counts are `counts` (`me` included;
-/// `None` when some live node's count is unknown).
+/// The round's plan for node `me`, holding `held` (writable) of
+/// `partitions`, with `nodes` live nodes whose counts of writable
+/// partitions are `counts` (from their cards, `me` included; `None` when
+/// some live node's count is unknown), `free` partitions without a lease
+/// (`None` when the leases were not listed) and `max_moves` (0 in a round
+/// woken by a release: it only takes).
 ///
-/// A node above its share (`partitions / nodes`, rounded up) gives the
-/// excess back, at most `max_moves` a round, and a node below it takes
-/// free partitions. That alone leaves a node that comes back empty when
-/// every other node sits at the rounded-up share (nobody is above it), so:
-/// while some node holds fewer than the rounded-down share and every
-/// partition has an owner (`all_leased`), the `max_moves` most loaded
-/// nodes (then by id) that hold two or more above it give one each, and
-/// only nodes below the rounded-down share take — the givers would
-/// otherwise take their partitions straight back.
+/// Shares: `ceil` = `partitions / nodes` rounded up, `floor` rounded down.
+/// The cluster is *starved* while some node holds fewer than `floor`.
+///
+/// - **Take**: a node below `ceil` takes one free partition a round. While
+///   the cluster is starved and there are no more free partitions than
+///   starved nodes (what a balance move frees), only the starved nodes
+///   take, so the partitions given back reach the nodes they were given
+///   for; with more free than that (a node died or left), every node below
+///   `ceil` takes one at once.
+/// - **Give**, only with every count known, nothing free (`free ==
+///   Some(0)`) and the counts adding up to `partitions` (no takeover in
+///   progress anywhere): `budget = min(max_moves, takers)` partitions are
+///   given, where `takers` is the number of starved nodes (or, when none
+///   is, of nodes below `ceil`). They are handed out one at a time to the
+///   node holding the most (then by id), counting each one given, among
+///   the nodes above `ceil` or, while starved, holding two more than the
+///   least loaded. `give` is how many of them are this node's.
+///
+/// So at most `min(max_moves, takers)` partitions of live owners move for
+/// balance at once, and each of them is taken by a node with no other
+/// takeover in progress.
 pub fn plan(
     partitions: u32,
     nodes: usize,
     me: &str,
     held: usize,
     counts: Option<&[(String, usize)]>,
-    all_leased: bool,
+    free: Option<usize>,
     max_moves: usize,
 ) -> Plan {
     let ceil = share(partitions, nodes);
     let floor = partitions as usize / nodes.max(1);
-    let counts = counts.filter(|c| c.iter().any(|(id, _)| id == me));
-    let count = |id: &str, n: usize| if id == me { held } else { n };
-    let least = counts.and_then(|c| c.iter().map(|(id, n)| count(id, *n)).min());
-    let starved = least.is_some_and(|l| l < floor);
-    let mut give = to_give(held, ceil, max_moves);
-    if give == 0
-        && starved
-        && all_leased
-        && least.is_some_and(|l| held >= l + 2)
-        && let Some(counts) = counts
-    {
-        let mut ranked: Vec<(usize, &str)> = counts.iter().map(|(id, n)| (count(id, *n), id.as_str())).collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-        if ranked.iter().take(max_moves).any(|(_, id)| *id == me) {
-            give = 1;
+    let free_now = free.unwrap_or(0);
+    let Some(counts) = counts.filter(|c| c.iter().any(|(id, _)| id == me)) else {
+        // Some live node's count is unknown (a card not seen yet): take
+        // up to the share, one at a time, and give nothing.
+        return Plan { give: 0, take: usize::from(free_now > 0 && held < ceil) };
+    };
+    let load: Vec<(usize, &str)> =
+        counts.iter().map(|(id, n)| (if id == me { held } else { *n }, id.as_str())).collect();
+    let least = load.iter().map(|(n, _)| *n).min().unwrap_or(held);
+    let starved_nodes = load.iter().filter(|(n, _)| *n < floor).count();
+    let starved = starved_nodes > 0;
+    let takers = if starved { starved_nodes } else { load.iter().filter(|(n, _)| *n < ceil).count() };
+    let writable: usize = load.iter().map(|(n, _)| *n).sum();
+    let settled = free == Some(0) && writable >= partitions as usize;
+    let budget = if settled { max_moves.min(takers) } else { 0 };
+    let mut left = load;
+    let mut give = 0;
+    for _ in 0..budget {
+        let giver = left
+            .iter_mut()
+            .filter(|(n, _)| *n > ceil || (starved && *n >= least + 2))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)));
+        let Some(giver) = giver else { break };
+        giver.0 -= 1;
+        if giver.1 == me {
+            give += 1;
         }
     }
-    let after = held - give;
-    let hold_up_to = if starved && after >= floor { after } else { ceil };
-    Plan { give, hold_up_to }
+    let after = held - give.min(held);
+    let take = if give > 0 || free_now == 0 || after >= ceil || (starved && free_now <= starved_nodes && after >= floor)
+    {
+        0
+    } else {
+        1
+    };
+    Plan { give, take }
 }
 
 /// The partitions a node under its share tries to take, lowest first:
@@ -267,51 +324,53 @@ async fn renew_all(ctx: &Arc<Context>, owned: &Owned, held: &mut BTreeMap<u32, H
     }
 }
 
+/// One round; whether it took a partition over.
 async fn one_round(
     ctx: &Arc<Context>,
     owned: &Owned,
     held: &mut BTreeMap<u32, Held>,
     lease_ttl: Duration,
     max_moves: usize,
-) {
+) -> bool {
     let owners = &ctx.nats.owners;
     renew_all(ctx, owned, held, lease_ttl).await;
     publish_card(ctx, held.len()).await;
     // Without a complete list of live nodes and of leases this round
     // decides nothing (a failed listing must not look like a lone node).
-    let Some(nodes) = keys_within(&ctx.nats.nodes, LISTING_WAIT).await else { return };
+    let Some(nodes) = keys_within(&ctx.nats.nodes, LISTING_WAIT).await else { return false };
     let partitions = ctx.partitioning.count();
     let counts = live_counts(ctx, &nodes, held.len());
-    // Partitions with a lease: read when this node may take, or when a
-    // node below its share may make this one give (only while none is
-    // free). One listing, instead of a refused create per leased one.
-    let floor = partitions as usize / nodes.len().max(1);
-    let starved = counts.as_ref().is_some_and(|c| c.iter().any(|(_, n)| *n < floor));
-    let leased: Option<HashSet<u32>> = if starved || held.len() < share(partitions, nodes.len()) {
-        let Some(keys) = keys_within(owners, LISTING_WAIT).await else { return };
-        Some(keys.iter().filter_map(|k| k.strip_prefix('p')?.parse().ok()).collect())
+    // Partitions with a lease: read when this node may take, or when it
+    // would give if none were free (a give needs every partition leased).
+    // One listing, instead of a refused create per leased one.
+    let may_give =
+        plan(partitions, nodes.len(), &ctx.node_id, held.len(), counts.as_deref(), Some(0), max_moves).give > 0;
+    let leased: Option<HashSet<u32>> = if may_give || held.len() < share(partitions, nodes.len()) {
+        let Some(keys) = keys_within(owners, LISTING_WAIT).await else { return false };
+        Some(keys.iter().filter_map(|k| k.strip_prefix('p')?.parse().ok()).filter(|p| *p < partitions).collect())
     } else {
         None
     };
-    let all_leased = leased.as_ref().is_some_and(|l| l.len() == partitions as usize);
-    let plan = plan(partitions, nodes.len(), &ctx.node_id, held.len(), counts.as_deref(), all_leased, max_moves);
+    let free = leased.as_ref().map(|l| partitions as usize - l.len());
+    let plan = plan(partitions, nodes.len(), &ctx.node_id, held.len(), counts.as_deref(), free, max_moves);
     let give: Vec<u32> = held.keys().rev().take(plan.give).copied().collect();
     for p in give {
         if let Some(h) = held.remove(&p) {
             release(ctx, owned, p, h).await;
         }
     }
-    if held.len() >= plan.hold_up_to {
-        return;
+    if plan.take == 0 {
+        return false;
     }
-    let Some(leased) = leased else { return };
+    let Some(leased) = leased else { return false };
     let round = lease_ttl / 3;
-    for p in to_take(partitions, &leased, plan.hold_up_to - held.len()) {
+    // Lowest first; one another node created meanwhile is skipped.
+    for p in to_take(partitions, &leased, usize::MAX) {
         let Ok(revision) = owners.create(lease_key(p), ctx.node_id.clone().into()).await else { continue };
         let mut lease = Lease { revision, renewed: Instant::now() };
         // A takeover replays a log, which may take longer than a lease:
-        // every lease of this node, the one being taken included, is
-        // renewed on time meanwhile.
+        // every lease of this node, the one being taken included, and its
+        // card (which says it is alive) are renewed on time meanwhile.
         let takeover = OwnedPartition::take_over(ctx, p);
         tokio::pin!(takeover);
         let taken = loop {
@@ -319,28 +378,32 @@ async fn one_round(
                 r = &mut takeover => break r.map_err(|e| e.to_string()),
                 _ = tokio::time::sleep(round) => {
                     renew_all(ctx, owned, held, lease_ttl).await;
+                    publish_card(ctx, held.len()).await;
                     if let Err(e) = renew(ctx, p, &mut lease, lease_ttl).await {
                         break Err(format!("lost the lease while taking the partition over: {e}"));
                     }
                 }
             }
         };
-        match taken {
+        return match taken {
             Ok(partition) => {
                 owned.write().unwrap_or_else(|e| e.into_inner()).insert(p, Arc::clone(&partition.store));
                 count_owned(owned, ctx);
                 (ctx.on_takeover)();
                 held.insert(p, Held { partition, lease });
+                // The card says so at once: the others give the next
+                // partition for balance only when every one is writable.
+                publish_card(ctx, held.len()).await;
+                true
             }
             Err(e) => {
                 tracing::warn!(partition = p, error = %e, "takeover failed; giving the lease back");
                 let _ = owners.delete_expect_revision(lease_key(p), Some(lease.revision)).await;
+                false
             }
-        }
-        if held.values().any(|h| h.lease.renewed.elapsed() >= round) {
-            renew_all(ctx, owned, held, lease_ttl).await;
-        }
+        };
     }
+    false
 }
 
 #[cfg(test)]
@@ -351,42 +414,180 @@ mod tests {
         list.iter().map(|(id, n)| (id.to_string(), *n)).collect()
     }
 
+    /// 1,024 partitions spread over `n` nodes `n00`, `n01`, … as evenly as
+    /// they go (the first ones one more).
+    fn spread(n: usize) -> Vec<(String, usize)> {
+        (0..n).map(|i| (format!("n{i:02}"), 1024 / n + usize::from(i < 1024 % n))).collect()
+    }
+
+    /// Every node's plan from one view (the worst case: all decide at once).
+    fn plans(list: &[(String, usize)], free: usize, max_moves: usize) -> Vec<Plan> {
+        list.iter().map(|(id, n)| plan(1024, list.len(), id, *n, Some(list), Some(free), max_moves)).collect()
+    }
+
+    #[test]
+    fn a_node_joining_42_nodes_gets_one_partition_at_a_time() {
+        // 42 nodes (16 at 25, 26 at 24), n42 joins: the share drops to 24,
+        // and 16 nodes are above it. Before, each gave one at once.
+        let mut list = spread(42);
+        list.push(("n42".into(), 0));
+        let all = plans(&list, 0, 2);
+        // One taker: one partition is given, by the most loaded (then by id).
+        assert_eq!(all.iter().map(|p| p.give).sum::<usize>(), 1);
+        assert_eq!(all[0], Plan { give: 1, take: 0 });
+        // Once it is free, only the node that joined takes it.
+        list[0].1 -= 1;
+        let all = plans(&list, 1, 0);
+        assert_eq!(all.iter().map(|p| p.take).sum::<usize>(), 1);
+        assert_eq!(all[42], Plan { give: 0, take: 1 });
+        // While it replays (taken, not yet in its card) nothing more is given.
+        assert!(plans(&list, 0, 2).iter().all(|p| p.give == 0));
+        // Once it is writable, the next one.
+        list[42].1 = 1;
+        assert_eq!(plans(&list, 0, 2).iter().map(|p| p.give).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn two_nodes_joining_get_max_moves_at_a_time_one_each() {
+        let mut list = spread(42);
+        list.push(("n42".into(), 0));
+        list.push(("n43".into(), 0));
+        assert_eq!(plans(&list, 0, 2).iter().map(|p| p.give).sum::<usize>(), 2);
+        assert_eq!(plans(&list, 0, 1).iter().map(|p| p.give).sum::<usize>(), 1);
+        assert_eq!(plans(&list, 0, 5).iter().map(|p| p.give).sum::<usize>(), 2);
+    }
+
+    /// Rounds in which every node decides from the same view, takes over
+    /// one after another within the round (as the creates race), and the
+    /// takeovers finish at the end of the round: the partitions moving
+    /// for balance never exceed `max_moves`, and the cluster ends balanced.
+    fn rounds_until_balanced(mut list: Vec<(String, usize)>, max_moves: usize) -> (usize, usize) {
+        let (mut moved, mut rounds) = (0, 0);
+        loop {
+            rounds += 1;
+            assert!(rounds < 1000, "not balanced: {list:?}");
+            let given: usize = plans(&list, 0, max_moves)
+                .iter()
+                .zip(list.iter_mut())
+                .map(|(p, (_, n))| {
+                    *n -= p.give;
+                    p.give
+                })
+                .sum();
+            assert!(given <= max_moves, "{given} given at once");
+            if given == 0 {
+                let (floor, ceil) = (1024 / list.len(), 1024usize.div_ceil(list.len()));
+                assert!(list.iter().all(|(_, n)| (floor..=ceil).contains(n)), "not balanced: {list:?}");
+                return (moved, rounds);
+            }
+            moved += given;
+            let mut free = given;
+            let mut taking = vec![0; list.len()];
+            // Woken by the releases (max_moves 0): take only.
+            for i in 0..list.len() {
+                let (id, n) = &list[i];
+                if plan(1024, list.len(), id, *n, Some(&list), Some(free), 0).take == 1 {
+                    taking[i] = 1;
+                    free -= 1;
+                }
+            }
+            assert_eq!(free, 0, "a partition given for balance was left waiting");
+            for (i, t) in taking.into_iter().enumerate() {
+                list[i].1 += t;
+            }
+        }
+    }
+
+    #[test]
+    fn joins_end_balanced_with_the_bound_held_throughout() {
+        let mut list = spread(42);
+        list.push(("n42".into(), 0));
+        let (moved, _) = rounds_until_balanced(list.clone(), 2);
+        // 1,024 over 43: 35 nodes at 24 and 8 at 23; the new one gets 23.
+        assert_eq!(moved, 23);
+        let mut two = spread(42);
+        two.push(("n42".into(), 0));
+        two.push(("n43".into(), 0));
+        assert_eq!(rounds_until_balanced(two, 2).0, 46);
+        // A second cluster size: 8 nodes grown from 7.
+        let mut list: Vec<(String, usize)> =
+            (0..7).map(|i| (format!("n{i}"), 1024 / 7 + usize::from(i < 1024 % 7))).collect();
+        list.push(("n7".into(), 0));
+        assert_eq!(rounds_until_balanced(list, 3).0, 128);
+    }
+
+    #[test]
+    fn a_dead_nodes_partitions_are_taken_at_once() {
+        // n00 (25 partitions) died: 41 nodes left, 25 partitions free.
+        let list: Vec<(String, usize)> = spread(42).into_iter().skip(1).collect();
+        let n = list.len();
+        let takers = list.iter().filter(|(id, h)| plan(1024, n, id, *h, Some(&list), Some(25), 0).take == 1).count();
+        // Every node below the share (25 at 41 nodes) takes one at once:
+        // the 26 at 24, for 25 free partitions.
+        assert_eq!(takers, 26);
+        // Also in a timed round, and while a node that came back is short:
+        // more free than starved nodes is not a balance move.
+        let mut list = list;
+        list.push(("n42".into(), 0));
+        let n = list.len();
+        let takers = list.iter().filter(|(id, h)| plan(1024, n, id, *h, Some(&list), Some(25), 2).take == 1).count();
+        assert_eq!(takers, 27);
+        // Nothing is given meanwhile.
+        assert!(list.iter().all(|(id, h)| plan(1024, n, id, *h, Some(&list), Some(25), 2).give == 0));
+        // A node that does not know every count yet takes too.
+        assert_eq!(plan(1024, 41, "n41", 24, None, Some(25), 2), Plan { give: 0, take: 1 });
+    }
+
     #[test]
     fn a_node_that_comes_back_empty_gets_partitions_from_the_most_loaded() {
         // 1,024 partitions, 42 nodes: 40 at 25, one at 24, and n41 back at 0.
         let mut list: Vec<(String, usize)> = (0..40).map(|i| (format!("n{i:02}"), 25)).collect();
         list.push(("n40".into(), 24));
         list.push(("n41".into(), 0));
-        let plan_of = |me: &str, held: usize| plan(1024, 42, me, held, Some(&list), true, 2);
-        // The two most loaded (then by id) give one each; they do not take back.
-        assert_eq!(plan_of("n00", 25), Plan { give: 1, hold_up_to: 24 });
-        assert_eq!(plan_of("n01", 25), Plan { give: 1, hold_up_to: 24 });
-        // The others stay, and take nothing while n41 is short.
-        assert_eq!(plan_of("n02", 25), Plan { give: 0, hold_up_to: 25 });
-        assert_eq!(plan_of("n40", 24), Plan { give: 0, hold_up_to: 24 });
-        // The empty node takes up to the share.
-        assert_eq!(plan_of("n41", 0), Plan { give: 0, hold_up_to: 25 });
+        let plan_of = |me: &str, held: usize| plan(1024, 42, me, held, Some(&list), Some(0), 2);
+        // The most loaded (then by id) gives one: there is one taker.
+        assert_eq!(plan_of("n00", 25), Plan { give: 1, take: 0 });
+        assert_eq!(plan_of("n01", 25), Plan { give: 0, take: 0 });
+        assert_eq!(plan_of("n40", 24), Plan { give: 0, take: 0 });
         // A round woken by a release moves nothing (max_moves 0).
-        assert_eq!(plan(1024, 42, "n00", 25, Some(&list), true, 0).give, 0);
+        assert_eq!(plan(1024, 42, "n00", 25, Some(&list), Some(0), 0).give, 0);
+        // The partition given back goes to n41, not to n00 or n40.
+        assert_eq!(plan(1024, 42, "n41", 0, Some(&list), Some(1), 0).take, 1);
+        assert_eq!(plan(1024, 42, "n00", 24, Some(&list), Some(1), 0).take, 0);
+        assert_eq!(plan(1024, 42, "n40", 24, Some(&list), Some(1), 0).take, 0);
     }
 
     #[test]
-    fn nothing_is_given_for_balance_while_a_partition_is_free_or_a_count_unknown() {
+    fn nothing_is_given_for_balance_while_a_partition_moves_or_a_count_is_unknown() {
         // 7 partitions over 3 nodes: shares 2 to 3; c came back with 1.
         let list = counts(&[("a", 3), ("b", 3), ("c", 1)]);
-        assert_eq!(plan(7, 3, "a", 3, Some(&list), false, 2), Plan { give: 0, hold_up_to: 3 });
-        assert_eq!(plan(7, 3, "a", 3, None, true, 2), Plan { give: 0, hold_up_to: 3 });
-        assert_eq!(plan(7, 3, "a", 3, Some(&list), true, 2), Plan { give: 1, hold_up_to: 2 });
-        assert_eq!(plan(7, 3, "c", 1, Some(&list), true, 2), Plan { give: 0, hold_up_to: 3 });
+        // A partition is free, the leases were not listed, a count unknown.
+        assert_eq!(plan(7, 3, "a", 3, Some(&list), Some(1), 2).give, 0);
+        assert_eq!(plan(7, 3, "a", 3, Some(&list), None, 2).give, 0);
+        assert_eq!(plan(7, 3, "a", 3, None, Some(0), 2).give, 0);
+        // The cards add up to 6 of 7: a takeover is in progress.
+        assert_eq!(plan(7, 3, "a", 3, Some(&counts(&[("a", 3), ("b", 2), ("c", 1)])), Some(0), 2).give, 0);
+        // Settled: a gives one (most loaded, then by id), and c takes it.
+        assert_eq!(plan(7, 3, "a", 3, Some(&list), Some(0), 2), Plan { give: 1, take: 0 });
+        assert_eq!(plan(7, 3, "b", 3, Some(&list), Some(0), 2), Plan { give: 0, take: 0 });
+        assert_eq!(plan(7, 3, "c", 1, Some(&list), Some(1), 0), Plan { give: 0, take: 1 });
     }
 
     #[test]
     fn a_balanced_cluster_stays_put() {
         let list = counts(&[("a", 3), ("b", 3), ("c", 2)]);
         for (me, held) in [("a", 3), ("b", 3), ("c", 2)] {
-            assert_eq!(plan(8, 3, me, held, Some(&list), true, 2), Plan { give: 0, hold_up_to: 3 });
+            assert_eq!(plan(8, 3, me, held, Some(&list), Some(0), 2), Plan { give: 0, take: 0 });
         }
-        // Above the share: give the excess, bounded.
-        assert_eq!(plan(8, 3, "a", 8, Some(&counts(&[("a", 8), ("b", 0), ("c", 0)])), true, 2).give, 2);
+        // A new cluster: the first node takes one at a time, up to all.
+        let one = counts(&[("a", 0)]);
+        assert_eq!(plan(8, 1, "a", 0, Some(&one), Some(8), 2), Plan { give: 0, take: 1 });
+        // Then a second node: the first gives, one at a time (one taker).
+        let two = counts(&[("a", 8), ("b", 0)]);
+        assert_eq!(plan(8, 2, "a", 8, Some(&two), Some(0), 2), Plan { give: 1, take: 0 });
+        // Above the share with nobody starved: 10 over 4 (2 to 3) as 4,2,2,2.
+        let list = counts(&[("a", 4), ("b", 2), ("c", 2), ("d", 2)]);
+        assert_eq!(plan(10, 4, "a", 4, Some(&list), Some(0), 2), Plan { give: 1, take: 0 });
+        assert_eq!(plan(10, 4, "b", 2, Some(&list), Some(1), 0), Plan { give: 0, take: 1 });
     }
 }
