@@ -127,7 +127,7 @@ async fn the_operator_drains_the_server_through_the_admin_socket() {
         loop {
             match bob.next_event().await {
                 Some(Event::GoAway(g)) => {
-                    assert_eq!(g.code, u32::from(ErrorCode::SHUTTING_DOWN.0));
+                    assert_eq!(g.code, ErrorCode::SHUTTING_DOWN.0);
                     go_away = true;
                 }
                 Some(Event::Closed(e)) => return (go_away, e.code()),
