@@ -87,6 +87,7 @@ export const MESSAGES = {
     [71, "listBlocked", "ListBlockedRequest", B],
     [72, "getPrivacy", "GetPrivacyRequest", B],
     [73, "setPrivacy", "SetPrivacyRequest", B],
+    [74, "searchUsers", "SearchUsersRequest", B],
   ],
   ServerFrame: [
     [1, "requestId", "uint64"],
@@ -108,6 +109,7 @@ export const MESSAGES = {
     [25, "pong", "Pong", B],
     [26, "blockedList", "BlockedList", B],
     [27, "privacySettings", "PrivacySettings", B],
+    [28, "userList", "UserList", B],
     [40, "event", "InboxEvent", B],
     [41, "presence", "Presence", B],
     [42, "typing", "TypingEvent", B],
@@ -207,10 +209,21 @@ export const MESSAGES = {
   SetPrivacyRequest: [
     [1, "directMessages", "Audience"],
     [2, "groupInvites", "Audience"],
+    [3, "search", "Audience"],
   ],
   PrivacySettings: [
     [1, "directMessages", "Audience"],
     [2, "groupInvites", "Audience"],
+    [3, "search", "Audience"],
+  ],
+  SearchUsersRequest: [
+    [1, "prefix", "string"],
+    [2, "limit", "uint32"],
+  ],
+  UserResult: [[1, "username", "string"]],
+  UserList: [
+    [1, "users", "UserResult", "repeated"],
+    [2, "hasMore", "bool"],
   ],
   OpenDirectRequest: [[1, "username", "string"]],
   CreateGroupRequest: [

@@ -118,7 +118,8 @@ pub enum Command {
     Blocked,
     /// Show or change who may reach you: `--dm everyone|nobody`,
     /// `--groups everyone|contacts|nobody` (contacts: people you have a
-    /// direct conversation with). Without options, shows the settings.
+    /// direct conversation with), `--search everyone|nobody`. Without
+    /// options, shows the settings.
     Privacy {
         /// Who may open a new direct conversation with you.
         #[arg(long, value_enum)]
@@ -126,6 +127,19 @@ pub enum Command {
         /// Who may create a group with you in it or add you to one.
         #[arg(long, value_enum)]
         groups: Option<GroupAudience>,
+        /// Who may find you by the start of your username (`confab
+        /// search`); your whole username always finds you.
+        #[arg(long, value_enum)]
+        search: Option<SearchAudience>,
+    },
+    /// Find people by the start of their username (at least 2 characters;
+    /// any case: it is lowercased).
+    Search {
+        /// The start of a username, with or without '@'.
+        prefix: String,
+        /// At most this many (server maximum applies).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
     },
     /// Send a message to @USER (a direct conversation) or a conversation id.
     Send {
@@ -547,6 +561,24 @@ pub enum GroupAudience {
     Contacts,
     /// Nobody.
     Nobody,
+}
+
+/// Who may find you by a prefix of your username.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SearchAudience {
+    /// Anyone you have not blocked (and who has not blocked you).
+    Everyone,
+    /// Only people who type your whole username.
+    Nobody,
+}
+
+impl From<SearchAudience> for pb::Audience {
+    fn from(a: SearchAudience) -> Self {
+        match a {
+            SearchAudience::Everyone => pb::Audience::Everyone,
+            SearchAudience::Nobody => pb::Audience::Nobody,
+        }
+    }
 }
 
 impl From<DmAudience> for pb::Audience {

@@ -715,9 +715,25 @@ impl Connection {
         direct_messages: pb::Audience,
         group_invites: pb::Audience,
     ) -> Result<pb::PrivacySettings, ClientError> {
-        let req =
-            pb::SetPrivacyRequest { direct_messages: direct_messages as i32, group_invites: group_invites as i32 };
+        let req = pb::SetPrivacyRequest {
+            direct_messages: direct_messages as i32,
+            group_invites: group_invites as i32,
+            ..Default::default()
+        };
+        self.set_privacy_with(req).await
+    }
+
+    /// Changes the privacy settings a request names (every field, search
+    /// included; UNSPECIFIED: unchanged); returns them all.
+    pub async fn set_privacy_with(&self, req: pb::SetPrivacyRequest) -> Result<pb::PrivacySettings, ClientError> {
         expect!(self.request(Body::SetPrivacy(req)).await?, Reply::PrivacySettings)
+    }
+
+    /// Users whose username starts with `prefix` (spec §6.9), in username
+    /// order, at most `limit` (0: the server's page size).
+    pub async fn search_users(&self, prefix: &str, limit: u32) -> Result<pb::UserList, ClientError> {
+        let req = pb::SearchUsersRequest { prefix: prefix.into(), limit };
+        expect!(self.request(Body::SearchUsers(req)).await?, Reply::UserList)
     }
 
     /// Revokes a device.

@@ -107,7 +107,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Block { user } => block(&mut ctx, &user, true).await,
         Command::Unblock { user } => block(&mut ctx, &user, false).await,
         Command::Blocked => blocked(&mut ctx).await,
-        Command::Privacy { dm, groups } => privacy(&mut ctx, dm, groups).await,
+        Command::Privacy { dm, groups, search } => privacy(&mut ctx, dm, groups, search).await,
+        Command::Search { prefix, limit } => search(&mut ctx, &prefix, limit).await,
         Command::Send { to, text } => send(&mut ctx, &to, text).await,
         Command::History { conversation, before, after, limit } => {
             history(&mut ctx, &conversation, before.unwrap_or(0), after.unwrap_or(0), limit).await
@@ -245,18 +246,47 @@ fn audience_name(raw: i32) -> &'static str {
     }
 }
 
-async fn privacy(ctx: &mut Ctx, dm: Option<cli::DmAudience>, groups: Option<cli::GroupAudience>) -> Result<()> {
+async fn privacy(
+    ctx: &mut Ctx,
+    dm: Option<cli::DmAudience>,
+    groups: Option<cli::GroupAudience>,
+    search: Option<cli::SearchAudience>,
+) -> Result<()> {
     let (conn, _) = ctx.session().await?;
-    let settings = if dm.is_none() && groups.is_none() {
+    let settings = if dm.is_none() && groups.is_none() && search.is_none() {
         conn.privacy().await?
     } else {
-        let dm = dm.map_or(pb::Audience::Unspecified, Into::into);
-        let groups = groups.map_or(pb::Audience::Unspecified, Into::into);
-        conn.set_privacy(dm, groups).await?
+        let audience = |a: Option<pb::Audience>| a.unwrap_or(pb::Audience::Unspecified) as i32;
+        conn.set_privacy_with(pb::SetPrivacyRequest {
+            direct_messages: audience(dm.map(Into::into)),
+            group_invites: audience(groups.map(Into::into)),
+            search: audience(search.map(Into::into)),
+        })
+        .await?
     };
     let (dm, groups) = (audience_name(settings.direct_messages), audience_name(settings.group_invites));
-    ctx.out(json!({"direct_messages": dm, "group_invites": groups}), || {
-        format!("new direct conversations from: {dm}\nadded to groups by: {groups}")
+    let search = audience_name(settings.search);
+    ctx.out(json!({"direct_messages": dm, "group_invites": groups, "search": search}), || {
+        let found = if search == "nobody" { "your whole username only" } else { "the start of your username" };
+        format!("new direct conversations from: {dm}\nadded to groups by: {groups}\nfound in search by: {found}")
+    });
+    Ok(())
+}
+
+async fn search(ctx: &mut Ctx, prefix: &str, limit: u32) -> Result<()> {
+    let prefix = prefix.trim_start_matches('@').to_lowercase();
+    let (conn, _) = ctx.session().await?;
+    let found = conn.search_users(&prefix, limit).await?;
+    let names: Vec<&str> = found.users.iter().map(|u| u.username.as_str()).collect();
+    ctx.out(json!({"users": names, "has_more": found.has_more}), || {
+        if names.is_empty() {
+            return format!("nobody found starting with '{prefix}'");
+        }
+        let mut lines: Vec<String> = names.iter().map(|n| format!("@{n}")).collect();
+        if found.has_more {
+            lines.push("(more: type more of the name)".to_string());
+        }
+        lines.join("\n")
     });
     Ok(())
 }

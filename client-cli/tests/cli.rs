@@ -443,3 +443,40 @@ fn read_by_username_and_malformed_arguments() {
     assert_eq!(cli.json(&alice, &["group", "members", &gid])[1]["role"], "admin");
     rt.block_on(server.shutdown());
 }
+
+/// `confab search` finds people by the start of their username (any case,
+/// '@' optional), leaves out those who chose `confab privacy --search
+/// nobody` unless their whole name is typed, and a too-short prefix is the
+/// server's refusal (exit 1, INVALID_ARGUMENT).
+#[test]
+fn search_finds_people_by_the_start_of_their_username() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = rt.block_on(Server::start(config(dir.path()))).unwrap();
+    let cli = Cli { server: server.quic_addr().unwrap().to_string(), cert: server.cert_path() };
+    let profiles: Vec<_> = ["alice", "albert", "alfred", "bob"].iter().map(|n| (n, dir.path().join(n))).collect();
+    for (name, profile) in &profiles {
+        cli.ok(profile, &["signup", name, "--password-stdin"], Some(&format!("{name}-password\n")));
+    }
+    let (bob, alfred) = (&profiles[3].1, &profiles[2].1);
+
+    assert_eq!(cli.ok(bob, &["search", "@AL"], None), "@albert\n@alfred\n@alice\n");
+    let found = cli.json(bob, &["search", "al", "--limit", "2"]);
+    assert_eq!(found[0]["users"], serde_json::json!(["albert", "alfred"]), "{found:?}");
+    assert_eq!(found[0]["has_more"], true);
+    assert_eq!(cli.ok(bob, &["search", "zz"], None), "nobody found starting with 'zz'\n");
+
+    let set = cli.json(alfred, &["privacy", "--search", "nobody"]);
+    assert_eq!(set[0]["search"], "nobody", "{set:?}");
+    assert_eq!(set[0]["direct_messages"], "everyone", "{set:?}");
+    let shown = cli.ok(alfred, &["privacy"], None);
+    assert!(shown.contains("found in search by: your whole username only"), "{shown}");
+    assert_eq!(cli.ok(bob, &["search", "al"], None), "@albert\n@alice\n");
+    assert_eq!(cli.ok(bob, &["search", "alfred"], None), "@alfred\n");
+
+    let out = cli.run(bob, &["search", "a"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("INVALID_ARGUMENT"), "{said}");
+    rt.block_on(server.shutdown());
+}

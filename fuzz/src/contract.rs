@@ -549,6 +549,7 @@ fn request_name(body: &Body) -> &'static str {
         Body::ListBlocked(_) => "list_blocked",
         Body::GetPrivacy(_) => "get_privacy",
         Body::SetPrivacy(_) => "set_privacy",
+        Body::SearchUsers(_) => "search_users",
     }
 }
 
@@ -571,6 +572,7 @@ fn success_reply(body: &Body) -> Option<&'static str> {
         Body::Ping(_) => "pong",
         Body::ListBlocked(_) => "blocked_list",
         Body::GetPrivacy(_) | Body::SetPrivacy(_) => "privacy_settings",
+        Body::SearchUsers(_) => "user_list",
         Body::ChangePassword(_) | Body::SetBlocked(_) => "done",
         Body::Logout(_)
         | Body::RevokeDevice(_)
@@ -613,5 +615,6 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::GoAway(_) => "go_away",
         Reply::BlockedList(_) => "blocked_list",
         Reply::PrivacySettings(_) => "privacy_settings",
+        Reply::UserList(_) => "user_list",
     }
 }

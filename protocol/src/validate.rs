@@ -8,6 +8,9 @@ use crate::{ErrorCode, Limits, pb, pb::client_frame::Body};
 
 /// Username length bounds, in bytes (usernames are ASCII).
 pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=32;
+/// Search prefix length bounds, in bytes (PROTOCOL.md §6.9): at least two
+/// characters, so one request cannot list a 36th of every account.
+pub const SEARCH_PREFIX_LEN: std::ops::RangeInclusive<usize> = 2..=32;
 /// Password length bounds, in bytes.
 pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 8..=1024;
 /// Device name length bounds, in characters.
@@ -86,6 +89,22 @@ pub fn username(name: &str) -> Result<(), Violation> {
         return Err(invalid(field, "may only contain a-z, 0-9, '_', '.' and '-'"));
     }
     if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(invalid(field, "must start with a letter or digit"));
+    }
+    Ok(())
+}
+
+/// Search prefixes: 2 to 32 of `[a-z0-9_.-]`, first a letter or digit
+/// (the username rules, shorter).
+pub fn search_prefix(prefix: &str) -> Result<(), Violation> {
+    let field = "prefix";
+    if !SEARCH_PREFIX_LEN.contains(&prefix.len()) {
+        return Err(invalid(field, "must be 2 to 32 characters"));
+    }
+    if !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err(invalid(field, "may only contain a-z, 0-9, '_', '.' and '-'"));
+    }
+    if !prefix.as_bytes()[0].is_ascii_alphanumeric() {
         return Err(invalid(field, "must start with a letter or digit"));
     }
     Ok(())
@@ -374,10 +393,15 @@ pub fn validate_request(body: &Body, limits: &Limits) -> Result<(), Violation> {
                 _ => return Err(invalid("direct_messages", "must be EVERYONE or NOBODY (or unset)")),
             }
             match pb::Audience::try_from(r.group_invites) {
-                Ok(_) => Ok(()),
-                Err(_) => Err(invalid("group_invites", "must be EVERYONE, CONTACTS or NOBODY (or unset)")),
+                Ok(_) => {}
+                Err(_) => return Err(invalid("group_invites", "must be EVERYONE, CONTACTS or NOBODY (or unset)")),
+            }
+            match pb::Audience::try_from(r.search) {
+                Ok(pb::Audience::Unspecified | pb::Audience::Everyone | pb::Audience::Nobody) => Ok(()),
+                _ => Err(invalid("search", "must be EVERYONE or NOBODY (or unset)")),
             }
         }
+        Body::SearchUsers(r) => search_prefix(&r.prefix),
         Body::Logout(_)
         | Body::GetPrivacy(_)
         | Body::ListDevices(_)
@@ -434,6 +458,16 @@ mod tests {
         }
         for bad in ["", "ab", "Alice", "_bob", "bob!", "émile", &"x".repeat(33)] {
             assert!(username(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn search_prefixes() {
+        for ok in ["al", "bob", "a.", "0d", &"x".repeat(32)] {
+            assert_eq!(search_prefix(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a", "Al", "_b", "b!", "é", &"x".repeat(33)] {
+            assert!(search_prefix(bad).is_err(), "{bad}");
         }
     }
 

@@ -104,6 +104,7 @@ const REQUEST_KINDS: &[&str] = &[
     "list_blocked",
     "get_privacy",
     "set_privacy",
+    "search_users",
 ];
 
 /// The request kind's name, as in the schema.
@@ -145,6 +146,7 @@ pub fn request_kind(body: &Body) -> usize {
         Body::ListBlocked(_) => 33,
         Body::GetPrivacy(_) => 34,
         Body::SetPrivacy(_) => 35,
+        Body::SearchUsers(_) => 36,
     }
 }
 
@@ -172,6 +174,7 @@ const REPLY_KINDS: &[&str] = &[
     "go_away",
     "blocked_list",
     "privacy_settings",
+    "user_list",
 ];
 
 fn reply_kind(reply: &Reply) -> usize {
@@ -199,6 +202,7 @@ fn reply_kind(reply: &Reply) -> usize {
         Reply::GoAway(_) => 20,
         Reply::BlockedList(_) => 21,
         Reply::PrivacySettings(_) => 22,
+        Reply::UserList(_) => 23,
     }
 }
 

@@ -122,14 +122,20 @@ pub fn vectors() -> Vec<Valid> {
         ),
         Valid::of(
             "set_privacy",
-            "SetPrivacyRequest: no new direct conversations, groups from contacts only",
+            "SetPrivacyRequest: no new direct conversations, groups from contacts only, out of prefix search",
             &client(
                 12,
                 Body::SetPrivacy(pb::SetPrivacyRequest {
                     direct_messages: pb::Audience::Nobody as i32,
                     group_invites: pb::Audience::Contacts as i32,
+                    search: pb::Audience::Nobody as i32,
                 }),
             ),
+        ),
+        Valid::of(
+            "search_users",
+            "SearchUsersRequest: usernames starting with \"al\", at most 20",
+            &client(13, Body::SearchUsers(pb::SearchUsersRequest { prefix: "al".into(), limit: 20 })),
         ),
         Valid::of(
             "revoke_device",

@@ -205,12 +205,27 @@ pub fn vectors() -> Vec<Valid> {
         ),
         Valid::of(
             "privacy_settings",
-            "PrivacySettings: no new direct conversations, groups from contacts",
+            "PrivacySettings: no new direct conversations, groups from contacts, out of prefix search",
             &server(
                 12,
                 Body::PrivacySettings(pb::PrivacySettings {
                     direct_messages: pb::Audience::Nobody as i32,
                     group_invites: pb::Audience::Contacts as i32,
+                    search: pb::Audience::Nobody as i32,
+                }),
+            ),
+        ),
+        Valid::of(
+            "user_list",
+            "UserList: two users starting with \"al\", more after them",
+            &server(
+                13,
+                Body::UserList(pb::UserList {
+                    users: vec![
+                        pb::UserResult { username: "alice".into() },
+                        pb::UserResult { username: "alina".into() },
+                    ],
+                    has_more: true,
                 }),
             ),
         ),

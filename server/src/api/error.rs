@@ -67,6 +67,11 @@ impl ApiError {
         Self::new(ErrorCode::FEATURE_UNAVAILABLE, "this server does not offer push")
     }
 
+    /// User search is not offered (cluster mode, PROTOCOL.md §6.9).
+    pub fn search_unavailable() -> Self {
+        Self::new(ErrorCode::FEATURE_UNAVAILABLE, "this server does not offer user search")
+    }
+
     /// A session subscribed to more users than it may.
     pub fn too_many_presence_subscriptions(max: u32) -> Self {
         Self::new(ErrorCode::TOO_MANY_ITEMS, format!("at most {max} presence subscriptions"))

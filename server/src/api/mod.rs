@@ -86,6 +86,7 @@ pub fn dispatch(core: &Arc<Core>, ctx: &SessionCtx, body: Body) -> Pending {
         Body::ListBlocked(r) => privacy::list_blocked(core, auth, r),
         Body::GetPrivacy(_) => privacy::get_privacy(core, auth),
         Body::SetPrivacy(r) => privacy::set_privacy(core, auth, r),
+        Body::SearchUsers(r) => privacy::search_users(core, auth, r),
         Body::OpenDirect(r) => conversations::open_direct(core, auth, ctx.peer.ip(), r),
         Body::ListConversations(r) => conversations::list(core, auth, r),
         Body::GetConversation(r) => conversations::get(core, auth, r),

@@ -60,3 +60,20 @@ pub(super) fn get_privacy(core: &Arc<Core>, auth: &Auth) -> Pending {
 pub(super) fn set_privacy(core: &Arc<Core>, auth: &Auth, r: pb::SetPrivacyRequest) -> Pending {
     reply(core.store.set_privacy(auth.user.user_id, r), Reply::PrivacySettings)
 }
+
+/// Users by username prefix (PROTOCOL.md §6.9). One node holds every
+/// username and block only outside cluster mode; a cluster answers
+/// FEATURE_UNAVAILABLE.
+pub(super) fn search_users(core: &Arc<Core>, auth: &Auth, r: pb::SearchUsersRequest) -> Pending {
+    let core = Arc::clone(core);
+    let me = auth.user.user_id;
+    let limit = core.limits.page_size(r.limit) as usize;
+    Box::pin(async move {
+        let Some(store) = core.store.single_node() else {
+            return Err(ApiError::search_unavailable());
+        };
+        let (names, has_more) = store.search_users(me, r.prefix, limit).await?;
+        let users = names.into_iter().map(|username| pb::UserResult { username }).collect();
+        Ok(Reply::UserList(pb::UserList { users, has_more }))
+    })
+}

@@ -166,6 +166,13 @@ impl LocalStore {
         self.read(move |db| db.users_page(&prefix, &after, limit))
     }
 
+    /// Usernames starting with `prefix` that `searcher` may find, in
+    /// username order, at most `limit`; and whether more follow
+    /// (PROTOCOL.md §6.9).
+    pub fn search_users(&self, searcher: u64, prefix: String, limit: usize) -> Op<(Vec<String>, bool)> {
+        self.read(move |db| db.search_users(searcher, &prefix, limit))
+    }
+
     /// Disables or enables an account; whether that changed it. Ending
     /// its sessions is the caller's.
     pub fn set_disabled(&self, user_id: u64, disabled: bool, now_ms: i64) -> Op<bool> {

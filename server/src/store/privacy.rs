@@ -26,6 +26,11 @@ use super::tx::Tx;
 use super::writer::Deliveries;
 use super::{CommandError, Ks, Refusal, StoreError, UserRef, keys};
 
+/// The most usernames one search looks at (matching ones left out
+/// included), so a prefix shared by many hidden or blocked accounts costs a
+/// bounded read.
+pub const MAX_SEARCH_SCAN: usize = 2000;
+
 /// What a user is asked to accept from another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
@@ -70,6 +75,7 @@ pub(crate) fn settings_of(user: &UserRecord) -> pb::PrivacySettings {
     pb::PrivacySettings {
         direct_messages: audience(user.direct_messages) as i32,
         group_invites: audience(user.group_invites) as i32,
+        search: audience(user.search) as i32,
     }
 }
 
@@ -165,6 +171,9 @@ impl Tx<'_> {
         if change.group_invites != pb::Audience::Unspecified as i32 {
             record.group_invites = change.group_invites;
         }
+        if change.search != pb::Audience::Unspecified as i32 {
+            record.search = change.search;
+        }
         self.put_record(Ks::Users, &key, &record);
         Ok((settings_of(&record), Deliveries::default()))
     }
@@ -203,6 +212,51 @@ impl Db {
                 return Ok((out, true));
             }
             out.push(super::decode(Ks::Blocks, &v)?);
+        }
+        Ok((out, false))
+    }
+
+    /// Usernames starting with `prefix` that `searcher` may find
+    /// (PROTOCOL.md §6.9), in username order, at most `limit`; and whether
+    /// more follow. Left out: the searcher, disabled accounts, users either
+    /// side blocked, and users out of prefix search unless `prefix` is their
+    /// whole username. At most `MAX_SEARCH_SCAN` names are looked at: past
+    /// that the answer says more follow.
+    pub fn search_users(
+        &self,
+        searcher: u64,
+        prefix: &str,
+        limit: usize,
+    ) -> std::result::Result<(Vec<String>, bool), StoreError> {
+        let blocks = self.ks(Ks::Blocks)?;
+        let mut out = Vec::new();
+        for (looked, kv) in self.ks(Ks::Usernames)?.prefix(prefix.as_bytes()).enumerate() {
+            if looked >= MAX_SEARCH_SCAN {
+                return Ok((out, true));
+            }
+            let (name, id) = kv.into_inner()?;
+            let id = keys::read_u64(&id, 0)
+                .ok_or(StoreError::Corrupt { keyspace: keys::USERNAMES, detail: "short id".into() })?;
+            if id == searcher {
+                continue;
+            }
+            let Some(user) = self.user(id)? else { continue };
+            if user.disabled {
+                continue;
+            }
+            let exact = name.as_ref() == prefix.as_bytes();
+            if !exact && audience(user.search) == pb::Audience::Nobody {
+                continue;
+            }
+            if blocks.get(keys::block(UserId(searcher), UserId(id)))?.is_some()
+                || blocks.get(keys::block(UserId(id), UserId(searcher)))?.is_some()
+            {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(user.username);
         }
         Ok((out, false))
     }
