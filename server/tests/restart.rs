@@ -121,26 +121,32 @@ async fn setup(daemon: &Daemon) -> (String, u64) {
     (token, dm)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_under_writes_leaves_a_bounded_replay_and_the_restart_serves_soon() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts a server on `dir`, writes until `messages` are acknowledged and
+/// kills it (-9) while the writers are still going. Returns alice's token,
+/// the DM and the highest seq acknowledged.
+async fn write_then_kill(dir: &std::path::Path, messages: u64) -> (String, u64, u64) {
     let flags = ["--send-rate", "100000", "--request-rate", "100000"];
-    let mut daemon = Daemon::start(dir.path(), &flags).await;
+    let mut daemon = Daemon::start(dir, &flags).await;
     let (token, dm) = setup(&daemon).await;
     let stop = Arc::new(AtomicBool::new(false));
     let top = write_until(&daemon, &token, dm, Arc::clone(&stop)).await;
-    // Enough writes that fjall's defaults would leave far more than the
-    // bound unflushed and in one journal file (rotated at 64 MB): ~3,000
-    // messages of 16 KB (the text is journaled once per message).
     let deadline = Instant::now() + Duration::from_secs(120);
-    while top.load(Ordering::Relaxed) < 3_000 {
+    while top.load(Ordering::Relaxed) < messages {
         assert!(Instant::now() < deadline, "only {} messages written in 120 s", top.load(Ordering::Relaxed));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Killed while the writers are still going.
     daemon.kill().await;
     stop.store(true, Ordering::Relaxed);
-    let acked = top.load(Ordering::Relaxed);
+    (token, dm, top.load(Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_under_writes_leaves_a_bounded_replay_and_the_restart_serves_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    // Enough writes that fjall's defaults would leave far more than the
+    // bound unflushed and in one journal file (rotated at 64 MB): ~3,000
+    // messages of 16 KB (the text is journaled once per message).
+    let (token, dm, acked) = write_then_kill(dir.path(), 3_000).await;
     let journal = journal_bytes(dir.path());
     eprintln!("killed after {acked} messages; {:.1} MiB of journal left", journal as f64 / 1048576.0);
     assert!(journal <= REPLAY_BOUND, "{journal} bytes of journal to read at start (bound {REPLAY_BOUND})");
@@ -241,18 +247,7 @@ async fn a_reset_key_of_the_wrong_size_is_refused_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_says_not_ready_while_the_store_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = ["--send-rate", "100000", "--request-rate", "100000"];
-    let mut daemon = Daemon::start(dir.path(), &flags).await;
-    let (token, dm) = setup(&daemon).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let top = write_until(&daemon, &token, dm, Arc::clone(&stop)).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while top.load(Ordering::Relaxed) < 3_000 {
-        assert!(Instant::now() < deadline, "only {} messages written in 120 s", top.load(Ordering::Relaxed));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    daemon.kill().await;
-    stop.store(true, Ordering::Relaxed);
+    write_then_kill(dir.path(), 3_000).await;
 
     let http = format!("127.0.0.1:{}", common::cluster::free_port());
     let log_path = dir.path().join("recover.log");
