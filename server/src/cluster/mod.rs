@@ -67,7 +67,14 @@ pub struct ClusterView {
     pub nodes: Arc<nodes::Nodes>,
     nats: nats::Nats,
     partitions: u32,
+    /// The last status read (JSON) and when: `/v1/cluster` is public like
+    /// the rest of the HTTP port, and one read asks NATS about every
+    /// partition's stream.
+    status: tokio::sync::Mutex<Option<(tokio::time::Instant, bytes::Bytes)>>,
 }
+
+/// How long a status read serves `/v1/cluster` requests.
+pub const STATUS_MAX_AGE: Duration = Duration::from_secs(2);
 
 impl ClusterView {
     /// The live nodes clients may be sent to, least loaded first (this
@@ -76,9 +83,22 @@ impl ClusterView {
         self.nodes.discover(self.nodes.own_now())
     }
 
-    /// Nodes, owners and streams, read from NATS now.
-    pub async fn status(&self) -> status::Status {
-        status::read(&self.nats, self.nodes.me(), self.partitions).await
+    /// Nodes, owners and streams as JSON, read from NATS at most once per
+    /// [`STATUS_MAX_AGE`] however many ask (one read at a time; those who
+    /// ask meanwhile wait for it and share it).
+    pub async fn status_json(&self) -> bytes::Bytes {
+        let mut cached = self.status.lock().await;
+        if let Some((at, json)) = cached.as_ref()
+            && at.elapsed() < STATUS_MAX_AGE
+        {
+            return json.clone();
+        }
+        let status = status::read(&self.nats, self.nodes.me(), self.partitions).await;
+        let json = bytes::Bytes::from(serde_json::to_vec(&status).unwrap_or_else(|e| {
+            format!("{{\"error\": \"the status could not be written as JSON: {e}\"}}").into_bytes()
+        }));
+        *cached = Some((tokio::time::Instant::now(), json.clone()));
+        json
     }
 }
 
@@ -174,7 +194,12 @@ impl ClusterNode {
         presence::start(&nats, &config.node_id, presence, Arc::clone(&store), ttl / 3, stop.clone())
             .await
             .map_err(|e| ClusterError::Nats(format!("subscribing to presence: {e}")))?;
-        let view = Arc::new(ClusterView { nodes: cards, nats: nats.clone(), partitions: config.partitions });
+        let view = Arc::new(ClusterView {
+            nodes: cards,
+            nats: nats.clone(),
+            partitions: config.partitions,
+            status: tokio::sync::Mutex::new(None),
+        });
         let owners = tokio::spawn(owners::run(Arc::clone(&ctx), owned, ttl, config.max_moves, stop.clone()));
         tracing::info!(node = %config.node_id, partitions = config.partitions, nats = %config.nats, "joined the cluster");
         Ok(ClusterNode { store, delivery, view, ctx, stop, owners })

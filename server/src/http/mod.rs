@@ -257,12 +257,13 @@ fn node_json(card: &crate::cluster::nodes::Card, host_asked: Option<&str>) -> se
 }
 
 /// `GET /v1/cluster`: the cluster as an operator sees it (nodes, owners,
-/// streams), read from NATS; 404 on a single node.
+/// streams), read from NATS at most every 2 s; 404 on a single node.
 async fn cluster_status(State(app): State<Arc<App>>) -> Response {
     let Some(view) = &app.cluster else {
         return (StatusCode::NOT_FOUND, "not a cluster node (see docs/CLUSTER.md)\n").into_response();
     };
-    let mut resp = axum::Json(view.status().await).into_response();
+    let mut resp = view.status_json().await.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
