@@ -10,6 +10,7 @@ import { Drafts, dropDrafts } from "./drafts.js";
 import { Audience, ConversationKind, ErrorCode, MemberRole, PresenceState, charCount, errorName } from "./proto.js";
 import { normalizeUsername, ValidationError } from "./validate.js";
 import { friendlyText } from "./errortext.js";
+import { Searcher, SEARCH_LIMIT } from "./search.js";
 import { canManage, memberActions, nextOwner, roleLabel, sortMembers } from "./groups.js";
 import { enablePush, pushSupported } from "./push.js";
 
@@ -866,27 +867,88 @@ function parseNames(s) {
   return [...new Set(s.split(/[\s,]+/).map(normalizeUsername).filter(Boolean))];
 }
 
+/** Opens (or creates) the direct conversation with `username`; clears the "Message a user" box when it worked. */
+async function openDirectByName(username) {
+  const input = $("dm-username");
+  const done = () => {
+    input.value = "";
+    dmSearch?.cancel();
+    showDmResults({ prefix: null, users: [], hasMore: false });
+  };
+  const known = model.findDirect(username);
+  if (known && known.known) {
+    done();
+    openConversation(known.id);
+    return;
+  }
+  try {
+    const conv = await session.request("openDirect", { username });
+    model.applyConversation(conv);
+    subscribePeers();
+    done();
+    openConversation(String(conv.conversationId));
+  } catch (e) {
+    showAlert(e, `open ${username}`, namedCtx("openDirect", [username]));
+  }
+}
+
+// Search as you type (§6.9): the matches under the box, each opening the
+// direct conversation on click. A server without search (a cluster)
+// answers FEATURE_UNAVAILABLE once; the box then works by whole username.
+let dmSearch = null;
+let dmSearchOff = false;
+
+function showDmResults(r) {
+  const list = $("dm-results");
+  const hint = $("dm-search-hint");
+  if (r.error) {
+    list.replaceChildren();
+    list.hidden = true;
+    if (r.error instanceof ConfabError && r.error.codeName === "FEATURE_UNAVAILABLE") {
+      dmSearchOff = true;
+      hint.textContent = "This server does not offer search: type the whole username.";
+    } else {
+      const d = describeError(r.error, { action: "searchUsers" });
+      hint.textContent = `Search failed: ${d.friendly || `${d.code}: ${d.text}`}`;
+    }
+    return;
+  }
+  list.replaceChildren(
+    ...r.users.map((username) => {
+      const b = el("button", { type: "button", class: "dm-result", "data-username": username, text: username, "aria-label": `Message ${username}` });
+      b.addEventListener("click", () => openDirectByName(username));
+      return el("li", {}, b);
+    }),
+  );
+  list.hidden = r.users.length === 0;
+  if (dmSearchOff) return;
+  if (r.prefix === null) hint.textContent = "";
+  else if (r.users.length === 0) hint.textContent = `Nobody found starting with “${r.prefix}”.`;
+  else hint.textContent = r.hasMore ? "More match: type more of the name." : "";
+}
+
 function initChat() {
+  dmSearch = new Searcher({
+    search: (prefix) => session.request("searchUsers", { prefix, limit: SEARCH_LIMIT }),
+    show: showDmResults,
+  });
+  $("dm-username").addEventListener("input", (ev) => {
+    if (!dmSearchOff) dmSearch.typed(ev.target.value);
+  });
+  $("dm-username").addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") {
+      dmSearch.cancel();
+      showDmResults({ prefix: null, users: [], hasMore: false });
+    } else if (ev.key === "ArrowDown" && !$("dm-results").hidden) {
+      ev.preventDefault();
+      $("dm-results").querySelector("button")?.focus();
+    }
+  });
   $("dm-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const input = $("dm-username");
-    const username = normalizeUsername(input.value);
+    const username = normalizeUsername($("dm-username").value).replace(/^@/, "");
     if (!username) return;
-    const known = model.findDirect(username);
-    if (known && known.known) {
-      input.value = "";
-      openConversation(known.id);
-      return;
-    }
-    try {
-      const conv = await session.request("openDirect", { username });
-      model.applyConversation(conv);
-      subscribePeers();
-      input.value = "";
-      openConversation(String(conv.conversationId));
-    } catch (e) {
-      showAlert(e, `open ${username}`, namedCtx("openDirect", [username]));
-    }
+    await openDirectByName(username);
   });
 
   const groupDialog = $("group-dialog");
@@ -959,6 +1021,9 @@ function initChat() {
     }
     // The session's "signed-out" state has dropped the user's drafts and view.
     clearAlerts();
+    $("dm-username").value = "";
+    dmSearch?.cancel();
+    showDmResults({ prefix: null, users: [], hasMore: false });
     if (error) showAlert(error, "sign out");
     showView("auth");
   });
@@ -1165,7 +1230,7 @@ function composerLocked(c) {
 const audienceName = (a) => Object.keys(Audience).find((k) => Audience[k] === a) ?? "EVERYONE";
 
 function showPrivacy(p) {
-  for (const [name, value] of [["privacy-dm", p.directMessages], ["privacy-groups", p.groupInvites]]) {
+  for (const [name, value] of [["privacy-dm", p.directMessages], ["privacy-groups", p.groupInvites], ["privacy-search", p.search]]) {
     for (const r of document.querySelectorAll(`input[name="${name}"]`)) r.checked = r.value === audienceName(value);
   }
 }
@@ -1174,7 +1239,8 @@ function showPrivacy(p) {
 function privacySummary(p) {
   const dm = { EVERYONE: "everyone", NOBODY: "nobody" }[audienceName(p.directMessages)] ?? "everyone";
   const groups = { EVERYONE: "everyone", CONTACTS: "your contacts", NOBODY: "nobody" }[audienceName(p.groupInvites)] ?? "everyone";
-  return `Saved: new conversations from ${dm}; added to groups by ${groups}.`;
+  const found = audienceName(p.search) === "NOBODY" ? "your whole username only" : "the start of your username";
+  return `Saved: new conversations from ${dm}; added to groups by ${groups}; found by ${found}.`;
 }
 
 function renderBlockedList() {
@@ -1209,7 +1275,7 @@ function renderBlockedList() {
 
 function initAccount() {
   const dialog = $("account-dialog");
-  const radios = () => document.querySelectorAll('input[name="privacy-dm"], input[name="privacy-groups"]');
+  const radios = () => document.querySelectorAll('input[name="privacy-dm"], input[name="privacy-groups"], input[name="privacy-search"]');
   const setRadiosDisabled = (d) => radios().forEach((r) => (r.disabled = d));
 
   const loadPrivacy = async () => {
@@ -1276,8 +1342,8 @@ function initAccount() {
   for (const r of radios()) {
     r.addEventListener("change", async () => {
       if (!r.checked) return;
-      const field = r.name === "privacy-dm" ? "directMessages" : "groupInvites";
-      const body = { directMessages: Audience.UNSPECIFIED, groupInvites: Audience.UNSPECIFIED, [field]: Audience[r.value] };
+      const field = { "privacy-dm": "directMessages", "privacy-groups": "groupInvites", "privacy-search": "search" }[r.name];
+      const body = { directMessages: Audience.UNSPECIFIED, groupInvites: Audience.UNSPECIFIED, search: Audience.UNSPECIFIED, [field]: Audience[r.value] };
       $("privacy-error").textContent = "";
       $("privacy-status").textContent = "Saving…";
       try {

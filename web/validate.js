@@ -135,6 +135,12 @@ export function validateRequest(name, body, limits = effectiveLimits()) {
     case "listBlocked":
       if (body.afterUsername) checkUsername(body.afterUsername, "after_username");
       return;
+    case "searchUsers":
+      // The username rules, from 2 characters (§6.9).
+      if (typeof body.prefix !== "string" || !/^[a-z0-9][a-z0-9_.-]{1,31}$/.test(body.prefix)) {
+        invalid(`prefix "${body.prefix}" must be 2–32 characters of a–z, 0–9, "_", "." or "-", starting with a letter or digit, lowercase`);
+      }
+      return;
     case "changePassword": {
       const n = utf8Length(body.currentPassword);
       if (n < 1 || n > 1024) invalid("the current password must be 1 to 1024 bytes");
@@ -144,6 +150,7 @@ export function validateRequest(name, body, limits = effectiveLimits()) {
     case "setPrivacy":
       // Direct conversations know no contacts (§6.7).
       if (body.directMessages === Audience.CONTACTS) invalid("direct_messages may be EVERYONE or NOBODY");
+      if (body.search === Audience.CONTACTS) invalid("search may be EVERYONE or NOBODY");
       return;
     case "createGroup":
       checkTitle(body.title);

@@ -20,7 +20,8 @@
 // and sign-in; group info (roles and the controls they allow, rename, a
 // refusal shown in words, leave, remove), blocking from a DM's header and
 // the account dialog's block list, privacy settings refusing a DM and a
-// group add, the password change. A reload with the network down paints
+// group add, finding people by the start of their username (and staying out
+// of it), the password change. A reload with the network down paints
 // from the saved conversations (IndexedDB), then syncs once it is back;
 // sign-out and a revoked device delete them. Last, discovery (§2.5): one
 // node keeps a page on its origin; two nodes (answered by the test) send it
@@ -871,6 +872,40 @@ try {
   await waitFor("bob's stored settings", async () => (await bobAccount.locator('input[name="privacy-dm"][value="NOBODY"]').isChecked()) && (await bobAccount.locator('input[name="privacy-groups"][value="CONTACTS"]').isChecked()));
   check(true, "after a reload the dialog shows bob's stored settings (nobody, contacts)");
   await bobAccount.getByRole("button", { name: "Close" }).click();
+
+  // --- finding people (§6.9): search as you type, and staying out of it --------------
+  const carolFind = carol.getByLabel("Message a user");
+  const carolResults = carol.locator("#dm-results");
+  await carolFind.fill(""); // the refused name is still there
+  await carolFind.pressSequentially(bobName.slice(0, 5).toUpperCase(), { delay: 30 });
+  await carolResults.getByRole("button", { name: `Message ${bobName}` }).waitFor();
+  check((await carolResults.getByRole("button").count()) === 1, "carol types the start of bob's name (any case): he is listed as she types");
+  await carol.screenshot({ path: join(outDir, "carol-search.png") });
+  await carolFind.fill(aliceName.slice(0, 7));
+  await carol.locator("#dm-search-hint", { hasText: `Nobody found starting with “${aliceName.slice(0, 7)}”` }).waitFor();
+  check(await carolResults.isHidden(), "alice, who blocked carol, is not listed");
+  await carolFind.fill("b");
+  await waitFor("one character clears the list", async () => (await carol.locator("#dm-search-hint").textContent()) === "");
+  check(await carolResults.isHidden(), "one character is no search: the list and the hint are cleared");
+  await bob.getByRole("button", { name: "Account" }).click();
+  await waitFor("bob's search setting loaded", async () => await bobAccount.locator('input[name="privacy-search"][value="EVERYONE"]').isChecked());
+  await bobAccount.getByRole("group", { name: "Who can find me by the start of my username" }).getByRole("radio", { name: "Nobody" }).check();
+  await bobAccount.locator("#privacy-status", { hasText: "found by your whole username only" }).waitFor();
+  check(true, "bob chooses to be found by his whole username only (Account, Privacy)");
+  await bobAccount.getByRole("button", { name: "Close" }).click();
+  await carolFind.fill(bobName.slice(0, 5));
+  await carol.locator("#dm-search-hint", { hasText: `Nobody found starting with “${bobName.slice(0, 5)}”` }).waitFor();
+  await carolFind.fill(bobName);
+  await carolResults.getByRole("button", { name: `Message ${bobName}` }).waitFor();
+  check(true, "now the start of bob's name finds nobody, his whole name still finds him");
+  await carolFind.press("Escape");
+  await waitFor("Escape clears carol's list", async () => await carolResults.isHidden());
+  await carolFind.fill("");
+  const bobFind = bob.getByLabel("Message a user");
+  await bobFind.fill(carolName.slice(0, 7));
+  await bob.locator("#dm-results").getByRole("button", { name: `Message ${carolName}` }).click();
+  await bob.locator("#conv-title", { hasText: carolName }).waitFor();
+  check((await bobFind.inputValue()) === "" && (await bob.locator("#dm-results").isHidden()), "bob picks carol from the list: their DM opens, the box is cleared");
 
   // --- account settings: password -------------------------------------------------------
   const alice3 = await newUser("alice3", baseUrl);
