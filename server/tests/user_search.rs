@@ -130,3 +130,28 @@ async fn short_or_malformed_prefixes_are_refused() {
     let anon = server.connect(Tcp).await;
     assert_eq!(code(anon.search_users("al", 0).await), ErrorCode::UNAUTHENTICATED);
 }
+
+/// Cluster mode does not offer search yet (spec §6.9, docs/CLUSTER.md):
+/// FEATURE_UNAVAILABLE, after the prefix is checked; the privacy setting is
+/// stored all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_answers_feature_unavailable() {
+    use common::cluster::{Nats, nats_server, settled, start_node};
+    let Some(binary) = nats_server("cluster test (server/tests/user_search.rs)") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(binary, dir.path()).await;
+    let node = start_node(&nats, &dir.path().join("a"), "a", 4).await;
+    let alice = node.connect(Tcp).await;
+    settled(|| alice.signup("alice", "alice-password", "d")).await;
+    let bob = node.connect(Tcp).await;
+    settled(|| bob.signup("albert", "albert-password", "d")).await;
+
+    assert_eq!(code(alice.search_users("al", 0).await), ErrorCode::FEATURE_UNAVAILABLE);
+    assert_eq!(code(alice.search_users("a", 0).await), ErrorCode::INVALID_ARGUMENT, "the prefix is checked first");
+    let set = settled(|| {
+        bob.set_privacy_with(pb::SetPrivacyRequest { search: pb::Audience::Nobody as i32, ..Default::default() })
+    })
+    .await;
+    assert_eq!(set.search(), pb::Audience::Nobody);
+    assert_eq!(bob.privacy().await.unwrap().search(), pb::Audience::Nobody);
+}
