@@ -81,30 +81,30 @@ fn invalid(field: &'static str, why: &'static str) -> Violation {
 
 /// Usernames: 3 to 32 of `[a-z0-9_.-]`, first a letter or digit.
 pub fn username(name: &str) -> Result<(), Violation> {
-    let field = "username";
-    if !USERNAME_LEN.contains(&name.len()) {
-        return Err(invalid(field, "must be 3 to 32 characters"));
-    }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')) {
-        return Err(invalid(field, "may only contain a-z, 0-9, '_', '.' and '-'"));
-    }
-    if !name.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(invalid(field, "must start with a letter or digit"));
-    }
-    Ok(())
+    username_shaped("username", name, USERNAME_LEN, "must be 3 to 32 characters")
 }
 
 /// Search prefixes: 2 to 32 of `[a-z0-9_.-]`, first a letter or digit
 /// (the username rules, shorter).
 pub fn search_prefix(prefix: &str) -> Result<(), Violation> {
-    let field = "prefix";
-    if !SEARCH_PREFIX_LEN.contains(&prefix.len()) {
-        return Err(invalid(field, "must be 2 to 32 characters"));
+    username_shaped("prefix", prefix, SEARCH_PREFIX_LEN, "must be 2 to 32 characters")
+}
+
+/// `value` (field `field`) is `len` bytes of `[a-z0-9_.-]`, the first a
+/// letter or digit; `too_long_or_short` says the length rule.
+fn username_shaped(
+    field: &'static str,
+    value: &str,
+    len: std::ops::RangeInclusive<usize>,
+    too_long_or_short: &'static str,
+) -> Result<(), Violation> {
+    if !len.contains(&value.len()) {
+        return Err(invalid(field, too_long_or_short));
     }
-    if !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')) {
+    if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')) {
         return Err(invalid(field, "may only contain a-z, 0-9, '_', '.' and '-'"));
     }
-    if !prefix.as_bytes()[0].is_ascii_alphanumeric() {
+    if !value.as_bytes()[0].is_ascii_alphanumeric() {
         return Err(invalid(field, "must start with a letter or digit"));
     }
     Ok(())
