@@ -2,6 +2,7 @@
 //! data overlaid with what earlier commands of the same group wrote, plus
 //! counters cached across groups. Only the writer thread has one.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use fjall::OwnedWriteBatch;
@@ -27,11 +28,65 @@ pub(crate) struct Counters {
     /// send needs them, and a prefix scan decoding 100 member records per
     /// group message was a visible part of the writer's profile.
     member_ids: HashMap<u64, std::sync::Arc<[u64]>>,
+    /// Committed records of the keyspaces every send or read marker looks
+    /// up (see [`RecordCache`]).
+    records: RefCell<RecordCache>,
 }
 
 impl Counters {
     pub(crate) fn clear(&mut self) {
         *self = Counters::default();
+    }
+}
+
+/// Records the writer read or wrote recently, kept across groups so a send
+/// does not search the memtables and tables (bloom filters, block reads)
+/// for the member record and the sender's conversation record every time:
+/// the committed value, or `None` for a key known to be absent. Writes go
+/// through it as they are staged: every staged write is either committed
+/// or the whole `Counters` is cleared (a failed commit, a fence, a reopen,
+/// a replay of the log), so it never holds what the store does not. Only
+/// the writer writes these keyspaces of its database.
+#[derive(Debug, Default)]
+struct RecordCache {
+    /// One map per keyspace (indexed by `Ks as usize`); empty for the
+    /// keyspaces not cached.
+    maps: Vec<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    entries: usize,
+}
+
+impl RecordCache {
+    /// Entries kept at most; past it the cache starts empty again (a
+    /// handful of MiB: records here are tens of bytes).
+    const MAX_ENTRIES: usize = 1 << 16;
+
+    fn cached(ks: Ks) -> bool {
+        matches!(ks, Ks::Members | Ks::UserConversations | Ks::Conversations | Ks::Devices | Ks::Users)
+    }
+
+    fn get(&self, ks: Ks, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.maps.get(ks as usize)?.get(key)
+    }
+
+    fn set(&mut self, ks: Ks, key: &[u8], value: Option<Vec<u8>>) {
+        if !Self::cached(ks) {
+            return;
+        }
+        if self.entries >= Self::MAX_ENTRIES {
+            self.maps.iter_mut().for_each(HashMap::clear);
+            self.entries = 0;
+        }
+        if self.maps.is_empty() {
+            self.maps = Ks::ALL.iter().map(|_| HashMap::new()).collect();
+        }
+        let map = &mut self.maps[ks as usize];
+        match map.get_mut(key) {
+            Some(slot) => *slot = value,
+            None => {
+                map.insert(key.to_vec(), value);
+                self.entries += 1;
+            }
+        }
     }
 }
 
@@ -198,7 +253,15 @@ impl<'a> Tx<'a> {
         if let Some(v) = self.staged(ks).get(key) {
             return Ok(v.clone());
         }
-        Ok(self.handles.ks(ks).get(key)?.map(|v| v.to_vec()))
+        if !RecordCache::cached(ks) {
+            return Ok(self.handles.ks(ks).get(key)?.map(|v| v.to_vec()));
+        }
+        if let Some(v) = self.counters.records.borrow().get(ks, key) {
+            return Ok(v.clone());
+        }
+        let v = self.handles.ks(ks).get(key)?.map(|v| v.to_vec());
+        self.counters.records.borrow_mut().set(ks, key, v.clone());
+        Ok(v)
     }
 
     pub(crate) fn get_record<M: prost::Message + Default>(&self, ks: Ks, key: &[u8]) -> Result<Option<M>, StoreError> {
@@ -227,7 +290,7 @@ impl<'a> Tx<'a> {
     pub(crate) fn put(&mut self, ks: Ks, key: &[u8], value: Vec<u8>) {
         self.capture(ks, key, Some(&value));
         self.batch.insert(self.handles.ks(ks), key, value.clone());
-        self.touched(ks, key);
+        self.touched(ks, key, Some(&value));
         self.overlay[ks as usize].insert(key.to_vec(), Some(value));
     }
 
@@ -248,12 +311,15 @@ impl<'a> Tx<'a> {
     pub(crate) fn delete(&mut self, ks: Ks, key: &[u8]) {
         self.capture(ks, key, None);
         self.batch.remove(self.handles.ks(ks), key);
-        self.touched(ks, key);
+        self.touched(ks, key, None);
         self.overlay[ks as usize].insert(key.to_vec(), None);
     }
 
-    /// Drops cached state a write to `key` makes stale.
-    fn touched(&mut self, ks: Ks, key: &[u8]) {
+    /// Updates or drops cached state a write to `key` changes.
+    fn touched(&mut self, ks: Ks, key: &[u8], value: Option<&Vec<u8>>) {
+        if RecordCache::cached(ks) {
+            self.counters.records.get_mut().set(ks, key, value.cloned());
+        }
         if ks == Ks::Members
             && let Some(conversation) = keys::read_u64(key, 0)
         {
