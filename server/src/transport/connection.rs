@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use confab_protocol::pb::server_frame::Body as Reply;
 use confab_protocol::session::{Phase, ServerEvent, ServerSession, StreamOutcome};
 use confab_protocol::{ErrorCode, Now};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -164,6 +164,15 @@ pub async fn serve<L: Link>(
             code = c.kill.killed() => c.session.close(code, kill_reason(code)),
             Some((target, result)) = c.handlers.next(), if !c.handlers.is_empty() => {
                 c.on_response(target, result);
+                // Every other answer ready now goes into the same write: a
+                // group commit finishes a pipelined client's sends at once,
+                // and one write per answer cost a syscall and a TLS record
+                // each. (Polling without this task's waker is harmless: the
+                // select above polls `handlers` with it again before the
+                // task sleeps.)
+                while let Some(Some((target, result))) = c.handlers.next().now_or_never() {
+                    c.on_response(target, result);
+                }
                 if c.session.wants_input() && !inbuf.is_empty() {
                     c.session.handle_input(&mut inbuf, Now::system());
                     release_if_empty(&mut inbuf);
