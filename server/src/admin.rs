@@ -157,10 +157,13 @@ async fn answer(ctx: &Ctx, request: &Value, out: &mut (impl AsyncWrite + Unpin))
         "users" => users(&ctx.core, request).await,
         "backup" => backup::backup(ctx, request).await,
         "drain" => {
-            // The answer goes out before the sessions are told to go.
+            // Counted before the drain starts: a session with nothing in
+            // flight leaves the table as soon as it is told to go, which can
+            // be before this answer is built.
             let already = ctx.drain.is_cancelled();
+            let sessions = ctx.core.hub.sessions();
             ctx.drain.cancel();
-            json!({"ok": true, "already": already, "sessions": ctx.core.hub.sessions()})
+            json!({"ok": true, "already": already, "sessions": sessions})
         }
         _ => account(ctx, op, request).await,
     };

@@ -21,8 +21,8 @@ use bytes::{Bytes, BytesMut};
 use confab_protocol::pb::server_frame::Body as Reply;
 use confab_protocol::session::{Phase, ServerEvent, ServerSession, StreamOutcome};
 use confab_protocol::{ErrorCode, Now};
-use futures_util::{FutureExt, StreamExt};
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
