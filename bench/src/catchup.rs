@@ -330,6 +330,11 @@ impl HistoryStore {
         self.per * HISTORY_CONVERSATIONS as u64
     }
 
+    /// The server's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|s| s.pid)
+    }
+
     /// Sends until about `messages` are stored (a multiple of the
     /// conversations); returns the seconds it took.
     pub async fn grow_to(&mut self, messages: u64) -> anyhow::Result<f64> {
