@@ -19,6 +19,8 @@ use crate::wire::{Connector, Transport};
 
 /// Sends in flight while filling a store.
 const FILL_WINDOW: usize = 64;
+/// A fill that gets no ack for this long fails (the server stalled).
+const FILL_STALL: Duration = Duration::from_secs(60);
 /// Page size of a catch-up sync (the default `max_page_size`).
 const SYNC_PAGE: u32 = 100;
 /// Page size of a history read.
@@ -48,7 +50,14 @@ impl Rng {
 async fn fill(pipe: &mut Pipe, conversations: &[u64], count: u64, prefix: &str) -> anyhow::Result<()> {
     let (mut sent, mut acked, mut in_flight) = (0u64, 0u64, 0usize);
     let text = "x".repeat(crate::load::BODY_LEN);
+    let mut progress = Instant::now();
     while acked < count {
+        if progress.elapsed() > FILL_STALL {
+            bail!(
+                "fill: no ack for {} s with {in_flight} sends in flight ({acked} of {count} acked): the server stalled",
+                FILL_STALL.as_secs()
+            );
+        }
         while in_flight < FILL_WINDOW && sent < count {
             let conversation_id = conversations[(sent % conversations.len() as u64) as usize];
             pipe.queue(Body::Send(pb::SendRequest {
@@ -59,12 +68,13 @@ async fn fill(pipe: &mut Pipe, conversations: &[u64], count: u64, prefix: &str) 
             sent += 1;
             in_flight += 1;
         }
-        pipe.pump(None).await?;
+        pipe.pump(Some(Instant::now() + Duration::from_secs(1))).await?;
         while let Some(ev) = pipe.poll_event() {
             match ev {
                 ClientEvent::Response { body: Reply::Sent(_), .. } => {
                     acked += 1;
                     in_flight -= 1;
+                    progress = Instant::now();
                 }
                 ClientEvent::Response { body: Reply::Error(e), .. } => {
                     bail!("fill: {}: {}", confab_protocol::ErrorCode(e.code), e.message)
