@@ -100,29 +100,46 @@ pub async fn run(
         if !(args.only.is_empty() || args.only.iter().any(|o| o == name)) {
             continue;
         }
-        let meta = Meta::now(pin);
-        let (rows, points) = match name {
-            "connections" => connections(args, &opts(Durability::Fsync)).await,
-            "history" => history(args, &opts(Durability::Buffered)).await,
-            _ => sync(args, &opts(Durability::Fsync)).await,
+        let mut out = Out { doc: &mut doc, path: json, name, meta: Meta::now(pin) };
+        let (rows, _) = match name {
+            "connections" => connections(args, &opts(Durability::Fsync), &mut out).await,
+            "history" => history(args, &opts(Durability::Buffered), &mut out).await,
+            _ => sync(args, &opts(Durability::Fsync), &mut out).await,
         }
         .with_context(|| format!("curve {name}"))?;
-        let meta = meta.finish();
         println!();
-        println!("curve {name} — {}", meta["title"].as_str().unwrap_or_default());
+        println!("curve {name} — {}", out.meta.finish()["title"].as_str().unwrap_or_default());
         print!("{}", report::table(&rows));
-        doc["curves"][name] = json!({
-            "meta": meta,
-            "points": points,
-            "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
-        });
         if let Some(path) = json {
-            std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-                .with_context(|| format!("writing {}", path.display()))?;
             println!("wrote {}", path.display());
         }
     }
     Ok(())
+}
+
+/// Where a curve's points go: the JSON document, rewritten after every
+/// point (a curve cut short keeps what it measured, marked partial).
+struct Out<'a> {
+    doc: &'a mut serde_json::Value,
+    path: Option<&'a std::path::Path>,
+    name: &'static str,
+    meta: Meta,
+}
+
+impl Out<'_> {
+    fn save(&mut self, rows: &[Row], points: &[serde_json::Value], complete: bool) -> anyhow::Result<()> {
+        self.doc["curves"][self.name] = json!({
+            "meta": self.meta.finish(),
+            "complete": complete,
+            "points": points,
+            "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        });
+        if let Some(path) = self.path {
+            std::fs::write(path, serde_json::to_string_pretty(self.doc)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// Where and when a curve was measured.
@@ -137,7 +154,7 @@ impl Meta {
         Meta { pin, started: crate::chrono_like_now(), load_before: loadavg() }
     }
 
-    fn finish(self) -> serde_json::Value {
+    fn finish(&self) -> serde_json::Value {
         // The machine's CPUs (this process may be pinned to one of them).
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(1);
@@ -205,7 +222,11 @@ fn percentiles(row: &Row) -> serde_json::Value {
 }
 
 /// dm W = 64 beside N idle sessions, a fresh server per N.
-async fn connections(args: &CurveArgs, base: &DaemonOpts) -> anyhow::Result<(Vec<Row>, Vec<serde_json::Value>)> {
+async fn connections(
+    args: &CurveArgs,
+    base: &DaemonOpts,
+    out: &mut Out<'_>,
+) -> anyhow::Result<(Vec<Row>, Vec<serde_json::Value>)> {
     let (mut rows, mut points) = (Vec::new(), Vec::new());
     // Each TCP session is a file descriptor on both sides (the idle
     // scenario's bound: see `Suite::idle`).
@@ -284,12 +305,18 @@ async fn connections(args: &CurveArgs, base: &DaemonOpts) -> anyhow::Result<(Vec
         eprintln!("  {} msg/s, p99 {}", report::figure(row.value), row.p(0.99).map_or("-".into(), report::lat));
         rows.push(row);
         points.push(point);
+        out.save(&rows, &points, false)?;
     }
+    out.save(&rows, &points, true)?;
     Ok((rows, points))
 }
 
 /// History pages as one store grows.
-async fn history(args: &CurveArgs, opts: &DaemonOpts) -> anyhow::Result<(Vec<Row>, Vec<serde_json::Value>)> {
+async fn history(
+    args: &CurveArgs,
+    opts: &DaemonOpts,
+    out: &mut Out<'_>,
+) -> anyhow::Result<(Vec<Row>, Vec<serde_json::Value>)> {
     let (mut rows, mut points) = (Vec::new(), Vec::new());
     let mut sizes = args.history.clone();
     sizes.sort_unstable();
@@ -338,12 +365,14 @@ async fn history(args: &CurveArgs, opts: &DaemonOpts) -> anyhow::Result<(Vec<Row
             rows.push(warm);
             rows.extend(cold);
             points.push(point);
+            out.save(&rows, &points, false)?;
         }
         anyhow::Ok(())
     }
     .await;
     store.stop().await;
     result?;
+    out.save(&rows, &points, true)?;
     Ok((rows, points))
 }
 
@@ -365,7 +394,11 @@ async fn settle(pid: u32) -> f64 {
 }
 
 /// Catch-up rate as one backlog grows.
-async fn sync(args: &CurveArgs, opts: &DaemonOpts) -> anyhow::Result<(Vec<Row>, Vec<serde_json::Value>)> {
+async fn sync(
+    args: &CurveArgs,
+    opts: &DaemonOpts,
+    out: &mut Out<'_>,
+) -> anyhow::Result<(Vec<Row>, Vec<serde_json::Value>)> {
     let (mut rows, mut points) = (Vec::new(), Vec::new());
     let mut sizes = args.sync.clone();
     sizes.sort_unstable();
@@ -393,11 +426,13 @@ async fn sync(args: &CurveArgs, opts: &DaemonOpts) -> anyhow::Result<(Vec<Row>, 
                 rows.push(row);
             }
             points.push(point);
+            out.save(&rows, &points, false)?;
         }
         anyhow::Ok(())
     }
     .await;
     server.stop().await;
     result?;
+    out.save(&rows, &points, true)?;
     Ok((rows, points))
 }
