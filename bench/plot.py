@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 WIDTH = 820
 PANEL_H = 230
 LEFT, RIGHT = 84, 24
-TOP = 96
+TOP = 110
 GAP = 92  # between panels: the x tick labels and axis title, then the next title and legend
 BOTTOM = 62
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
@@ -74,7 +74,7 @@ class Chart:
         )
 
     def render(self):
-        xs = [x for p in self.panels for s in p["series"] for x, _ in s["points"]]
+        xs = [x for p in self.panels for s in p["series"] for x, _ in s["points"] if x > 0]
         xlo, xhi = min(xs), max(xs)
         # Half a tick of padding either side, in log space.
         lxlo, lxhi = math.log10(xlo) - 0.08, math.log10(xhi) + 0.08
@@ -89,11 +89,14 @@ class Chart:
         )
         self.out.append(f'<rect width="{WIDTH}" height="{self.height}" fill="white"/>')
         self.text(WIDTH / 2, 26, self.title, size=16, anchor="middle", weight="bold")
-        self.text(WIDTH / 2, 46, self.subtitle, size=11, anchor="middle", color="#555")
+        for i, line in enumerate(self.subtitle):
+            self.text(WIDTH / 2, 46 + 15 * i, line, size=11, anchor="middle", color="#555")
         for i, panel in enumerate(self.panels):
             top = TOP + i * (PANEL_H + GAP)
             bottom = top + PANEL_H
             ys = [y for s in panel["series"] for _, y in s["points"] if y is not None]
+            # A point at x = 0 (no log position) is drawn as a reference
+            # line across the panel.
             ymax = max(ys) if ys else 1
             step = nice_step(ymax * 1.2)
             ytop = step * math.ceil(ymax * 1.2 / step)
@@ -125,7 +128,12 @@ class Chart:
             legend_x = x0
             for k, s in enumerate(panel["series"]):
                 color = s.get("color", COLORS[k % len(COLORS)])
-                pts = [(px(x), py(y), y) for x, y in s["points"] if y is not None]
+                pts = [(px(x), py(y), y) for x, y in s["points"] if y is not None and x > 0]
+                fmt = s.get("fmt", lambda v: si(v) if v >= 1000 else f"{v:.3g}")
+                for x, y in s["points"]:
+                    if x <= 0 and y is not None:
+                        self.line(x0, py(y), x1, py(y), color=color, width=1, dash="2 3")
+                        self.text(x1 - 4, py(y) - 4, f"with no idle sessions: {fmt(y)}", size=10, anchor="end", color=color)
                 dash = ' stroke-dasharray="6 4"' if s.get("dashed") else ""
                 path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts)
                 self.out.append(
@@ -133,7 +141,7 @@ class Chart:
                 )
                 for x, y, v in pts:
                     self.out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>')
-                    label = s.get("fmt", lambda v: si(v) if v >= 1000 else f"{v:.3g}")(v)
+                    label = fmt(v)
                     below = s.get("labels_below", False) and y + 16 < bottom - 2
                     self.text(x, y + (16 if below else -8), label, size=10, anchor="middle", color=color)
                 # Legend: one row above the frame, under the panel title.
@@ -143,6 +151,16 @@ class Chart:
                 legend_x += 28 + 6.5 * len(s["name"]) + 24
         self.out.append("</svg>")
         return "\n".join(self.out) + "\n"
+
+
+def subtitle(meta):
+    """Two lines: machine, date, commit; pinning and load average."""
+    pinned = "server on CPU 0, bench on CPU 1" if meta.get("pinned") else "not pinned"
+    return [
+        f"{meta.get('machine', '?')} — {meta.get('started', '?')} — commit {meta.get('commit') or '?'}",
+        f"{pinned} — load average (1, 5, 15 min) {meta.get('loadavg_before', '?')} before, "
+        f"{meta.get('loadavg_after', '?')} after",
+    ]
 
 
 def ms(us):
@@ -158,7 +176,7 @@ def connections(c):
     n = [p["idle_sessions"] for p in pts]
     return Chart(
         "dm throughput and latency against idle connections held",
-        c["meta"]["title"],
+        subtitle(c["meta"]),
         "idle authenticated TCP+TLS sessions held on the same server (log scale)",
         [
             {
@@ -178,6 +196,17 @@ def connections(c):
                         "fmt": fmt_ms,
                         "labels_below": True,
                     },
+                ],
+            },
+            {
+                "title": "server CPU time per delivered message (what the load costs, whatever share of its core the server got)",
+                "ylabel": "µs",
+                "series": [
+                    {
+                        "name": "server CPU per message",
+                        "points": list(zip(n, [p["server_cpu_us_per_msg"] for p in pts])),
+                        "fmt": lambda v: f"{v:.1f} µs",
+                    }
                 ],
             },
             {
@@ -219,7 +248,7 @@ def history(c):
     lat_series.append({"name": "warm p50", "points": lat("warm", "p50_us"), "dashed": True, "fmt": fmt_ms, "labels_below": True})
     return Chart(
         "history page latency against store size",
-        c["meta"]["title"],
+        subtitle(c["meta"]),
         "messages stored (100 bytes each, over 20 conversations; log scale)",
         [
             {"title": "random page of 50 before a random seq, 4 readers: latency", "ylabel": "ms", "series": lat_series},
@@ -233,7 +262,7 @@ def sync(c):
     k = [p["backlog"] for p in pts]
     return Chart(
         "catch-up sync rate against backlog",
-        c["meta"]["title"],
+        subtitle(c["meta"]),
         "messages missed while offline (log scale)",
         [
             {
