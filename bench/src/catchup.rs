@@ -19,6 +19,8 @@ use crate::wire::{Connector, Transport};
 
 /// Sends in flight while filling a store.
 const FILL_WINDOW: usize = 64;
+/// A fill that gets no ack for this long fails (the server stalled).
+const FILL_STALL: Duration = Duration::from_secs(60);
 /// Page size of a catch-up sync (the default `max_page_size`).
 const SYNC_PAGE: u32 = 100;
 /// Page size of a history read.
@@ -48,7 +50,14 @@ impl Rng {
 async fn fill(pipe: &mut Pipe, conversations: &[u64], count: u64, prefix: &str) -> anyhow::Result<()> {
     let (mut sent, mut acked, mut in_flight) = (0u64, 0u64, 0usize);
     let text = "x".repeat(crate::load::BODY_LEN);
+    let mut progress = Instant::now();
     while acked < count {
+        if progress.elapsed() > FILL_STALL {
+            bail!(
+                "fill: no ack for {} s with {in_flight} sends in flight ({acked} of {count} acked): the server stalled",
+                FILL_STALL.as_secs()
+            );
+        }
         while in_flight < FILL_WINDOW && sent < count {
             let conversation_id = conversations[(sent % conversations.len() as u64) as usize];
             pipe.queue(Body::Send(pb::SendRequest {
@@ -59,12 +68,13 @@ async fn fill(pipe: &mut Pipe, conversations: &[u64], count: u64, prefix: &str) 
             sent += 1;
             in_flight += 1;
         }
-        pipe.pump(None).await?;
+        pipe.pump(Some(Instant::now() + Duration::from_secs(1))).await?;
         while let Some(ev) = pipe.poll_event() {
             match ev {
                 ClientEvent::Response { body: Reply::Sent(_), .. } => {
                     acked += 1;
                     in_flight -= 1;
+                    progress = Instant::now();
                 }
                 ClientEvent::Response { body: Reply::Error(e), .. } => {
                     bail!("fill: {}: {}", confab_protocol::ErrorCode(e.code), e.message)
@@ -137,33 +147,58 @@ async fn catch_up(
     Ok((events, secs, contiguous && events == head - cursor))
 }
 
-/// The `sync` scenario.
-pub async fn sync(server: &Daemon, transport: Transport, k: u64) -> anyhow::Result<Vec<Row>> {
-    let target = server.target();
-    let addr = target.addr(transport)?;
-    let connector = Connector::confab(&target.fingerprint, 64 * 1024)?;
-    let tag = run_tag();
-    let (a, b) = (format!("s{tag}a"), format!("s{tag}b"));
-    let mut rx = Pipe::connect(&connector, transport, addr).await?;
-    let (_, token) = rx.signup(&b).await?;
-    drop(rx); // the device goes offline
-    let mut tx = Pipe::connect(&connector, transport, addr).await?;
-    tx.signup(&a).await?;
-    let conversation = open_direct(&mut tx, &b).await?;
-    let t = Instant::now();
-    fill(&mut tx, &[conversation], k, "s").await?;
-    eprintln!("  sync: {k} messages stored in {:.1}s", t.elapsed().as_secs_f64());
-    let mut rows = Vec::new();
-    // The cursor is never acked, so every catch-up starts from the same
-    // place: the first is the one right after the writes.
-    for window in [1u64, 8] {
-        let meter = Meter::start(Some(server.pid));
-        let (events, secs, exact) = catch_up(&connector, transport, addr, &token, window).await?;
+/// A device offline while messages pile up in its inbox: one sender, one
+/// DM, the receiver's token kept to resume and catch up with. Grows on
+/// demand; the cursor is never acked, so every catch-up starts from the
+/// first message.
+pub struct Backlog {
+    connector: Connector,
+    transport: Transport,
+    addr: std::net::SocketAddr,
+    token: String,
+    tx: Pipe,
+    conversation: u64,
+    /// Messages stored so far.
+    pub stored: u64,
+}
+
+impl Backlog {
+    /// Signs up the two users and opens their DM; the receiver goes offline.
+    pub async fn new(server: &Daemon, transport: Transport) -> anyhow::Result<Backlog> {
+        let target = server.target();
+        let addr = target.addr(transport)?;
+        let connector = Connector::confab(&target.fingerprint, 64 * 1024)?;
+        let tag = run_tag();
+        let (a, b) = (format!("s{tag}a"), format!("s{tag}b"));
+        let mut rx = Pipe::connect(&connector, transport, addr).await?;
+        let (_, token) = rx.signup(&b).await?;
+        drop(rx); // the device goes offline
+        let mut tx = Pipe::connect(&connector, transport, addr).await?;
+        tx.signup(&a).await?;
+        let conversation = open_direct(&mut tx, &b).await?;
+        Ok(Backlog { connector, transport, addr, token, tx, conversation, stored: 0 })
+    }
+
+    /// Sends until `k` messages are stored; returns the seconds it took.
+    pub async fn grow_to(&mut self, k: u64) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let more = k.saturating_sub(self.stored);
+        fill(&mut self.tx, &[self.conversation], more, &format!("s{}", self.stored)).await?;
+        self.stored += more;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// One catch-up of the whole backlog with `window` pages in flight,
+    /// as a row (the server's CPU and RSS from `pid`).
+    pub async fn catch_up_row(&self, pid: u32, window: u64) -> anyhow::Result<Row> {
+        let transport = self.transport;
+        let meter = Meter::start(Some(pid));
+        let (events, secs, exact) = catch_up(&self.connector, transport, self.addr, &self.token, window).await?;
         let reading = meter.read();
         let mut row = Row::new(
             "sync",
             "confab",
-            format!("{} K={k} pages={SYNC_PAGE} window={window}", transport.name()),
+            format!("{} K={} pages={SYNC_PAGE} window={window}", transport.name(), self.stored),
             events as f64 / secs,
             "ev/s",
         );
@@ -174,7 +209,19 @@ pub async fn sync(server: &Daemon, transport: Transport, k: u64) -> anyhow::Resu
         if !exact {
             row.notes.push("the catch-up was not contiguous or not complete".into());
         }
-        rows.push(row);
+        Ok(row)
+    }
+}
+
+/// The `sync` scenario.
+pub async fn sync(server: &Daemon, transport: Transport, k: u64) -> anyhow::Result<Vec<Row>> {
+    let mut backlog = Backlog::new(server, transport).await?;
+    let secs = backlog.grow_to(k).await?;
+    eprintln!("  sync: {k} messages stored in {secs:.1}s");
+    let mut rows = Vec::new();
+    // The first catch-up is the one right after the writes.
+    for window in [1u64, 8] {
+        rows.push(backlog.catch_up_row(server.pid, window).await?);
     }
     Ok(rows)
 }
@@ -239,77 +286,164 @@ async fn random_pages(
     Ok((hist, started.elapsed().as_secs_f64()))
 }
 
+/// A history store on a running server: one owner with DMs to
+/// `HISTORY_CONVERSATIONS` peers, the messages spread evenly over them.
+/// Grows on demand; survives a cold restart.
+pub struct HistoryStore {
+    opts: DaemonOpts,
+    server: Option<Daemon>,
+    transport: Transport,
+    connector: Arc<Connector>,
+    token: String,
+    conversations: Vec<u64>,
+    /// Messages per conversation.
+    per: u64,
+    fills: u64,
+}
+
+impl HistoryStore {
+    /// Starts a server and sets the conversations up (empty).
+    pub async fn new(opts: &DaemonOpts, transport: Transport) -> anyhow::Result<HistoryStore> {
+        let server = Daemon::start(opts).await?;
+        let target = server.target();
+        let addr = target.addr(transport)?;
+        let connector = Arc::new(Connector::confab(&target.fingerprint, 64 * 1024)?);
+        let tag = run_tag();
+        let mut owner = Pipe::connect(&connector, transport, addr).await?;
+        let (_, token) = owner.signup(&format!("h{tag}")).await?;
+        let mut conversations = Vec::new();
+        for i in 0..HISTORY_CONVERSATIONS {
+            let mut peer = Pipe::connect(&connector, transport, addr).await?;
+            let name = format!("h{tag}-{i}");
+            peer.signup(&name).await?;
+            conversations.push(open_direct(&mut owner, &name).await?);
+        }
+        drop(owner);
+        Ok(HistoryStore {
+            opts: opts.clone(),
+            server: Some(server),
+            transport,
+            connector,
+            token,
+            conversations,
+            per: 0,
+            fills: 0,
+        })
+    }
+
+    fn server(&self) -> anyhow::Result<&Daemon> {
+        self.server.as_ref().context("the history server is not running")
+    }
+
+    /// Messages stored.
+    pub fn stored(&self) -> u64 {
+        self.per * HISTORY_CONVERSATIONS as u64
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|s| s.pid)
+    }
+
+    /// Sends until about `messages` are stored (a multiple of the
+    /// conversations); returns the seconds it took.
+    pub async fn grow_to(&mut self, messages: u64) -> anyhow::Result<f64> {
+        let per = messages / HISTORY_CONVERSATIONS as u64;
+        let more = per.saturating_sub(self.per);
+        let addr = self.server()?.target().addr(self.transport)?;
+        let t = Instant::now();
+        // Several sessions of the owner fill in parallel, each its own
+        // share of the conversations.
+        let mut fills = tokio::task::JoinSet::new();
+        for (f, chunk) in self.conversations.chunks(HISTORY_CONVERSATIONS / 4).enumerate() {
+            let (connector, token, chunk) = (Arc::clone(&self.connector), self.token.clone(), chunk.to_vec());
+            let (transport, prefix) = (self.transport, format!("f{}-{f}", self.fills));
+            fills.spawn(async move {
+                let mut p = Pipe::connect(&connector, transport, addr).await?;
+                p.resume(&token).await?;
+                fill(&mut p, &chunk, more * chunk.len() as u64, &prefix).await
+            });
+        }
+        while let Some(r) = fills.join_next().await {
+            r??;
+        }
+        self.fills += 1;
+        self.per += more;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// `reads` random pages with the store as it is (warm: right after
+    /// writing, the server's caches and the page cache full).
+    pub async fn warm(&self, reads: usize, seed: u64) -> anyhow::Result<Row> {
+        let server = self.server()?;
+        let target = server.target();
+        let meter = Meter::start(Some(server.pid));
+        let store = Store { token: &self.token, conversations: &self.conversations, per: self.per };
+        let (hist, secs) =
+            random_pages(&self.connector, self.transport, target.addr(self.transport)?, &store, reads, seed).await?;
+        Ok(history_row(self.transport, "warm", self.stored(), hist, secs, meter.read()))
+    }
+
+    /// Stops the server gracefully, drops the kernel's page cache, starts
+    /// a fresh process on the same data and reads `reads` random pages;
+    /// the server stays up (cold no more) for further growth. Returns the
+    /// row and the store's bytes on disk after the clean stop.
+    pub async fn cold(&mut self, reads: usize, seed: u64) -> anyhow::Result<(Row, u64)> {
+        let server = self.server.take().context("the history server is not running")?;
+        let dir = server.stop_keep().await?;
+        let on_disk = crate::daemon::dir_bytes(&dir.path().join("db"));
+        let dropped = daemon::drop_page_cache();
+        let server = Daemon::start_in(&self.opts, dir).await?;
+        let target = server.target();
+        self.connector = Arc::new(Connector::confab(&target.fingerprint, 64 * 1024)?);
+        let meter = Meter::start(Some(server.pid));
+        let store = Store { token: &self.token, conversations: &self.conversations, per: self.per };
+        let addr = target.addr(self.transport)?;
+        self.server = Some(server);
+        let (hist, secs) = random_pages(&self.connector, self.transport, addr, &store, reads, seed).await?;
+        let reading = meter.read();
+        let mut cold = history_row(self.transport, "cold", self.stored(), hist, secs, reading);
+        cold.notes.push(if dropped {
+            "cold: a fresh server process (empty block cache) after the kernel page cache was dropped".into()
+        } else {
+            "cold: a fresh server process, but the page cache could not be dropped (not root): only half cold".into()
+        });
+        Ok((cold, on_disk))
+    }
+
+    /// Stops the server (the data is thrown away).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+}
+
+/// The note on a warm row: the store's size on disk.
+pub fn on_disk_note(row: &mut Row, on_disk: u64, stored: u64) {
+    if let Some(per) = on_disk.checked_div(stored) {
+        row.notes.push(format!(
+            "store on disk after a clean stop: {per} bytes per message ({on_disk} bytes for {stored} messages of 100 bytes)"
+        ));
+        row.extra["store_bytes_on_disk"] = on_disk.into();
+    }
+}
+
 /// The `history` scenario: fill, read warm, restart with the page cache
 /// dropped, read cold.
 pub async fn history(opts: &DaemonOpts, transport: Transport, messages: u64) -> anyhow::Result<Vec<Row>> {
-    let server = Daemon::start(opts).await?;
-    let target = server.target();
-    let addr = target.addr(transport)?;
-    let connector = Arc::new(Connector::confab(&target.fingerprint, 64 * 1024)?);
-    let tag = run_tag();
-    let mut owner = Pipe::connect(&connector, transport, addr).await?;
-    let (_, token) = owner.signup(&format!("h{tag}")).await?;
-    let mut conversations = Vec::new();
-    for i in 0..HISTORY_CONVERSATIONS {
-        let mut peer = Pipe::connect(&connector, transport, addr).await?;
-        let name = format!("h{tag}-{i}");
-        peer.signup(&name).await?;
-        conversations.push(open_direct(&mut owner, &name).await?);
+    let mut store = HistoryStore::new(opts, transport).await?;
+    let result = async {
+        let secs = store.grow_to(messages).await?;
+        eprintln!("  history: {} messages stored in {secs:.1}s", store.stored());
+        let mut warm = store.warm(8_000, 1).await?;
+        let (cold, on_disk) = store.cold(2_000, 2).await?;
+        on_disk_note(&mut warm, on_disk, store.stored());
+        anyhow::Ok(vec![warm, cold])
     }
-    drop(owner);
-    let per = messages / HISTORY_CONVERSATIONS as u64;
-    let t = Instant::now();
-    // Several sessions of the owner fill in parallel, each its own share
-    // of the conversations.
-    let mut fills = tokio::task::JoinSet::new();
-    for (f, chunk) in conversations.chunks(HISTORY_CONVERSATIONS / 4).enumerate() {
-        let (connector, token, chunk) = (Arc::clone(&connector), token.clone(), chunk.to_vec());
-        fills.spawn(async move {
-            let mut p = Pipe::connect(&connector, transport, addr).await?;
-            p.resume(&token).await?;
-            fill(&mut p, &chunk, per * chunk.len() as u64, &format!("f{f}")).await
-        });
-    }
-    while let Some(r) = fills.join_next().await {
-        r??;
-    }
-    eprintln!("  history: {} messages stored in {:.1}s", per * HISTORY_CONVERSATIONS as u64, t.elapsed().as_secs_f64());
-    let reads = 8_000;
-    let mut rows = Vec::new();
-    let meter = Meter::start(Some(server.pid));
-    let store = Store { token: &token, conversations: &conversations, per };
-    let (hist, secs) = random_pages(&connector, transport, addr, &store, reads, 1).await?;
-    rows.push(history_row(transport, "warm", messages, hist, secs, meter.read()));
-    let dir = server.stop_keep().await?;
-    let on_disk = crate::daemon::dir_bytes(&dir.path().join("db"));
-    let stored = per * HISTORY_CONVERSATIONS as u64;
-    if let Some(warm) = rows.first_mut()
-        && stored > 0
-    {
-        warm.notes.push(format!(
-            "store on disk after a clean stop: {} bytes per message ({on_disk} bytes for {stored} messages of 100 bytes)",
-            on_disk / stored
-        ));
-        warm.extra["store_bytes_on_disk"] = on_disk.into();
-    }
-    let dropped = daemon::drop_page_cache();
-    let server = Daemon::start_in(opts, dir).await?;
-    let target = server.target();
-    let connector = Arc::new(Connector::confab(&target.fingerprint, 64 * 1024)?);
-    let meter = Meter::start(Some(server.pid));
-    let cold_reads = 2_000;
-    let result = random_pages(&connector, transport, target.addr(transport)?, &store, cold_reads, 2).await;
-    let reading = meter.read();
-    server.stop().await;
-    let (hist, secs) = result?;
-    let mut cold = history_row(transport, "cold", messages, hist, secs, reading);
-    cold.notes.push(if dropped {
-        "cold: a fresh server process (empty block cache) after the kernel page cache was dropped".into()
-    } else {
-        "cold: a fresh server process, but the page cache could not be dropped (not root): only half cold".into()
-    });
-    rows.push(cold);
-    Ok(rows)
+    .await;
+    store.stop().await;
+    result
 }
 
 fn history_row(transport: Transport, temp: &str, messages: u64, hist: Hist, secs: f64, r: daemon::Reading) -> Row {

@@ -38,86 +38,155 @@ pub async fn run(server: &Daemon, transport: Transport, n: usize) -> anyhow::Res
     hold(&server.target(), Some(server.pid), transport, n).await
 }
 
+/// Idle sessions held open on one server: authenticated (a token resumed),
+/// heartbeating, reading and dropping whatever arrives. Grows on demand;
+/// every session is closed when the pool is dropped.
+pub struct Pool {
+    connector: Arc<Connector>,
+    transport: Transport,
+    addr: std::net::SocketAddr,
+    tokens: Arc<Vec<String>>,
+    holders: tokio::task::JoinSet<()>,
+    /// Sessions started so far (up or failed).
+    started: usize,
+    /// Sessions up.
+    pub ok: usize,
+    /// Sessions that failed to come up.
+    pub failed: usize,
+    /// The first failure.
+    pub first_error: Option<String>,
+}
+
+/// What one [`Pool::grow`] took.
+pub struct Growth {
+    /// Connect + TLS + Hello + Resume latencies (µs).
+    pub hist: crate::load::Hist,
+    /// Seconds until every new session was up or had failed.
+    pub seconds: f64,
+    /// Sessions up among the new ones.
+    pub ok: usize,
+}
+
+impl Pool {
+    /// Signs up the users whose tokens the sessions resume (at most
+    /// `USERS`, fewer for a small pool).
+    pub async fn new(target: &Target, transport: Transport, users_for: usize) -> anyhow::Result<Pool> {
+        let addr = target.addr(transport)?;
+        // A small read buffer: these sessions carry almost nothing.
+        let connector = Arc::new(Connector::confab(&target.fingerprint, 512)?);
+        let tag = run_tag();
+        let mut tokens = Vec::with_capacity(USERS);
+        for i in 0..USERS.min(users_for.max(1)) {
+            let mut p = Pipe::connect(&connector, transport, addr).await?;
+            tokens.push(p.signup(&format!("i{tag}-{i}")).await?.1);
+        }
+        Ok(Pool {
+            connector,
+            transport,
+            addr,
+            tokens: Arc::new(tokens),
+            holders: tokio::task::JoinSet::new(),
+            started: 0,
+            ok: 0,
+            failed: 0,
+            first_error: None,
+        })
+    }
+
+    /// Opens sessions until `n` were started, `CONNECT_CONCURRENCY` at a
+    /// time; returns once each new one is up or failed. `on_up(k)` is
+    /// called as the pool's k-th session comes up.
+    pub async fn grow(&mut self, n: usize, mut on_up: impl FnMut(usize)) -> anyhow::Result<Growth> {
+        let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<u64>>();
+        let begin = Instant::now();
+        let (transport, addr) = (self.transport, self.addr);
+        let new = n.saturating_sub(self.started);
+        for i in self.started..n {
+            let (connector, tokens, permits, ready) =
+                (Arc::clone(&self.connector), Arc::clone(&self.tokens), Arc::clone(&permits), ready_tx.clone());
+            self.holders.spawn(async move {
+                let permit = permits.acquire_owned().await;
+                let t = Instant::now();
+                let result = async {
+                    let mut p = Pipe::connect(&connector, transport, addr).await?;
+                    let token = tokens.get(i % tokens.len()).context("no token")?;
+                    p.resume(token).await?;
+                    anyhow::Ok(p)
+                }
+                .await;
+                drop(permit);
+                let mut pipe = match result {
+                    Ok(p) => {
+                        let _ = ready.send(Ok(micros(t.elapsed())));
+                        p
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                pipe.wire.shrink();
+                // Heartbeat until aborted (the session's timer sends pings).
+                loop {
+                    if pipe.pump(None).await.is_err() {
+                        break;
+                    }
+                    while pipe.poll_event().is_some() {}
+                    pipe.wire.shrink();
+                }
+            });
+        }
+        self.started = self.started.max(n);
+        drop(ready_tx);
+        let mut hist = new_hist()?;
+        let (mut ok, mut done) = (0usize, 0usize);
+        while done < new {
+            let Some(r) = ready_rx.recv().await else { break };
+            done += 1;
+            match r {
+                Ok(us) => {
+                    ok += 1;
+                    self.ok += 1;
+                    hist.saturating_record(us);
+                    on_up(self.ok);
+                }
+                Err(e) => {
+                    self.failed += 1;
+                    self.first_error.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+        Ok(Growth { hist, seconds: begin.elapsed().as_secs_f64(), ok })
+    }
+
+    /// Closes every session.
+    pub async fn close(mut self) {
+        self.holders.abort_all();
+        while self.holders.join_next().await.is_some() {}
+    }
+}
+
 /// Holds `n` sessions on the server at `target` (its pid for /proc, when
 /// known: otherwise no memory figures).
 pub async fn hold(target: &Target, pid: Option<u32>, transport: Transport, n: usize) -> anyhow::Result<Vec<Row>> {
-    let addr = target.addr(transport)?;
     let rss = |pid: Option<u32>| pid.and_then(|p| status_kib(p, "VmRSS")).unwrap_or(0);
-    // A small read buffer: these sessions carry almost nothing.
-    let connector = Arc::new(Connector::confab(&target.fingerprint, 512)?);
-    let tag = run_tag();
-    let mut tokens = Vec::with_capacity(USERS);
-    for i in 0..USERS.min(n.max(1)) {
-        let mut p = Pipe::connect(&connector, transport, addr).await?;
-        tokens.push(p.signup(&format!("i{tag}-{i}")).await?.1);
-    }
+    let mut pool = Pool::new(target, transport, n).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = rss(pid);
-    let tokens = Arc::new(tokens);
-    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let mut holders = tokio::task::JoinSet::new();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<u64>>();
     let meter = Meter::start(pid);
-    let started = Instant::now();
-    for i in 0..n {
-        let (connector, tokens, permits, ready) =
-            (Arc::clone(&connector), Arc::clone(&tokens), Arc::clone(&permits), ready_tx.clone());
-        holders.spawn(async move {
-            let permit = permits.acquire_owned().await;
-            let t = Instant::now();
-            let result = async {
-                let mut p = Pipe::connect(&connector, transport, addr).await?;
-                let token = tokens.get(i % tokens.len()).context("no token")?;
-                p.resume(token).await?;
-                anyhow::Ok(p)
-            }
-            .await;
-            drop(permit);
-            let mut pipe = match result {
-                Ok(p) => {
-                    let _ = ready.send(Ok(micros(t.elapsed())));
-                    p
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
-            pipe.wire.shrink();
-            // Heartbeat until aborted (the session's timer sends pings).
-            loop {
-                if pipe.pump(None).await.is_err() {
-                    break;
-                }
-                while pipe.poll_event().is_some() {}
-                pipe.wire.shrink();
-            }
-        });
-    }
-    drop(ready_tx);
-    let mut hist = new_hist()?;
-    let (mut ok, mut failed, mut first_error) = (0usize, 0usize, None);
     // (sessions up, RSS) once half of them are.
     let mut half = None;
-    while let Some(r) = ready_rx.recv().await {
-        match r {
-            Ok(us) => {
-                ok += 1;
-                hist.saturating_record(us);
-                if ok == n / 2 && n >= 2 {
-                    half = Some((ok, rss(pid)));
-                }
+    let growth = pool
+        .grow(n, |up| {
+            if up == n / 2 && n >= 2 {
+                half = Some((up, rss(pid)));
             }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-        }
-        if ok + failed == n {
-            break;
-        }
-    }
-    let connect_secs = started.elapsed().as_secs_f64();
+        })
+        .await?;
+    let (ok, failed, hist) = (pool.ok, pool.failed, growth.hist);
+    let first_error = pool.first_error.clone();
+    let connect_secs = growth.seconds;
     eprintln!("  idle: {ok} {} sessions up in {connect_secs:.1}s ({failed} failed); holding", transport.name());
     let connect_reading = meter.read();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -161,7 +230,6 @@ pub async fn hold(target: &Target, pid: Option<u32>, transport: Transport, n: us
     connect.gen_cpu = connect_reading.gen_cpu;
     connect.srv_cpu = connect_reading.srv_cpu;
     connect.notes.push("TCP/QUIC + TLS 1.3 full handshake + Hello + Resume, per second".into());
-    holders.abort_all();
-    while holders.join_next().await.is_some() {}
+    pool.close().await;
     Ok(vec![idle, connect])
 }

@@ -10,7 +10,8 @@
 //! Layout: `wire` (transports and the pump), `pipe` (a pipelined Confab
 //! session), `load` (the engine: closed and open loop over any
 //! [`load::Link`]), one module per system (`confab`, `relay`, `nats`,
-//! `xmpp`), one per scenario family (`dm`, `idle`, `catchup`), `daemon`
+//! `xmpp`), one per scenario family (`dm`, `idle`, `catchup`), `curve`
+//! (the same scenarios as work grows), `daemon`
 //! (child processes and /proc), `cluster` (N nats-servers and N confabd
 //! nodes), `report` and `targets`.
 // Printing results is this binary's job.
@@ -20,6 +21,7 @@ mod abuse;
 mod catchup;
 mod cluster;
 mod confab;
+mod curve;
 mod daemon;
 mod dm;
 mod idle;
@@ -112,6 +114,11 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Cost as work grows: dm throughput and latency against idle
+    /// connections held, history latency against store size, catch-up
+    /// rate against backlog; one table per curve (and the points with
+    /// `--json`, for `bench/plot.py`).
+    Curve(curve::CurveArgs),
     /// Serve the bare relay (used by the bench itself, as a child).
     #[command(hide = true)]
     Relay {
@@ -191,6 +198,10 @@ fn main() -> anyhow::Result<()> {
             };
             let rows = runtime.block_on(abuse::run(&opts, only))?;
             return print_rows(&rows, cli.json.as_deref());
+        }
+        Command::Curve(args) => {
+            let confabd = daemon::locate(cli.confabd.as_deref())?;
+            return runtime.block_on(curve::run(args, confabd, cli.pin, cli.json.as_deref()));
         }
         Command::Relay { .. } => unreachable_relay()?,
     };
