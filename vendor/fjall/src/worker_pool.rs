@@ -180,73 +180,14 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
         WorkerMessage::RotateMemtable(keyspace, memtable_id) => {
             log::trace!("acquiring journal lock");
             let journal_writer = keyspace.supervisor.journal.get_writer()?;
-            keyspace.inner_rotate_memtable(journal_writer, memtable_id)?;
-        }
-        WorkerMessage::Flush => {
-            let Some(task) = ctx.supervisor.flush_manager.dequeue() else {
-                return Ok(false);
-            };
-
-            {
-                log::trace!("acquiring journal lock to maybe rotate journal");
-                let mut journal_writer = ctx.supervisor.journal.get_writer()?;
-
-                if journal_writer.pos()? > ctx.supervisor.db_config.journal_rotation_size_in_bytes {
-                    #[expect(clippy::expect_used)]
-                    let mut journal_manager = ctx
-                        .supervisor
-                        .journal_manager
-                        .write()
-                        .expect("lock is poisoned");
-
-                    let seqno_map = {
-                        #[expect(clippy::expect_used)]
-                        let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
-
-                        ctx.supervisor.build_seqno_map(&keyspaces)
-                    };
-
-                    journal_manager.rotate_journal(&mut journal_writer, seqno_map)?;
-
-                    if journal_manager.disk_space_used()
-                        >= ctx.supervisor.db_config.max_journaling_size_in_bytes
-                    {
-                        let stragglers =
-                            journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
-
-                        for keyspace in stragglers {
-                            log::info!(
-                                "Rotating {:?} to try to reduce journal size",
-                                keyspace.name,
-                            );
-                            keyspace.request_rotation();
-                        }
-                    }
-                } else {
-                    // https://github.com/fjall-rs/fjall/issues/329
-                    journal_writer.persist(crate::PersistMode::SyncAll)?;
-                }
+            // No `Flush` message to this pool: its queue may be full, and
+            // a send from the only worker would then never return. The
+            // flush queued by the rotation (or an older one) runs here.
+            if keyspace.inner_rotate_memtable(journal_writer, memtable_id, false)? {
+                flush_next(ctx)?;
             }
-
-            run_flush(
-                &task,
-                &ctx.supervisor.write_buffer_size,
-                &ctx.supervisor.snapshot_tracker,
-                &ctx.stats,
-            )?;
-
-            for _ in 0..ctx.pool_size {
-                ctx.sender
-                    .try_send(WorkerMessage::Compact(task.keyspace.clone()))
-                    .ok();
-            }
-
-            ctx.supervisor
-                .journal_manager
-                .write()
-                .expect("lock is poisoned")
-                .maintenance()?;
         }
+        WorkerMessage::Flush => flush_next(ctx)?,
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
             if ctx.pool_size > 1 && ctx.worker_id == 0 {
@@ -259,6 +200,75 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
     }
 
     Ok(false)
+}
+
+/// Runs the oldest queued flush, if any.
+fn flush_next(ctx: &WorkerState) -> crate::Result<()> {
+    let Some(task) = ctx.supervisor.flush_manager.dequeue() else {
+        return Ok(());
+    };
+
+    {
+        log::trace!("acquiring journal lock to maybe rotate journal");
+        let mut journal_writer = ctx.supervisor.journal.get_writer()?;
+
+        if journal_writer.pos()? > ctx.supervisor.db_config.journal_rotation_size_in_bytes {
+            #[expect(clippy::expect_used)]
+            let mut journal_manager = ctx
+                .supervisor
+                .journal_manager
+                .write()
+                .expect("lock is poisoned");
+
+            let seqno_map = {
+                #[expect(clippy::expect_used)]
+                let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
+
+                ctx.supervisor.build_seqno_map(&keyspaces)
+            };
+
+            journal_manager.rotate_journal(&mut journal_writer, seqno_map)?;
+
+            if journal_manager.disk_space_used()
+                >= ctx.supervisor.db_config.max_journaling_size_in_bytes
+            {
+                let stragglers =
+                    journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
+
+                for keyspace in stragglers {
+                    log::info!(
+                        "Rotating {:?} to try to reduce journal size",
+                        keyspace.name,
+                    );
+                    keyspace.request_rotation();
+                }
+            }
+        } else {
+            // https://github.com/fjall-rs/fjall/issues/329
+            journal_writer.persist(crate::PersistMode::SyncAll)?;
+        }
+    }
+
+    run_flush(
+        &task,
+        &ctx.supervisor.write_buffer_size,
+        &ctx.supervisor.snapshot_tracker,
+        &ctx.stats,
+    )?;
+
+    for _ in 0..ctx.pool_size {
+        ctx.sender
+            .try_send(WorkerMessage::Compact(task.keyspace.clone()))
+            .ok();
+    }
+
+    ctx.supervisor
+        .journal_manager
+        .write()
+        .expect("lock is poisoned")
+        .maintenance()?;
+
+    Ok(())
 }
 
 #[cfg(test)]
@@ -305,6 +315,74 @@ mod tests {
                 "worker message should be compaction request",
             );
         }
+
+        Ok(())
+    }
+
+    /// The only worker, rotating a memtable on request while its queue is
+    /// full, must not block sending a `Flush` message into that queue (it is
+    /// the one who would drain it): it flushes the memtable itself. Every
+    /// write past the memtable size sends a rotation request, so a single
+    /// worker behind a busy writer sees a full queue (confabd stalled there
+    /// at ~5M messages on one CPU).
+    #[test]
+    fn the_only_worker_rotating_with_a_full_queue_flushes_itself() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+        ks.insert("a", "a")?;
+
+        // Startup may have queued messages: drained. The worker takes the
+        // rotation request, then waits for the journal lock held here while
+        // the queue fills to its bound (as writers refill it in production).
+        while db.worker_pool.rx.try_recv().is_ok() {}
+        let active = ks.tree.active_memtable().id();
+        assert!(db
+            .worker_pool
+            .sender
+            .try_send(WorkerMessage::RotateMemtable(ks.clone(), active))
+            .is_ok());
+        let journal = db.supervisor.journal.get_writer()?;
+
+        let state = WorkerState {
+            pool_size: 1,
+            worker_id: 0,
+            supervisor: db.supervisor.clone(),
+            rx: db.worker_pool.rx.clone(),
+            sender: db.worker_pool.sender.clone(),
+            stats: db.stats.clone(),
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = worker_tick(&state).map_err(|e| format!("{e:?}"));
+            done.send(outcome).ok();
+        });
+
+        let taken_by = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !db.worker_pool.rx.is_empty() {
+            assert!(std::time::Instant::now() < taken_by, "the worker never took the request");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        while db
+            .worker_pool
+            .sender
+            .try_send(WorkerMessage::Compact(ks.clone()))
+            .is_ok()
+        {}
+        drop(journal);
+
+        // A deadline to detect the hang, not a timing assertion: the tick
+        // takes milliseconds, and blocked it never finishes.
+        let outcome = finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the worker blocked sending into its own full queue");
+        assert_eq!(outcome, Ok(false));
+
+        assert_eq!(ks.tree.sealed_memtable_count(), 0, "the memtable was flushed");
+        assert!(ks.tree.table_count() > 0, "the flush wrote a table");
+        assert_eq!(ks.get("a")?.as_deref(), Some(&b"a"[..]));
 
         Ok(())
     }

@@ -726,13 +726,22 @@ impl Keyspace {
         log::trace!("acquiring journal lock");
         let journal_writer = self.supervisor.journal.get_writer()?;
         let active_memtable_id = self.tree.active_memtable().id();
-        self.inner_rotate_memtable(journal_writer, active_memtable_id)
+        self.inner_rotate_memtable(journal_writer, active_memtable_id, true)
     }
 
+    /// Seals the active memtable if it is still `memtable_id` and queues
+    /// its flush.
+    ///
+    /// `wake_worker`: whether to send the workers a `Flush` message. A
+    /// worker rotating on request passes `false` and runs the flush itself:
+    /// the worker queue is bounded, and a worker blocking to send into its
+    /// own full queue (full of rotation requests, which every write past
+    /// the memtable size sends) waits forever when it is the only worker.
     pub(crate) fn inner_rotate_memtable(
         &self,
         journal_writer: MutexGuard<'_, crate::journal::writer::Writer>,
         memtable_id: lsm_tree::MemtableId,
+        wake_worker: bool,
     ) -> crate::Result<bool> {
         log::debug!("Rotating keyspace {:?}", self.name);
 
@@ -752,7 +761,9 @@ impl Keyspace {
             keyspace: self.clone(),
         }));
 
-        self.worker_messager.send(WorkerMessage::Flush).ok();
+        if wake_worker {
+            self.worker_messager.send(WorkerMessage::Flush).ok();
+        }
 
         {
             // NOTE: If the difference between watermark is too large, and
