@@ -303,7 +303,15 @@ impl Connector {
         let n = self.quic_count.fetch_add(1, Ordering::Relaxed) / PER_QUIC_ENDPOINT;
         let mut endpoints = self.endpoints.lock().map_err(|_| anyhow!("endpoint lock poisoned"))?;
         while endpoints.len() <= n {
-            let mut e = quinn::Endpoint::client("127.0.0.1:0".parse()?).context("QUIC endpoint")?;
+            // A receive buffer as large as the server's (see confabd's
+            // transport/quic.rs): with the default one, the generator's own
+            // sockets drop server handshake packets under bursts, and the
+            // connect figures measure the generator's losses.
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("QUIC socket")?;
+            socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20).context("QUIC socket buffer")?;
+            let mut e =
+                quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
+                    .context("QUIC endpoint")?;
             e.set_default_client_config(self.quic_config.clone());
             endpoints.push(e);
         }

@@ -557,6 +557,7 @@ fn quic_endpoint(
     quic_config.transport_config(Arc::new(transport));
     let endpoint_config = quic::endpoint_config(&config.data_dir)?;
     let socket = std::net::UdpSocket::bind(addr).map_err(|source| SetupError::Bind { what: "QUIC", addr, source })?;
+    quic::size_receive_buffer(&socket);
     quinn::Endpoint::new(endpoint_config, Some(quic_config), socket, Arc::new(quinn::TokioRuntime))
         .map_err(|source| SetupError::Bind { what: "QUIC", addr, source })
 }
