@@ -7,8 +7,8 @@
 //! slots when it is created, so every idle session paid ~1.5 KiB for a
 //! queue that is empty nearly all its life. This one is a `VecDeque`
 //! behind a mutex (one producer at a time in practice: the writer thread
-//! or the presence tick), allocated when frames arrive and given back once
-//! the bursts stop, plus a [`Notify`] that wakes the session's task.
+//! or the presence tick), allocated when frames arrive and given back when
+//! a burst has drained, plus a [`Notify`] that wakes the session's task.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,14 +19,6 @@ use tokio::sync::Notify;
 
 /// Capacity (in frames) a drained queue may keep; more is given back.
 const KEEP_CAPACITY: usize = 8;
-
-/// Capacity (in frames) a queue keeps while bursts keep coming: a drain
-/// that took more than [`KEEP_CAPACITY`] frames leaves up to this much, so
-/// the next burst does not grow the queue from nothing again (at W = 64
-/// that regrowth, 0 → 4 → … → 64 slots with a copy each time, was 4.7 % of
-/// the server's CPU). A drain of a few frames gives it back. At most
-/// 4 KiB per session, and only after a burst.
-const BURST_CAPACITY: usize = 128;
 
 /// The outcome of [`OutboundQueue::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +116,8 @@ impl OutboundQueue {
         }
         q.bytes -= taken;
         self.total.fetch_sub(taken, Ordering::Relaxed);
-        if q.frames.is_empty() {
-            if n <= KEEP_CAPACITY && q.frames.capacity() > KEEP_CAPACITY {
-                q.frames = VecDeque::new();
-            } else if q.frames.capacity() > BURST_CAPACITY {
-                q.frames.shrink_to(BURST_CAPACITY);
-            }
+        if q.frames.is_empty() && q.frames.capacity() > KEEP_CAPACITY {
+            q.frames = VecDeque::new();
         }
         n
     }
@@ -204,31 +192,6 @@ mod tests {
         assert_eq!(q.drain_into(&mut out, 18), 1);
         assert_eq!(q.drain_into(&mut out, 100), 1);
         assert_eq!(q.drain_into(&mut out, 100), 0);
-    }
-
-    #[test]
-    fn a_burst_keeps_its_room_and_a_quiet_drain_gives_it_back() {
-        let q = OutboundQueue::new(1000, 1 << 20);
-        let mut out = BytesMut::new();
-        let burst = |n: usize| {
-            for _ in 0..n {
-                q.push(Bytes::from_static(b"x"));
-            }
-        };
-        burst(64);
-        assert_eq!(q.drain_into(&mut out, 1 << 20), 64);
-        let kept = q.lock().frames.capacity();
-        assert!(kept >= 64, "kept {kept} slots for the next burst");
-        burst(300);
-        assert_eq!(q.drain_into(&mut out, 1 << 20), 300);
-        let kept = q.lock().frames.capacity();
-        assert!((64..=BURST_CAPACITY).contains(&kept), "a bigger burst keeps at most {BURST_CAPACITY}: {kept}");
-        burst(2);
-        assert_eq!(q.drain_into(&mut out, 1 << 20), 2);
-        assert_eq!(q.lock().frames.capacity(), 0, "a quiet drain gives the room back");
-        burst(5);
-        assert_eq!(q.drain_into(&mut out, 1 << 20), 5);
-        assert!(q.lock().frames.capacity() <= KEEP_CAPACITY);
     }
 
     #[tokio::test]
