@@ -45,8 +45,12 @@ impl Counters {
 /// the committed value, or `None` for a key known to be absent. Writes go
 /// through it as they are staged: every staged write is either committed
 /// or the whole `Counters` is cleared (a failed commit, a fence, a reopen,
-/// a replay of the log), so it never holds what the store does not. Only
-/// the writer writes these keyspaces of its database.
+/// a replay of the log), so it never holds what the store does not.
+///
+/// Used on a single node only, where the writer is its database's only
+/// writer. A cluster node runs one writer per partition it owns over one
+/// database, and replays the logs of partitions it takes over into it: a
+/// record another writer changed would be stale here.
 #[derive(Debug, Default)]
 struct RecordCache {
     /// One map per keyspace (indexed by `Ks as usize`); empty for the
@@ -69,9 +73,6 @@ impl RecordCache {
     }
 
     fn set(&mut self, ks: Ks, key: &[u8], value: Option<Vec<u8>>) {
-        if !Self::cached(ks) {
-            return;
-        }
         if self.entries >= Self::MAX_ENTRIES {
             self.maps.iter_mut().for_each(HashMap::clear);
             self.entries = 0;
@@ -253,7 +254,7 @@ impl<'a> Tx<'a> {
         if let Some(v) = self.staged(ks).get(key) {
             return Ok(v.clone());
         }
-        if !RecordCache::cached(ks) {
+        if !self.caches(ks) {
             return Ok(self.handles.ks(ks).get(key)?.map(|v| v.to_vec()));
         }
         if let Some(v) = self.counters.records.borrow().get(ks, key) {
@@ -315,9 +316,15 @@ impl<'a> Tx<'a> {
         self.overlay[ks as usize].insert(key.to_vec(), None);
     }
 
+    /// Whether records of `ks` go through the [`RecordCache`]: a cached
+    /// keyspace, and this writer the only one of its database.
+    fn caches(&self, ks: Ks) -> bool {
+        self.scope == Scope::SINGLE && RecordCache::cached(ks)
+    }
+
     /// Updates or drops cached state a write to `key` changes.
     fn touched(&mut self, ks: Ks, key: &[u8], value: Option<&Vec<u8>>) {
-        if RecordCache::cached(ks) {
+        if self.caches(ks) {
             self.counters.records.get_mut().set(ks, key, value.cloned());
         }
         if ks == Ks::Members
@@ -418,5 +425,50 @@ impl<'a> Tx<'a> {
         self.counters.next_ids.insert(counter, next + 1);
         self.put(Ks::Meta, &key, (next + 1).to_be_bytes().to_vec());
         Ok(self.scope.partitioning.id(next, self.scope.partition))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::Durability;
+
+    /// One group: reads `key` of Users, optionally writes it, commits.
+    fn group(db: &Db, counters: &mut Counters, scope: Scope, write: Option<&[u8]>) -> Option<Vec<u8>> {
+        let mut tx = Tx::new(db, counters, None, scope).unwrap();
+        let seen = tx.get(Ks::Users, b"key").unwrap();
+        if let Some(v) = write {
+            tx.put(Ks::Users, b"key", v.to_vec());
+        }
+        tx.commit().unwrap();
+        seen
+    }
+
+    #[test]
+    fn a_single_nodes_writer_sees_its_own_writes_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), Durability::Buffered).unwrap();
+        let mut counters = Counters::default();
+        assert_eq!(group(&db, &mut counters, Scope::SINGLE, None), None, "absent, and now cached as absent");
+        assert_eq!(group(&db, &mut counters, Scope::SINGLE, Some(b"one")), None);
+        assert_eq!(group(&db, &mut counters, Scope::SINGLE, Some(b"two")), Some(b"one".to_vec()));
+        assert_eq!(group(&db, &mut counters, Scope::SINGLE, None), Some(b"two".to_vec()));
+        counters.clear();
+        assert_eq!(group(&db, &mut counters, Scope::SINGLE, None), Some(b"two".to_vec()), "read again from the store");
+    }
+
+    /// A cluster node's writers share one database: what one partition's
+    /// writer commits, another's next group reads.
+    #[test]
+    fn a_cluster_writer_reads_what_another_partitions_writer_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), Durability::Buffered).unwrap();
+        let scope = |partition| Scope { partitioning: Partitioning::new(2), partition, capture: true };
+        let (mut a, mut b) = (Counters::default(), Counters::default());
+        assert_eq!(group(&db, &mut a, scope(0), None), None);
+        group(&db, &mut b, scope(1), Some(b"from b"));
+        assert_eq!(group(&db, &mut a, scope(0), None), Some(b"from b".to_vec()));
     }
 }

@@ -208,7 +208,9 @@ pub fn size_receive_buffer(socket: &std::net::UdpSocket) {
     if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES) {
         return tracing::warn!(error = %e, "could not enlarge the QUIC socket's receive buffer");
     }
-    match socket.recv_buffer_size() {
+    // Linux reports twice what it grants (its bookkeeping share).
+    let granted = socket.recv_buffer_size().map(|got| if cfg!(target_os = "linux") { got / 2 } else { got });
+    match granted {
         Ok(got) if got < RECEIVE_BUFFER_BYTES => tracing::info!(
             bytes = got,
             wanted = RECEIVE_BUFFER_BYTES,
