@@ -153,7 +153,7 @@ fn stream_refused() -> quinn::VarInt {
 async fn request_streams(
     conn: quinn::Connection,
     mut welcome: watch::Receiver<Option<bool>>,
-    requests: mpsc::Sender<StreamRequest>,
+    requests: mpsc::Sender<Box<StreamRequest>>,
     limits: StreamLimits,
 ) {
     let allowed = match welcome.wait_for(Option::is_some).await {
@@ -179,7 +179,7 @@ async fn request_streams(
                 }
             };
             let (answer, answered) = oneshot::channel::<Bytes>();
-            if requests.send(StreamRequest { bytes, answer }).await.is_err() {
+            if requests.send(Box::new(StreamRequest { bytes, answer })).await.is_err() {
                 return;
             }
             // No answer: the session ended first.

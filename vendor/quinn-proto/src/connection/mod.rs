@@ -42,6 +42,7 @@ use ack_frequency::AckFrequencyState;
 
 mod assembler;
 pub use assembler::Chunk;
+use assembler::Assembler;
 
 mod cid_state;
 use cid_state::CidState;
@@ -2218,6 +2219,12 @@ impl Connection {
         }
         let space = &mut self.spaces[space_id];
         space.crypto = None;
+        // Patched for Confab (vendor/quinn-proto/VENDORED.md): nothing can
+        // be sent or received in this space any more, so what it buffered
+        // (the peer's handshake data in reassembly, frames queued for
+        // (re)transmission) is freed now rather than with the connection.
+        space.crypto_stream = Assembler::new();
+        space.pending = Retransmits::default();
         space.time_of_last_ack_eliciting_packet = None;
         space.loss_time = None;
         let sent_packets = mem::take(&mut space.sent_packets);
@@ -3264,7 +3271,16 @@ impl Connection {
         while buf.len() + frame::Crypto::SIZE_BOUND < max_size && !is_0rtt {
             let mut frame = match space.pending.crypto.pop_front() {
                 Some(x) => x,
-                None => break,
+                None => {
+                    // Patched for Confab (vendor/quinn-proto/VENDORED.md):
+                    // the queue grew for the handshake flight; once it is
+                    // sent, its room goes back instead of staying with an
+                    // idle connection for its whole life.
+                    if space.pending.crypto.capacity() != 0 {
+                        space.pending.crypto = VecDeque::new();
+                    }
+                    break;
+                }
             };
 
             // Calculate the maximum amount of crypto data we can store in the buffer.

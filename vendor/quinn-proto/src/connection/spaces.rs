@@ -211,6 +211,13 @@ impl PacketSpace {
             self.unacked_non_ack_eliciting_tail =
                 self.unacked_non_ack_eliciting_tail.checked_sub(1).unwrap();
         }
+        if self.sent_packets.is_empty() {
+            // Patched for Confab (vendor/quinn-proto/VENDORED.md): an
+            // emptied `BTreeMap` keeps its root leaf, room for 11 packets
+            // (1.1 KiB); an idle connection whose packets are all
+            // acknowledged holds nothing.
+            self.sent_packets = BTreeMap::new();
+        }
         Some(packet)
     }
 
