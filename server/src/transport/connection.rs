@@ -183,7 +183,7 @@ pub async fn serve<L: Link>(
             }
             // Everything queued goes into one write (up to the cap).
             () = next_events(c.registration.as_ref(), &mut out) => {}
-            Some(request) = next_stream(c.streams.as_mut()), if !draining => c.on_stream(request),
+            Some(request) = next_stream(c.streams.as_mut()), if !draining => c.on_stream(*request),
             input = link.read(&mut inbuf), if c.session.wants_input() && !draining => match input {
                 Input::Bytes => {
                     c.session.handle_input(&mut inbuf, Now::system());
@@ -310,7 +310,7 @@ impl Conn {
 
     /// A request stream's bytes: the session machine checks them; what it
     /// answers at once goes straight back.
-    fn on_stream(&mut self, request: Box<StreamRequest>) {
+    fn on_stream(&mut self, request: StreamRequest) {
         let stream = self.next_stream;
         self.next_stream += 1;
         match self.session.handle_request_stream(stream, request.bytes.as_deref(), Now::system()) {
