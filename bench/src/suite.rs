@@ -56,8 +56,8 @@ pub struct SuiteArgs {
     pub quic: bool,
     /// Transports of the idle scenario (comma-separated): tcp, ws, quic.
     /// Default: all three.
-    #[arg(long, value_delimiter = ',')]
-    pub idle_transports: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub idle_transports: Vec<Transport>,
 }
 
 /// A suite in progress.
@@ -268,9 +268,6 @@ impl Suite {
         if !self.system("confab") {
             return Ok(());
         }
-        if let Some(t) = self.args.idle_transports.iter().find(|t| !["tcp", "ws", "quic"].contains(&t.as_str())) {
-            anyhow::bail!("--idle-transports: unknown transport {t:?} (tcp, ws or quic)");
-        }
         let n = self.args.connections.unwrap_or(if self.args.quick { 5_000 } else { 50_000 });
         eprintln!("idle (confab, {n} connections per transport)");
         // Each TCP connection is a file descriptor on both sides; QUIC
@@ -278,8 +275,7 @@ impl Suite {
         // CAP_SYS_RESOURCE), it caps the TCP and WS figures.
         let fd_cap = (crate::daemon::nofile_hard() as usize).saturating_sub(1000);
         for transport in [Transport::Tcp, Transport::Ws, Transport::Quic] {
-            if !self.args.idle_transports.is_empty() && !self.args.idle_transports.iter().any(|t| t == transport.name())
-            {
+            if !self.args.idle_transports.is_empty() && !self.args.idle_transports.contains(&transport) {
                 continue;
             }
             let held = if transport == Transport::Quic { n } else { n.min(fd_cap) };

@@ -96,7 +96,14 @@ impl ServerCertVerifier for PinVerifier {
 
 /// A TLS 1.3 client config with ALPN `confab/1` and the pin verifier.
 pub(crate) fn client_config(trust: Trust) -> Result<(Arc<rustls::ClientConfig>, Arc<PinVerifier>), rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    client_config_with(trust, rustls::crypto::ring::default_provider())
+}
+
+fn client_config_with(
+    trust: Trust,
+    provider: rustls::crypto::CryptoProvider,
+) -> Result<(Arc<rustls::ClientConfig>, Arc<PinVerifier>), rustls::Error> {
+    let provider = Arc::new(provider);
     let verifier = Arc::new(PinVerifier { trust, seen: Mutex::new(None), provider: Arc::clone(&provider) });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -111,6 +118,16 @@ pub(crate) fn client_config(trust: Trust) -> Result<(Arc<rustls::ClientConfig>, 
 /// fingerprint trust), for tools that speak raw frames.
 pub fn rustls_config(trust: Trust) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     client_config(trust).map(|(config, _)| config)
+}
+
+/// The same with the cipher suites of `provider` (a ring provider whose
+/// suites or their order were changed), for tools that test what a server
+/// chooses.
+pub fn rustls_config_with(
+    trust: Trust,
+    provider: rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_config_with(trust, provider).map(|(config, _)| config)
 }
 
 #[cfg(test)]

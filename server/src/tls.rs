@@ -185,14 +185,19 @@ mod tests {
         }
     }
 
-    /// Runs a TLS 1.3 handshake in memory between `client` and confabd's
-    /// TCP settings; the suite agreed on.
-    fn handshake(client: rustls::ClientConfig) -> rustls::SupportedCipherSuite {
+    /// Runs a TLS 1.3 handshake in memory between a client offering
+    /// `suites` in that order and confabd's TCP settings; the suite agreed
+    /// on.
+    fn handshake(suites: Vec<rustls::SupportedCipherSuite>) -> rustls::SupportedCipherSuite {
         let dir = tempfile::tempdir().unwrap();
         let id = load_or_generate(dir.path(), None, None).unwrap();
         let mut server = rustls::ServerConnection::new(server_config(&id).unwrap()).unwrap();
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = suites;
+        let trust = confab_client::tls::Trust::Fingerprint(id.fingerprint());
+        let config = confab_client::tls::rustls_config_with(trust, provider).unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut client = rustls::ClientConnection::new(config, name).unwrap();
         for _ in 0..10 {
             let mut wire = Vec::new();
             while client.wants_write() {
@@ -213,66 +218,18 @@ mod tests {
         panic!("the handshake did not finish");
     }
 
-    /// A client config trusting anything, offering `suites` in that order.
-    fn client(suites: Vec<rustls::SupportedCipherSuite>) -> rustls::ClientConfig {
-        #[derive(Debug)]
-        struct Any(Arc<rustls::crypto::CryptoProvider>);
-        impl rustls::client::danger::ServerCertVerifier for Any {
-            fn verify_server_cert(
-                &self,
-                _: &rustls::pki_types::CertificateDer<'_>,
-                _: &[rustls::pki_types::CertificateDer<'_>],
-                _: &rustls::pki_types::ServerName<'_>,
-                _: &[u8],
-                _: rustls::pki_types::UnixTime,
-            ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
-            fn verify_tls12_signature(
-                &self,
-                _: &[u8],
-                _: &rustls::pki_types::CertificateDer<'_>,
-                _: &rustls::DigitallySignedStruct,
-            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-                unreachable!("TLS 1.3 only")
-            }
-            fn verify_tls13_signature(
-                &self,
-                message: &[u8],
-                cert: &rustls::pki_types::CertificateDer<'_>,
-                dss: &rustls::DigitallySignedStruct,
-            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-                rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-            }
-            fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-                self.0.signature_verification_algorithms.supported_schemes()
-            }
-        }
-        let mut provider = rustls::crypto::ring::default_provider();
-        provider.cipher_suites = suites;
-        let provider = Arc::new(provider);
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Any(provider)))
-            .with_no_client_auth();
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        config
-    }
-
     #[test]
     fn the_server_picks_aes_128_gcm_whatever_the_clients_order() {
         use rustls::crypto::ring::cipher_suite::*;
         // rustls' own default order puts AES-256 first.
         let defaults = rustls::crypto::ring::default_provider().cipher_suites;
-        assert_eq!(handshake(client(defaults)).suite(), TLS13_AES_128_GCM_SHA256.suite());
+        assert_eq!(handshake(defaults).suite(), TLS13_AES_128_GCM_SHA256.suite());
         let reversed = vec![TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256];
-        assert_eq!(handshake(client(reversed)).suite(), TLS13_AES_128_GCM_SHA256.suite());
+        assert_eq!(handshake(reversed).suite(), TLS13_AES_128_GCM_SHA256.suite());
         // A client without it still gets served, with its best other suite.
         let only_256 = vec![TLS13_AES_256_GCM_SHA384];
-        assert_eq!(handshake(client(only_256)).suite(), TLS13_AES_256_GCM_SHA384.suite());
+        assert_eq!(handshake(only_256).suite(), TLS13_AES_256_GCM_SHA384.suite());
         let no_aes_128 = vec![TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256];
-        assert_eq!(handshake(client(no_aes_128)).suite(), TLS13_CHACHA20_POLY1305_SHA256.suite());
+        assert_eq!(handshake(no_aes_128).suite(), TLS13_CHACHA20_POLY1305_SHA256.suite());
     }
 }
