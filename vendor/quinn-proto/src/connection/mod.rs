@@ -73,7 +73,9 @@ mod spaces;
 pub use spaces::Retransmits;
 #[cfg(not(fuzzing))]
 use spaces::Retransmits;
-use spaces::{PacketNumberFilter, PacketSpace, SendableFrames, SentPacket, ThinRetransmits};
+use spaces::{
+    PacketNumberFilter, PacketSpace, PacketSpaces, SendableFrames, SentPacket, ThinRetransmits,
+};
 
 mod stats;
 pub use stats::{ConnectionStats, FrameStats, PathStats, UdpStats};
@@ -150,7 +152,9 @@ pub struct Connection {
     path_counter: u64,
     /// Whether MTU detection is supported in this environment
     allow_mtud: bool,
-    prev_path: Option<(ConnectionId, PathData)>,
+    /// Boxed (patched for Confab): set only while a migration is validated, so an idle
+    /// connection does not carry a second path's room.
+    prev_path: Option<Box<(ConnectionId, PathData)>>,
     state: State,
     side: ConnectionSide,
     /// Whether or not 0-RTT was enabled during the handshake. Does not imply acceptance.
@@ -176,7 +180,7 @@ pub struct Connection {
     /// Outgoing spin bit state
     spin: bool,
     /// Packet number spaces: initial, handshake, 1-RTT
-    spaces: [PacketSpace; 3],
+    spaces: PacketSpaces,
     /// Highest usable packet number space
     highest_space: SpaceId,
     /// 1-RTT keys used prior to a key update
@@ -315,7 +319,7 @@ impl Connection {
             endpoint_events: VecDeque::new(),
             spin_enabled: config.allow_spin && rng.random_ratio(7, 8),
             spin: false,
-            spaces: [initial_space, PacketSpace::new(now), PacketSpace::new(now)],
+            spaces: PacketSpaces::new(initial_space, now),
             highest_space: SpaceId::Initial,
             prev_crypto: None,
             next_crypto: None,
@@ -484,6 +488,11 @@ impl Connection {
 
         // If we need to send a probe, make sure we have something to send.
         for space in SpaceId::iter() {
+            // Patched for Confab: a space without probes to send is only read, so that a freed
+            // space is not made anew (`maybe_queue_probe` returns at once then).
+            if self.spaces[space].loss_probes == 0 {
+                continue;
+            }
             let request_immediate_ack =
                 space == SpaceId::Data && self.peer_supports_ack_frequency();
             self.spaces[space].maybe_queue_probe(request_immediate_ack, &self.streams);
@@ -1019,7 +1028,7 @@ impl Connection {
 
     /// Send PATH_CHALLENGE for a previous path if necessary
     fn send_path_challenge(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        let (prev_cid, prev_path) = self.prev_path.as_mut()?;
+        let (prev_cid, prev_path) = self.prev_path.as_deref_mut()?;
         if !prev_path.challenge_pending {
             return None;
         }
@@ -1223,7 +1232,7 @@ impl Connection {
                 }
                 Timer::PathValidation => {
                     debug!("path validation failed");
-                    if let Some((_, prev)) = self.prev_path.take() {
+                    if let Some((_, prev)) = self.prev_path.take().map(|b| *b) {
                         self.path = prev;
                     }
                     self.path.challenge = None;
@@ -2231,6 +2240,8 @@ impl Connection {
         for packet in sent_packets.into_values() {
             self.remove_in_flight(&packet);
         }
+        // Patched for Confab: the space itself is freed too.
+        self.spaces.free(space_id);
         self.set_loss_detection_timer(now)
     }
 
@@ -2516,10 +2527,13 @@ impl Connection {
                     self.on_packet_acked(now, info);
                 };
 
+                // Patched for Confab: read before the discard, which frees the space. Packet
+                // numbers go on after a Retry (RFC 9000 §17.2.5.3).
+                let next_packet_number = self.spaces[SpaceId::Initial].next_packet_number;
                 self.discard_space(now, SpaceId::Initial); // Make sure we clean up after any retransmitted Initials
                 self.spaces[SpaceId::Initial] = PacketSpace {
                     crypto: Some(self.crypto.initial_keys(&rem_cid, self.side.side())),
-                    next_packet_number: self.spaces[SpaceId::Initial].next_packet_number,
+                    next_packet_number,
                     crypto_offset: client_hello.len() as u64,
                     ..PacketSpace::new(now)
                 };
@@ -2842,7 +2856,7 @@ impl Connection {
                         self.timers.stop(Timer::PathValidation);
                         self.path.challenge = None;
                         self.path.validated = true;
-                        if let Some((_, ref mut prev_path)) = self.prev_path {
+                        if let Some((_, prev_path)) = self.prev_path.as_deref_mut() {
                             prev_path.challenge = None;
                             prev_path.challenge_pending = false;
                         }
@@ -3100,7 +3114,7 @@ impl Connection {
             prev.challenge_pending = true;
             // We haven't updated the remote CID yet, this captures the remote CID we were using on
             // the previous path.
-            self.prev_path = Some((self.rem_cids.active(), prev));
+            self.prev_path = Some(Box::new((self.rem_cids.active(), prev)));
         }
 
         self.timers.set(
@@ -3663,6 +3677,18 @@ impl Connection {
         Some(packet.payload.to_vec())
     }
 
+    /// The packet number the next Initial packet gets (patched for Confab)
+    #[cfg(test)]
+    pub(crate) fn initial_next_packet_number(&self) -> u64 {
+        self.spaces[SpaceId::Initial].next_packet_number
+    }
+
+    /// Whether the Initial and Handshake spaces were both freed (patched for Confab)
+    #[cfg(test)]
+    pub(crate) fn early_spaces_freed(&self) -> bool {
+        self.spaces.is_freed(SpaceId::Initial) && self.spaces.is_freed(SpaceId::Handshake)
+    }
+
     /// The number of bytes of packets containing retransmittable frames that have not been
     /// acknowledged or declared lost.
     #[cfg(test)]
@@ -3736,7 +3762,7 @@ impl Connection {
             || self.path.challenge_pending
             || self
                 .prev_path
-                .as_ref()
+                .as_deref()
                 .is_some_and(|(_, x)| x.challenge_pending)
             || !self.path_responses.is_empty()
             || self.datagrams.outgoing.can_send_1rtt(max_size)
@@ -3747,7 +3773,7 @@ impl Connection {
         // Visit known paths from newest to oldest to find the one `packet` was sent on
         for path in [&mut self.path]
             .into_iter()
-            .chain(self.prev_path.as_mut().map(|(_, data)| data))
+            .chain(self.prev_path.as_deref_mut().map(|(_, data)| data))
         {
             if path.remove_in_flight(packet) {
                 return;
@@ -3808,7 +3834,7 @@ impl Connection {
         let ConnectionSide::Server { server_config } = &self.side else {
             return;
         };
-        let new_tokens = &mut self.spaces[SpaceId::Data as usize].pending.new_tokens;
+        let new_tokens = &mut self.spaces[SpaceId::Data].pending.new_tokens;
         new_tokens.clear();
         for _ in 0..server_config.validation_token.sent {
             new_tokens.push(self.path.remote);

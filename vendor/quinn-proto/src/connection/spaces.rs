@@ -272,16 +272,73 @@ impl PacketSpace {
     }
 }
 
-impl Index<SpaceId> for [PacketSpace; 3] {
-    type Output = PacketSpace;
-    fn index(&self, space: SpaceId) -> &PacketSpace {
-        &self.as_ref()[space as usize]
+/// The three packet number spaces of a connection.
+///
+/// Patched for Confab (vendor/quinn-proto/VENDORED.md): the Initial and
+/// Handshake spaces live on the heap and are freed once discarded
+/// ([`PacketSpaces::free`]), so that an established connection does not
+/// carry two dead spaces. Reading a freed space sees an empty space (no
+/// keys, nothing sent, nothing to acknowledge); writing to one makes a new
+/// empty space, as every path that writes to a space is gated on its keys
+/// and a freed space has none.
+pub(super) struct PacketSpaces {
+    early: [Option<Box<PacketSpace>>; 2],
+    data: PacketSpace,
+}
+
+impl PacketSpaces {
+    pub(super) fn new(initial: PacketSpace, now: Instant) -> Self {
+        Self {
+            early: [
+                Some(Box::new(initial)),
+                Some(Box::new(PacketSpace::new(now))),
+            ],
+            data: PacketSpace::new(now),
+        }
+    }
+
+    /// Frees a discarded Initial or Handshake space.
+    pub(super) fn free(&mut self, space: SpaceId) {
+        debug_assert!(space != SpaceId::Data);
+        if let Some(slot) = self.early.get_mut(space as usize) {
+            *slot = None;
+        }
+    }
+
+    /// Whether `space` was freed (tests).
+    #[cfg(test)]
+    pub(super) fn is_freed(&self, space: SpaceId) -> bool {
+        space != SpaceId::Data && self.early[space as usize].is_none()
     }
 }
 
-impl IndexMut<SpaceId> for [PacketSpace; 3] {
+/// What a freed space reads as.
+fn freed_space() -> &'static PacketSpace {
+    static FREED: std::sync::OnceLock<PacketSpace> = std::sync::OnceLock::new();
+    FREED.get_or_init(|| PacketSpace::new(Instant::now()))
+}
+
+impl Index<SpaceId> for PacketSpaces {
+    type Output = PacketSpace;
+    fn index(&self, space: SpaceId) -> &PacketSpace {
+        match space {
+            SpaceId::Data => &self.data,
+            early => self.early[early as usize]
+                .as_deref()
+                .unwrap_or_else(|| freed_space()),
+        }
+    }
+}
+
+impl IndexMut<SpaceId> for PacketSpaces {
     fn index_mut(&mut self, space: SpaceId) -> &mut PacketSpace {
-        &mut self.as_mut()[space as usize]
+        match space {
+            SpaceId::Data => &mut self.data,
+            early => self.early[early as usize].get_or_insert_with(|| {
+                trace!("a freed {:?} space is written to: made anew", early);
+                Box::new(PacketSpace::new(Instant::now()))
+            }),
+        }
     }
 }
 

@@ -220,6 +220,62 @@ fn lifecycle() {
     assert_eq!(pair.server.known_cids(), 0);
 }
 
+/// Patched for Confab: once the handshake is over, the Initial and Handshake packet spaces are
+/// freed, and nothing an established connection does (streams, acknowledgements, probes after a
+/// loss, key updates) makes them anew.
+#[test]
+fn discarded_packet_spaces_are_freed() {
+    let _guard = subscribe();
+    let mut pair = Pair::default();
+    let (client_ch, server_ch) = pair.connect();
+    assert!(pair.client_conn_mut(client_ch).early_spaces_freed());
+    assert!(pair.server_conn_mut(server_ch).early_spaces_freed());
+
+    let s = pair.client_streams(client_ch).open(Dir::Bi).unwrap();
+    pair.client_send(client_ch, s).write(b"hello").unwrap();
+    pair.drive();
+    assert_matches!(pair.server_streams(server_ch).accept(Dir::Bi), Some(stream) if stream == s);
+    pair.server_send(server_ch, s).write(b"world").unwrap();
+    pair.server_send(server_ch, s).finish().unwrap();
+    pair.drive();
+
+    // A lost flight: the server's data is dropped, so its probe timer fires.
+    pair.client_send(client_ch, s).write(b"again").unwrap();
+    pair.drive_client();
+    pair.server.inbound.clear();
+    pair.drive();
+
+    pair.client_conn_mut(client_ch).force_key_update();
+    pair.client_conn_mut(client_ch).ping();
+    pair.drive();
+    pair.server_conn_mut(server_ch).ping();
+    pair.drive();
+
+    assert!(pair.client_conn_mut(client_ch).early_spaces_freed());
+    assert!(pair.server_conn_mut(server_ch).early_spaces_freed());
+}
+
+/// Patched for Confab: a Retry discards (and so frees) the client's Initial space, and the new
+/// one goes on with the packet numbers of the old (RFC 9000 §17.2.5.3).
+#[test]
+fn packet_numbers_go_on_after_a_retry() {
+    let _guard = subscribe();
+    let mut pair = Pair::default();
+    pair.server.handle_incoming = Box::new(validate_incoming);
+    let client_ch = pair.begin_connect(client_config());
+    pair.drive_client();
+    let sent = pair.client_conn_mut(client_ch).initial_next_packet_number();
+    assert!(sent >= 1);
+    pair.drive_server(); // answers with a Retry
+    pair.drive_client(); // takes it and sends its Initial again
+    assert!(pair.client_conn_mut(client_ch).initial_next_packet_number() > sent);
+    pair.drive();
+    assert!(
+        std::iter::from_fn(|| pair.client_conn_mut(client_ch).poll())
+            .any(|event| matches!(event, Event::Connected))
+    );
+}
+
 #[test]
 fn draft_version_compat() {
     let _guard = subscribe();
