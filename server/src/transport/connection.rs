@@ -23,10 +23,11 @@ use confab_protocol::session::{Phase, ServerEvent, ServerSession, StreamOutcome}
 use confab_protocol::{ErrorCode, Now};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Ingress;
+use super::quic::Streams;
 use crate::api::{self, ApiError, SessionCtx};
 use crate::hub::{Kill, Registration};
 use crate::link::{Input, Link, Transport};
@@ -47,18 +48,6 @@ pub struct StreamRequest {
     pub bytes: Option<Vec<u8>>,
     /// Where the answer frame goes.
     pub answer: oneshot::Sender<Bytes>,
-}
-
-/// A QUIC session's request streams, as its connection task sees them.
-pub struct Streams {
-    /// Set once the Welcome is out: whether `request-streams` was
-    /// negotiated (nothing is read from a request stream before).
-    pub accepting: watch::Sender<Option<bool>>,
-    /// Requests read from streams, in arrival order. Boxed: the channel
-    /// allocates its first block of 32 slots when it is made, so every
-    /// QUIC session holds it, request streams or not; 32 pointers are a
-    /// quarter of 32 requests (issue 16, idle QUIC memory).
-    pub incoming: mpsc::Receiver<Box<StreamRequest>>,
 }
 
 /// Serves one session until it ends. Returns the code it ended with
@@ -109,8 +98,8 @@ pub async fn serve<L: Link>(
                 }
                 ServerEvent::Handshaken { version, client_name, .. } => {
                     tracing::debug!(%peer, version, client = %client_name, "handshake");
-                    if let Some(s) = &c.streams {
-                        s.accepting.send_replace(Some(c.session.request_streams()));
+                    if let Some(s) = &mut c.streams {
+                        s.welcome(c.session.request_streams());
                     }
                 }
                 ServerEvent::Closed { code } => close_code = code,
@@ -243,7 +232,7 @@ async fn next_events(registration: Option<&Registration>, out: &mut BytesMut) {
 
 async fn next_stream(streams: Option<&mut Streams>) -> Option<Box<StreamRequest>> {
     match streams {
-        Some(s) => s.incoming.recv().await,
+        Some(s) => s.next().await,
         None => std::future::pending().await,
     }
 }

@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use confab_protocol::{ErrorCode, framing};
-use tokio::sync::{mpsc, oneshot, watch};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Ingress;
-use super::connection::{self, StreamRequest, Streams};
+use super::connection::{self, StreamRequest};
 use super::tcp::refuse_per_address;
 use crate::link::{QuicLink, Transport};
 
@@ -71,24 +74,14 @@ pub async fn serve(ingress: Arc<Ingress>, endpoint: quinn::Endpoint, shutdown: C
                 Ok(Ok(s)) => s,
                 _ => return conn.close(quinn::VarInt::from_u32(ErrorCode::HANDSHAKE_TIMEOUT.0), b"no session stream"),
             };
-            let (accepting, welcome) = watch::channel(None);
-            let (requests, incoming) = mpsc::channel(MAX_BIDI_STREAMS as usize);
             let limits = StreamLimits { max_bytes: max_stream_bytes(&ingress), deadline };
-            let streams = ingress.tracker.spawn(request_streams(conn.clone(), welcome, requests, limits));
+            let streams = Streams::new(conn.clone(), limits);
             let link = QuicLink::new(recv, send, conn.clone());
-            let streams_in = Streams { accepting, incoming };
             // Boxed, so that this task's own future is no larger than the
             // handshake's while the session lives.
-            let code = Box::pin(connection::serve(
-                Arc::clone(&ingress),
-                link,
-                peer,
-                Transport::Quic,
-                Some(streams_in),
-                shutdown,
-            ))
-            .await;
-            streams.abort();
+            let code =
+                Box::pin(connection::serve(Arc::clone(&ingress), link, peer, Transport::Quic, Some(streams), shutdown))
+                    .await;
             let reason = code.name().unwrap_or("closed");
             // Give the final frames a moment to be acknowledged, then close.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,51 +149,108 @@ fn stream_refused() -> quinn::VarInt {
     quinn::VarInt::from_u32(ErrorCode::PROTOCOL_VIOLATION.0)
 }
 
-/// Accepts the connection's further bidirectional streams. Nothing is read
-/// from one before the session's Welcome (`welcome` turns `Some`); when
-/// the handshake did not negotiate `request-streams`, every one is
-/// rejected with STOP_SENDING and RESET_STREAM (code 109). Otherwise each
-/// is read to its FIN (within the handshake deadline, else it is reset
-/// with 109) and handed to the session, whose answer is written back.
-async fn request_streams(
+/// A QUIC session's request streams (spec §2.1), as its connection task
+/// sees them: the task polls [`Streams::next`] with the rest of its work.
+/// Nothing is accepted before the session's Welcome
+/// ([`Streams::welcome`]); when the handshake did not negotiate
+/// `request-streams`, every stream is then rejected with STOP_SENDING and
+/// RESET_STREAM (code 109). Otherwise each is read to its FIN (within the
+/// handshake deadline, else it is reset with 109) and handed to the
+/// session, whose answer is written back by a task of its own.
+///
+/// No task or channel of its own: a session that opens no request stream
+/// (most) holds only the connection handle and the limits here. A task
+/// with a channel and a watch cost every idle QUIC session about 1 KiB
+/// (issue 16).
+pub struct Streams {
     conn: quinn::Connection,
-    mut welcome: watch::Receiver<Option<bool>>,
-    requests: mpsc::Sender<Box<StreamRequest>>,
     limits: StreamLimits,
-) {
-    let allowed = match welcome.wait_for(Option::is_some).await {
-        Ok(v) => v.unwrap_or(false),
-        Err(_) => return,
-    };
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        if !allowed {
-            let _ = recv.stop(stream_refused());
-            let _ = send.reset(stream_refused());
-            continue;
-        }
-        let requests = requests.clone();
-        tokio::spawn(async move {
-            let bytes = match tokio::time::timeout(limits.deadline, recv.read_to_end(limits.max_bytes)).await {
-                Ok(Ok(b)) => Some(b),
-                Ok(Err(quinn::ReadToEndError::TooLong)) => None,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "request stream read failed"),
-                Err(_) => {
-                    let _ = recv.stop(stream_refused());
-                    let _ = send.reset(stream_refused());
-                    return tracing::debug!("request stream not complete within the deadline");
+    /// `None` until the Welcome is out, then whether `request-streams` was
+    /// negotiated.
+    allowed: Option<bool>,
+    /// Set once the connection is gone: nothing more to accept.
+    closed: bool,
+    /// Streams being read, made on the first.
+    reading: Option<FuturesUnordered<BoxFuture<'static, Option<Box<StreamRequest>>>>>,
+}
+
+impl Streams {
+    fn new(conn: quinn::Connection, limits: StreamLimits) -> Streams {
+        Streams { conn, limits, allowed: None, closed: false, reading: None }
+    }
+
+    /// The Welcome is out: streams are accepted from now on (and read when
+    /// `allowed`).
+    pub fn welcome(&mut self, allowed: bool) {
+        self.allowed = Some(allowed);
+    }
+
+    /// The next request read from a stream. Cancel-safe: what a call took
+    /// (an accepted stream, a finished read) is dealt with before it
+    /// returns or waits again.
+    pub async fn next(&mut self) -> Option<Box<StreamRequest>> {
+        let Some(allowed) = self.allowed else { return std::future::pending().await };
+        loop {
+            let reading = async {
+                match self.reading.as_mut() {
+                    Some(r) if !r.is_empty() => r.next().await,
+                    _ => std::future::pending().await,
                 }
             };
-            let (answer, answered) = oneshot::channel::<Bytes>();
-            if requests.send(Box::new(StreamRequest { bytes, answer })).await.is_err() {
-                return;
+            tokio::select! {
+                accepted = self.conn.accept_bi(), if !self.closed => match accepted {
+                    Ok((mut send, mut recv)) if !allowed => {
+                        let _ = recv.stop(stream_refused());
+                        let _ = send.reset(stream_refused());
+                    }
+                    Ok((send, recv)) => self
+                        .reading
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(Box::pin(read_request(send, recv, self.limits))),
+                    // The connection is gone; the session stream sees it too.
+                    Err(_) => self.closed = true,
+                },
+                Some(read) = reading => {
+                    if let Some(request) = read {
+                        return Some(request);
+                    }
+                }
             }
-            // No answer: the session ended first.
-            let Ok(frame) = answered.await else { return };
-            if send.write_all(&frame).await.is_ok() {
-                let _ = send.finish();
-            }
-        });
+        }
     }
+}
+
+/// Reads one request stream to its FIN; the request with where its answer
+/// goes, or `None` when the stream failed or missed the deadline (then it
+/// is reset). The answer is written by a task of its own.
+async fn read_request(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    limits: StreamLimits,
+) -> Option<Box<StreamRequest>> {
+    let bytes = match tokio::time::timeout(limits.deadline, recv.read_to_end(limits.max_bytes)).await {
+        Ok(Ok(b)) => Some(b),
+        Ok(Err(quinn::ReadToEndError::TooLong)) => None,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "request stream read failed");
+            return None;
+        }
+        Err(_) => {
+            let _ = recv.stop(stream_refused());
+            let _ = send.reset(stream_refused());
+            tracing::debug!("request stream not complete within the deadline");
+            return None;
+        }
+    };
+    let (answer, answered) = oneshot::channel::<Bytes>();
+    tokio::spawn(async move {
+        // No answer: the session ended first.
+        let Ok(frame) = answered.await else { return };
+        if send.write_all(&frame).await.is_ok() {
+            let _ = send.finish();
+        }
+    });
+    Some(Box::new(StreamRequest { bytes, answer }))
 }
 
 /// The UDP receive buffer asked for (the kernel caps it at
