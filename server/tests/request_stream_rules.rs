@@ -5,7 +5,9 @@
 //! - a request on a request stream takes from the session's request rate
 //!   and counts as a sign of life for the heartbeat rule (§4.6);
 //! - without `request-streams` negotiated, every further stream is stopped
-//!   and reset with 109 and nothing is served on it.
+//!   and reset with 109 and nothing is served on it;
+//! - streams are read side by side: one whose frame is still coming holds
+//!   up no other, and many at once are each answered on their own stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -131,6 +133,38 @@ async fn without_the_capability_every_request_stream_is_refused_with_109() {
         other => panic!("expected a reset with 109, got {other:?}"),
     }
     // The session itself goes on.
+    alice.send(3, ping(5)).await;
+    assert!(matches!(alice.recv().await.body, Some(Reply::Pong(p)) if p.nonce == 5));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_streams_are_read_side_by_side() {
+    let server = TestServer::start().await;
+    let mut alice = session(&server, "alice", &["request-streams"]).await;
+    // A stream whose frame is half written...
+    let slow_frame = frame(40, ping(40));
+    let (head, tail) = slow_frame.split_at(3);
+    let mut slow = alice.open_request_stream().await;
+    slow.send_bytes(head).await;
+    // ...holds up none of the streams opened after it.
+    let mut streams = Vec::new();
+    for nonce in 0..12u64 {
+        let mut s = alice.open_request_stream().await;
+        s.send_bytes(&frame(100 + nonce, ping(nonce))).await;
+        s.finish().await.unwrap();
+        streams.push((nonce, s));
+    }
+    for (nonce, mut s) in streams {
+        let answer = tokio::time::timeout(Duration::from_secs(5), s.recv()).await.expect("a stream went unanswered");
+        assert_eq!(answer.request_id, 100 + nonce);
+        assert!(matches!(answer.body, Some(Reply::Pong(p)) if p.nonce == nonce), "{answer:?}");
+    }
+    slow.send_bytes(tail).await;
+    slow.finish().await.unwrap();
+    let answer = slow.recv().await;
+    assert!(matches!(answer.body, Some(Reply::Pong(p)) if p.nonce == 40), "{answer:?}");
+    // And the session stream is served all along.
     alice.send(3, ping(5)).await;
     assert!(matches!(alice.recv().await.body, Some(Reply::Pong(p)) if p.nonce == 5));
     server.stop().await;

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Ingress;
-use super::quic::Streams;
+use super::streams::{StreamRequest, Streams};
 use crate::api::{self, ApiError, SessionCtx};
 use crate::hub::{Kill, Registration};
 use crate::link::{Input, Link, Transport};
@@ -40,15 +40,6 @@ const MAX_WRITE_BATCH: usize = 256 * 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the final frames of a closed session (its fatal Error) may take.
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One QUIC request stream's bytes (read to its FIN; `None` when longer
-/// than a frame can be) and where its one answer goes.
-pub struct StreamRequest {
-    /// What the stream carried.
-    pub bytes: Option<Vec<u8>>,
-    /// Where the answer frame goes.
-    pub answer: oneshot::Sender<Bytes>,
-}
 
 /// Serves one session until it ends. Returns the code it ended with
 /// (`ErrorCode(0)` when the peer simply went away). `streams` carries a

@@ -3,12 +3,14 @@
 //! ## Layout
 //! - `tcp`: the TCP+TLS accept loop (a connection permit before each
 //!   accept, then the per-address check).
-//! - `quic`: the QUIC accept loop, its Retry policy, and request streams.
+//! - `quic`: the QUIC accept loop and its Retry policy.
+//! - `streams`: a QUIC session's request streams, read by its session's task.
 //! - `tls_stream`: server-side TLS on rustls' unbuffered API.
 //! - `connection`: the task that owns one session, whatever its transport.
 
 pub mod connection;
 pub mod quic;
+pub mod streams;
 pub mod tcp;
 pub mod tls_stream;
 
