@@ -592,6 +592,9 @@ pub struct ClusterStats {
     pub live_received: AtomicU64,
     /// Effect batches queued to this node's writers and not yet applied.
     pub effects_inflight: AtomicU64,
+    /// Effects consumers made anew because they read nothing while their
+    /// subject held more (their NATS server died, say).
+    pub effects_stalls: AtomicU64,
     /// Effect batches not yet read, by (source, target) partition: how far
     /// this node's partitions are behind the others' effects.
     pub effects_pending: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
@@ -603,7 +606,7 @@ impl ClusterStats {
         if !self.enabled.load(Relaxed) {
             return;
         }
-        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
             ("confab_cluster_partitions_owned", "gauge", "Partitions this node owns.", &self.partitions_owned),
             ("confab_cluster_takeovers_total", "counter", "Partitions taken over.", &self.takeovers),
             ("confab_cluster_released_total", "counter", "Partitions given back.", &self.released),
@@ -613,6 +616,12 @@ impl ClusterStats {
             ("confab_cluster_forwarded_total", "counter", "Store operations forwarded to owners.", &self.forwarded),
             ("confab_cluster_effects_applied_total", "counter", "Effect batches applied.", &self.effects_applied),
             ("confab_cluster_replayed_total", "counter", "Log records replayed.", &self.replayed),
+            (
+                "confab_cluster_effects_stalls_total",
+                "counter",
+                "Effects consumers remade: they read nothing while effects waited.",
+                &self.effects_stalls,
+            ),
             (
                 "confab_cluster_live_published_total",
                 "counter",

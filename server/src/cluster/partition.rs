@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures_util::StreamExt;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -124,6 +125,21 @@ impl OwnedPartition {
 /// Effect batches queued to the writer ahead of the last one confirmed.
 const EFFECTS_WINDOW: usize = 256;
 
+/// The longest pull request an effects consumer makes. async-nats asks
+/// for idle heartbeats at half of it and recreates its ordered consumer
+/// after two are missed, so this bounds how long a consumer that died
+/// with its NATS server goes unnoticed (at the library's default of 30 s,
+/// a minute). An idle consumer makes one pull request per this interval.
+const EFFECTS_PULL_EXPIRES: Duration = Duration::from_secs(4);
+
+/// How long a consumer may receive nothing while its subject holds
+/// effects past the last one it read before it is checked again, and
+/// after that check, before it is given up and made anew from what is
+/// applied. Two checks a `EFFECTS_RECHECK` apart must both see it behind,
+/// so a batch published just before a check does not count as a stall.
+const EFFECTS_STALL: Duration = Duration::from_secs(5);
+const EFFECTS_RECHECK: Duration = Duration::from_secs(1);
+
 /// A consumer's batches queued to the writer, counted in
 /// `effects_inflight` while they are (also when the consumer ends).
 struct Inflight<'a> {
@@ -187,9 +203,11 @@ async fn consume_once(
 ) -> Result<(), String> {
     let applied = ctx.db.effects_applied(target, source).map_err(|e| e.to_string())?;
     let stream = ctx.nats.js.get_stream(stream_name(source)).await.map_err(|e| e.to_string())?;
+    let subject = effects_subject(source, target);
     let config = pull::OrderedConfig {
-        filter_subject: effects_subject(source, target),
+        filter_subject: subject.clone(),
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: applied + 1 },
+        max_expires: EFFECTS_PULL_EXPIRES,
         ..Default::default()
     };
     let consumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
@@ -201,7 +219,12 @@ async fn consume_once(
     // applied, and any failure restarts the consumer from what is.
     let mut inflight = Inflight { ops: VecDeque::new(), stats: &ctx.stats };
     let mut previous = applied;
+    // The watchdog: when the consumer last read a batch (or was made), and
+    // the last position a check saw waiting past `previous`.
+    let mut heard = tokio::time::Instant::now();
+    let mut behind: Option<u64> = None;
     loop {
+        let check_at = heard + if behind.is_some() { EFFECTS_RECHECK } else { EFFECTS_STALL };
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             m = messages.next(), if inflight.ops.len() < EFFECTS_WINDOW => {
@@ -212,6 +235,14 @@ async fn consume_once(
                 };
                 let info = msg.info().map_err(|e| e.to_string())?;
                 let (position, pending) = (info.stream_sequence, info.pending);
+                if position <= previous {
+                    // async-nats remade its consumer before this one had
+                    // read anything, from the stream's start: make it anew
+                    // from what is applied instead of reading it all again.
+                    return Err(format!("the consumer went back to {position}, after {previous}"));
+                }
+                heard = tokio::time::Instant::now();
+                behind = None;
                 ctx.stats
                     .effects_pending
                     .lock()
@@ -228,6 +259,11 @@ async fn consume_once(
                     None => std::future::pending().await,
                 }
             } => {
+                if inflight.ops.len() == EFFECTS_WINDOW {
+                    // The window was full, so nothing could be read: the
+                    // watchdog's wait starts now.
+                    heard = tokio::time::Instant::now();
+                }
                 inflight.pop();
                 match done {
                     Ok(true) => {
@@ -238,6 +274,33 @@ async fn consume_once(
                     // start again from what is applied.
                     Err(e) => return Err(format!("applying effects: {e}")),
                 }
+            }
+            _ = tokio::time::sleep_until(check_at), if inflight.ops.len() < EFFECTS_WINDOW => {
+                // Nothing read for a while with room to read: is anything
+                // waiting? A consumer whose NATS server died reads nothing
+                // more, and the library may take long to notice.
+                let last = match stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(m) => m.sequence,
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+                    Err(e) => {
+                        // NATS itself is in trouble (a leader election?):
+                        // the consumer may well be fine; check again later.
+                        tracing::debug!(source, target, error = %e, "effects watchdog could not read the stream");
+                        heard = tokio::time::Instant::now();
+                        behind = None;
+                        continue;
+                    }
+                };
+                heard = tokio::time::Instant::now();
+                behind = match behind {
+                    Some(_) if last > previous => {
+                        ctx.stats.effects_stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(source, target, previous, last, "effects consumer stalled; making it anew");
+                        return Err(format!("the consumer read nothing while effects up to {last} wait after {previous}"));
+                    }
+                    _ if last > previous => Some(last),
+                    _ => None,
+                };
             }
         }
     }
