@@ -682,6 +682,7 @@ impl Database {
             journal: active_journal,
             journal_manager: Arc::new(RwLock::new(journal_manager)),
             backpressure_lock: Mutex::default(),
+            retired_memtables: Mutex::default(),
             seqno,
         });
 
@@ -958,6 +959,7 @@ impl Database {
             journal,
             journal_manager: Arc::new(RwLock::new(JournalManager::new())),
             backpressure_lock: Mutex::default(),
+            retired_memtables: Mutex::default(),
             seqno,
         });
 

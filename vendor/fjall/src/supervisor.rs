@@ -2,7 +2,7 @@
 // This source code is licensed under both the Apache 2.0 and MIT License
 // (found in the LICENSE-* files in the repository)
 
-use lsm_tree::SequenceNumberCounter;
+use lsm_tree::{Memtable, SequenceNumberCounter};
 
 use crate::{
     db::Keyspaces,
@@ -33,6 +33,15 @@ pub struct SupervisorInner {
     pub(crate) journal_manager: Arc<RwLock<JournalManager>>,
 
     pub(crate) backpressure_lock: Mutex<()>,
+
+    /// Sealed memtables, each kept alive here until this is its last
+    /// reference, so that the thread that drops it last is a worker
+    /// (`reap_retired_memtables`) and not whichever thread happened to run
+    /// the version GC: that GC drops old versions while holding the
+    /// keyspace's version lock, and freeing a memtable of a few MiB (its
+    /// skiplist, node by node) took 10-30 ms there, blocking every read
+    /// and write of the keyspace and, when a writer rotated, that writer.
+    pub(crate) retired_memtables: Mutex<Vec<Arc<Memtable>>>,
 }
 
 #[derive(Clone)]
@@ -49,6 +58,39 @@ impl std::ops::Deref for Supervisor {
 impl Supervisor {
     pub fn new(inner: SupervisorInner) -> Self {
         Self(Arc::new(inner))
+    }
+
+    /// Keeps a just-sealed memtable until only this holds it.
+    pub(crate) fn retire_memtable(&self, memtable: Arc<Memtable>) {
+        #[expect(clippy::expect_used)]
+        self.retired_memtables
+            .lock()
+            .expect("lock is poisoned")
+            .push(memtable);
+    }
+
+    /// Frees the retired memtables nothing else refers to any more, outside
+    /// every lock. Returns how many it freed.
+    pub(crate) fn reap_retired_memtables(&self) -> usize {
+        let dead: Vec<Arc<Memtable>> = {
+            #[expect(clippy::expect_used)]
+            let mut retired = self.retired_memtables.lock().expect("lock is poisoned");
+            if retired.is_empty() {
+                return 0;
+            }
+            // Only versions (and readers holding them) refer to a sealed
+            // memtable besides this list, and a version is never made
+            // again from one that no longer lists it: at a count of one
+            // nothing can take a new reference.
+            let (dead, alive) = retired
+                .drain(..)
+                .partition(|m| Arc::strong_count(m) == 1);
+            *retired = alive;
+            dead
+        };
+        let n = dead.len();
+        drop(dead);
+        n
     }
 
     pub fn build_seqno_map(

@@ -750,10 +750,14 @@ impl Keyspace {
         }
 
         // Rotate memtable
-        let Some(_) = self.tree.rotate_memtable() else {
+        let Some(sealed) = self.tree.rotate_memtable() else {
             log::debug!("Got no sealed memtable, someone beat us to it");
             return Ok(false);
         };
+        // Freed by a worker once flushed and out of every version, not
+        // by the version GC below (which runs under the version lock, on
+        // the thread rotating: often a writer).
+        self.supervisor.retire_memtable(sealed);
 
         drop(journal_writer);
 
