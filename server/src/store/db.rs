@@ -92,6 +92,41 @@ impl Ks {
 /// time").
 pub const UNFLUSHED_LIMIT: u64 = 8 << 20;
 
+/// Memtable bytes past which a writer, once it has answered a group,
+/// waits for the flushes to catch up before it takes the next: the hard
+/// bound behind [`UNFLUSHED_LIMIT`]. fjall's workers run at a lower
+/// priority than the writers ([`WORKER_NICE`]), so under a load that
+/// fills the CPU their flushes would fall behind without it, memtables
+/// piling up (hundreds of MiB in a minute of dm at full speed) and with
+/// them what a crash leaves to replay.
+pub const UNFLUSHED_HARD_LIMIT: u64 = 4 * UNFLUSHED_LIMIT;
+
+/// The longest a writer waits for flushes at a time: a flush that keeps
+/// failing (a full disk) must not stop the writes too (fjall's own
+/// limits still apply).
+const FLUSH_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The nice value of fjall's workers (flushes, compactions), above the
+/// writers' and the network's 0. A flush or compaction burst (100-200 ms
+/// of CPU every second or so under load) then takes the CPU the
+/// foreground leaves instead of half a shared core, which in the
+/// open-loop dm rows was most of the p99. [`UNFLUSHED_HARD_LIMIT`] keeps
+/// them from falling behind for good when the foreground takes all of it.
+pub(crate) const WORKER_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to [`WORKER_NICE`]: run by
+/// each of fjall's worker threads as it starts. Raising one's own nice
+/// value needs no privilege; where it fails, the thread runs as before.
+fn lower_worker_priority() {
+    // On Linux, a process id of 0 names the calling thread only (each
+    // thread has its own nice value), so the writers and the runtime's
+    // threads keep theirs. Elsewhere it would name the whole process.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, WORKER_NICE) {
+        tracing::debug!(error = %e, "could not lower a store worker's priority");
+    }
+}
+
 /// Size past which the active journal file is sealed and a new one started
 /// (fjall's default is 64 MB, over a second to read at start). fjall checks
 /// it when a memtable flush begins, so at half [`UNFLUSHED_LIMIT`] nearly
@@ -150,6 +185,7 @@ impl Handles {
             // A backstop for UNFLUSHED_LIMIT (the smallest fjall takes).
             .max_journaling_size(64 << 20)
             .journal_rotation_size(JOURNAL_FILE_SIZE)
+            .worker_thread_start(Arc::new(lower_worker_priority))
             .open()?;
         let mut keyspaces = Vec::with_capacity(Ks::ALL.len());
         for ks in Ks::ALL {
@@ -320,6 +356,10 @@ impl Db {
     /// each commit; cheap when under the limit.
     pub(crate) fn bound_unflushed(&self) {
         let Ok(handles) = self.handles() else { return };
+        Self::rotate_if_due(&handles);
+    }
+
+    fn rotate_if_due(handles: &Handles) {
         if handles.db.write_buffer_size() < UNFLUSHED_LIMIT || handles.db.outstanding_flushes() > 0 {
             return;
         }
@@ -330,6 +370,31 @@ impl Db {
                 tracing::warn!(error = %e, "sealing a memtable failed");
             }
         }
+    }
+
+    /// Waits (at most [`FLUSH_WAIT_MAX`]) while the memtables hold
+    /// [`UNFLUSHED_HARD_LIMIT`] bytes or more: the flushes have fallen
+    /// behind the writes. Called by writers between groups, after the
+    /// last one was answered. Returns whether it waited.
+    pub(crate) fn wait_for_flushes(&self) -> bool {
+        let Ok(handles) = self.handles() else { return false };
+        if handles.db.write_buffer_size() < UNFLUSHED_HARD_LIMIT {
+            return false;
+        }
+        let started = std::time::Instant::now();
+        while handles.db.write_buffer_size() >= UNFLUSHED_HARD_LIMIT {
+            if started.elapsed() >= FLUSH_WAIT_MAX {
+                tracing::warn!(
+                    unflushed = handles.db.write_buffer_size(),
+                    "memtable flushes are not keeping up; writing on"
+                );
+                break;
+            }
+            // A flush finishing may leave the rest due for sealing.
+            Self::rotate_if_due(&handles);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
     }
 
     /// Bytes held in memtables, not yet in tables: right after an open,

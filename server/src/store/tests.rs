@@ -269,3 +269,44 @@ async fn the_push_plan_sends_after_the_delay_unless_the_device_acked() {
     let (due, next) = f.store.push_due(10_000, 10, HashSet::new()).await.unwrap();
     assert!(due.is_empty() && next.is_none(), "the settled job is gone");
 }
+
+/// fjall's workers (flushes, compactions) run below the writers' priority,
+/// so that their bursts take the CPU the writers leave (`WORKER_NICE`).
+#[cfg(target_os = "linux")]
+#[test]
+fn store_workers_run_at_a_lower_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = Db::open(&dir.path().join("db"), Durability::Buffered).unwrap();
+    // (comm, nice) of every thread of this process; the workers set theirs
+    // as they start, so wait for them with a deadline.
+    let threads = || -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let (Ok(comm), Ok(stat)) =
+                (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("stat")))
+            else {
+                continue;
+            };
+            // Fields after the command name: nice is the 17th from the state.
+            let nice = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok());
+            if let Some(nice) = nice {
+                out.push((comm.trim().to_string(), nice));
+            }
+        }
+        out
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let all = threads();
+        let workers: Vec<i64> = all.iter().filter(|(c, _)| c == "fjall:worker").map(|(_, n)| *n).collect();
+        if !workers.is_empty() && workers.iter().all(|n| *n == i64::from(db::WORKER_NICE)) {
+            // This thread (a test's, like a writer's) keeps its own.
+            let me = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let mine: i64 = me.rsplit_once(')').unwrap().1.split_whitespace().nth(16).unwrap().parse().unwrap();
+            assert_eq!(mine, 0, "the caller's priority changed too: {all:?}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "fjall's workers never lowered their priority: {all:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

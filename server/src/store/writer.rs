@@ -351,6 +351,7 @@ fn run(
                 for done in completions {
                     done(Ok(()), deliver);
                 }
+                store.wait_for_flushes();
             }
             Err(e) => {
                 counters.clear();
@@ -439,6 +440,7 @@ fn run_logged(
                 store.bound_unflushed();
                 hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
                 completions.into_iter().for_each(|done| done(Ok(()), deliver));
+                store.wait_for_flushes();
             }
             Err(LogError::Fenced(why)) => {
                 tracing::warn!(partition = settings.scope.partition, %why, "fenced: another node owns the partition");

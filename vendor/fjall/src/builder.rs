@@ -213,4 +213,14 @@ impl<O: Openable> Builder<O> {
         self.inner.compaction_filter_factory_assigner = Some(f);
         self
     }
+
+    /// Runs `f` on each background worker thread (flushes, compactions) as
+    /// it starts: to lower the priority of that work below the writers',
+    /// for one, so that a flush takes the CPU left over instead of half of
+    /// it.
+    #[must_use]
+    pub fn worker_thread_start(mut self, f: crate::db_config::WorkerThreadStart) -> Self {
+        self.inner.worker_thread_start = Some(f);
+        self
+    }
 }

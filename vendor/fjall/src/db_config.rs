@@ -12,6 +12,9 @@ use std::{
 pub type CompactionFilterAssigner =
     Arc<dyn Fn(&str) -> Option<Arc<dyn lsm_tree::compaction::filter::Factory>> + Send + Sync>;
 
+/// Called by each background worker thread when it starts.
+pub type WorkerThreadStart = Arc<dyn Fn() + Send + Sync>;
+
 /// Global database configuration
 #[derive(Clone)]
 pub struct Config {
@@ -53,6 +56,9 @@ pub struct Config {
     // pub(crate) journal_recovery_mode: RecoveryMode,
     //
     pub(crate) compaction_filter_factory_assigner: Option<CompactionFilterAssigner>,
+
+    /// Run by each worker thread as it starts (to set its priority, say).
+    pub(crate) worker_thread_start: Option<WorkerThreadStart>,
 }
 
 const DEFAULT_CPU_CORES: usize = 4;
@@ -96,6 +102,8 @@ impl Config {
             cache: Arc::new(Cache::with_capacity_bytes(/* 32 MiB */ 32 * 1_024 * 1_024)),
 
             compaction_filter_factory_assigner: None,
+
+            worker_thread_start: None,
         }
     }
 }
