@@ -865,6 +865,13 @@ impl Keyspace {
         self.tree.level_table_count(0).unwrap_or_default()
     }
 
+    /// Number of runs in level 0: past 20 a write to this keyspace is
+    /// slowed (a busy loop), past 30 halted until compaction catches up.
+    #[must_use]
+    pub fn l0_run_count(&self) -> usize {
+        self.tree.l0_run_count()
+    }
+
     /// Number of tables (a.k.a. SST files) in the LSM-tree.
     #[doc(hidden)]
     #[must_use]
