@@ -175,12 +175,20 @@ async fn consume_effects(ctx: Arc<Context>, store: Arc<LocalStore>, source: u32,
 }
 
 async fn consume_until_stopped(ctx: &Context, store: &LocalStore, source: u32, target: u32, stop: &CancellationToken) {
-    let mut wait = Duration::from_millis(100);
+    const FIRST_WAIT: Duration = Duration::from_millis(100);
+    let mut wait = FIRST_WAIT;
+    let applied = || ctx.db.effects_applied(target, source).ok();
     loop {
         if stop.is_cancelled() {
             return;
         }
-        match consume_once(ctx, store, source, target, stop).await {
+        let before = applied();
+        let outcome = consume_once(ctx, store, source, target, stop).await;
+        if before.is_some() && applied() > before {
+            // It made progress: a new failure starts the backoff afresh.
+            wait = FIRST_WAIT;
+        }
+        match outcome {
             Ok(()) => return,
             Err(e) => {
                 tracing::debug!(source, target, error = %e, "effects consumer restarting");
@@ -279,13 +287,18 @@ async fn consume_once(
                 // Nothing read for a while with room to read: is anything
                 // waiting? A consumer whose NATS server died reads nothing
                 // more, and the library may take long to notice.
-                let last = match stream.get_last_raw_message_by_subject(&subject).await {
-                    Ok(m) => m.sequence,
-                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
-                    Err(e) => {
+                // Bounded: the loop answers `stop` and the writer only
+                // between its arms.
+                let lookup =
+                    tokio::time::timeout(2 * EFFECTS_RECHECK, stream.get_last_raw_message_by_subject(&subject)).await;
+                let last = match lookup {
+                    Ok(Ok(m)) => m.sequence,
+                    Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+                    failed => {
                         // NATS itself is in trouble (a leader election?):
                         // the consumer may well be fine; check again later.
-                        tracing::debug!(source, target, error = %e, "effects watchdog could not read the stream");
+                        let error = failed.map_or_else(|_| "no answer in time".to_string(), |r| format!("{:?}", r.err()));
+                        tracing::debug!(source, target, %error, "effects watchdog could not read the stream");
                         heard = tokio::time::Instant::now();
                         behind = None;
                         continue;

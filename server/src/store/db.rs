@@ -375,6 +375,12 @@ impl Db {
         if handles.db.write_buffer_size() < UNFLUSHED_LIMIT || handles.db.outstanding_flushes() > 0 {
             return;
         }
+        // A flush a worker has taken is no longer queued, but its bytes
+        // still count until it is done: sealing now would only make small
+        // memtables (and tables) while it runs.
+        if handles.keyspaces.iter().any(|ks| ks.sealed_memtable_count() > 0) {
+            return;
+        }
         for ks in &handles.keyspaces {
             // Sealing an empty memtable does nothing; a failure leaves the
             // data in the journal (fjall's own limits still apply).
@@ -399,6 +405,7 @@ impl Db {
             return false;
         }
         let started = std::time::Instant::now();
+        let mut asked = None::<std::time::Instant>;
         while behind(&handles) {
             if started.elapsed() >= FLUSH_WAIT_MAX {
                 tracing::warn!(
@@ -409,6 +416,15 @@ impl Db {
             }
             // A flush finishing may leave the rest due for sealing.
             Self::rotate_if_due(&handles);
+            // fjall asks for compactions only after flushes, and a flush
+            // may be far off while this writer waits: ask for the
+            // keyspaces at the limit now and then.
+            if asked.is_none_or(|at| at.elapsed() >= std::time::Duration::from_millis(10)) {
+                for ks in handles.keyspaces.iter().filter(|ks| ks.l0_run_count() >= L0_RUNS_WAIT) {
+                    ks.request_compaction();
+                }
+                asked = Some(std::time::Instant::now());
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         true

@@ -88,16 +88,16 @@ impl WorkerPool {
                     let on_start = supervisor.db_config.worker_thread_start.clone();
 
                     move || {
-                        if let Some(on_start) = on_start {
-                            on_start();
-                        }
-
                         // The counter must drop on *every* way out of this
                         // thread, not just the graceful one: `Database::drop`
                         // spins on it (`while counter > 0`), so a worker that
                         // returns an error or unwinds would keep the database
                         // closing forever.
                         let _counter_guard = ActiveThreadGuard(thread_counter);
+
+                        if let Some(on_start) = on_start {
+                            on_start();
+                        }
 
                         loop {
                             match worker_tick(&worker_state) {

@@ -872,6 +872,16 @@ impl Keyspace {
         self.tree.l0_run_count()
     }
 
+    /// Asks a worker to look for a compaction of this keyspace. A no-op
+    /// when the workers' queue is full (one will look soon). Compactions
+    /// are otherwise asked for only after a flush: one that found level 1
+    /// busy and did nothing is not asked for again until the next flush.
+    pub fn request_compaction(&self) {
+        self.worker_messager
+            .try_send(WorkerMessage::Compact(self.clone()))
+            .ok();
+    }
+
     /// Number of tables (a.k.a. SST files) in the LSM-tree.
     #[doc(hidden)]
     #[must_use]
