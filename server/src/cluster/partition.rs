@@ -132,12 +132,15 @@ const EFFECTS_WINDOW: usize = 256;
 /// a minute). An idle consumer makes one pull request per this interval.
 const EFFECTS_PULL_EXPIRES: Duration = Duration::from_secs(4);
 
-/// How long a consumer may receive nothing while its subject holds
-/// effects past the last one it read before it is checked again, and
-/// after that check, before it is given up and made anew from what is
-/// applied. Two checks a `EFFECTS_RECHECK` apart must both see it behind,
-/// so a batch published just before a check does not count as a stall.
+/// How long a consumer with room to read may receive nothing before the
+/// watchdog checks whether its subject holds effects past the last one
+/// it read.
 const EFFECTS_STALL: Duration = Duration::from_secs(5);
+
+/// After a check that found effects waiting, how long until the second
+/// check; if that one finds the consumer still behind and silent, it is
+/// made anew from what is applied. Two checks are needed so that a batch
+/// published just before a check does not count as a stall.
 const EFFECTS_RECHECK: Duration = Duration::from_secs(1);
 
 /// A consumer's batches queued to the writer, counted in
@@ -292,19 +295,22 @@ async fn consume_once(
                 let lookup =
                     tokio::time::timeout(2 * EFFECTS_RECHECK, stream.get_last_raw_message_by_subject(&subject)).await;
                 let last = match lookup {
-                    Ok(Ok(m)) => m.sequence,
-                    Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
-                    failed => {
+                    Ok(Ok(m)) => Ok(m.sequence),
+                    Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer in time".to_string()),
+                };
+                heard = tokio::time::Instant::now();
+                let last = match last {
+                    Ok(last) => last,
+                    Err(error) => {
                         // NATS itself is in trouble (a leader election?):
                         // the consumer may well be fine; check again later.
-                        let error = failed.map_or_else(|_| "no answer in time".to_string(), |r| format!("{:?}", r.err()));
                         tracing::debug!(source, target, %error, "effects watchdog could not read the stream");
-                        heard = tokio::time::Instant::now();
                         behind = None;
                         continue;
                     }
                 };
-                heard = tokio::time::Instant::now();
                 behind = match behind {
                     Some(_) if last > previous => {
                         ctx.stats.effects_stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -394,15 +394,15 @@ impl Db {
     /// [`UNFLUSHED_HARD_LIMIT`] bytes or more, or a keyspace has
     /// [`L0_RUNS_WAIT`] level-0 runs: flushes or compactions have fallen
     /// behind the writes. Called by writers between groups, after the
-    /// last one was answered. Returns whether it waited.
-    pub(crate) fn wait_for_flushes(&self) -> bool {
-        let Ok(handles) = self.handles() else { return false };
+    /// last one was answered.
+    pub(crate) fn wait_for_flushes(&self) {
+        let Ok(handles) = self.handles() else { return };
         let behind = |h: &Handles| {
             h.db.write_buffer_size() >= UNFLUSHED_HARD_LIMIT
                 || h.keyspaces.iter().any(|ks| ks.l0_run_count() >= L0_RUNS_WAIT)
         };
         if !behind(&handles) {
-            return false;
+            return;
         }
         let started = std::time::Instant::now();
         let mut asked = None::<std::time::Instant>;
@@ -427,7 +427,6 @@ impl Db {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        true
     }
 
     /// Bytes held in memtables, not yet in tables: right after an open,
