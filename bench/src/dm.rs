@@ -26,7 +26,7 @@ use crate::confab::ConfabLink;
 use crate::daemon::{Meter, Reading};
 use crate::load::{self, AckMode, Cast, Outcome, Role, Shape};
 use crate::pipe::{Pipe, Target, run_tag};
-use crate::report::{Row, hist_json};
+use crate::report::{Row, hist_json, lat};
 use crate::wire::{Connector, Transport};
 
 /// Sessions set up concurrently (signup hashes a password on the server).
@@ -112,6 +112,14 @@ pub fn load_row(
     if o.pushed_back > 0 {
         row.notes.push(format!("{} open-loop sends skipped: the socket was not draining", o.pushed_back));
     }
+    if !o.late_hist.is_empty() {
+        row.notes.push(format!(
+            "open-loop sends left the generator late against their schedule (counted in the latency): p50 {}, p99 {}, max {}",
+            lat(o.late_hist.value_at_quantile(0.5)),
+            lat(o.late_hist.value_at_quantile(0.99)),
+            lat(o.late_hist.max()),
+        ));
+    }
     // What the server side spent per message delivered, every one of its
     // processes counted.
     let cpu_per_msg_us = reading.srv_cpu_seconds.filter(|_| o.delivered > 0).map(|c| c * 1e6 / o.delivered as f64);
@@ -125,6 +133,7 @@ pub fn load_row(
         "errors": o.errors,
         "lost": o.lost,
         "pushed_back": o.pushed_back,
+        "send_lateness_us": hist_json(&o.late_hist),
         "seconds": seconds,
     });
     row.gen_cpu = reading.gen_cpu;

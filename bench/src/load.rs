@@ -13,15 +13,21 @@
 //!   (generator included) shows in the latency (no coordinated omission).
 //!   A sender whose unwritten bytes pile up past [`BACKLOG_LIMIT`] skips
 //!   its turns and counts them as pushed back (the socket is not draining).
+//!   Senders are woken at their due times by a [`Pacer`] thread, not by
+//!   tokio's timer (which rounds every deadline up to a whole
+//!   millisecond); how late each send still was is kept
+//!   ([`Outcome::late_hist`]), so a reader can tell the generator's share
+//!   of the latency from the system's.
 //!
 //! Latency is measured at the receiver: receive time minus the timestamp
 //! carried in the first 20 bytes of the body.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -131,6 +137,96 @@ pub trait Link: Send + 'static {
     fn reads(&self) -> u64;
 }
 
+/// Wakes open-loop senders at their due times, to within the kernel's
+/// timer slack (about 50 µs) rather than tokio's millisecond: one thread
+/// sleeps on a condition variable until the earliest due time and then
+/// notifies that sender. With tokio's timer alone every send was up to a
+/// millisecond late, which the latency (measured from the scheduled time)
+/// counted as the system's.
+pub struct Pacer {
+    state: Mutex<PacerState>,
+    changed: Condvar,
+    stop: AtomicBool,
+}
+
+struct PacerState {
+    /// (due, sender slot), earliest first.
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Each sender slot's wake-up.
+    wakes: Vec<Arc<Notify>>,
+}
+
+impl Pacer {
+    /// A pacer and its thread; the thread ends once [`Pacer::stop`] is
+    /// called.
+    pub fn start() -> anyhow::Result<Arc<Pacer>> {
+        let pacer = Arc::new(Pacer {
+            state: Mutex::new(PacerState { due: BinaryHeap::new(), wakes: Vec::new() }),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let p = Arc::clone(&pacer);
+        std::thread::Builder::new().name("bench-pacer".into()).spawn(move || p.serve()).context("pacer thread")?;
+        Ok(pacer)
+    }
+
+    /// A slot for one sender: the notification it waits on.
+    fn slot(&self) -> (usize, Arc<Notify>) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let wake = Arc::new(Notify::new());
+        st.wakes.push(Arc::clone(&wake));
+        (st.wakes.len() - 1, wake)
+    }
+
+    /// Notify `slot` at `due` (or at once if that is past).
+    fn wake_at(&self, slot: usize, due: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let earliest = st.due.peek().is_none_or(|Reverse((d, _))| due < *d);
+        st.due.push(Reverse((due, slot)));
+        drop(st);
+        if earliest {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Ends the thread.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.changed.notify_one();
+    }
+
+    fn serve(&self) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while !self.stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            while let Some(&Reverse((due, slot))) = st.due.peek()
+                && due <= now
+            {
+                st.due.pop();
+                if let Some(w) = st.wakes.get(slot) {
+                    w.notify_one();
+                }
+            }
+            st = match st.due.peek() {
+                Some(&Reverse((due, _))) => {
+                    self.changed.wait_timeout(st, due - now).unwrap_or_else(PoisonError::into_inner).0
+                }
+                None => self.changed.wait(st).unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+}
+
+/// Stops a pacer when dropped.
+struct StopOnDrop(Arc<Pacer>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 /// Progress of one receiver, for senders whose system does not ack.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -220,6 +316,9 @@ pub struct ActorStats {
     pub acked_window: u64,
     /// Open-loop turns skipped because the socket was not draining.
     pub pushed_back: u64,
+    /// Open loop: how late each send was against its schedule (µs),
+    /// window only.
+    pub late_hist: Hist,
     /// Refused sends by error code.
     pub errors: BTreeMap<String, u64>,
     /// Messages received in total (counted actors).
@@ -258,6 +357,7 @@ pub async fn actor<L: Link>(
     clock: Clock,
     done_sending: mpsc::UnboundedSender<SendReport>,
     expect: Arc<AtomicU64>,
+    pacer: Arc<Pacer>,
 ) -> anyhow::Result<(ActorStats, L)> {
     let mut s = ActorStats {
         id: role.id,
@@ -266,6 +366,7 @@ pub async fn actor<L: Link>(
         acked: 0,
         acked_window: 0,
         pushed_back: 0,
+        late_hist: new_hist()?,
         errors: BTreeMap::new(),
         received: 0,
         received_window: 0,
@@ -290,6 +391,9 @@ pub async fn actor<L: Link>(
     // Spread the first sends of open-loop actors over one interval.
     let mut next_due = clock.warm.min(Instant::now())
         + interval.map_or(Duration::ZERO, |i| i.mul_f64(f64::from(role.id % 1000) / 1000.0));
+    // Open loop: woken by the pacer at each due time.
+    let paced = interval.map(|_| pacer.slot());
+    let mut asked_for: Option<Instant> = None;
     let mut sending = role.send.is_some();
     if !sending {
         let _ = done_sending.send(SendReport { id: role.id, acked: 0 });
@@ -327,6 +431,9 @@ pub async fn actor<L: Link>(
                     Shape::Open { .. } => {
                         let step = interval.unwrap_or(Duration::from_secs(1));
                         while next_due <= now {
+                            if clock.measuring(next_due) {
+                                s.late_hist.saturating_record(micros(Instant::now() - next_due));
+                            }
                             if link.backlog() > BACKLOG_LIMIT {
                                 s.pushed_back += 1;
                             } else {
@@ -371,14 +478,40 @@ pub async fn actor<L: Link>(
             Some((_, AckMode::Peer(p))) if sending => Some(Arc::clone(p)),
             _ => None,
         };
-        match peer_wait {
-            Some(p) => {
+        // An open-loop sender asks the pacer for its next due time (once
+        // per due time); tokio's timer, a millisecond coarser, stays as
+        // the fallback.
+        let pace = match &paced {
+            Some((slot, notify)) if sending && wake < clock.end => {
+                if asked_for != Some(wake) {
+                    pacer.wake_at(*slot, wake);
+                    asked_for = Some(wake);
+                }
+                Some(Arc::clone(notify))
+            }
+            _ => None,
+        };
+        match (peer_wait, pace) {
+            (Some(p), Some(n)) => {
+                tokio::select! {
+                    r = link.pump(Some(wake)) => r?,
+                    _ = p.notify.notified() => {}
+                    _ = n.notified() => {}
+                }
+            }
+            (Some(p), None) => {
                 tokio::select! {
                     r = link.pump(Some(wake)) => r?,
                     _ = p.notify.notified() => {}
                 }
             }
-            None => link.pump(Some(wake)).await?,
+            (None, Some(n)) => {
+                tokio::select! {
+                    r = link.pump(Some(wake)) => r?,
+                    _ = n.notified() => {}
+                }
+            }
+            (None, None) => link.pump(Some(wake)).await?,
         }
         // Peer progress: everything the receiver has counted is acked.
         if let Some((_, AckMode::Peer(p))) = &role.send {
@@ -476,6 +609,9 @@ pub struct Outcome {
     pub errors: BTreeMap<String, u64>,
     /// Open-loop turns skipped (socket not draining).
     pub pushed_back: u64,
+    /// Open loop: how late sends were against their schedule (µs): the
+    /// generator's own share of the latency.
+    pub late_hist: Hist,
     /// Expected deliveries that never arrived.
     pub lost: u64,
     /// Integrity counters.
@@ -511,11 +647,14 @@ pub async fn run<L: Link>(
     let mut set = tokio::task::JoinSet::new();
     let mut expects = Vec::new();
     let actors = cast.len();
+    let pacer = Pacer::start()?;
+    // The pacer's thread ends with the run, however it ends.
+    let _stop_pacer = StopOnDrop(Arc::clone(&pacer));
     for c in cast {
         let expect = Arc::new(AtomicU64::new(if c.role.count { u64::MAX } else { 0 }));
         expects.push((Arc::clone(&expect), c.sources, c.role.count));
         let tx = report_tx.clone();
-        set.spawn(actor(c.link, c.role, clock, tx, expect));
+        set.spawn(actor(c.link, c.role, clock, tx, expect, Arc::clone(&pacer)));
     }
     drop(report_tx);
     tokio::time::sleep_until(clock.warm.into()).await;
@@ -548,6 +687,7 @@ pub async fn run<L: Link>(
         ack_hist: new_hist()?,
         errors: BTreeMap::new(),
         pushed_back: 0,
+        late_hist: new_hist()?,
         lost: 0,
         checks: Checks::default(),
         msgs_per_read: 0.0,
@@ -571,6 +711,7 @@ pub async fn run<L: Link>(
             *out.errors.entry(k).or_default() += v;
         }
         out.pushed_back += s.pushed_back;
+        out.late_hist.add(&s.late_hist).context("merging histograms")?;
         out.checks.add(s.checks);
         out.received_total += s.received;
         if s.received > 0 {

@@ -67,13 +67,17 @@ pub struct Suite {
     confabd: std::path::PathBuf,
     rows: Vec<Row>,
     all: bool,
+    /// The per-sender rate of Confab's first open-loop row (fsync), which
+    /// the relay is also run at: the generator's and the network's own
+    /// latency at the same offered load.
+    open_rate: Option<f64>,
 }
 
 impl Suite {
     /// Checks what is installed.
     pub fn new(cli: &Cli, args: SuiteArgs, all: bool) -> anyhow::Result<Suite> {
         let confabd = crate::daemon::locate(cli.confabd.as_deref())?;
-        Ok(Suite { args, pin: cli.pin, confabd, rows: Vec::new(), all })
+        Ok(Suite { args, pin: cli.pin, confabd, rows: Vec::new(), all, open_rate: None })
     }
 
     fn wants(&self, scenario: &str) -> bool {
@@ -183,6 +187,7 @@ impl Suite {
             let max = self.confab_dm(Transport::Tcp, durability, Shape::Closed { window: 64 }, "W=64").await?;
             if self.wants("dm") {
                 let rate = 0.25 * max / pairs;
+                self.open_rate.get_or_insert(rate);
                 self.confab_dm(Transport::Tcp, durability, Shape::Open { rate }, "open25").await?;
             }
             if durability == Durability::Fsync && self.wants("overload") {
@@ -370,6 +375,20 @@ impl Suite {
                         secs(&params),
                     ));
                 }
+            }
+        }
+        if self.system("relay") && dm_on {
+            match self.open_rate {
+                Some(rate) => {
+                    let params = self.params(Shape::Open { rate });
+                    let r = relay::dm(self.pin, pairs, &params).await.context("relay dm, open loop")?;
+                    let mut row =
+                        load_row("dm", "relay", format!("tcp open25 P={pairs}"), "msg/s", r.0, r.1, secs(&params));
+                    row.extra["offered_per_sec"] = (rate * pairs as f64).into();
+                    row.notes.push("open loop at the rate of confab's fsync open25 row: the generator's and the network's own latency at that load".into());
+                    self.push(row);
+                }
+                None => eprintln!("baseline: no confab open-loop row ran, so the relay's open-loop row is skipped"),
             }
         }
         if self.system("nats") && (dm_on || group_on) {
