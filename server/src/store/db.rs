@@ -116,7 +116,7 @@ const L0_RUNS_WAIT: usize = 2 * L0_TABLES_BEFORE_COMPACTION as usize;
 /// The longest a writer waits for flushes at a time: a flush that keeps
 /// failing (a full disk) must not stop the writes too (fjall's own
 /// limits still apply).
-const FLUSH_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const FLUSH_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The nice value of fjall's workers (flushes, compactions), above the
 /// writers' and the network's 0. A flush or compaction burst (100-200 ms

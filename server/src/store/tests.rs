@@ -270,6 +270,46 @@ async fn the_push_plan_sends_after_the_delay_unless_the_device_acked() {
     assert!(due.is_empty() && next.is_none(), "the settled job is gone");
 }
 
+/// Past `UNFLUSHED_HARD_LIMIT` a writer's wait between groups lasts until
+/// the flushes have caught up, or `FLUSH_WAIT_MAX` at a time, never less;
+/// it seals the memtables itself, so the flushes it waits for do start and
+/// the store gets back under the limit; with nothing behind it returns at
+/// once.
+#[test]
+fn a_writer_waits_while_flushes_are_behind_until_they_catch_up() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("db"), Durability::Buffered).unwrap();
+    // One keyspace's active memtable filled past the hard limit, with
+    // nothing sealing it on the way (writers call `bound_unflushed` after
+    // each commit; this does not).
+    let meta = db.ks(Ks::Meta).unwrap();
+    let value = vec![7u8; 64 * 1024];
+    let mut n = 0u32;
+    while db.unflushed_bytes() < db::UNFLUSHED_HARD_LIMIT + (1 << 20) {
+        meta.insert(format!("bulk-{n:08}").into_bytes(), value.clone()).unwrap();
+        n += 1;
+        assert!(n < 10_000, "the memtables never reached the hard limit: {} bytes", db.unflushed_bytes());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let started = Instant::now();
+        db.wait_for_flushes();
+        let took = started.elapsed();
+        let left = db.unflushed_bytes();
+        if left < db::UNFLUSHED_HARD_LIMIT {
+            break;
+        }
+        assert!(took >= db::FLUSH_WAIT_MAX, "it returned after {took:?} with {left} bytes still unflushed");
+        assert!(Instant::now() < deadline, "the flushes never caught up: {left} bytes unflushed");
+    }
+    let started = Instant::now();
+    db.wait_for_flushes();
+    assert!(started.elapsed() < db::FLUSH_WAIT_MAX / 2, "it waited with nothing behind: {:?}", started.elapsed());
+    // What was written is all there.
+    assert_eq!(meta.get(format!("bulk-{:08}", n - 1)).unwrap().as_deref(), Some(&value[..]));
+}
+
 /// fjall's workers (flushes, compactions) run below the writers' priority,
 /// so that their bursts take the CPU the writers leave (`WORKER_NICE`).
 #[cfg(target_os = "linux")]
