@@ -432,8 +432,8 @@ fn not_carried_bytes(meta: &tracing::Metadata<'_>) -> bool {
 }
 
 /// With `--features mimalloc`: mimalloc instead of glibc's malloc, about a
-/// fifth less CPU per message for more memory per idle connection
-/// (bench/README.md, "Where the time goes"). The binary only: the library
+/// quarter less CPU per message at W = 64 for 1-2 KiB more per idle
+/// session (bench/README.md, "The allocator, second look"). The binary only: the library
 /// leaves the choice to whoever embeds it.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
