@@ -274,7 +274,9 @@ async fn the_push_plan_sends_after_the_delay_unless_the_device_acked() {
 /// the flushes have caught up, or `FLUSH_WAIT_MAX` at a time, never less;
 /// it seals the memtables itself, so the flushes it waits for do start and
 /// the store gets back under the limit; with nothing behind it returns at
-/// once.
+/// once. (Not covered: that it stops waiting as soon as the flushes have
+/// caught up; on a slow machine a flush of 33 MiB can take the full
+/// `FLUSH_WAIT_MAX`, so no tighter bound is asserted.)
 #[test]
 fn a_writer_waits_while_flushes_are_behind_until_they_catch_up() {
     use std::time::{Duration, Instant};
