@@ -376,6 +376,14 @@ impl Database {
             return Err(crate::Error::Poisoned);
         }
 
+        #[expect(clippy::expect_used)]
+        let _rotation = self
+            .supervisor
+            .journal
+            .rotation
+            .lock()
+            .expect("lock is poisoned");
+
         let mut journal_writer = self.supervisor.journal.get_writer()?;
 
         #[expect(clippy::expect_used)]

@@ -69,6 +69,28 @@ impl Supervisor {
             .push(memtable);
     }
 
+    /// Drops the versions of every keyspace that no snapshot can read any
+    /// more, deleting their version files.
+    pub(crate) fn gc_versions(&self) {
+        use crate::AbstractTree;
+
+        let watermark = self.snapshot_tracker.get_seqno_safe_to_gc();
+
+        #[expect(clippy::expect_used)]
+        for keyspace in self.keyspaces.read().expect("lock is poisoned").values() {
+            if let Err(e) = keyspace
+                .tree
+                .get_version_history_lock()
+                .maintenance(keyspace.path(), watermark)
+            {
+                log::warn!(
+                    "Version history GC failed for keyspace {:?}: {e:?}",
+                    keyspace.name,
+                );
+            }
+        }
+    }
+
     /// Frees the retired memtables nothing else refers to any more, outside
     /// every lock. Returns how many it freed.
     pub(crate) fn reap_retired_memtables(&self) -> usize {

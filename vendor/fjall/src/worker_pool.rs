@@ -211,52 +211,102 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
     Ok(false)
 }
 
+/// Before a flush: makes the journal durable (fjall issue 329: a table
+/// must not outlive the journal entries before it), and past the rotation
+/// size starts a new journal file. The journal's lock, which every write
+/// takes, is held only to write out its buffer and, when rotating, to
+/// switch files: the syncs, the new file's creation and its folder's sync
+/// (milliseconds each on a busy disk, which writers used to wait out) run
+/// without it.
+fn sync_or_rotate_journal(ctx: &WorkerState) -> crate::Result<()> {
+    let journal = &ctx.supervisor.journal;
+
+    #[expect(clippy::expect_used)]
+    let _rotation = journal.rotation.lock().expect("lock is poisoned");
+
+    let (synced, next_path) = {
+        log::trace!("acquiring journal lock to maybe rotate journal");
+        let mut journal_writer = journal.get_writer()?;
+        let rotate =
+            journal_writer.pos()? > ctx.supervisor.db_config.journal_rotation_size_in_bytes;
+        let next_path = if rotate {
+            Some(journal_writer.next_path()?)
+        } else {
+            None
+        };
+        (journal_writer.flush_for_sync()?, next_path)
+    };
+    synced.sync_all()?;
+
+    let Some(next_path) = next_path else {
+        return Ok(());
+    };
+
+    // Made and synced before it is used; nothing else starts a journal
+    // file while `rotation` is held.
+    let next = crate::journal::writer::Writer::create_new(&next_path)?;
+    if let Some(folder) = next_path.parent() {
+        crate::file::fsync_directory(folder)?;
+    }
+
+    let sealed = {
+        let mut journal_writer = journal.get_writer()?;
+
+        #[expect(clippy::expect_used)]
+        let mut journal_manager = ctx
+            .supervisor
+            .journal_manager
+            .write()
+            .expect("lock is poisoned");
+
+        let seqno_map = {
+            #[expect(clippy::expect_used)]
+            let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
+
+            ctx.supervisor.build_seqno_map(&keyspaces)
+        };
+
+        // The bytes written, not the file's length: a journal file is
+        // made 64 MiB long (sparse) up front, and counting that made
+        // every rotation look past a `max_journaling_size` under 64 MiB.
+        let size = journal_writer.pos()?;
+        let (sealed_path, sealed) = journal_writer.switch_to(next)?;
+        log::debug!(
+            "Sealed journal at {} ({size}B), now writing {}",
+            sealed_path.display(),
+            next_path.display(),
+        );
+        journal_manager.sealed(sealed_path, seqno_map, size);
+
+        if journal_manager.disk_space_used()
+            >= ctx.supervisor.db_config.max_journaling_size_in_bytes
+        {
+            let stragglers = journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
+
+            for keyspace in stragglers {
+                log::info!(
+                    "Rotating {:?} to try to reduce journal size",
+                    keyspace.name,
+                );
+                keyspace.request_rotation();
+            }
+        }
+
+        sealed
+    };
+    // What was written to the sealed file since the first sync.
+    sealed.sync_all()?;
+
+    Ok(())
+}
+
 /// Runs the oldest queued flush, if any.
 fn flush_next(ctx: &WorkerState) -> crate::Result<()> {
     let Some(task) = ctx.supervisor.flush_manager.dequeue() else {
         return Ok(());
     };
 
-    {
-        log::trace!("acquiring journal lock to maybe rotate journal");
-        let mut journal_writer = ctx.supervisor.journal.get_writer()?;
-
-        if journal_writer.pos()? > ctx.supervisor.db_config.journal_rotation_size_in_bytes {
-            #[expect(clippy::expect_used)]
-            let mut journal_manager = ctx
-                .supervisor
-                .journal_manager
-                .write()
-                .expect("lock is poisoned");
-
-            let seqno_map = {
-                #[expect(clippy::expect_used)]
-                let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
-
-                ctx.supervisor.build_seqno_map(&keyspaces)
-            };
-
-            journal_manager.rotate_journal(&mut journal_writer, seqno_map)?;
-
-            if journal_manager.disk_space_used()
-                >= ctx.supervisor.db_config.max_journaling_size_in_bytes
-            {
-                let stragglers =
-                    journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
-
-                for keyspace in stragglers {
-                    log::info!(
-                        "Rotating {:?} to try to reduce journal size",
-                        keyspace.name,
-                    );
-                    keyspace.request_rotation();
-                }
-            }
-        } else {
-            // https://github.com/fjall-rs/fjall/issues/329
-            journal_writer.persist(crate::PersistMode::SyncAll)?;
-        }
-    }
+    sync_or_rotate_journal(ctx)?;
 
     run_flush(
         &task,
@@ -270,6 +320,10 @@ fn flush_next(ctx: &WorkerState) -> crate::Result<()> {
             .try_send(WorkerMessage::Compact(task.keyspace.clone()))
             .ok();
     }
+
+    // What a rotation on a caller's thread left to a worker
+    // (`Keyspace::inner_rotate_memtable`).
+    ctx.supervisor.gc_versions();
 
     ctx.supervisor
         .journal_manager
@@ -458,6 +512,79 @@ mod tests {
     }
 
     /// Every worker that is actually spawned holds exactly one slot.
+    #[test]
+    fn a_flush_past_the_rotation_size_starts_a_journal_counting_bytes_written() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let value = vec![7u8; 1_024];
+        {
+            let db = Database::builder(&folder)
+                .worker_threads_unchecked(0)
+                .journal_rotation_size(1_024 * 1_024)
+                .open()?;
+            let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+            let state = WorkerState {
+                pool_size: 1,
+                worker_id: 0,
+                supervisor: db.supervisor.clone(),
+                rx: db.worker_pool.rx.clone(),
+                sender: db.worker_pool.sender.clone(),
+                stats: db.stats.clone(),
+            };
+            for i in 0..1_500u32 {
+                ks.insert(i.to_be_bytes(), &value)?;
+            }
+            let first = db.supervisor.journal.get_writer()?.path.clone();
+            assert!(ks.rotate_memtable()?);
+            while db.worker_pool.rx.try_recv().is_ok() {}
+            assert!(db.worker_pool.sender.try_send(WorkerMessage::Flush).is_ok());
+            assert_eq!(worker_tick(&state).map_err(|e| format!("{e:?}")), Ok(false));
+
+            let second = db.supervisor.journal.get_writer()?.path.clone();
+            assert_ne!(first, second, "the flush started a new journal file");
+            // The sealed file is flushed, so the maintenance after the
+            // flush deleted it; what it counted is gone with it.
+            assert!(!first.exists(), "the flushed journal was deleted");
+            assert_eq!(
+                db.supervisor
+                    .journal_manager
+                    .read()
+                    .map(|m| m.disk_space_used())
+                    .ok(),
+                Some(0)
+            );
+
+            // Writes after the switch go to the new file, and a sealed
+            // file not yet flushed counts what was written to it, not its
+            // preallocated 64 MiB.
+            for i in 1_500..3_000u32 {
+                ks.insert(i.to_be_bytes(), &value)?;
+            }
+            assert!(ks.rotate_memtable()?);
+            while db.worker_pool.rx.try_recv().is_ok() {}
+            sync_or_rotate_journal(&state)?;
+            let used = db
+                .supervisor
+                .journal_manager
+                .read()
+                .map(|m| m.disk_space_used())
+                .unwrap_or(u64::MAX);
+            assert!(
+                (1_024 * 1_024..8 * 1_024 * 1_024).contains(&used),
+                "a sealed journal counts {used} bytes"
+            );
+            // More writes after that switch, never flushed.
+            ks.insert("last", "one")?;
+        }
+
+        let db = Database::builder(&folder).worker_threads(1).open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+        for i in 0..3_000u32 {
+            assert_eq!(ks.get(i.to_be_bytes())?.as_deref(), Some(&value[..]), "key {i}");
+        }
+        assert_eq!(ks.get("last")?.as_deref(), Some(&b"one"[..]));
+        Ok(())
+    }
+
     #[test]
     fn claim_and_spawn_claims_one_slot_per_worker() {
         let counter = Arc::new(AtomicUsize::new(0));

@@ -166,12 +166,29 @@ impl JournalManager {
         }
     }
 
+    /// Records a journal file sealed by `Writer::switch_to`, with the
+    /// keyspaces' sequence numbers at the switch: it is deleted once they
+    /// are all flushed.
+    pub(crate) fn sealed(
+        &mut self,
+        path: std::path::PathBuf,
+        watermarks: Vec<EvictionWatermark>,
+        size_in_bytes: u64,
+    ) {
+        self.enqueue(Item {
+            path,
+            watermarks,
+            size_in_bytes,
+        });
+    }
+
     pub(crate) fn rotate_journal(
         &mut self,
         journal_writer: &mut MutexGuard<Writer>,
         watermarks: Vec<EvictionWatermark>,
     ) -> crate::Result<()> {
-        let journal_size = journal_writer.len()?;
+        // The bytes written (see `worker_pool::sync_or_rotate_journal`).
+        let journal_size = journal_writer.pos()?;
 
         let (sealed_path, _) = journal_writer.rotate()?;
 

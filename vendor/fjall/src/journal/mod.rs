@@ -27,6 +27,10 @@ use writer::Writer;
 
 pub struct Journal {
     writer: Mutex<Writer>,
+    /// Held by whoever starts a new journal file, from choosing its name
+    /// to making it the active one: a worker prepares the file without
+    /// holding `writer` (`worker_pool::flush_next`).
+    pub(crate) rotation: Mutex<()>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -71,6 +75,7 @@ impl Journal {
     fn from_file<P: AsRef<Path>>(path: P) -> crate::Result<Self> {
         Ok(Self {
             writer: Mutex::new(Writer::from_file(path)?),
+            rotation: Mutex::new(()),
         })
     }
 
@@ -97,6 +102,7 @@ impl Journal {
 
         Ok(Self {
             writer: Mutex::new(writer),
+            rotation: Mutex::new(()),
         })
     }
 

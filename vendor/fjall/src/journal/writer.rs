@@ -63,25 +63,8 @@ impl Writer {
         Ok(self.file.get_ref().metadata()?.len())
     }
 
-    pub fn rotate(&mut self) -> crate::Result<(PathBuf, PathBuf)> {
-        self.persist(PersistMode::SyncAll)?;
-
-        log::debug!(
-            "Sealing active journal at {}, len={}B",
-            self.path.display(),
-            self.path
-                .metadata()
-                .inspect_err(|e| {
-                    log::error!(
-                        "Failed to get file metadata of journal file at {}: {e:?}",
-                        self.path.display()
-                    );
-                })?
-                .len(),
-        );
-
-        let prev_path = self.path.clone();
-
+    /// The path of the journal file after this one.
+    pub(crate) fn next_path(&self) -> crate::Result<PathBuf> {
         let folder = self
             .path
             .parent()
@@ -107,7 +90,54 @@ impl Writer {
             crate::Error::JournalRecovery(crate::JournalRecoveryError::InvalidFileName)
         })?;
 
-        let new_path = folder.join(format!("{}.jnl", journal_id + 1));
+        Ok(folder.join(format!("{}.jnl", journal_id + 1)))
+    }
+
+    /// Writes out what is buffered and returns a second handle to the
+    /// file: a sync through it makes durable everything written before
+    /// this call, without holding the journal's lock while it runs.
+    pub(crate) fn flush_for_sync(&mut self) -> crate::Result<File> {
+        if self.is_buffer_dirty {
+            self.file.flush()?;
+            self.is_buffer_dirty = false;
+        }
+        Ok(self.file.get_ref().try_clone()?)
+    }
+
+    /// Makes `next` (made by `create_new` at `next_path()`, its folder
+    /// synced) the active file, with this one's compression. Returns the
+    /// sealed file's path and a handle to sync what it holds.
+    pub(crate) fn switch_to(&mut self, mut next: Self) -> crate::Result<(PathBuf, File)> {
+        let sync = self.flush_for_sync()?;
+        next.set_compression(self.compression, self.compression_threshold);
+        let sealed = std::mem::replace(self, next);
+        Ok((sealed.path.clone(), sync))
+    }
+
+    pub fn rotate(&mut self) -> crate::Result<(PathBuf, PathBuf)> {
+        self.persist(PersistMode::SyncAll)?;
+
+        log::debug!(
+            "Sealing active journal at {}, len={}B",
+            self.path.display(),
+            self.path
+                .metadata()
+                .inspect_err(|e| {
+                    log::error!(
+                        "Failed to get file metadata of journal file at {}: {e:?}",
+                        self.path.display()
+                    );
+                })?
+                .len(),
+        );
+
+        let prev_path = self.path.clone();
+        let new_path = self.next_path()?;
+        let folder = self
+            .path
+            .parent()
+            .expect("should have parent")
+            .to_path_buf();
         log::debug!("Rotating active journal to {}", new_path.display());
 
         let comp = self.compression;

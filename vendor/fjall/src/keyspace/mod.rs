@@ -769,39 +769,29 @@ impl Keyspace {
             self.worker_messager.send(WorkerMessage::Flush).ok();
         }
 
-        {
-            // NOTE: If the difference between watermark is too large, and
-            // we never opened a snapshot, we need to pull the watermark up
-            //
-            // https://github.com/fjall-rs/fjall/discussions/85
-            self.supervisor.snapshot_tracker.pullup();
-            self.supervisor.snapshot_tracker.gc();
+        // NOTE: If the difference between watermark is too large, and
+        // we never opened a snapshot, we need to pull the watermark up
+        //
+        // https://github.com/fjall-rs/fjall/discussions/85
+        self.supervisor.snapshot_tracker.pullup();
+        self.supervisor.snapshot_tracker.gc();
 
-            for keyspace in self
-                .supervisor
-                .keyspaces
-                .read()
+        // The version GC and the journal maintenance delete files (old
+        // version files, fully flushed journals): milliseconds each on a
+        // busy disk. On a caller's thread (a database's writer, rotating
+        // to bound its memtables) they run instead on the worker that
+        // takes the flush queued above (`flush_next`), as after every
+        // flush; a worker rotating on request runs them here.
+        if !wake_worker || self.supervisor.db_config.worker_threads == 0 {
+            self.supervisor.gc_versions();
+
+            #[expect(clippy::expect_used)]
+            self.supervisor
+                .journal_manager
+                .write()
                 .expect("lock is poisoned")
-                .values()
-            {
-                if let Err(e) = keyspace.tree.get_version_history_lock().maintenance(
-                    keyspace.path(),
-                    self.supervisor.snapshot_tracker.get_seqno_safe_to_gc(),
-                ) {
-                    log::warn!(
-                        "Version history GC failed for keyspace {:?}: {e:?}",
-                        keyspace.name,
-                    );
-                }
-            }
+                .maintenance()?;
         }
-
-        #[expect(clippy::expect_used)]
-        self.supervisor
-            .journal_manager
-            .write()
-            .expect("lock is poisoned")
-            .maintenance()?;
 
         Ok(true)
     }
