@@ -284,7 +284,7 @@ impl Database {
     /// Returns the disk space usage of the journal.
     #[doc(hidden)]
     pub fn journal_disk_space(&self) -> crate::Result<u64> {
-        Ok(self.supervisor.journal.get_writer()?.len()?
+        Ok(self.supervisor.journal.get_writer()?.pos()?
             + self
                 .supervisor
                 .journal_manager

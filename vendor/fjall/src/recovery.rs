@@ -143,8 +143,6 @@ pub fn recover_sealed_memtables(
     for journal_path in sealed_journal_paths {
         log::debug!("Recovering sealed journal: {}", journal_path.display());
 
-        let journal_size = journal_path.metadata()?.len();
-
         log::debug!("Replaying sealed journal at {}", journal_path.display());
 
         let raw_reader = JournalReader::new(journal_path)?;
@@ -279,6 +277,11 @@ pub fn recover_sealed_memtables(
         }
 
         log::debug!("Recovered {recovered_count} sealed memtables");
+
+        // Its length once replayed: the reader cuts a file back to its
+        // last valid batch, and a journal file is made 64 MiB long up
+        // front, so the length before would count that.
+        let journal_size = journal_path.metadata()?.len();
 
         // IMPORTANT: Add sealed journal to journal manager
         journal_manager_lock.enqueue(crate::journal::manager::Item {

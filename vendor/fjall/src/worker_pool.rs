@@ -211,20 +211,26 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
     Ok(false)
 }
 
-/// Before a flush: makes the journal durable (fjall issue 329: a table
-/// must not outlive the journal entries before it), and past the rotation
-/// size starts a new journal file. The journal's lock, which every write
-/// takes, is held only to write out its buffer and, when rotating, to
-/// switch files: the syncs, the new file's creation and its folder's sync
+/// Before a flush of `keyspace`: makes the journal durable through every
+/// memtable of it that is sealed (fjall issue 329: a table must not
+/// outlive the journal entries before it), and past the rotation size
+/// starts a new journal file. The journal's lock, which every write takes,
+/// is held only to write out its buffer and, when rotating, to switch
+/// files: the syncs, the new file's creation and its folder's sync
 /// (milliseconds each on a busy disk, which writers used to wait out) run
 /// without it.
-fn sync_or_rotate_journal(ctx: &WorkerState) -> crate::Result<()> {
+fn sync_or_rotate_journal(ctx: &WorkerState, keyspace: &Keyspace) -> crate::Result<()> {
+    use lsm_tree::AbstractTree;
+
     let journal = &ctx.supervisor.journal;
 
     #[expect(clippy::expect_used)]
     let _rotation = journal.rotation.lock().expect("lock is poisoned");
 
-    let (synced, next_path) = {
+    // Memtables are sealed holding the journal's lock, after every entry
+    // they hold was written to the journal: those sealed before a sync
+    // point (the active memtable's id then) are durable once it is synced.
+    let (synced, next_path, mut active_then) = {
         log::trace!("acquiring journal lock to maybe rotate journal");
         let mut journal_writer = journal.get_writer()?;
         let rotate =
@@ -234,68 +240,91 @@ fn sync_or_rotate_journal(ctx: &WorkerState) -> crate::Result<()> {
         } else {
             None
         };
-        (journal_writer.flush_for_sync()?, next_path)
+        let active = keyspace.tree.active_memtable().id();
+        (journal_writer.flush_for_sync()?, next_path, active)
     };
     synced.sync_all()?;
 
-    let Some(next_path) = next_path else {
-        return Ok(());
-    };
-
-    // Made and synced before it is used; nothing else starts a journal
-    // file while `rotation` is held.
-    let next = crate::journal::writer::Writer::create_new(&next_path)?;
-    if let Some(folder) = next_path.parent() {
-        crate::file::fsync_directory(folder)?;
-    }
-
-    let sealed = {
-        let mut journal_writer = journal.get_writer()?;
-
-        #[expect(clippy::expect_used)]
-        let mut journal_manager = ctx
-            .supervisor
-            .journal_manager
-            .write()
-            .expect("lock is poisoned");
-
-        let seqno_map = {
-            #[expect(clippy::expect_used)]
-            let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
-
-            ctx.supervisor.build_seqno_map(&keyspaces)
-        };
-
-        // The bytes written, not the file's length: a journal file is
-        // made 64 MiB long (sparse) up front, and counting that made
-        // every rotation look past a `max_journaling_size` under 64 MiB.
-        let size = journal_writer.pos()?;
-        let (sealed_path, sealed) = journal_writer.switch_to(next)?;
-        log::debug!(
-            "Sealed journal at {} ({size}B), now writing {}",
-            sealed_path.display(),
-            next_path.display(),
-        );
-        journal_manager.sealed(sealed_path, seqno_map, size);
-
-        if journal_manager.disk_space_used()
-            >= ctx.supervisor.db_config.max_journaling_size_in_bytes
-        {
-            let stragglers = journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
-
-            for keyspace in stragglers {
-                log::info!(
-                    "Rotating {:?} to try to reduce journal size",
-                    keyspace.name,
-                );
-                keyspace.request_rotation();
-            }
+    if let Some(next_path) = next_path {
+        // Made and synced before it is used; nothing else starts a
+        // journal file while `rotation` is held.
+        let next = crate::journal::writer::Writer::create_new(&next_path)?;
+        if let Some(folder) = next_path.parent() {
+            crate::file::fsync_directory(folder)?;
         }
 
-        sealed
-    };
-    // What was written to the sealed file since the first sync.
-    sealed.sync_all()?;
+        let sealed = {
+            let mut journal_writer = journal.get_writer()?;
+
+            #[expect(clippy::expect_used)]
+            let mut journal_manager = ctx
+                .supervisor
+                .journal_manager
+                .write()
+                .expect("lock is poisoned");
+
+            let seqno_map = {
+                #[expect(clippy::expect_used)]
+                let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
+
+                ctx.supervisor.build_seqno_map(&keyspaces)
+            };
+
+            // The bytes written, not the file's length: a journal file is
+            // made 64 MiB long (sparse) up front, and counting that made
+            // every rotation look past a `max_journaling_size` under 64 MiB.
+            let size = journal_writer.pos()?;
+            let (sealed_path, sealed) = journal_writer.switch_to(next)?;
+            log::debug!(
+                "Sealed journal at {} ({size}B), now writing {}",
+                sealed_path.display(),
+                next_path.display(),
+            );
+            journal_manager.sealed(sealed_path, seqno_map, size);
+
+            if journal_manager.disk_space_used()
+                >= ctx.supervisor.db_config.max_journaling_size_in_bytes
+            {
+                let stragglers =
+                    journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
+
+                for keyspace in stragglers {
+                    log::info!(
+                        "Rotating {:?} to try to reduce journal size",
+                        keyspace.name,
+                    );
+                    keyspace.request_rotation();
+                }
+            }
+
+            sealed
+        };
+        // What was written to the sealed file since the first sync. Until
+        // it is done, a sync of the journal (a persist, a durable batch)
+        // syncs that file too, under the lock.
+        sealed.sync_all()?;
+        journal.get_writer()?.sealed_synced();
+    }
+
+    // A memtable of this keyspace sealed since the sync point may hold
+    // entries written after it, and the flush takes every sealed one:
+    // sync again. The third time, holding the lock, so that no seal can
+    // come between (as before this patch).
+    for attempt in 0.. {
+        let mut journal_writer = journal.get_writer()?;
+        let active = keyspace.tree.active_memtable().id();
+        if active == active_then {
+            break;
+        }
+        active_then = active;
+        if attempt >= 2 {
+            journal_writer.persist(crate::PersistMode::SyncAll)?;
+            break;
+        }
+        let synced = journal_writer.flush_for_sync()?;
+        drop(journal_writer);
+        synced.sync_all()?;
+    }
 
     Ok(())
 }
@@ -306,7 +335,7 @@ fn flush_next(ctx: &WorkerState) -> crate::Result<()> {
         return Ok(());
     };
 
-    sync_or_rotate_journal(ctx)?;
+    sync_or_rotate_journal(ctx, &task.keyspace)?;
 
     run_flush(
         &task,
@@ -511,7 +540,6 @@ mod tests {
         Ok(())
     }
 
-    /// Every worker that is actually spawned holds exactly one slot.
     #[test]
     fn a_flush_past_the_rotation_size_starts_a_journal_counting_bytes_written() -> crate::Result<()> {
         let folder = tempfile::tempdir()?;
@@ -561,7 +589,7 @@ mod tests {
             }
             assert!(ks.rotate_memtable()?);
             while db.worker_pool.rx.try_recv().is_ok() {}
-            sync_or_rotate_journal(&state)?;
+            sync_or_rotate_journal(&state, &ks)?;
             let used = db
                 .supervisor
                 .journal_manager
@@ -585,6 +613,78 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn a_sync_after_a_journal_switch_syncs_the_sealed_file_first() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+        ks.insert("a", "a")?;
+
+        let mut writer = db.supervisor.journal.get_writer()?;
+        let next_path = writer.next_path()?;
+        let next = crate::journal::writer::Writer::create_new(&next_path)?;
+        let (sealed_path, _sync) = writer.switch_to(next)?;
+        assert_ne!(sealed_path, next_path);
+        assert!(
+            writer.unsynced_sealed.is_some(),
+            "the sealed file waits for its sync"
+        );
+        // A write and persist before the switching worker synced it: the
+        // persist syncs the sealed file too, and says so.
+        writer.persist(crate::PersistMode::SyncData)?;
+        assert!(writer.unsynced_sealed.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_reopened_journal_counts_the_bytes_it_holds() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let value = vec![7u8; 1_024];
+        {
+            let db = Database::builder(&folder)
+                .worker_threads_unchecked(0)
+                .open()?;
+            let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+            for i in 0..1_000u32 {
+                ks.insert(i.to_be_bytes(), &value)?;
+            }
+            // Sealed, never flushed: recovery replays it and counts it.
+            db.supervisor.journal.get_writer()?.rotate()?;
+            for i in 1_000..1_100u32 {
+                ks.insert(i.to_be_bytes(), &value)?;
+            }
+        }
+
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+        assert_eq!(ks.len()?, 1_100);
+        let sealed = db
+            .supervisor
+            .journal_manager
+            .read()
+            .map(|m| m.disk_space_used())
+            .unwrap_or(u64::MAX);
+        assert!(
+            (1_000 * 1_024..4 * 1_024 * 1_024).contains(&sealed),
+            "the recovered sealed journal counts {sealed} bytes"
+        );
+        // The active file is opened to append before recovery cuts off
+        // its preallocated tail: from the first write its position is
+        // where the data ends, not past 64 MiB of zeros.
+        ks.insert("after", "reopen")?;
+        let active = db.supervisor.journal.get_writer()?.pos()?;
+        assert!(
+            (100 * 1_024..1_024 * 1_024).contains(&active),
+            "the active journal's position is {active}"
+        );
+        Ok(())
+    }
+
+    /// Every worker that is actually spawned holds exactly one slot.
     #[test]
     fn claim_and_spawn_claims_one_slot_per_worker() {
         let counter = Arc::new(AtomicUsize::new(0));

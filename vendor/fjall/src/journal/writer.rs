@@ -26,6 +26,12 @@ pub struct Writer {
     buf: Vec<u8>,
     is_buffer_dirty: bool,
 
+    /// The file `switch_to` sealed, until the worker that switched has
+    /// synced it: a sync of this writer syncs it first, so a persist
+    /// never returns with an earlier write only in the sealed file's
+    /// page cache.
+    pub(crate) unsynced_sealed: Option<File>,
+
     compression: CompressionType,
     compression_threshold: usize,
 }
@@ -107,11 +113,20 @@ impl Writer {
     /// Makes `next` (made by `create_new` at `next_path()`, its folder
     /// synced) the active file, with this one's compression. Returns the
     /// sealed file's path and a handle to sync what it holds.
+    ///
+    /// Until the caller reports that sync done (`sealed_synced`), every
+    /// sync of this writer syncs the sealed file first.
     pub(crate) fn switch_to(&mut self, mut next: Self) -> crate::Result<(PathBuf, File)> {
         let sync = self.flush_for_sync()?;
         next.set_compression(self.compression, self.compression_threshold);
+        next.unsynced_sealed = Some(sync.try_clone()?);
         let sealed = std::mem::replace(self, next);
         Ok((sealed.path.clone(), sync))
+    }
+
+    /// The file sealed by the last `switch_to` is synced.
+    pub(crate) fn sealed_synced(&mut self) {
+        self.unsynced_sealed = None;
     }
 
     pub fn rotate(&mut self) -> crate::Result<(PathBuf, PathBuf)> {
@@ -174,6 +189,7 @@ impl Writer {
             file: BufWriter::new(file),
             buf: Vec::new(),
             is_buffer_dirty: false,
+            unsynced_sealed: None,
             compression: CompressionType::None,
             compression_threshold: 0,
         })
@@ -207,6 +223,7 @@ impl Writer {
                 file: BufWriter::with_capacity(JOURNAL_BUFFER_BYTES, file),
                 buf: Vec::new(),
                 is_buffer_dirty: false,
+                unsynced_sealed: None,
                 compression: CompressionType::None,
                 compression_threshold: 0,
             });
@@ -224,6 +241,7 @@ impl Writer {
             file: BufWriter::with_capacity(JOURNAL_BUFFER_BYTES, file),
             buf: Vec::new(),
             is_buffer_dirty: false,
+            unsynced_sealed: None,
             compression: CompressionType::None,
             compression_threshold: 0,
         })
@@ -244,6 +262,20 @@ impl Writer {
                 );
             })?;
             self.is_buffer_dirty = false;
+        }
+
+        if mode != PersistMode::Buffer {
+            if let Some(sealed) = self.unsynced_sealed.take() {
+                let synced = match mode {
+                    PersistMode::SyncData => sealed.sync_data(),
+                    _ => sealed.sync_all(),
+                };
+                if let Err(e) = synced {
+                    log::error!("Failed to fsync the sealed journal file: {e:?}");
+                    self.unsynced_sealed = Some(sealed);
+                    return Err(e);
+                }
+            }
         }
 
         match mode {
