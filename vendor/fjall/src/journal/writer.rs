@@ -65,10 +65,6 @@ impl Writer {
         self.file.stream_position().map_err(Into::into)
     }
 
-    pub fn len(&self) -> crate::Result<u64> {
-        Ok(self.file.get_ref().metadata()?.len())
-    }
-
     /// The path of the journal file after this one.
     pub(crate) fn next_path(&self) -> crate::Result<PathBuf> {
         let folder = self
