@@ -29,7 +29,7 @@ pub struct Journal {
     writer: Mutex<Writer>,
     /// Held by whoever starts a new journal file, from choosing its name
     /// to making it the active one: a worker prepares the file without
-    /// holding `writer` (`worker_pool::flush_next`).
+    /// holding `writer` (`worker_pool::sync_or_rotate_journal`).
     pub(crate) rotation: Mutex<()>,
 }
 
