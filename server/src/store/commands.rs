@@ -309,7 +309,7 @@ impl Tx<'_> {
         };
         // Encoded once: stored as is and framed per recipient around it.
         let encoded = message.encode_to_vec();
-        self.put(Ks::Messages, &keys::message(ConversationId(conversation), Seq(seq)), encoded.clone());
+        self.put(Ks::Messages, &keys::message(ConversationId(conversation), Seq(seq)), encoded.as_slice());
         for &user in recipients {
             self.give_user(user, UserEffect::Message { message: &message, encoded: &encoded, push }, out)?;
         }

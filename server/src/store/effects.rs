@@ -81,7 +81,8 @@ impl Tx<'_> {
         out: &mut Deliveries,
     ) -> Result<u64, CommandError> {
         let inbox_seq = self.next_inbox_seq(user)?;
-        self.put_unread(Ks::Inbox, &keys::inbox(UserId(user), InboxSeq(inbox_seq)), record.encode_to_vec());
+        let value = self.encode(&record);
+        self.put_unread(Ks::Inbox, &keys::inbox(UserId(user), InboxSeq(inbox_seq)), value);
         out.push(user, event_frame(inbox_seq, live));
         Ok(inbox_seq)
     }
@@ -103,7 +104,8 @@ impl Tx<'_> {
             inbox_record::Event::MessageCopy(message.clone())
         };
         let record = InboxRecord { event: Some(event) };
-        self.put_unread(Ks::Inbox, &keys::inbox(UserId(user), InboxSeq(inbox_seq)), record.encode_to_vec());
+        let value = self.encode(&record);
+        self.put_unread(Ks::Inbox, &keys::inbox(UserId(user), InboxSeq(inbox_seq)), value);
         out.push(user, framing::message_event_frame(inbox_seq, encoded));
         let sender = user == message.sender_id;
         // The sender has read their own message; a conversation in another

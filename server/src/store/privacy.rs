@@ -295,7 +295,7 @@ impl Lookup for Db {
 
 impl Lookup for Tx<'_> {
     fn lookup(&self, ks: Ks, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, StoreError> {
-        self.get(ks, key)
+        Ok(self.get(ks, key)?.map(|v| v.to_vec()))
     }
 
     fn values(&self, ks: Ks, prefix: &[u8]) -> std::result::Result<Vec<Vec<u8>>, StoreError> {
