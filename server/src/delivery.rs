@@ -10,8 +10,10 @@ use confab_protocol::ErrorCode;
 /// Where live events go.
 pub trait Delivery: Send + Sync + 'static {
     /// Queues each frame for every live session of its user (the events of
-    /// one stored command, in order).
-    fn deliver(&self, frames: &[(u64, Bytes)]);
+    /// one stored command, in order). Takes the frames, so that a user's
+    /// only session gets the frame itself: cloning a `Bytes` made from a
+    /// `Vec` allocates to share it.
+    fn deliver(&self, frames: Vec<(u64, Bytes)>);
 
     /// Queues a frame for one session of a user (a presence update to a
     /// subscriber).

@@ -179,13 +179,14 @@ impl Hub {
 }
 
 impl Delivery for Hub {
-    fn deliver(&self, frames: &[(u64, Bytes)]) {
+    fn deliver(&self, frames: Vec<(u64, Bytes)>) {
         let users = self.users();
         for (user, frame) in frames {
-            if let Some(entries) = users.get(user) {
-                for e in entries {
-                    self.push(*user, e, frame.clone());
+            if let Some((last, others)) = users.get(&user).and_then(|es| es.split_last()) {
+                for e in others {
+                    self.push(user, e, frame.clone());
                 }
+                self.push(user, last, frame);
             }
         }
     }
@@ -234,11 +235,11 @@ mod tests {
         let (k1, k2) = (Arc::new(Kill::default()), Arc::new(Kill::default()));
         let a = hub.register(7, 1, k1.clone(), addr(), Transport::Tcp, None);
         let b = hub.register(7, 2, k2.clone(), addr(), Transport::Quic, None);
-        hub.deliver(&[(7, Bytes::from_static(b"x"))]);
+        hub.deliver(vec![(7, Bytes::from_static(b"x"))]);
         assert_eq!(a.try_recv(), Some(Bytes::from_static(b"x")));
         assert_eq!(b.try_recv(), Some(Bytes::from_static(b"x")));
         for _ in 0..3 {
-            hub.deliver(&[(7, Bytes::from_static(b"y"))]);
+            hub.deliver(vec![(7, Bytes::from_static(b"y"))]);
         }
         assert_eq!(k1.killed().await, ErrorCode::RESYNC_REQUIRED);
         hub.unregister(7, a.session);
@@ -251,14 +252,14 @@ mod tests {
         let hub = Hub::new(100, 10, Default::default());
         let k = Arc::new(Kill::default());
         let a = hub.register(7, 1, k.clone(), addr(), Transport::Tcp, None);
-        hub.deliver(&[(7, Bytes::from_static(b"123456"))]);
+        hub.deliver(vec![(7, Bytes::from_static(b"123456"))]);
         // Reading frees the bytes: the same again fits.
         let mut out = BytesMut::new();
         a.recv_into(&mut out, 1 << 20).await;
         assert_eq!(out.len(), 6);
-        hub.deliver(&[(7, Bytes::from_static(b"123456"))]);
+        hub.deliver(vec![(7, Bytes::from_static(b"123456"))]);
         assert!(!k.token.is_cancelled());
-        hub.deliver(&[(7, Bytes::from_static(b"12345"))]);
+        hub.deliver(vec![(7, Bytes::from_static(b"12345"))]);
         assert_eq!(k.killed().await, ErrorCode::RESYNC_REQUIRED);
         assert_eq!(a.try_recv().unwrap().len(), 6, "what fitted is still delivered");
         assert!(a.try_recv().is_none());

@@ -76,7 +76,7 @@ impl ClusterDelivery {
                     Some(node_event::Event::Frames(f)) => {
                         let frames: Vec<(u64, Bytes)> = f.frames.into_iter().map(|f| (f.user_id, f.frame)).collect();
                         received.live_received.fetch_add(frames.len() as u64, Relaxed);
-                        hub.deliver(&frames);
+                        hub.deliver(frames);
                     }
                     Some(node_event::Event::Ephemeral(e)) => hub.deliver_ephemeral(&e.user_ids, &e.frame, &e.datagram),
                     Some(node_event::Event::EndDevice(d)) => {
@@ -99,11 +99,11 @@ impl ClusterDelivery {
 }
 
 impl Delivery for ClusterDelivery {
-    fn deliver(&self, frames: &[(u64, Bytes)]) {
-        self.local.deliver(frames);
-        let frames =
+    fn deliver(&self, frames: Vec<(u64, Bytes)>) {
+        let remote =
             frames.iter().map(|(user_id, frame)| NodeFrame { user_id: *user_id, frame: frame.clone() }).collect();
-        self.publish(node_event::Event::Frames(NodeFrames { frames }));
+        self.local.deliver(frames);
+        self.publish(node_event::Event::Frames(NodeFrames { frames: remote }));
     }
 
     fn deliver_to_session(&self, user: u64, session: u64, frame: Bytes) {

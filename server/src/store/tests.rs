@@ -18,8 +18,8 @@ struct Recorded {
 }
 
 impl Delivery for Recorded {
-    fn deliver(&self, frames: &[(u64, Bytes)]) {
-        self.frames.lock().unwrap().extend_from_slice(frames);
+    fn deliver(&self, frames: Vec<(u64, Bytes)>) {
+        self.frames.lock().unwrap().extend(frames);
     }
     fn deliver_to_session(&self, _: u64, _: u64, _: Bytes) {}
     fn deliver_ephemeral(&self, _: &[u64], _: &Bytes, _: &Bytes) {}

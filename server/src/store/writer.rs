@@ -147,7 +147,7 @@ impl Writer {
             Ok((value, deliveries)) => Box::new(move |commit, delivery| match commit {
                 Ok(()) => {
                     if !deliveries.0.is_empty() {
-                        delivery.deliver(&deliveries.0);
+                        delivery.deliver(deliveries.0);
                     }
                     let _ = reply.send(Ok(value));
                 }
