@@ -108,8 +108,9 @@ pub struct Tx<'a> {
     /// as [`Slice`]s, fjall's own byte type: keys of up to 20 bytes (all
     /// the hot ones) are stored inline, and a value is one allocation
     /// shared by the batch, the overlay and the record cache instead of a
-    /// copy in each (their allocations and frees were a tenth of the
-    /// server's CPU at dm W = 64).
+    /// copy in each (with the copies, the writer's malloc and free were a
+    /// quarter of the server's samples at dm W = 64; bench/README.md,
+    /// "Allocations in the writer's transaction").
     overlay: Vec<BTreeMap<Slice, Option<Slice>>>,
     appended: u64,
     /// How sends schedule push notifications (`None`: push is off).
