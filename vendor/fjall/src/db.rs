@@ -78,6 +78,7 @@ impl Drop for DatabaseInner {
 
         // Drain again after threads are closed
         let _ = self.worker_pool.rx.drain().count();
+        let _ = self.worker_pool.compactions_rx.drain().count();
 
         // IMPORTANT: Break cyclic Arcs
         self.supervisor.flush_manager.clear();

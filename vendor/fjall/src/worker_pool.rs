@@ -45,16 +45,23 @@ pub struct WorkerPool {
     thread_handles: Mutex<Vec<WorkerHandle>>,
     pub(crate) rx: flume::Receiver<WorkerMessage>,
     pub(crate) sender: flume::Sender<WorkerMessage>,
+    /// Compactions that worker #0 of a pool of several passed on: only
+    /// the other workers read this queue, so #0 stays free for flushes.
+    pub(crate) compactions_rx: flume::Receiver<Keyspace>,
+    compactions: flume::Sender<Keyspace>,
 }
 
 impl WorkerPool {
     pub fn prepare() -> Self {
         let (sender, rx) = flume::bounded(1_000);
+        let (compactions, compactions_rx) = flume::bounded(1_000);
 
         Self {
             thread_handles: Mutex::default(),
             rx,
             sender,
+            compactions_rx,
+            compactions,
         }
     }
 
@@ -81,6 +88,8 @@ impl WorkerPool {
                         supervisor: supervisor.clone(),
                         stats: stats.clone(),
                         sender: self.sender.clone(),
+                        compactions: self.compactions.clone(),
+                        compactions_rx: self.compactions_rx.clone(),
                     };
 
                     let thread_counter = thread_counter.clone();
@@ -168,11 +177,52 @@ struct WorkerState {
     supervisor: Supervisor,
     rx: flume::Receiver<WorkerMessage>,
     sender: flume::Sender<WorkerMessage>,
+    compactions: flume::Sender<Keyspace>,
+    compactions_rx: flume::Receiver<Keyspace>,
     stats: Arc<Stats>,
 }
 
+impl WorkerState {
+    /// Whether this worker leaves compactions to the others: worker #0 of
+    /// a pool of several, so that a flush never waits behind a merge.
+    fn flushes_only(&self) -> bool {
+        self.pool_size > 1 && self.worker_id == 0
+    }
+
+    /// The next message: for a worker that also compacts, a compaction
+    /// worker #0 passed on if there is one, else the next from the shared
+    /// queue. Such a worker waits on the shared queue at most
+    /// [`PASSED_ON_POLL`] at a time: a compaction passed on while it
+    /// waited is then taken within that. (A `flume::Selector` over both
+    /// queues loses its wakeup when another receiver takes the message
+    /// it was woken for, and then waits forever.)
+    fn next_message(&self) -> Option<WorkerMessage> {
+        // The only worker takes everything from the shared queue: nothing
+        // is passed on to it.
+        if self.flushes_only() || self.pool_size == 1 {
+            return self.rx.recv().ok();
+        }
+        loop {
+            if let Ok(keyspace) = self.compactions_rx.try_recv() {
+                return Some(WorkerMessage::Compact(keyspace));
+            }
+            match self.rx.recv_timeout(PASSED_ON_POLL) {
+                Ok(item) => return Some(item),
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+/// How long a worker that compacts waits on the shared queue before it
+/// looks for compactions passed on by worker #0. Worker #0 passes one on
+/// when the others are busy (they look when done) or, in a race, while
+/// one of them is waiting: that one takes it within this.
+const PASSED_ON_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
-    let Ok(item) = ctx.rx.recv() else {
+    let Some(item) = ctx.next_message() else {
         return Ok(true);
     };
 
@@ -194,9 +244,13 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
         }
         WorkerMessage::Flush => flush_next(ctx)?,
         WorkerMessage::Compact(keyspace) => {
-            // NOTE: Let one worker prioritize flushing if there are pending flushes
-            if ctx.pool_size > 1 && ctx.worker_id == 0 {
-                ctx.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
+            // Worker #0 of several keeps itself free for flushes. It used
+            // to send the compaction back into the shared queue, which it
+            // reads itself: while the others were busy it took the message
+            // again at once, spinning on a CPU for as long as a merge ran.
+            // The queue it passes it on to is read by the others only.
+            if ctx.flushes_only() {
+                ctx.compactions.try_send(keyspace).ok();
                 return Ok(false);
             }
 
@@ -369,6 +423,22 @@ mod tests {
     use crate::{AbstractTree, Database, KeyspaceCreateOptions};
     use test_log::test;
 
+    /// The state of worker `worker_id` of a pool of `pool_size`, for a
+    /// test to run its ticks by hand (on a database opened without
+    /// workers).
+    fn worker_state(db: &Database, pool_size: usize, worker_id: usize) -> WorkerState {
+        WorkerState {
+            pool_size,
+            worker_id,
+            supervisor: db.supervisor.clone(),
+            rx: db.worker_pool.rx.clone(),
+            sender: db.worker_pool.sender.clone(),
+            compactions: db.worker_pool.compactions.clone(),
+            compactions_rx: db.worker_pool.compactions_rx.clone(),
+            stats: db.stats.clone(),
+        }
+    }
+
     // https://github.com/fjall-rs/fjall/pull/303
     #[test]
     fn keyspace_compact_after_startup() -> crate::Result<()> {
@@ -438,14 +508,7 @@ mod tests {
             .is_ok());
         let journal = db.supervisor.journal.get_writer()?;
 
-        let state = WorkerState {
-            pool_size: 1,
-            worker_id: 0,
-            supervisor: db.supervisor.clone(),
-            rx: db.worker_pool.rx.clone(),
-            sender: db.worker_pool.sender.clone(),
-            stats: db.stats.clone(),
-        };
+        let state = worker_state(&db, 1, 0);
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let outcome = worker_tick(&state).map_err(|e| format!("{e:?}"));
@@ -479,6 +542,65 @@ mod tests {
         Ok(())
     }
 
+    /// Worker #0 of a pool of several passes a compaction on to a queue
+    /// only the others read, and one of them runs it. It used to send it
+    /// back into the shared queue it reads itself: with the others busy it
+    /// took it again at once, spinning a CPU for as long as their merge
+    /// ran (on a 2-CPU box, half the machine during every merge).
+    #[test]
+    fn the_first_of_several_workers_passes_compactions_on_to_the_others() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", || {
+            KeyspaceCreateOptions::default().compaction_strategy(Arc::new(
+                crate::compaction::Leveled::default().with_l0_threshold(2),
+            ))
+        })?;
+        let first = worker_state(&db, 2, 0);
+        let second = worker_state(&db, 2, 1);
+
+        // Two overlapping tables in level 0, flushed by worker #0's ticks.
+        for key in ["a", "b"] {
+            ks.insert("a", key)?;
+            ks.insert(key, key)?;
+            assert!(ks.rotate_memtable()?);
+            while db.worker_pool.rx.try_recv().is_ok() {}
+            assert!(db.worker_pool.sender.try_send(WorkerMessage::Flush).is_ok());
+            assert_eq!(worker_tick(&first).map_err(|e| format!("{e:?}")), Ok(false));
+        }
+        while db.worker_pool.rx.try_recv().is_ok() {}
+        while db.worker_pool.compactions_rx.try_recv().is_ok() {}
+        assert_eq!(ks.tree.table_count(), 2);
+
+        assert!(db
+            .worker_pool
+            .sender
+            .try_send(WorkerMessage::Compact(ks.clone()))
+            .is_ok());
+        assert_eq!(worker_tick(&first).map_err(|e| format!("{e:?}")), Ok(false));
+        assert!(db.worker_pool.rx.is_empty(), "worker #0 put the compaction back where it reads");
+        assert_eq!(db.worker_pool.compactions_rx.len(), 1);
+        assert_eq!(ks.tree.table_count(), 2, "worker #0 compacted");
+
+        // Worker #1 takes the compaction passed on before the flush queued
+        // meanwhile (a queued flush has waited no longer than a merge
+        // that worker #0 would have run at once).
+        assert!(db.worker_pool.sender.try_send(WorkerMessage::Flush).is_ok());
+        assert_eq!(worker_tick(&second).map_err(|e| format!("{e:?}")), Ok(false));
+        assert!(db.worker_pool.compactions_rx.is_empty());
+        assert_eq!(ks.tree.table_count(), 1, "the two tables were merged");
+        assert_eq!(ks.l0_table_count(), 0);
+        assert_eq!(db.worker_pool.rx.len(), 1, "the flush waits for the next tick");
+        assert_eq!(worker_tick(&second).map_err(|e| format!("{e:?}")), Ok(false));
+        assert!(db.worker_pool.rx.is_empty());
+        assert_eq!(ks.get("a")?.as_deref(), Some(&b"b"[..]));
+        assert_eq!(ks.get("b")?.as_deref(), Some(&b"b"[..]));
+
+        Ok(())
+    }
+
     /// A sealed memtable is freed by a worker's tick, outside every lock,
     /// and not by the version GC that a rotation runs under the version
     /// lock on the rotating thread (a writer's, in confabd: freeing a
@@ -490,14 +612,7 @@ mod tests {
             .worker_threads_unchecked(0)
             .open()?;
         let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
-        let state = WorkerState {
-            pool_size: 1,
-            worker_id: 0,
-            supervisor: db.supervisor.clone(),
-            rx: db.worker_pool.rx.clone(),
-            sender: db.worker_pool.sender.clone(),
-            stats: db.stats.clone(),
-        };
+        let state = worker_state(&db, 1, 0);
         while db.worker_pool.rx.try_recv().is_ok() {}
 
         ks.insert("a", "a")?;
@@ -550,14 +665,7 @@ mod tests {
                 .journal_rotation_size(1_024 * 1_024)
                 .open()?;
             let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
-            let state = WorkerState {
-                pool_size: 1,
-                worker_id: 0,
-                supervisor: db.supervisor.clone(),
-                rx: db.worker_pool.rx.clone(),
-                sender: db.worker_pool.sender.clone(),
-                stats: db.stats.clone(),
-            };
+            let state = worker_state(&db, 1, 0);
             for i in 0..1_500u32 {
                 ks.insert(i.to_be_bytes(), &value)?;
             }
