@@ -21,8 +21,8 @@ pub struct SuiteArgs {
     /// Short runs and fewer connections: a first look in about 3 minutes.
     #[arg(long)]
     pub quick: bool,
-    /// Scenarios to run (comma-separated): dm, group, idle, sync, history,
-    /// login, overload. Default: all.
+    /// Scenarios to run (comma-separated): dm, soak, group, idle,
+    /// sync, history, login, overload. Default: all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Systems to run (comma-separated): confab, relay, nats, ejabberd,
@@ -51,6 +51,11 @@ pub struct SuiteArgs {
     /// Messages in the history store (default 1,000,000; 200,000 with --quick).
     #[arg(long)]
     pub history_messages: Option<u64>,
+    /// Measured seconds of the soak row: dm at full speed on one store
+    /// for long enough that merges into a grown level 1 (and the writers'
+    /// waits for them) show (default 40; 10 with --quick).
+    #[arg(long)]
+    pub soak: Option<f64>,
     /// Also run dm W=64 over QUIC and WebSocket (always in a full `all`).
     #[arg(long)]
     pub quic: bool,
@@ -121,6 +126,9 @@ impl Suite {
         if self.wants("dm") || self.wants("overload") {
             self.dm().await?;
         }
+        if self.wants("soak") {
+            self.soak().await?;
+        }
         if self.wants("group") {
             self.group().await?;
         }
@@ -152,8 +160,21 @@ impl Suite {
         shape: Shape,
         tag: &str,
     ) -> anyhow::Result<f64> {
+        let scenario = if tag == "over2x" { "overload" } else { "dm" };
+        self.confab_dm_for(transport, durability, self.params(shape), scenario, tag).await
+    }
+
+    /// A dm row with its own load parameters, named `scenario`.
+    async fn confab_dm_for(
+        &mut self,
+        transport: Transport,
+        durability: Durability,
+        params: LoadParams,
+        scenario: &'static str,
+        tag: &str,
+    ) -> anyhow::Result<f64> {
         let pairs = self.args.pairs;
-        let params = self.params(shape);
+        let shape = params.shape;
         let server = Daemon::start(&self.opts(durability)).await?;
         let nodes = Nodes::one(Arc::new(Connector::confab(&server.fingerprint, 16 * 1024)?), server.target());
         let result = dm::confab_dm(&nodes, transport, pairs, &params, &[server.pid]).await;
@@ -161,7 +182,6 @@ impl Suite {
         let (outcome, reading) =
             result.with_context(|| format!("dm {} {} {tag}", transport.name(), durability.as_str()))?;
         let config = format!("{} {} {tag} P={pairs}", transport.name(), durability.as_str());
-        let scenario = if tag == "over2x" { "overload" } else { "dm" };
         let mut row = load_row(scenario, "confab", config, "msg/s", outcome, reading, params.duration.as_secs_f64());
         if let Shape::Open { rate } = shape {
             row.extra["offered_per_sec"] = (rate * pairs as f64).into();
@@ -200,6 +220,25 @@ impl Suite {
                 self.confab_dm(transport, Durability::Fsync, Shape::Closed { window: 64 }, "W=64").await?;
             }
         }
+        Ok(())
+    }
+
+    /// dm at full speed (fsync, W = 64) for `--soak` seconds on one
+    /// store. The dm rows' windows are a few seconds on a fresh store,
+    /// where every merge rewrites a small level 1; a node under load for
+    /// hours merges into a large one, and its writers wait (up to the
+    /// store's flush wait bound) when merges fall behind. The row's p99.9,
+    /// maximum and latency halves show those waits.
+    async fn soak(&mut self) -> anyhow::Result<()> {
+        if !self.system("confab") {
+            return Ok(());
+        }
+        let secs = self.args.soak.unwrap_or(if self.args.quick { 10.0 } else { 40.0 }).max(1.0);
+        eprintln!("soak (confab, dm fsync W=64 for {secs} s on one store)");
+        let mut params = self.params(Shape::Closed { window: 64 });
+        params.duration = Duration::from_secs_f64(secs);
+        let tag = format!("W=64 {secs}s");
+        self.confab_dm_for(Transport::Tcp, Durability::Fsync, params, "soak", &tag).await?;
         Ok(())
     }
 

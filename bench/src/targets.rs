@@ -38,6 +38,11 @@ impl Verdict {
     }
 }
 
+/// The soak row's bound on its slowest message: about three times the
+/// short W = 64 rows' maxima on the reference box, so a writer stopped
+/// for the store's flush wait (up to 1 s) fails it.
+const SOAK_MAX_US: u64 = 500_000;
+
 fn find<'a>(rows: &'a [Row], scenario: &str, system: &str, words: &[&str]) -> Option<&'a Row> {
     rows.iter().find(|r| r.is(scenario, system, words))
 }
@@ -159,6 +164,26 @@ pub fn check(rows: &[Row]) -> Vec<Verdict> {
             r.and_then(|r| r.p(0.99)).map(|p| (format!("p99 {}", lat(p)), p <= goal_us)),
         ));
     }
+    let soak = find(rows, "soak", "confab", &["tcp", "fsync"]);
+    out.push(v(
+        "dm soak, fsync W=64 on one store (40 s)",
+        &format!("rate ≥ 80% of the short W=64 row's, max latency ≤ {} (no writer stall)", lat(SOAK_MAX_US)),
+        soak.and_then(|r| {
+            let max = r.lat.as_ref().filter(|h| !h.is_empty())?.max();
+            let short = dm64?.value;
+            Some((
+                format!(
+                    "{} msg/s ({:.0}% of {}), p99.9 {}, max {}",
+                    figure(r.value),
+                    100.0 * r.value / short,
+                    figure(short),
+                    lat(r.p(0.999)?),
+                    lat(max)
+                ),
+                r.value >= 0.8 * short && max <= SOAK_MAX_US,
+            ))
+        }),
+    ));
     let o = find(rows, "overload", "confab", &[]);
     out.push(v(
         "overload at 2× the max rate",
@@ -190,4 +215,42 @@ pub fn table(verdicts: &[Verdict]) -> String {
         let _ = writeln!(s, "  {:<4} {:<w$}  goal {}; measured {}", t.verdict(), t.what, t.goal, t.measured);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soak_verdict(rows: &[Row]) -> Option<bool> {
+        check(rows).into_iter().find(|v| v.what.starts_with("dm soak")).and_then(|v| v.pass)
+    }
+
+    fn row(scenario: &'static str, config: &str, value: f64, latencies_us: &[u64]) -> Row {
+        let mut r = Row::new(scenario, "confab", config.into(), value, "msg/s");
+        let mut h = crate::load::new_hist().unwrap();
+        for l in latencies_us {
+            h.record(*l).unwrap();
+        }
+        r.lat = Some(h);
+        r
+    }
+
+    #[test]
+    fn the_soak_target_wants_the_rate_held_and_no_stall() {
+        let short = row("dm", "tcp fsync W=64 P=32", 50_000.0, &[40_000, 150_000]);
+        let held = row("soak", "tcp fsync W=64 40s P=32", 45_000.0, &[40_000, 300_000]);
+        assert_eq!(soak_verdict(&[short, held]), Some(true));
+
+        let short = row("dm", "tcp fsync W=64 P=32", 50_000.0, &[40_000, 150_000]);
+        let stalled = row("soak", "tcp fsync W=64 40s P=32", 45_000.0, &[40_000, 1_400_000]);
+        assert_eq!(soak_verdict(&[short, stalled]), Some(false), "a 1.4 s stall");
+
+        let short = row("dm", "tcp fsync W=64 P=32", 50_000.0, &[40_000, 150_000]);
+        let slowed = row("soak", "tcp fsync W=64 40s P=32", 35_000.0, &[40_000, 300_000]);
+        assert_eq!(soak_verdict(&[short, slowed]), Some(false), "70 % of the short row's rate");
+
+        // Without the short row (`--only soak`) it is not judged.
+        let alone = row("soak", "tcp fsync W=64 40s P=32", 45_000.0, &[40_000]);
+        assert_eq!(soak_verdict(&[alone]), None);
+    }
 }
