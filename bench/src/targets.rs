@@ -166,15 +166,16 @@ pub fn check(rows: &[Row]) -> Vec<Verdict> {
     }
     let soak = find(rows, "soak", "confab", &["tcp", "fsync"]);
     out.push(v(
-        "dm soak, fsync W=64 on one store (40 s)",
+        "dm soak, fsync W=64 on one store",
         &format!("rate ≥ 80% of the short W=64 row's, max latency ≤ {} (no writer stall)", lat(SOAK_MAX_US)),
         soak.and_then(|r| {
             let max = r.lat.as_ref().filter(|h| !h.is_empty())?.max();
             let short = dm64?.value;
             Some((
                 format!(
-                    "{} msg/s ({:.0}% of {}), p99.9 {}, max {}",
+                    "{} msg/s over {:.0} s ({:.0}% of {}), p99.9 {}, max {}",
                     figure(r.value),
+                    r.extra.get("seconds").and_then(|s| s.as_f64()).unwrap_or(0.0),
                     100.0 * r.value / short,
                     figure(short),
                     lat(r.p(0.999)?),
