@@ -248,8 +248,29 @@ impl<'a> Tx<'a> {
 
     /// Commits everything staged, atomically, with the store's durability.
     pub(crate) fn commit(self) -> Result<(), StoreError> {
-        self.batch.durability(Some(self.store.durability.persist_mode())).commit()?;
+        let durability = self.store.durability.persist_mode();
+        self.into_batch().durability(Some(durability)).commit()?;
         Ok(())
+    }
+
+    /// The group's write batch: the writes staged straight into it, then
+    /// the overlay's, one per key. A key the group wrote several times
+    /// (a sender's read marker, once per message it sent; an id counter)
+    /// is written once, with its last value, instead of once per write:
+    /// each write is a journal entry, a memtable insert and later a
+    /// flushed row.
+    fn into_batch(mut self) -> OwnedWriteBatch {
+        // `overlay` has one map per keyspace, built from Ks::ALL.
+        for (&ks, staged) in Ks::ALL.iter().zip(self.overlay.iter_mut()) {
+            let handle = self.handles.ks(ks);
+            for (key, value) in std::mem::take(staged) {
+                match value {
+                    Some(value) => self.batch.insert(handle, key, value),
+                    None => self.batch.remove(handle, key),
+                }
+            }
+        }
+        self.batch
     }
 
     // ----- reads (overlay first) --------------------------------------------
@@ -306,7 +327,7 @@ impl<'a> Tx<'a> {
     pub(crate) fn put(&mut self, ks: Ks, key: &[u8], value: impl Into<Slice>) {
         let value = value.into();
         self.capture(ks, key, Some(&value));
-        self.batch.insert(self.handles.ks(ks), key, value.clone());
+        // Into the batch at commit, from the overlay (`into_batch`).
         self.touched(ks, key, Some(&value));
         self.overlay[ks as usize].insert(Slice::from(key), Some(value));
     }
@@ -339,7 +360,6 @@ impl<'a> Tx<'a> {
 
     pub(crate) fn delete(&mut self, ks: Ks, key: &[u8]) {
         self.capture(ks, key, None);
-        self.batch.remove(self.handles.ks(ks), key);
         self.touched(ks, key, None);
         self.overlay[ks as usize].insert(Slice::from(key), None);
     }
@@ -485,6 +505,27 @@ mod tests {
         assert_eq!(group(&db, &mut counters, Scope::SINGLE, None), Some(b"two".to_vec()));
         counters.clear();
         assert_eq!(group(&db, &mut counters, Scope::SINGLE, None), Some(b"two".to_vec()), "read again from the store");
+    }
+
+    #[test]
+    fn a_key_written_several_times_in_a_group_is_committed_once_with_its_last_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), Durability::Buffered).unwrap();
+        let mut counters = Counters::default();
+        let mut tx = Tx::new(&db, &mut counters, None, Scope::SINGLE).unwrap();
+        for v in [&b"one"[..], b"two", b"three"] {
+            tx.put(Ks::Users, b"marker", v.to_vec());
+        }
+        tx.put(Ks::Users, b"gone", b"soon".to_vec());
+        tx.delete(Ks::Users, b"gone");
+        tx.put_unread(Ks::Inbox, b"entry", Slice::from(&b"e"[..]));
+        let batch = tx.into_batch();
+        assert_eq!(batch.len(), 3, "one write per key: marker, gone (a removal), the inbox entry");
+        batch.commit().unwrap();
+        let users = db.handles().unwrap();
+        assert_eq!(users.ks(Ks::Users).get(b"marker").unwrap().as_deref(), Some(&b"three"[..]));
+        assert_eq!(users.ks(Ks::Users).get(b"gone").unwrap(), None);
+        assert_eq!(users.ks(Ks::Inbox).get(b"entry").unwrap().as_deref(), Some(&b"e"[..]));
     }
 
     /// A cluster node's writers share one database: what one partition's
