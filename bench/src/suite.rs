@@ -56,6 +56,12 @@ pub struct SuiteArgs {
     /// waits for them) show (default 40; 10 with --quick).
     #[arg(long)]
     pub soak: Option<f64>,
+    /// Run the dm open-loop rows at this many messages per second in all,
+    /// instead of at 25 % of the W=64 row's rate: to compare two builds'
+    /// latency at the same offered load (rows tagged `open@RATE`, which
+    /// no target reads).
+    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = positive_rate)]
+    pub open_rate: Option<f64>,
     /// Also run dm W=64 over QUIC and WebSocket (always in a full `all`).
     #[arg(long)]
     pub quic: bool,
@@ -206,9 +212,12 @@ impl Suite {
             }
             let max = self.confab_dm(Transport::Tcp, durability, Shape::Closed { window: 64 }, "W=64").await?;
             if self.wants("dm") {
-                let rate = 0.25 * max / pairs;
+                let (rate, tag) = match self.args.open_rate {
+                    Some(total) => (total / pairs, format!("open@{total:.0}")),
+                    None => (0.25 * max / pairs, "open25".to_string()),
+                };
                 self.open_rate.get_or_insert(rate);
-                self.confab_dm(Transport::Tcp, durability, Shape::Open { rate }, "open25").await?;
+                self.confab_dm(Transport::Tcp, durability, Shape::Open { rate }, &tag).await?;
             }
             if durability == Durability::Fsync && self.wants("overload") {
                 let rate = 2.0 * max / pairs;
@@ -421,10 +430,11 @@ impl Suite {
                 Some(rate) => {
                     let params = self.params(Shape::Open { rate });
                     let r = relay::dm(self.pin, pairs, &params).await.context("relay dm, open loop")?;
+                    let tag = self.args.open_rate.map_or("open25".to_string(), |total| format!("open@{total:.0}"));
                     let mut row =
-                        load_row("dm", "relay", format!("tcp open25 P={pairs}"), "msg/s", r.0, r.1, secs(&params));
+                        load_row("dm", "relay", format!("tcp {tag} P={pairs}"), "msg/s", r.0, r.1, secs(&params));
                     row.extra["offered_per_sec"] = (rate * pairs as f64).into();
-                    row.notes.push("open loop at the rate of confab's fsync open25 row: the generator's and the network's own latency at that load".into());
+                    row.notes.push("open loop at the rate of confab's fsync open-loop row: the generator's and the network's own latency at that load".into());
                     self.push(row);
                 }
                 None => eprintln!("baseline: no confab open-loop row ran, so the relay's open-loop row is skipped"),
@@ -507,4 +517,13 @@ impl Suite {
 
 fn secs(p: &LoadParams) -> f64 {
     p.duration.as_secs_f64()
+}
+
+/// A rate of the command line: a number of messages per second above 0.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a number of messages per second above 0".into()),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
 }
