@@ -362,6 +362,41 @@ impl Database {
         Ok(())
     }
 
+    /// Runs the oldest flush waiting for a worker on the calling thread,
+    /// and returns whether there was one (Confab's patch).
+    ///
+    /// For a writer that would otherwise wait for the workers to catch up:
+    /// with one worker thread (a 1-CPU box, or a pinned process) a long
+    /// compaction holds back every flush queued behind it, and the
+    /// writers then wait for all of it. A flush taken here runs beside the
+    /// compaction, as it would on a second worker; and the memtables
+    /// flushed are freed here too (their worker, busy merging, would free
+    /// them only when done: over 100 MiB held in a 40 s run). A failure
+    /// poisons the database, as a worker's does.
+    ///
+    /// # Errors
+    ///
+    /// Returns error, if an IO error occurred.
+    pub fn flush_queued(&self) -> crate::Result<bool> {
+        if self.is_poisoned.is_poisoned() {
+            return Err(crate::Error::Poisoned);
+        }
+
+        crate::worker_pool::flush_queued(
+            &self.supervisor,
+            &self.stats,
+            &self.worker_pool.sender,
+            self.config.worker_threads.max(1),
+        )
+        .inspect(|_| {
+            self.supervisor.reap_retired_memtables();
+        })
+        .inspect_err(|e| {
+            log::error!("Flush on a caller's thread failed: {e:?}");
+            self.is_poisoned.poison();
+        })
+    }
+
     /// Seals the active journal file and starts a new one.
     ///
     /// A sealed journal file is deleted once every memtable it covers has

@@ -273,10 +273,10 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
 /// files: the syncs, the new file's creation and its folder's sync
 /// (milliseconds each on a busy disk, which writers used to wait out) run
 /// without it.
-fn sync_or_rotate_journal(ctx: &WorkerState, keyspace: &Keyspace) -> crate::Result<()> {
+fn sync_or_rotate_journal(supervisor: &Supervisor, keyspace: &Keyspace) -> crate::Result<()> {
     use lsm_tree::AbstractTree;
 
-    let journal = &ctx.supervisor.journal;
+    let journal = &supervisor.journal;
 
     #[expect(clippy::expect_used)]
     let _rotation = journal.rotation.lock().expect("lock is poisoned");
@@ -288,7 +288,7 @@ fn sync_or_rotate_journal(ctx: &WorkerState, keyspace: &Keyspace) -> crate::Resu
         log::trace!("acquiring journal lock to maybe rotate journal");
         let mut journal_writer = journal.get_writer()?;
         let rotate =
-            journal_writer.pos()? > ctx.supervisor.db_config.journal_rotation_size_in_bytes;
+            journal_writer.pos()? > supervisor.db_config.journal_rotation_size_in_bytes;
         let next_path = if rotate {
             Some(journal_writer.next_path()?)
         } else {
@@ -311,17 +311,16 @@ fn sync_or_rotate_journal(ctx: &WorkerState, keyspace: &Keyspace) -> crate::Resu
             let mut journal_writer = journal.get_writer()?;
 
             #[expect(clippy::expect_used)]
-            let mut journal_manager = ctx
-                .supervisor
+            let mut journal_manager = supervisor
                 .journal_manager
                 .write()
                 .expect("lock is poisoned");
 
             let seqno_map = {
                 #[expect(clippy::expect_used)]
-                let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
+                let keyspaces = supervisor.keyspaces.write().expect("lock is poisoned");
 
-                ctx.supervisor.build_seqno_map(&keyspaces)
+                supervisor.build_seqno_map(&keyspaces)
             };
 
             // The bytes written, not the file's length: a journal file is
@@ -337,7 +336,7 @@ fn sync_or_rotate_journal(ctx: &WorkerState, keyspace: &Keyspace) -> crate::Resu
             journal_manager.sealed(sealed_path, seqno_map, size);
 
             if journal_manager.disk_space_used()
-                >= ctx.supervisor.db_config.max_journaling_size_in_bytes
+                >= supervisor.db_config.max_journaling_size_in_bytes
             {
                 let stragglers =
                     journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
@@ -385,36 +384,49 @@ fn sync_or_rotate_journal(ctx: &WorkerState, keyspace: &Keyspace) -> crate::Resu
 
 /// Runs the oldest queued flush, if any.
 fn flush_next(ctx: &WorkerState) -> crate::Result<()> {
-    let Some(task) = ctx.supervisor.flush_manager.dequeue() else {
-        return Ok(());
+    flush_queued(&ctx.supervisor, &ctx.stats, &ctx.sender, ctx.pool_size).map(|_| ())
+}
+
+/// Runs the oldest queued flush, if any, on the calling thread (a worker's,
+/// or a writer's through `Database::flush_queued`), then asks for
+/// `compactions` compactions of its keyspace. Returns whether there was
+/// one.
+pub(crate) fn flush_queued(
+    supervisor: &Supervisor,
+    stats: &Stats,
+    sender: &flume::Sender<WorkerMessage>,
+    compactions: usize,
+) -> crate::Result<bool> {
+    let Some(task) = supervisor.flush_manager.dequeue() else {
+        return Ok(false);
     };
 
-    sync_or_rotate_journal(ctx, &task.keyspace)?;
+    sync_or_rotate_journal(supervisor, &task.keyspace)?;
 
     run_flush(
         &task,
-        &ctx.supervisor.write_buffer_size,
-        &ctx.supervisor.snapshot_tracker,
-        &ctx.stats,
+        &supervisor.write_buffer_size,
+        &supervisor.snapshot_tracker,
+        stats,
     )?;
 
-    for _ in 0..ctx.pool_size {
-        ctx.sender
+    for _ in 0..compactions {
+        sender
             .try_send(WorkerMessage::Compact(task.keyspace.clone()))
             .ok();
     }
 
     // What a rotation on a caller's thread left to a worker
     // (`Keyspace::inner_rotate_memtable`).
-    ctx.supervisor.gc_versions();
+    supervisor.gc_versions();
 
-    ctx.supervisor
+    supervisor
         .journal_manager
         .write()
         .expect("lock is poisoned")
         .maintenance()?;
 
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -601,6 +613,57 @@ mod tests {
         Ok(())
     }
 
+    /// `Database::flush_queued` runs the oldest queued flush on the calling
+    /// thread (a writer's, while the only worker is busy with a merge):
+    /// the sealed memtable becomes a table, its bytes stop counting as
+    /// unflushed, a compaction is asked for, and with nothing queued it
+    /// does nothing.
+    #[test]
+    fn a_caller_runs_a_queued_flush_itself() -> crate::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let db = Database::builder(&folder)
+            .worker_threads_unchecked(0)
+            .open()?;
+        let ks = db.keyspace("default", KeyspaceCreateOptions::default)?;
+
+        assert!(!db.flush_queued()?, "nothing is queued");
+        let value = vec![7u8; 1_000];
+        for i in 0..1_000u32 {
+            ks.insert(i.to_be_bytes(), &value)?;
+        }
+        assert!(ks.rotate_memtable()?);
+        while db.worker_pool.rx.try_recv().is_ok() {}
+        let unflushed = db.write_buffer_size();
+        assert!(unflushed >= 1_000_000, "{unflushed} bytes unflushed");
+        assert_eq!(ks.tree.table_count(), 0);
+
+        assert!(db.flush_queued()?);
+        assert_eq!(ks.tree.table_count(), 1);
+        assert_eq!(ks.sealed_memtable_count(), 0);
+        assert!(db.write_buffer_size() < unflushed / 100);
+        assert!(
+            matches!(db.worker_pool.rx.try_recv(), Ok(WorkerMessage::Compact(_))),
+            "a compaction of the keyspace was asked for"
+        );
+        assert!(!db.flush_queued()?, "the one flush was taken");
+        assert_eq!(ks.get(999u32.to_be_bytes())?.as_deref(), Some(&value[..]));
+
+        // Flushed memtables are freed by the caller too, once the versions
+        // that held them are gone (no worker runs here to do it).
+        for round in 0..4u32 {
+            ks.insert(round.to_be_bytes(), &value)?;
+            assert!(ks.rotate_memtable()?);
+            assert!(db.flush_queued()?);
+        }
+        let retired = db.supervisor.retired_memtables.lock().map(|r| r.len()).ok();
+        assert!(
+            retired.is_some_and(|n| n < 5),
+            "{retired:?} of 5 flushed memtables still held"
+        );
+
+        Ok(())
+    }
+
     /// A sealed memtable is freed by a worker's tick, outside every lock,
     /// and not by the version GC that a rotation runs under the version
     /// lock on the rotating thread (a writer's, in confabd: freeing a
@@ -697,7 +760,7 @@ mod tests {
             }
             assert!(ks.rotate_memtable()?);
             while db.worker_pool.rx.try_recv().is_ok() {}
-            sync_or_rotate_journal(&state, &ks)?;
+            sync_or_rotate_journal(&state.supervisor, &ks)?;
             let used = db
                 .supervisor
                 .journal_manager
