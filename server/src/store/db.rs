@@ -113,6 +113,39 @@ pub const UNFLUSHED_HARD_LIMIT: u64 = 4 * UNFLUSHED_LIMIT;
 /// starts at ([`L0_TABLES_BEFORE_COMPACTION`]).
 const L0_RUNS_WAIT: usize = 2 * L0_TABLES_BEFORE_COMPACTION as usize;
 
+/// Level-0 runs in a keyspace from which a writer is slowed between
+/// groups, the more the closer they are to [`L0_RUNS_WAIT`]: a merge
+/// into a grown level 1 takes seconds, and a writer that went on at full
+/// speed until it had to stop for up to [`FLUSH_WAIT_MAX`] left messages
+/// waiting a second or more (the bench's soak row), where one slowed in
+/// steps spreads the same wait thinly over every message. Two more than
+/// a merge starts at: with one merge running the next tables wait their
+/// turn.
+const L0_RUNS_SLOW: usize = L0_TABLES_BEFORE_COMPACTION as usize + 2;
+
+/// A writer's delay per write of the group it just committed at the most
+/// level-0 runs short of [`L0_RUNS_WAIT`] (less below): 40 us, with about
+/// five writes per message a rate of at most ~5,000 messages a second
+/// then, with W = 64 over 32 pairs still answers within about 0.4 s.
+const SLOW_PER_WRITE: std::time::Duration = std::time::Duration::from_micros(40);
+
+/// The longest a writer is slowed after one group.
+const SLOW_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a writer pauses after committing `writes` writes while the
+/// busiest keyspace has `runs` level-0 runs: nothing below
+/// [`L0_RUNS_SLOW`], then in equal steps up to [`SLOW_PER_WRITE`] a write
+/// at one short of [`L0_RUNS_WAIT`], at most [`SLOW_MAX`].
+fn slow_down(runs: usize, writes: usize) -> std::time::Duration {
+    if runs < L0_RUNS_SLOW {
+        return std::time::Duration::ZERO;
+    }
+    let steps = (L0_RUNS_WAIT - L0_RUNS_SLOW) as u32;
+    let step = (runs + 1 - L0_RUNS_SLOW).min(L0_RUNS_WAIT - L0_RUNS_SLOW) as u32;
+    let per_write = SLOW_PER_WRITE * step / steps;
+    per_write.saturating_mul(u32::try_from(writes).unwrap_or(u32::MAX)).min(SLOW_MAX)
+}
+
 /// The longest a writer waits for flushes at a time: a flush that keeps
 /// failing (a full disk) must not stop the writes too (fjall's own
 /// limits still apply).
@@ -393,19 +426,30 @@ impl Db {
     /// Waits (at most [`FLUSH_WAIT_MAX`]) while the memtables hold
     /// [`UNFLUSHED_HARD_LIMIT`] bytes or more, or a keyspace has
     /// [`L0_RUNS_WAIT`] level-0 runs: flushes or compactions have fallen
-    /// behind the writes. Called by writers between groups, after the
-    /// last one was answered.
-    pub(crate) fn wait_for_flushes(&self) {
+    /// behind the writes. Short of that, from [`L0_RUNS_SLOW`] runs,
+    /// pauses in proportion to the `writes` of the group just committed
+    /// ([`slow_down`]). Called by writers between groups, after the
+    /// last one was answered. Behind on flushes, the writer runs the
+    /// queued ones itself rather than wait for a worker that may be in the
+    /// middle of a long merge.
+    pub(crate) fn wait_for_flushes(&self, writes: usize) {
         let Ok(handles) = self.handles() else { return };
         let behind = |h: &Handles| {
             h.db.write_buffer_size() >= UNFLUSHED_HARD_LIMIT
                 || h.keyspaces.iter().any(|ks| ks.l0_run_count() >= L0_RUNS_WAIT)
         };
         if !behind(&handles) {
+            let runs = handles.keyspaces.iter().map(|ks| ks.l0_run_count()).max().unwrap_or(0);
+            let pause = slow_down(runs, writes);
+            if !pause.is_zero() {
+                tracing::debug!(runs, writes, ?pause, "level-0 merges are behind: slowing the writer");
+                std::thread::sleep(pause);
+            }
             return;
         }
         let started = std::time::Instant::now();
         let mut asked = None::<std::time::Instant>;
+        let mut help = true;
         while behind(&handles) {
             if started.elapsed() >= FLUSH_WAIT_MAX {
                 tracing::warn!(
@@ -425,7 +469,25 @@ impl Db {
                 }
                 asked = Some(std::time::Instant::now());
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            // Behind on flushes only (not on merges, which more level-0
+            // tables would put further behind): a flush waiting for
+            // fjall's workers runs here instead. With one worker busy with
+            // a merge (seconds, once level 1 has grown), the writer then
+            // waits for that flush, not for the merge.
+            let flushed = help
+                && handles.db.write_buffer_size() >= UNFLUSHED_HARD_LIMIT
+                && !handles.keyspaces.iter().any(|ks| ks.l0_run_count() >= L0_RUNS_WAIT)
+                && match handles.db.flush_queued() {
+                    Ok(ran) => ran,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a flush on the writer's thread failed");
+                        help = false;
+                        false
+                    }
+                };
+            if !flushed {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
     }
 
@@ -537,4 +599,27 @@ fn written_bytes(m: &std::fs::Metadata) -> u64 {
     }
     #[cfg(not(unix))]
     m.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_writer_is_slowed_in_steps_as_level_0_runs_near_the_wait() {
+        assert_eq!(slow_down(L0_TABLES_BEFORE_COMPACTION as usize, 1_000), Duration::ZERO, "a merge due is normal");
+        assert_eq!(slow_down(L0_RUNS_SLOW - 1, 1_000), Duration::ZERO);
+        let first = slow_down(L0_RUNS_SLOW, 1_000);
+        assert!(first > Duration::ZERO);
+        let mut last = first;
+        for runs in L0_RUNS_SLOW + 1..L0_RUNS_WAIT {
+            let pause = slow_down(runs, 1_000);
+            assert!(pause > last, "{runs} runs: {pause:?} after {last:?}");
+            last = pause;
+        }
+        assert_eq!(slow_down(L0_RUNS_WAIT - 1, 100), SLOW_PER_WRITE * 100);
+        assert_eq!(slow_down(L0_RUNS_WAIT - 1, 1_000_000), SLOW_MAX, "capped");
+        assert_eq!(slow_down(L0_RUNS_WAIT - 1, 0), Duration::ZERO, "nothing written, nothing to slow");
+    }
 }

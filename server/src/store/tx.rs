@@ -247,10 +247,13 @@ impl<'a> Tx<'a> {
     }
 
     /// Commits everything staged, atomically, with the store's durability.
-    pub(crate) fn commit(self) -> Result<(), StoreError> {
+    /// Returns how many writes (keys) the batch held.
+    pub(crate) fn commit(self) -> Result<usize, StoreError> {
         let durability = self.store.durability.persist_mode();
-        self.into_batch().durability(Some(durability)).commit()?;
-        Ok(())
+        let batch = self.into_batch();
+        let writes = batch.len();
+        batch.durability(Some(durability)).commit()?;
+        Ok(writes)
     }
 
     /// The group's write batch: the writes staged straight into it, then

@@ -343,7 +343,7 @@ fn run(
         let (messages, pushes_queued) = (tx.appended(), tx.pushes_queued());
         let started = std::time::Instant::now();
         match tx.commit() {
-            Ok(()) => {
+            Ok(writes) => {
                 commit_seq = seq;
                 store.bound_unflushed();
                 hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
@@ -351,7 +351,7 @@ fn run(
                 for done in completions {
                     done(Ok(()), deliver);
                 }
-                store.wait_for_flushes();
+                store.wait_for_flushes(writes);
             }
             Err(e) => {
                 counters.clear();
@@ -429,18 +429,21 @@ fn run_logged(
         match log.append(writes, effects) {
             Ok(position) => {
                 tx.set_applied(settings.scope.partition, position);
-                if let Err(e) = tx.commit() {
-                    // The group is in the log (a quorum has it) but not in
-                    // this view: only a replay can repair it. The process
-                    // ends and the partition moves (or comes back here
-                    // and replays the tail).
-                    tracing::error!(error = %e, partition = settings.scope.partition, "applying a logged group failed; exiting");
-                    std::process::exit(70);
-                }
+                let writes = match tx.commit() {
+                    Ok(writes) => writes,
+                    Err(e) => {
+                        // The group is in the log (a quorum has it) but not
+                        // in this view: only a replay can repair it. The
+                        // process ends and the partition moves (or comes
+                        // back here and replays the tail).
+                        tracing::error!(error = %e, partition = settings.scope.partition, "applying a logged group failed; exiting");
+                        std::process::exit(70);
+                    }
+                };
                 store.bound_unflushed();
                 hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
                 completions.into_iter().for_each(|done| done(Ok(()), deliver));
-                store.wait_for_flushes();
+                store.wait_for_flushes(writes);
             }
             Err(LogError::Fenced(why)) => {
                 tracing::warn!(partition = settings.scope.partition, %why, "fenced: another node owns the partition");
