@@ -235,6 +235,9 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     /// Commands per group commit.
     pub commit_batch: Histogram,
+    /// Microseconds the store's writers paused between groups for its
+    /// flushes and merges to catch up.
+    pub writer_paused_us: AtomicU64,
     /// Push notifications.
     pub push: PushMetrics,
 }
@@ -252,6 +255,7 @@ impl Default for Metrics {
             deliveries: AtomicU64::new(0),
             overflow_disconnects: AtomicU64::new(0),
             messages_stored: AtomicU64::new(0),
+            writer_paused_us: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             refused_per_address: AtomicU64::new(0),
             password_checks_shed: AtomicU64::new(0),
@@ -305,11 +309,15 @@ impl Metrics {
         *self.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(code).or_default() += 1;
     }
 
-    /// A group commit finished.
-    pub fn committed(&self, commands: usize, messages: u64, elapsed: Duration) {
+    /// A group commit finished, `paused` after the one before it.
+    pub fn committed(&self, commands: usize, messages: u64, elapsed: Duration, paused: Duration) {
         self.commit_latency.record(elapsed.as_micros() as u64);
         self.commit_batch.record(commands as u64);
         self.messages_stored.fetch_add(messages, Relaxed);
+        if !paused.is_zero() {
+            let us = u64::try_from(paused.as_micros()).unwrap_or(u64::MAX);
+            self.writer_paused_us.fetch_add(us, Relaxed);
+        }
     }
 
     /// Renders the Prometheus text exposition.
@@ -411,6 +419,11 @@ impl Metrics {
         }
         self.commit_latency.render(&mut o, "confab_store_commit_seconds", "Group commit latency (write + sync).");
         self.commit_batch.render(&mut o, "confab_store_commit_batch_size", "Commands per group commit.");
+        let _ = writeln!(
+            o,
+            "# HELP confab_store_writer_paused_seconds_total Time the store's writers paused between groups for its flushes and merges to catch up.\n# TYPE confab_store_writer_paused_seconds_total counter\nconfab_store_writer_paused_seconds_total {}",
+            self.writer_paused_us.load(Relaxed) as f64 / 1e6
+        );
         self.push.render(&mut o);
         self.cluster.render(&mut o);
         o
@@ -537,13 +550,15 @@ mod tests {
     fn renders_prometheus_text() {
         let m = Metrics::default();
         m.connection_opened(Transport::Tcp);
-        m.committed(3, 2, Duration::from_micros(700));
+        m.committed(3, 2, Duration::from_micros(700), Duration::ZERO);
+        m.committed(1, 1, Duration::from_micros(700), Duration::from_millis(250));
         m.error(311);
         let text = m.render(Live { sessions: 1, users_online: 1, queued_bytes: 0 });
         assert!(text.contains("confab_connections{transport=\"tcp\"} 1"));
-        assert!(text.contains("confab_store_commit_seconds_bucket{le=\"0.001\"} 1"));
-        assert!(text.contains("confab_store_commit_batch_size_bucket{le=\"5\"} 1"));
-        assert!(text.contains("confab_messages_stored_total 2"));
+        assert!(text.contains("confab_store_commit_seconds_bucket{le=\"0.001\"} 2"));
+        assert!(text.contains("confab_store_commit_batch_size_bucket{le=\"5\"} 2"));
+        assert!(text.contains("confab_messages_stored_total 3"));
+        assert!(text.contains("confab_store_writer_paused_seconds_total 0.25\n"), "{text}");
         assert!(text.contains("confab_errors_total{code=\"311\",name=\"CONVERSATION_NOT_FOUND\"} 1"));
         m.push.sent(false, 3200);
         m.push.failed("timeout");

@@ -503,7 +503,7 @@ fn data_dir_warning(dir: &std::path::Path) {
 /// worker when notification jobs were queued.
 fn commit_hook(metrics: Arc<Metrics>, push: Option<Arc<Push>>) -> CommitHook {
     Arc::new(move |c| {
-        metrics.committed(c.commands, c.messages, c.took);
+        metrics.committed(c.commands, c.messages, c.took, c.paused_before);
         if let Some(push) = &push
             && c.pushes_queued > 0
         {

@@ -431,9 +431,9 @@ impl Db {
     /// ([`slow_down`]). Called by writers between groups, after the
     /// last one was answered. Behind on flushes, the writer runs the
     /// queued ones itself rather than wait for a worker that may be in the
-    /// middle of a long merge.
-    pub(crate) fn wait_for_flushes(&self, writes: usize) {
-        let Ok(handles) = self.handles() else { return };
+    /// middle of a long merge. Returns how long it paused or waited.
+    pub(crate) fn wait_for_flushes(&self, writes: usize) -> std::time::Duration {
+        let Ok(handles) = self.handles() else { return std::time::Duration::ZERO };
         let behind = |h: &Handles| {
             h.db.write_buffer_size() >= UNFLUSHED_HARD_LIMIT
                 || h.keyspaces.iter().any(|ks| ks.l0_run_count() >= L0_RUNS_WAIT)
@@ -445,7 +445,7 @@ impl Db {
                 tracing::debug!(runs, writes, ?pause, "level-0 merges are behind: slowing the writer");
                 std::thread::sleep(pause);
             }
-            return;
+            return pause;
         }
         let started = std::time::Instant::now();
         let mut asked = None::<std::time::Instant>;
@@ -489,6 +489,7 @@ impl Db {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
+        started.elapsed()
     }
 
     /// Bytes held in memtables, not yet in tables: right after an open,

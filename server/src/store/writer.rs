@@ -37,6 +37,9 @@ pub struct CommitStats {
     pub pushes_queued: u32,
     /// Time spent writing and syncing.
     pub took: std::time::Duration,
+    /// How long the writer paused before taking this group, for the
+    /// store's flushes and merges to catch up (zero almost always).
+    pub paused_before: std::time::Duration,
 }
 
 /// Called after each successful group commit (metrics; waking the push
@@ -281,6 +284,9 @@ fn run(
     }
     let push = settings.push;
     let mut counters = Counters::default();
+    // How long the writer paused after the last group (reported with the
+    // next one).
+    let mut paused = std::time::Duration::ZERO;
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stopping = false;
     let mut failing = Failing::default();
@@ -346,12 +352,18 @@ fn run(
             Ok(writes) => {
                 commit_seq = seq;
                 store.bound_unflushed();
-                hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
+                hook(&CommitStats {
+                    commands: completions.len(),
+                    messages,
+                    pushes_queued,
+                    took: started.elapsed(),
+                    paused_before: std::mem::take(&mut paused),
+                });
                 failing.recovered();
                 for done in completions {
                     done(Ok(()), deliver);
                 }
-                store.wait_for_flushes(writes);
+                paused = store.wait_for_flushes(writes);
             }
             Err(e) => {
                 counters.clear();
@@ -383,6 +395,9 @@ fn run_logged(
     mut rx: mpsc::Receiver<Msg>,
 ) {
     let mut counters = Counters::default();
+    // How long the writer paused after the last group (reported with the
+    // next one).
+    let mut paused = std::time::Duration::ZERO;
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut fenced = false;
     let mut stopping = false;
@@ -441,9 +456,15 @@ fn run_logged(
                     }
                 };
                 store.bound_unflushed();
-                hook(&CommitStats { commands: completions.len(), messages, pushes_queued, took: started.elapsed() });
+                hook(&CommitStats {
+                    commands: completions.len(),
+                    messages,
+                    pushes_queued,
+                    took: started.elapsed(),
+                    paused_before: std::mem::take(&mut paused),
+                });
                 completions.into_iter().for_each(|done| done(Ok(()), deliver));
-                store.wait_for_flushes(writes);
+                paused = store.wait_for_flushes(writes);
             }
             Err(LogError::Fenced(why)) => {
                 tracing::warn!(partition = settings.scope.partition, %why, "fenced: another node owns the partition");
