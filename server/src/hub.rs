@@ -73,6 +73,12 @@ impl Registration {
         self.queue.recv_into(out, max_bytes).await
     }
 
+    /// Appends the frames already delivered to `out`, without waiting,
+    /// as [`Registration::recv_into`] does; returns how many.
+    pub fn drain_into(&self, out: &mut BytesMut, max_bytes: usize) -> usize {
+        self.queue.drain_into(out, max_bytes)
+    }
+
     /// A frame already delivered, if any.
     pub fn try_recv(&self) -> Option<Bytes> {
         self.queue.try_recv()

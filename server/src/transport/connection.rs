@@ -156,6 +156,13 @@ pub async fn serve<L: Link>(
                 while let Some(Some((target, result))) = c.handlers.next().now_or_never() {
                     c.on_response(target, result);
                 }
+                // And the events already delivered: the group commit that
+                // answered a send also delivered its event to the sender's
+                // own session, and a write of its own cost a syscall and a
+                // TLS record per message at W = 1.
+                if let Some(reg) = &c.registration {
+                    reg.drain_into(&mut out, MAX_WRITE_BATCH);
+                }
                 if c.session.wants_input() && !inbuf.is_empty() {
                     c.session.handle_input(&mut inbuf, Now::system());
                     release_if_empty(&mut inbuf);
